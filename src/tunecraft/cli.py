@@ -1,0 +1,115 @@
+"""The command line: a thin layer over tunecraft's Python functions."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from .errors import TunecraftError
+
+
+def _cmd_train(args) -> int:
+    from .config import load_config
+    from .train import train
+
+    config = load_config(args.recipe, args.overrides)
+    if args.no_progress:
+        config.train.progress = False
+    summary = train(config, resume=args.resume, overwrite=args.overwrite)
+    m = summary.get("metrics") or {}
+    print(f"\n{summary['name']}: {summary['method']} on {summary['base_model']}, "
+          f"{summary['trainable_params']:,} trainable parameters, {summary['steps']} steps, "
+          f"{summary['train_seconds']:.0f} s training ({summary['tokens_per_second']:.0f} tokens/s)")
+    if m:
+        print(f"{summary['eval_split']}: accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}  "
+              f"micro-F1 {m['micro_f1']:.4f}  ({m['samples']} examples)")
+    print(f"report: {summary.get('report')}")
+    return 0
+
+
+def _cmd_eval(args) -> int:
+    from .evaluate.runs import evaluate_run
+
+    result = evaluate_run(args.run, args.data, split=args.split, fmt=args.format)
+    m = result["metrics"]
+    print(f"{args.data} ({result['samples']} examples): accuracy {m['accuracy']:.4f}  "
+          f"macro-F1 {m['macro_f1']:.4f}  micro-F1 {m['micro_f1']:.4f}")
+    print(f"report: {result['report']}")
+    return 0
+
+
+def _cmd_predict(args) -> int:
+    from .evaluate.runs import format_predictions, predict, read_texts
+
+    texts = list(args.texts)
+    if args.file:
+        texts += read_texts(args.file, args.text_column)
+    if not texts:
+        raise TunecraftError("give texts as arguments or --file FILE")
+    print(format_predictions(predict(args.run, texts), args.json))
+    return 0
+
+
+def _cmd_assets(args) -> int:
+    from . import assets
+
+    if args.action == "fetch":
+        for line in assets.fetch():
+            print(line)
+    else:
+        print("models:   " + ", ".join(assets.MODELS))
+        print("datasets: " + ", ".join(assets.VADER_FILES))
+        print(f"asset folder: {assets.home()}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tunecraft", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="fine-tune and evaluate from a recipe")
+    p.add_argument("recipe")
+    p.add_argument("overrides", nargs="*", help="dotted.key=value, e.g. train.lr=3e-4 method.r=16")
+    p.add_argument("--resume", action="store_true", help="continue the run from its latest checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("eval", help="evaluate a run on a bundled dataset or a file")
+    p.add_argument("run")
+    p.add_argument("--data", required=True, help="mr, amazon, tweets, nyt, or a CSV/TSV/JSONL/Parquet file")
+    p.add_argument("--split", default="test", choices=["train", "validation", "test", "all"],
+                   help="for bundled sets: which seeded split (the run's own seed), or all")
+    p.add_argument("--format", default="auto", choices=["auto", "csv", "tsv", "jsonl", "parquet"])
+    p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("predict", help="label texts with a run's model")
+    p.add_argument("run")
+    p.add_argument("texts", nargs="*")
+    p.add_argument("--file", help="a .txt file (one text per line) or CSV/TSV/JSONL/Parquet")
+    p.add_argument("--text-column", default="text")
+    p.add_argument("--json", action="store_true", help="print one JSON object per line")
+    p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("assets", help="fetch or list the bundled models and datasets")
+    p.add_argument("action", choices=["fetch", "list"])
+    p.set_defaults(func=_cmd_assets)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except TunecraftError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; resume with --resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

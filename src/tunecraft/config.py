@@ -1,0 +1,208 @@
+"""Typed, validated run configuration: YAML recipes plus dotted overrides; errors name the key."""
+
+from __future__ import annotations
+
+import difflib
+import typing
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import ConfigError
+from .methods import MethodConfig
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class ModelConfig(Strict):
+    base: str = "minilm-l6"
+    """A bundled model name (see `tunecraft assets list`) or a local Hugging Face model folder."""
+    max_length: int = Field(128, ge=8, le=4096)
+    dropout: float | None = Field(None, ge=0.0, lt=1.0)
+    """Override every dropout probability of the model (0 makes training deterministic per batch)."""
+
+
+class SplitConfig(Strict):
+    validation: float = Field(0.1, ge=0.0, lt=1.0)
+    test: float = Field(0.1, ge=0.0, lt=1.0)
+    seed: int = 42
+
+
+class DataConfig(Strict):
+    dataset: str | None = "mr"
+    """A bundled dataset (mr, amazon, tweets, nyt) or null when `train` names a file."""
+    train: str | None = None
+    validation: str | None = None
+    test: str | None = None
+    format: Literal["auto", "csv", "tsv", "jsonl", "parquet"] = "auto"
+    text_column: str = "text"
+    text_pair_column: str | None = None
+    label_column: str = "label"
+    split: SplitConfig = SplitConfig()
+    """Used for the splits that are not given as files."""
+    max_train_samples: int | None = Field(None, ge=1)
+    max_eval_samples: int | None = Field(None, ge=1)
+
+
+class EarlyStoppingConfig(Strict):
+    metric: str = "accuracy"
+    mode: Literal["max", "min"] = "max"
+    patience: int | None = Field(None, ge=1)
+    """Stop after this many evaluations without improvement; null never stops early."""
+
+
+class TrainConfig(Strict):
+    epochs: float = Field(3, gt=0)
+    max_steps: int | None = Field(None, ge=1)
+    """Optimizer steps; overrides epochs when set."""
+    batch_size: int = Field(32, ge=1)
+    """Examples per micro-batch, per process."""
+    grad_accum: int = Field(1, ge=1)
+    lr: float = Field(5e-5, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    adam_eps: float = 1e-8
+    scheduler: Literal["linear", "cosine", "constant"] = "linear"
+    warmup_ratio: float = Field(0.06, ge=0, lt=1)
+    max_grad_norm: float | None = Field(1.0, gt=0)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    """auto: bf16 where the hardware has it (CPU with AVX512-BF16/AMX, Ampere+ GPU), else fp32."""
+    group_by_length: bool = True
+    eval_every: int | None = Field(None, ge=1)
+    """Evaluate on the validation split every N optimizer steps (and always at each epoch end)."""
+    eval_each_epoch: bool = True
+    log_every: int = Field(10, ge=1)
+    checkpoint_every: int | None = Field(None, ge=1)
+    """Write a resumable checkpoint every N optimizer steps (and at each evaluation)."""
+    keep_checkpoints: int = Field(2, ge=1)
+    early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
+    tensorboard: bool = True
+    progress: bool = True
+    num_threads: int | None = Field(None, ge=1)
+
+
+class RunConfig(Strict):
+    name: str = "run"
+    output_dir: str = "runs"
+    seed: int = 42
+    task: Literal["classification"] = "classification"
+    model: ModelConfig = ModelConfig()
+    data: DataConfig = DataConfig()
+    method: Annotated[MethodConfig, Field(discriminator="name")] = Field(
+        default_factory=lambda: typing.get_args(MethodConfig)[0]()
+    )
+    train: TrainConfig = TrainConfig()
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir) / self.name
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    if "=" not in text:
+        raise ConfigError(f"override '{text}' is not of the form dotted.key=value (e.g. train.lr=3e-4)")
+    key, raw = text.split("=", 1)
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override '{text}': empty key part")
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    for text in overrides:
+        path, value = parse_override(text)
+        node = raw
+        for part in path[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"override '{text}': '{part}' is a value, not a section")
+            node = child
+        node[path[-1]] = value
+    return raw
+
+
+def _fields_at(loc: tuple) -> list[str]:
+    """The valid field names of the section that `loc` (a pydantic error location) points into."""
+    cls: type[BaseModel] = RunConfig
+    for part in loc[:-1]:
+        field = cls.model_fields.get(str(part))
+        if field is None:
+            # a tagged union inserts the tag (method name) into the location
+            by_tag = {c.model_fields["name"].default: c for c in typing.get_args(MethodConfig)}
+            if part in by_tag:
+                cls = by_tag[part]
+                continue
+            return []
+        ann = field.annotation
+        candidates = [ann, *typing.get_args(ann)]
+        models = [c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)]
+        if not models:
+            return []
+        cls = models[0]
+    return list(cls.model_fields)
+
+
+def _closest(word: str, valid: list[str]) -> list[str]:
+    close = difflib.get_close_matches(word, valid, n=1)
+    if not close:
+        close = [v for v in valid if word.startswith(v) or v.startswith(word)][:1]
+    return close
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid configuration"]
+    for e in err.errors():
+        loc = tuple(e["loc"])
+        tags = _method_tags()
+        key = ".".join(str(p) for i, p in enumerate(loc) if not (i == 1 and loc[0] == "method" and p in tags))
+        if e["type"] == "extra_forbidden":
+            valid = _fields_at(loc)
+            close = _closest(str(loc[-1]), valid)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            lines.append(f"  unknown key '{key}'{hint}; valid keys here: {', '.join(valid)}")
+        elif e["type"] == "union_tag_invalid":
+            lines.append(f"  {key}: {e['msg']}")
+        else:
+            lines.append(f"  {key}: {e['msg']} (got {e.get('input')!r})")
+    return "\n".join(lines)
+
+
+def _method_tags() -> set[str]:
+    return {c.model_fields["name"].default for c in typing.get_args(MethodConfig)}
+
+
+def build_config(raw: dict, source: str = "config") -> RunConfig:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: a recipe must be a YAML mapping of sections, got {type(raw).__name__}")
+    method = raw.get("method")
+    if isinstance(method, dict) and "name" not in method:
+        method["name"] = "full"
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err, source)) from None
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"recipe not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    raw = apply_overrides(raw, overrides or [])
+    return build_config(raw, source=str(path))
+
+
+def dump_config(config: RunConfig) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

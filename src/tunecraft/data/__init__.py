@@ -1,0 +1,13 @@
+"""Data: readers (csv, tsv, jsonl, parquet, bundled), label maps, splits, tokenization, batching."""
+
+from .dataset import ClassificationData, LabelMap, load_classification_data, load_eval_examples
+from .readers import Example, read_examples
+
+__all__ = [
+    "ClassificationData",
+    "Example",
+    "LabelMap",
+    "load_classification_data",
+    "load_eval_examples",
+    "read_examples",
+]

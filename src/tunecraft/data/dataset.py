@@ -1,0 +1,195 @@
+"""Label maps, seeded splits, tokenization and length-grouped dynamic-padding batches."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..errors import DataError, TunecraftError
+from .bundled import LABELS as BUNDLED_LABELS
+from .bundled import is_bundled, read_bundled
+from .readers import Columns, Example, read_examples
+
+
+@dataclass
+class LabelMap:
+    labels: list[str]
+
+    @classmethod
+    def from_examples(cls, examples: list[Example]) -> LabelMap:
+        names = {e.label for e in examples}
+        if len(names) < 2:
+            raise TunecraftError(f"the training data has {len(names)} distinct label(s); at least 2 are needed")
+        try:
+            ordered = sorted(names, key=lambda n: (0, int(n)))
+        except ValueError:
+            ordered = sorted(names)
+        return cls(ordered)
+
+    @property
+    def id2label(self) -> dict[int, str]:
+        return dict(enumerate(self.labels))
+
+    @property
+    def label2id(self) -> dict[str, int]:
+        return {name: i for i, name in enumerate(self.labels)}
+
+    def encode(self, example: Example, label_field: str) -> int:
+        try:
+            return self.label2id[example.label]
+        except KeyError:
+            raise DataError(
+                example.path, example.line, label_field,
+                f"unknown label '{example.label}'; the model knows: {', '.join(self.labels)}",
+            ) from None
+
+
+@dataclass
+class ClassificationData:
+    train: list[Example]
+    validation: list[Example]
+    test: list[Example]
+    label_map: LabelMap
+    columns: Columns = field(default_factory=Columns)
+    description: str = ""
+
+
+def seeded_split(examples: list[Example], fractions: list[float], seed: int) -> list[list[Example]]:
+    """Split by a seeded permutation: the first parts get `fractions` of the data, the last the rest."""
+    order = list(range(len(examples)))
+    random.Random(seed).shuffle(order)
+    parts, start = [], 0
+    for frac in fractions:
+        size = round(len(examples) * frac)
+        parts.append([examples[i] for i in order[start : start + size]])
+        start += size
+    parts.append([examples[i] for i in order[start:]])
+    return parts
+
+
+def _limit(examples: list[Example], n: int | None, seed: int) -> list[Example]:
+    if n is None or n >= len(examples):
+        return examples
+    order = list(range(len(examples)))
+    random.Random(seed).shuffle(order)
+    return [examples[i] for i in sorted(order[:n])]
+
+
+def load_classification_data(cfg) -> ClassificationData:
+    """Build train/validation/test from a DataConfig: a bundled set or the user's files."""
+    cols = Columns(cfg.text_column, cfg.label_column, cfg.text_pair_column)
+    split = cfg.split
+    if cfg.train:
+        train = read_examples(cfg.train, cols, cfg.format)
+        given = {s: read_examples(getattr(cfg, s), cols, cfg.format) for s in ("validation", "test") if getattr(cfg, s)}
+        missing = [s for s in ("validation", "test") if s not in given]
+        fractions = [getattr(split, s) for s in missing]
+        *carved, train = seeded_split(train, fractions, split.seed)
+        given.update(zip(missing, carved))
+        validation, test = given["validation"], given["test"]
+        description = f"{cfg.train}" + "".join(f" + {s} from file" for s in ("validation", "test") if s not in missing)
+        label_map = LabelMap.from_examples(train)
+    elif is_bundled(cfg.dataset):
+        cols = Columns("text", "label", None)
+        test, validation, train = seeded_split(read_bundled(cfg.dataset), [split.test, split.validation], split.seed)
+        description = f"bundled '{cfg.dataset}' (vaderSentiment ground truth, |score| > 0.5)"
+        label_map = LabelMap(list(BUNDLED_LABELS))
+    else:
+        raise TunecraftError(
+            f"data.dataset '{cfg.dataset}' is not a bundled set (mr, amazon, tweets, nyt) and data.train is not set"
+        )
+    train = _limit(train, cfg.max_train_samples, split.seed)
+    validation = _limit(validation, cfg.max_eval_samples, split.seed)
+    test = _limit(test, cfg.max_eval_samples, split.seed)
+    if not train:
+        raise TunecraftError("the training split is empty")
+    for part in (validation, test):
+        for ex in part:
+            label_map.encode(ex, cols.label)
+    return ClassificationData(train, validation, test, label_map, cols, description)
+
+
+def load_eval_examples(spec: str, columns: Columns, fmt: str = "auto", split: str = "test",
+                       seed: int = 42, fractions: tuple[float, float] = (0.1, 0.1)) -> list[Example]:
+    """Examples to evaluate on: a bundled set's split ('all' for every example) or a file."""
+    if is_bundled(spec):
+        examples = read_bundled(spec)
+        if split == "all":
+            return examples
+        test, validation, train = seeded_split(examples, [fractions[1], fractions[0]], seed)
+        return {"test": test, "validation": validation, "train": train}[split]
+    if not Path(spec).exists():
+        raise TunecraftError(f"'{spec}' is neither a bundled dataset (mr, amazon, tweets, nyt) nor a file")
+    return read_examples(spec, columns, fmt)
+
+
+@dataclass
+class Encoded:
+    input_ids: list[list[int]]
+    token_type_ids: list[list[int]] | None
+    labels: list[int] | None
+    truncated: int
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    @property
+    def lengths(self) -> list[int]:
+        return [len(ids) for ids in self.input_ids]
+
+
+def encode(tokenizer, examples: list[Example], max_length: int, label_map: LabelMap | None = None,
+           label_field: str = "label") -> Encoded:
+    """Tokenize once, up front, without padding (padding happens per batch)."""
+    texts = [e.text for e in examples]
+    pairs = [e.text_pair for e in examples] if examples and examples[0].text_pair is not None else None
+    full = tokenizer(texts, pairs, truncation=False, add_special_tokens=True)
+    out = tokenizer(texts, pairs, truncation=True, max_length=max_length, add_special_tokens=True)
+    truncated = sum(len(a) > len(b) for a, b in zip(full["input_ids"], out["input_ids"]))
+    labels = [label_map.encode(e, label_field) for e in examples] if label_map else None
+    return Encoded(out["input_ids"], out.get("token_type_ids"), labels, truncated)
+
+
+def batch_order(lengths: list[int], batch_size: int, seed: int, epoch: int, shuffle: bool = True,
+                group_by_length: bool = True) -> list[list[int]]:
+    """Batches of indices. Length grouping sorts within shuffled mega-batches of 50 batches, which cuts
+    padding while keeping batches random; the order depends only on (seed, epoch), so resume is exact."""
+    n = len(lengths)
+    if not shuffle:
+        order = sorted(range(n), key=lambda i: -lengths[i]) if group_by_length else list(range(n))
+        return [order[i : i + batch_size] for i in range(0, n, batch_size)]
+    rng = random.Random(seed * 100_003 + epoch)
+    order = list(range(n))
+    rng.shuffle(order)
+    if not group_by_length:
+        return [order[i : i + batch_size] for i in range(0, n, batch_size)]
+    mega = batch_size * 50
+    batches = []
+    for start in range(0, n, mega):
+        chunk = sorted(order[start : start + mega], key=lambda i: -lengths[i])
+        batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
+    rng.shuffle(batches)
+    return batches
+
+
+def collate(enc: Encoded, indices: list[int], pad_id: int, pad_to_multiple_of: int = 8) -> dict[str, torch.Tensor]:
+    width = max(len(enc.input_ids[i]) for i in indices)
+    width = -(-width // pad_to_multiple_of) * pad_to_multiple_of
+    ids = torch.full((len(indices), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(indices), width), dtype=torch.long)
+    types = torch.zeros((len(indices), width), dtype=torch.long) if enc.token_type_ids else None
+    for row, i in enumerate(indices):
+        seq = enc.input_ids[i]
+        ids[row, : len(seq)] = torch.tensor(seq)
+        mask[row, : len(seq)] = 1
+        if types is not None:
+            types[row, : len(seq)] = torch.tensor(enc.token_type_ids[i])
+    batch = {"input_ids": ids, "attention_mask": mask}
+    if types is not None:
+        batch["token_type_ids"] = types
+    if enc.labels is not None:
+        batch["labels"] = torch.tensor([enc.labels[i] for i in indices], dtype=torch.long)
+    return batch

@@ -1,0 +1,151 @@
+"""Readers for the user's own files (CSV, TSV, JSONL, Parquet); every error names file, line and field."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import DataError
+
+FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
+
+
+@dataclass
+class Example:
+    text: str
+    label: str | None = None
+    text_pair: str | None = None
+    path: str = ""
+    line: int | None = None
+    """Where it came from (file and line, or row for Parquet), for error messages."""
+
+
+@dataclass
+class Columns:
+    text: str = "text"
+    label: str | None = "label"
+    text_pair: str | None = None
+
+    def required(self) -> list[str]:
+        return [c for c in (self.text, self.text_pair, self.label) if c]
+
+
+def detect_format(path: Path, fmt: str = "auto") -> str:
+    if fmt != "auto":
+        return fmt
+    if path.suffix.lower() in FORMATS:
+        return FORMATS[path.suffix.lower()]
+    raise DataError(path, None, None, f"cannot tell the format from the suffix '{path.suffix}'; "
+                    "set data.format to csv, tsv, jsonl or parquet")
+
+
+def _decode(path: Path) -> str:
+    data = path.read_bytes()
+    if not data.strip():
+        raise DataError(path, None, None, "the file is empty")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        col = err.start - (data.rfind(b"\n", 0, err.start) + 1) + 1
+        raise DataError(path, line, None, f"not valid UTF-8 (byte 0x{data[err.start]:02x} at column {col}); "
+                        "re-save the file as UTF-8") from None
+
+
+def _make_example(path: Path, line: int, row: dict, cols: Columns) -> Example:
+    def text_field(name: str) -> str:
+        value = row.get(name)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            raise DataError(path, line, name, "empty text")
+        if not isinstance(value, str):
+            raise DataError(path, line, name, f"expected text, got {type(value).__name__} {value!r}")
+        return value
+
+    label = None
+    if cols.label:
+        value = row.get(cols.label)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            raise DataError(path, line, cols.label, "missing label")
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, dict | list):
+            raise DataError(path, line, cols.label, f"a label must be a string or number, got {value!r}")
+        label = str(value).strip()
+    return Example(
+        text=text_field(cols.text),
+        label=label,
+        text_pair=text_field(cols.text_pair) if cols.text_pair else None,
+        path=str(path),
+        line=line,
+    )
+
+
+def _check_columns(path: Path, line: int | None, present: list[str], cols: Columns) -> None:
+    for name in cols.required():
+        if name not in present:
+            raise DataError(path, line, name, f"column not found; the columns are: {', '.join(present)}")
+
+
+def _read_delimited(path: Path, cols: Columns, delimiter: str) -> list[Example]:
+    reader = csv.reader(io.StringIO(_decode(path), newline=""), delimiter=delimiter, strict=True)
+    try:
+        header = next(reader)
+        _check_columns(path, 1, header, cols)
+        out = []
+        for row in reader:
+            if not row or all(not cell.strip() for cell in row):
+                continue
+            if len(row) != len(header):
+                raise DataError(path, reader.line_num, None,
+                                f"the row has {len(row)} fields but the header has {len(header)}")
+            out.append(_make_example(path, reader.line_num, dict(zip(header, row)), cols))
+    except csv.Error as err:
+        raise DataError(path, reader.line_num, None, f"malformed CSV: {err}") from None
+    return out
+
+
+def _read_jsonl(path: Path, cols: Columns) -> list[Example]:
+    out = []
+    for number, line in enumerate(_decode(path).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataError(path, number, None, f"invalid JSON: {err.msg} at column {err.colno}") from None
+        if not isinstance(row, dict):
+            raise DataError(path, number, None, f"expected a JSON object, got {type(row).__name__}")
+        _check_columns(path, number, list(row), cols)
+        out.append(_make_example(path, number, row, cols))
+    return out
+
+
+def _read_parquet(path: Path, cols: Columns) -> list[Example]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowInvalid, OSError) as err:
+        raise DataError(path, None, None, f"not a readable Parquet file: {err}") from None
+    _check_columns(path, None, table.column_names, cols)
+    return [_make_example(path, i, row, cols) for i, row in enumerate(table.to_pylist(), start=1)]
+
+
+def read_examples(path: str | Path, cols: Columns, fmt: str = "auto") -> list[Example]:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, None, None, "file not found")
+    fmt = detect_format(path, fmt)
+    if fmt == "parquet":
+        examples = _read_parquet(path, cols)
+    elif fmt == "jsonl":
+        examples = _read_jsonl(path, cols)
+    else:
+        examples = _read_delimited(path, cols, "," if fmt == "csv" else "\t")
+    if not examples:
+        raise DataError(path, None, None, "no data rows")
+    return examples

@@ -1,0 +1,1 @@
+"""Evaluation: metrics, reports (markdown, HTML, PNG plots), evaluating and predicting with a run."""

@@ -1,0 +1,36 @@
+"""Batched inference over pre-tokenized examples (length-sorted batches, results in input order)."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from ..data.dataset import Encoded, batch_order, collate
+
+
+def autocast_context(device: torch.device, dtype: torch.dtype | None):
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+@torch.no_grad()
+def predict_logits(model, enc: Encoded, batch_size: int, pad_id: int, device: torch.device,
+                   dtype: torch.dtype | None = None, rank: int = 0, world: int = 1, gather=None) -> torch.Tensor:
+    """Logits for every example, in input order. With world > 1 each process takes every world-th batch
+    and `gather` (accelerate's gather_object) joins the parts, so no example is counted twice."""
+    model.eval()
+    batches = batch_order(enc.lengths, batch_size, seed=0, epoch=0, shuffle=False)
+    rows: list[tuple[int, torch.Tensor]] = []
+    for indices in batches[rank::world]:
+        batch = collate(enc, indices, pad_id)
+        batch.pop("labels", None)
+        batch = {k: v.to(device) for k, v in batch.items()}
+        with autocast_context(device, dtype):
+            logits = model(**batch).logits.float().cpu()
+        rows.extend(zip(indices, logits))
+    if world > 1 and gather is not None:
+        rows = gather(rows)
+    rows.sort(key=lambda pair: pair[0])
+    return torch.stack([logits for _, logits in rows]) if rows else torch.empty(0)

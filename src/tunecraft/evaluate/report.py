@@ -1,0 +1,193 @@
+"""Run reports: report.md and a self-contained report.html with PNG plots; predictions.jsonl."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import html
+import json
+import os
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def write_predictions(path: Path, examples, logits, label_map, task) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        for example, decoded in zip(examples, task.decode(logits, label_map)):
+            row = {"text": example.text}
+            if example.text_pair is not None:
+                row["text_pair"] = example.text_pair
+            row.update({"label": example.label, "prediction": decoded["label"], "score": round(decoded["score"], 6),
+                        "probabilities": {k: round(v, 6) for k, v in decoded["probabilities"].items()}})
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+
+
+def _plot_curves(history: list[dict], out: Path) -> list[Path]:
+    made = []
+    train = [h for h in history if h["type"] == "train"]
+    evals = [h for h in history if h["type"] == "eval"]
+    if train or evals:
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        if train:
+            ax.plot([h["step"] for h in train], [h["loss"] for h in train], label="train loss")
+        if evals:
+            ax.plot([h["step"] for h in evals], [h["loss"] for h in evals], "o-", label="validation loss")
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel("loss")
+        ax.legend()
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(out / "loss.png", dpi=110)
+        plt.close(fig)
+        made.append(out / "loss.png")
+    if evals:
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        for key in ("accuracy", "macro_f1"):
+            ax.plot([h["step"] for h in evals], [h[key] for h in evals], "o-", label=f"validation {key}")
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel("score")
+        ax.legend()
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(out / "metrics.png", dpi=110)
+        plt.close(fig)
+        made.append(out / "metrics.png")
+    return made
+
+
+def _plot_confusion(matrix: list[list[int]], labels: list[str], out: Path) -> Path:
+    size = max(3.5, 0.6 * len(labels) + 2)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(matrix, cmap="Blues")
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    peak = max(max(row) for row in matrix) or 1
+    for i, row in enumerate(matrix):
+        for j, value in enumerate(row):
+            ax.text(j, i, str(value), ha="center", va="center", color="white" if value > peak / 2 else "black")
+    fig.tight_layout()
+    fig.savefig(out / "confusion.png", dpi=110)
+    plt.close(fig)
+    return out / "confusion.png"
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}" if abs(value) < 10 else f"{value:,.1f}"
+    return str(value)
+
+
+def _cell(value) -> str:
+    return _fmt(value).replace("|", "\\|")
+
+
+def _sections(summary: dict, images: dict[str, Path]) -> list[tuple[str, list]]:
+    m = summary.get("metrics") or {}
+    frac = summary["trainable_params"] / max(summary["total_params"], 1)
+    setup = [
+        ("base model", summary["base_model"]), ("method", summary["method"]),
+        ("trainable parameters", f"{summary['trainable_params']:,} of {summary['total_params']:,} ({frac:.2%})"),
+        ("data", summary["data"]), ("labels", ", ".join(summary["labels"])),
+        ("examples (train / validation / test)",
+         f"{summary['sizes']['train']} / {summary['sizes']['validation']} / {summary['sizes']['test']}"),
+        ("truncated training texts",
+         f"{summary['truncated']['train']} (max_length {summary['truncated']['max_length']})"),
+        ("optimizer steps", f"{summary['steps']} of {summary['planned_steps']}"
+                            + (" (stopped early)" if summary["stopped_early"] else "")),
+        ("best validation step", summary["best_step"]),
+        ("precision / device / processes", f"{summary['precision']} / {summary['device']} / {summary['processes']}"),
+    ]
+    sections = [("Setup", [("table", ["", ""], setup)])]
+    if m:
+        rows = [(name, _fmt(m[name])) for name in ("accuracy", "macro_precision", "macro_recall", "macro_f1",
+                                                  "micro_f1", "weighted_f1", "loss", "samples")]
+        per_class = [(label, _fmt(v["precision"]), _fmt(v["recall"]), _fmt(v["f1"]), v["support"])
+                     for label, v in m["per_class"].items()]
+        confusion = [(f"true {label}", *row) for label, row in zip(summary["labels"], m["confusion_matrix"])]
+        sections.append((f"Results on the {summary['eval_split']} split", [
+            ("table", ["metric", "value"], rows),
+            ("table", ["class", "precision", "recall", "F1", "support"], per_class),
+            ("table", ["", *(f"pred {label}" for label in summary["labels"])], confusion),
+        ] + ([("image", images["confusion"])] if "confusion" in images else [])))
+    speed = [("training time (s)", summary["train_seconds"]), ("wall time, whole job (s)", summary["wall_seconds"]),
+             ("training tokens/s (non-padding)", summary["tokens_per_second"]),
+             ("training examples/s", summary["examples_per_second"]),
+             ("padding fraction", summary["padding_fraction"]), ("peak RSS (MB)", summary["peak_rss_mb"])]
+    sections.append(("Speed and memory", [("table", ["", ""], speed)]))
+    curves = [("image", images[k]) for k in ("loss", "metrics") if k in images]
+    if curves:
+        sections.append(("Curves", curves))
+    return sections
+
+
+def _markdown(title: str, sections, run_dir: Path) -> str:
+    lines = [f"# {title}", ""]
+    for heading, blocks in sections:
+        lines += [f"## {heading}", ""]
+        for block in blocks:
+            if block[0] == "table":
+                _, header, rows = block
+                lines.append("| " + " | ".join(header) + " |")
+                lines.append("|" + "---|" * len(header))
+                lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
+            else:
+                lines.append(f"![{block[1].stem}]({block[1].relative_to(run_dir)})")
+            lines.append("")
+    return "\n".join(lines)
+
+
+def _html(title: str, sections) -> str:
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
+             "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto}table{border-collapse:collapse;"
+             "margin:1em 0}td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left}</style></head><body>",
+             f"<h1>{html.escape(title)}</h1>"]
+    for heading, blocks in sections:
+        parts.append(f"<h2>{html.escape(heading)}</h2>")
+        for block in blocks:
+            if block[0] == "table":
+                _, header, rows = block
+                parts.append("<table><tr>" + "".join(f"<th>{html.escape(str(h))}</th>" for h in header) + "</tr>")
+                parts += ["<tr>" + "".join(f"<td>{html.escape(_fmt(c))}</td>" for c in row) + "</tr>" for row in rows]
+                parts.append("</table>")
+            else:
+                data = base64.b64encode(block[1].read_bytes()).decode()
+                parts.append(f"<img alt='{block[1].stem}' src='data:image/png;base64,{data}'>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def write_report(run_dir: Path, summary: dict, history: list[dict]) -> Path:
+    plots = run_dir / "plots"
+    plots.mkdir(exist_ok=True)
+    images = {p.stem: p for p in _plot_curves(history, plots)}
+    if summary.get("metrics"):
+        images["confusion"] = _plot_confusion(summary["metrics"]["confusion_matrix"], summary["labels"], plots)
+    title = f"tunecraft run '{summary['name']}' — {dt.date.today().isoformat()}"
+    sections = _sections(summary, images)
+    for name, text in (("report.md", _markdown(title, sections, run_dir)), ("report.html", _html(title, sections))):
+        tmp = run_dir / f".{name}.tmp"
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, run_dir / name)
+    return run_dir / "report.md"
+
+
+def write_eval_report(path: Path, title: str, metrics: dict, labels: list[str]) -> Path:
+    """A short markdown report for `tunecraft eval`."""
+    rows = [(k, _fmt(metrics[k])) for k in ("accuracy", "macro_precision", "macro_recall", "macro_f1", "micro_f1",
+                                            "samples")]
+    per_class = [(label, _fmt(v["precision"]), _fmt(v["recall"]), _fmt(v["f1"]), v["support"])
+                 for label, v in metrics["per_class"].items()]
+    confusion = [(f"true {label}", *row) for label, row in zip(labels, metrics["confusion_matrix"])]
+    sections = [("Results", [("table", ["metric", "value"], rows),
+                             ("table", ["class", "precision", "recall", "F1", "support"], per_class),
+                             ("table", ["", *(f"pred {label}" for label in labels)], confusion)])]
+    path.write_text(_markdown(title, sections, path.parent), encoding="utf-8")
+    return path

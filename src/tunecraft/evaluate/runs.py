@@ -1,0 +1,97 @@
+"""`tunecraft eval` and `tunecraft predict`: use a finished run folder on new data or raw text."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+import yaml
+
+from ..data import LabelMap
+from ..data.dataset import encode, load_eval_examples
+from ..data.readers import Columns, Example, read_examples
+from ..errors import DataError, TunecraftError
+from ..models import load_trained
+from ..tasks import get_task
+from ..train.checkpoint import write_json_atomically
+from ..train.precision import resolve as resolve_precision
+from .inference import predict_logits
+from .report import write_eval_report, write_predictions
+
+
+def _split_settings(run: Path) -> tuple[int, tuple[float, float]]:
+    """The run's own split seed and fractions, so `--data mr` evaluates on the run's held-out part."""
+    saved = run / "config.yaml"
+    if saved.is_file():
+        split = (yaml.safe_load(saved.read_text(encoding="utf-8")).get("data") or {}).get("split") or {}
+        return split.get("seed", 42), (split.get("validation", 0.1), split.get("test", 0.1))
+    return 42, (0.1, 0.1)
+
+
+def evaluate_run(run: str | Path, data: str, split: str = "test", batch_size: int = 64,
+                 precision: str = "auto", fmt: str = "auto") -> dict:
+    run = Path(run)
+    trained = load_trained(run)
+    meta = trained.meta
+    task = get_task(meta["task"])
+    columns = Columns(meta["text_column"], meta["label_column"], meta["text_pair_column"])
+    seed, fractions = _split_settings(run)
+    examples = load_eval_examples(data, columns, fmt, split, seed, fractions)
+    label_map = LabelMap(meta["labels"])
+    enc = encode(trained.tokenizer, examples, meta["max_length"], label_map, columns.label)
+    _, dtype = resolve_precision(precision)
+    logits = predict_logits(trained.model, enc, batch_size, trained.tokenizer.pad_token_id,
+                            torch.device("cpu"), dtype)
+    metrics = task.metrics(logits, enc.labels, label_map)
+    name = (Path(data).stem if Path(data).exists() else data) + ("" if Path(data).exists() else f"-{split}")
+    out = run / "evals" / name
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomically(out / "metrics.json", metrics)
+    write_predictions(out / "predictions.jsonl", examples, logits, label_map, task)
+    report = write_eval_report(out / "report.md", f"Evaluation of {run} on {name}", metrics, label_map.labels)
+    return {"metrics": metrics, "report": str(report), "samples": len(examples)}
+
+
+def read_texts(path: str | Path, text_column: str = "text") -> list[str]:
+    """Texts to predict: a .txt file has one per line; CSV/TSV/JSONL/Parquet use the text column."""
+    path = Path(path)
+    if path.suffix.lower() in (".txt", ""):
+        if not path.is_file():
+            raise DataError(path, None, None, "file not found")
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError as err:
+            raise DataError(path, None, None, f"not valid UTF-8: {err}") from None
+        texts = [line for line in lines if line.strip()]
+        if not texts:
+            raise DataError(path, None, None, "no text lines")
+        return texts
+    return [e.text for e in read_examples(path, Columns(text_column, None, None))]
+
+
+def predict(run: str | Path, texts: list[str], batch_size: int = 64, precision: str = "auto") -> list[dict]:
+    trained = load_trained(run)
+    meta = trained.meta
+    if not texts:
+        raise TunecraftError("no texts to predict")
+    for i, text in enumerate(texts, start=1):
+        if not text.strip():
+            raise TunecraftError(f"text {i} is empty")
+    examples = [Example(text=t) for t in texts]
+    enc = encode(trained.tokenizer, examples, meta["max_length"])
+    _, dtype = resolve_precision(precision)
+    logits = predict_logits(trained.model, enc, batch_size, trained.tokenizer.pad_token_id,
+                            torch.device("cpu"), dtype)
+    decoded = get_task(meta["task"]).decode(logits, LabelMap(meta["labels"]))
+    return [{"text": t, **d} for t, d in zip(texts, decoded)]
+
+
+def format_predictions(rows: list[dict], as_json: bool) -> str:
+    if as_json:
+        return "\n".join(json.dumps(r, ensure_ascii=False) for r in rows)
+    lines = []
+    for r in rows:
+        probs = "  ".join(f"{k}={v:.3f}" for k, v in r["probabilities"].items())
+        lines.append(f"{r['label']}\t{r['score']:.3f}\t[{probs}]\t{r['text']}")
+    return "\n".join(lines)

@@ -1,0 +1,100 @@
+"""Atomic, resumable checkpoints: trainable weights (safetensors), optimizer, scheduler, RNG, loop state."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+STATE = "trainer_state.json"
+
+
+def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.detach().cpu().contiguous().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def load_trainable_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    params = dict(model.named_parameters())
+    missing = [n for n in state if n not in params]
+    if missing:
+        raise RuntimeError(f"checkpoint has parameters the model lacks: {missing[:3]}")
+    with torch.no_grad():
+        for name, value in state.items():
+            params[name].copy_(value)
+
+
+def _write_atomically(target: Path, write) -> None:
+    """Write into a temporary sibling folder, then rename it into place."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
+    try:
+        write(tmp)
+        old = None
+        if target.exists():
+            old = target.with_name(f".{target.name}-old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(target, old)
+        os.replace(tmp, target)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_json_atomically(path: Path, data) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def save_weights(target: Path, model: torch.nn.Module) -> None:
+    _write_atomically(target, lambda d: save_file(trainable_state(model), d / "trainable.safetensors"))
+
+
+def load_weights(source: Path, model: torch.nn.Module) -> None:
+    load_trainable_state(model, load_file(source / "trainable.safetensors"))
+
+
+def save_checkpoint(target: Path, model, optimizer, scheduler, state: dict) -> None:
+    def write(d: Path) -> None:
+        save_file(trainable_state(model), d / "trainable.safetensors")
+        torch.save(optimizer.state_dict(), d / "optimizer.pt")
+        torch.save(scheduler.state_dict(), d / "scheduler.pt")
+        rng = {"python": random.getstate(), "torch": torch.get_rng_state().tolist()}
+        if torch.cuda.is_available():
+            rng["cuda"] = [s.tolist() for s in torch.cuda.get_rng_state_all()]
+        (d / "rng.json").write_text(json.dumps(rng))
+        (d / STATE).write_text(json.dumps(state, indent=2))
+
+    _write_atomically(target, write)
+
+
+def load_checkpoint(source: Path, model, optimizer, scheduler) -> dict:
+    """Restore everything save_checkpoint wrote; nothing is unpickled (weights_only loading)."""
+    load_weights(source, model)
+    optimizer.load_state_dict(torch.load(source / "optimizer.pt", weights_only=True))
+    scheduler.load_state_dict(torch.load(source / "scheduler.pt", weights_only=True))
+    rng = json.loads((source / "rng.json").read_text())
+    version, internal, gauss = rng["python"]
+    random.setstate((version, tuple(internal), gauss))
+    torch.set_rng_state(torch.tensor(rng["torch"], dtype=torch.uint8))
+    if "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in rng["cuda"]])
+    return json.loads((source / STATE).read_text())
+
+
+def latest_checkpoint(folder: Path) -> Path | None:
+    found = sorted(folder.glob("step-*"), key=lambda p: int(p.name.split("-")[1])) if folder.is_dir() else []
+    return found[-1] if found else None
+
+
+def prune_checkpoints(folder: Path, keep: int) -> None:
+    found = sorted(folder.glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
+    for old in found[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,152 @@
+"""`tunecraft train`: config → data → model + method → training loop → test evaluation → run folder."""
+
+from __future__ import annotations
+
+import json
+import platform
+import resource
+import shutil
+import time
+from pathlib import Path
+
+import torch
+import transformers
+from accelerate import Accelerator
+from accelerate.state import AcceleratorState
+
+from .. import __version__
+from ..config import RunConfig, dump_config
+from ..data import load_classification_data
+from ..data.dataset import encode
+from ..errors import TunecraftError
+from ..evaluate.report import write_predictions, write_report
+from ..methods import count_parameters, get_method
+from ..models import META, load_tokenizer, resolve_base
+from ..tasks import get_task
+from .checkpoint import load_weights, prune_checkpoints, write_json_atomically
+from .loop import TrainingLoop, planned_steps
+from .optim import build_optimizer, build_scheduler
+from .precision import resolve as resolve_precision
+
+
+def make_accelerator(mixed_precision: str) -> Accelerator:
+    AcceleratorState._reset_state()  # allow several runs (with different precisions) in one process
+    return Accelerator(mixed_precision=mixed_precision, cpu=not torch.cuda.is_available())
+
+
+def prepare_run_dir(config: RunConfig, resume: bool, overwrite: bool) -> Path:
+    run_dir = config.run_dir
+    saved = run_dir / "config.yaml"
+    if resume:
+        if not saved.is_file():
+            raise TunecraftError(f"cannot resume: {saved} does not exist")
+        before = saved.read_text(encoding="utf-8")
+        if before != dump_config(config):
+            raise TunecraftError(f"cannot resume {run_dir}: the recipe differs from its config.yaml; "
+                                 "resume with the same recipe and overrides")
+        return run_dir
+    if run_dir.exists() and any(run_dir.iterdir()):
+        if not overwrite:
+            raise TunecraftError(f"{run_dir} already exists: pass --resume to continue it, --overwrite to "
+                                 "replace it, or name=... for a new run")
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def train(config: RunConfig, resume: bool = False, overwrite: bool = False, hooks=()) -> dict:
+    """Fine-tune and evaluate as the config says; returns the run summary (also in summary.json)."""
+    started = time.time()
+    if config.train.num_threads:
+        torch.set_num_threads(config.train.num_threads)
+    transformers.set_seed(config.seed)
+    mixed, dtype = resolve_precision(config.train.precision)
+    acc = make_accelerator(mixed)
+    run_dir = prepare_run_dir(config, resume, overwrite) if acc.is_main_process else config.run_dir
+    acc.wait_for_everyone()
+    task = get_task(config.task)
+
+    data = load_classification_data(config.data)
+    base = resolve_base(config.model.base)
+    tokenizer = load_tokenizer(base)
+    max_len, lmap, label_col = config.model.max_length, data.label_map, data.columns.label
+    train_enc = encode(tokenizer, data.train, max_len, lmap, label_col)
+    val_enc = encode(tokenizer, data.validation, max_len, lmap, label_col) if data.validation else None
+    test_enc = encode(tokenizer, data.test, max_len, lmap, label_col) if data.test else None
+
+    model = task.build_model(base, lmap, config.model.dropout)
+    method = get_method(config.method.name)
+    model = method.apply(model, config.method, config.task)
+    trainable, total = count_parameters(model)
+    if acc.is_main_process and not resume:
+        (run_dir / "config.yaml").write_text(dump_config(config), encoding="utf-8")
+
+    optimizer = build_optimizer(model, config.train)
+    steps = planned_steps(train_enc.lengths, config.train, config.seed, acc.num_processes)
+    scheduler = build_scheduler(optimizer, config.train, steps)
+    model, optimizer = acc.prepare(model, optimizer)
+    loop = TrainingLoop(accelerator=acc, model=model, optimizer=optimizer, scheduler=scheduler, task=task,
+                        train_enc=train_enc, eval_enc=val_enc, label_map=lmap, cfg=config.train,
+                        seed=config.seed, run_dir=run_dir, pad_id=tokenizer.pad_token_id,
+                        autocast_dtype=dtype, hooks=hooks)
+    state = loop.run(resume=resume)
+
+    plain = acc.unwrap_model(model)
+    if state.best_step is not None:
+        load_weights(run_dir / "checkpoints" / "best", plain)
+    eval_name, eval_examples, eval_enc = (("test", data.test, test_enc) if test_enc
+                                          else ("validation", data.validation, val_enc))
+    logits = loop.evaluate_logits(eval_enc) if eval_enc else None
+    final = loop.evaluate(eval_enc, logits) if eval_enc else {}
+    summary = {
+        "name": config.name, "task": config.task, "method": config.method.name, "base_model": config.model.base,
+        "data": data.description, "labels": lmap.labels,
+        "sizes": {"train": len(data.train), "validation": len(data.validation), "test": len(data.test)},
+        "truncated": {"train": train_enc.truncated, "max_length": max_len},
+        "trainable_params": trainable, "total_params": total,
+        "steps": state.global_step, "planned_steps": state.total_steps, "epochs_done": state.epoch,
+        "stopped_early": state.stopped_early, "best_step": state.best_step,
+        "best_validation": {config.train.early_stopping.metric: state.best_metric},
+        "eval_split": eval_name, "metrics": final,
+        "train_seconds": round(state.train_seconds, 2), "wall_seconds": round(time.time() - started, 2),
+        "train_tokens": state.train_tokens,
+        "tokens_per_second": round(state.train_tokens / max(state.train_seconds, 1e-9), 1),
+        "examples_per_second": round(state.train_examples / max(state.train_seconds, 1e-9), 2),
+        "padding_fraction": round(1 - state.train_tokens / max(state.padded_tokens, 1), 4),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "precision": mixed, "device": str(acc.device), "processes": acc.num_processes,
+        "versions": {"tunecraft": __version__, "torch": torch.__version__,
+                     "transformers": transformers.__version__, "python": platform.python_version()},
+    }
+    if acc.is_main_process:
+        if eval_enc:
+            write_predictions(run_dir / "predictions.jsonl", eval_examples, logits, lmap, task)
+        export(method, acc.unwrap_model(model, keep_fp32_wrapper=False), tokenizer, run_dir, config, lmap,
+               data.columns)
+        write_json_atomically(run_dir / "summary.json", summary)
+        summary["report"] = str(write_report(run_dir, summary, loop.state.history))
+        prune_checkpoints(run_dir / "checkpoints", 1)
+    acc.wait_for_everyone()
+    return summary
+
+
+def export(method, model, tokenizer, run_dir: Path, config: RunConfig, lmap, columns) -> None:
+    """model/: a plain transformers folder (LoRA merged); adapter/: the peft adapter, for LoRA."""
+    final_dir, adapter_dir = run_dir / "model", run_dir / "adapter"
+    tmp = run_dir / ".model-tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp_adapter = run_dir / ".adapter-tmp"
+    shutil.rmtree(tmp_adapter, ignore_errors=True)
+    method.export(model, tmp, tmp_adapter)
+    meta = {"task": config.task, "labels": lmap.labels, "max_length": config.model.max_length,
+            "text_column": columns.text, "text_pair_column": columns.text_pair,
+            "label_column": columns.label, "base_model": config.model.base, "method": config.method.name,
+            "precision": config.train.precision}
+    for folder in (tmp, tmp_adapter):
+        if folder.exists():
+            tokenizer.save_pretrained(folder)
+            (folder / META).write_text(json.dumps(meta, indent=2), encoding="utf-8")
+    for folder, target in ((tmp, final_dir), (tmp_adapter, adapter_dir)):
+        if folder.exists():
+            shutil.rmtree(target, ignore_errors=True)
+            folder.rename(target)

@@ -1,0 +1,235 @@
+"""THE training loop: forward → loss → backward → clip → step → hooks → log → eval/early-stop → checkpoint.
+
+Written out by hand (not a Trainer subclass) so that later plug-ins (distillation, EWC, replay, AdaLoRA
+budgets, pruning masks) reach into the step through `hooks`; accelerate does devices, precision, processes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from ..data.dataset import Encoded, batch_order, collate
+from ..evaluate.inference import predict_logits
+from ..evaluate.metrics import headline
+from .checkpoint import latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint, save_weights
+
+
+def epoch_windows(lengths: list[int], cfg, seed: int, epoch: int, rank: int = 0,
+                  world: int = 1) -> list[list[list[int]]]:
+    """One process's micro-batches for an epoch, grouped into accumulation windows (one step each)."""
+    batches = batch_order(lengths, cfg.batch_size, seed, epoch, group_by_length=cfg.group_by_length)
+    usable = len(batches) // world * world or len(batches)
+    mine = batches[rank:usable:world]
+    return [mine[i : i + cfg.grad_accum] for i in range(0, len(mine), cfg.grad_accum)]
+
+
+def planned_steps(lengths: list[int], cfg, seed: int, world: int = 1) -> int:
+    if cfg.max_steps:
+        return cfg.max_steps
+    return max(1, math.ceil(cfg.epochs * len(epoch_windows(lengths, cfg, seed, 0, 0, world))))
+
+
+@dataclass
+class LoopState:
+    """Everything besides weights/optimizer/RNG that an exact resume needs."""
+
+    epoch: int = 0
+    step_in_epoch: int = 0
+    global_step: int = 0
+    total_steps: int = 0
+    best_metric: float | None = None
+    best_step: int | None = None
+    bad_evals: int = 0
+    stopped_early: bool = False
+    log_loss_sum: float = 0.0
+    log_count: int = 0
+    train_tokens: int = 0
+    padded_tokens: int = 0
+    train_examples: int = 0
+    train_seconds: float = 0.0
+    history: list = field(default_factory=list)
+
+
+class TrainingLoop:
+    def __init__(self, *, accelerator, model, optimizer, scheduler, task, train_enc: Encoded,
+                 eval_enc: Encoded | None, label_map, cfg, seed: int, run_dir: Path, pad_id: int,
+                 autocast_dtype: torch.dtype | None, hooks=()):
+        self.acc, self.model, self.optimizer, self.scheduler = accelerator, model, optimizer, scheduler
+        self.task, self.train_enc, self.eval_enc, self.label_map = task, train_enc, eval_enc, label_map
+        self.cfg, self.seed, self.run_dir, self.pad_id = cfg, seed, run_dir, pad_id
+        self.autocast_dtype, self.hooks = autocast_dtype, list(hooks)
+        self.ckpt_dir = run_dir / "checkpoints"
+        self.state = LoopState(total_steps=planned_steps(train_enc.lengths, cfg, seed, accelerator.num_processes))
+        self.writer = None
+
+    # -- schedule ---------------------------------------------------------------------------------
+    def epoch_windows(self, epoch: int) -> list[list[list[int]]]:
+        return epoch_windows(self.train_enc.lengths, self.cfg, self.seed, epoch,
+                             self.acc.process_index, self.acc.num_processes)
+
+    # -- the loop ---------------------------------------------------------------------------------
+    def run(self, resume: bool = False) -> LoopState:
+        if resume:
+            self.restore()
+        s = self.state
+        if self.acc.is_main_process and self.cfg.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=s.global_step + 1)
+        bar = tqdm(total=s.total_steps, initial=s.global_step, desc="train", dynamic_ncols=True,
+                   disable=not (self.cfg.progress and self.acc.is_main_process))
+        while s.global_step < s.total_steps and not s.stopped_early:
+            windows = self.epoch_windows(s.epoch)
+            while s.step_in_epoch < len(windows) and s.global_step < s.total_steps:
+                stats = self.train_step(windows[s.step_in_epoch])
+                s.step_in_epoch += 1
+                s.global_step += 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{stats['loss']:.4f}")
+                for hook in self.hooks:
+                    hook(self)
+                self.after_step(stats, epoch_end=s.step_in_epoch == len(windows))
+                if s.stopped_early:
+                    break
+            if s.step_in_epoch >= len(windows):
+                s.epoch += 1
+                s.step_in_epoch = 0
+        bar.close()
+        if self.writer:
+            self.writer.close()
+        return s
+
+    def train_step(self, window: list[list[int]]) -> dict:
+        """One optimizer step over an accumulation window. The loss is the sum over every example of the
+        window divided by their global count, so 4 × 8 and 1 × 32 make the same update."""
+        self.model.train()
+        start = time.perf_counter()
+        batches = [collate(self.train_enc, idx, self.pad_id) for idx in window]
+        local = sum(self.task.count(b) for b in batches)
+        world = self.acc.num_processes
+        total = local
+        if world > 1:
+            total = int(self.acc.reduce(torch.tensor(local, device=self.acc.device), reduction="sum").item())
+        loss_value = 0.0
+        for j, batch in enumerate(batches):
+            batch = {k: v.to(self.acc.device) for k, v in batch.items()}
+            last = j == len(batches) - 1
+            sync = contextlib.nullcontext() if last else self.acc.no_sync(self.model)
+            with sync:
+                outputs = self.model(**{k: v for k, v in batch.items() if k != "labels"})
+                summed = self.task.loss_sum(outputs, batch)
+                self.acc.backward(summed * world / total)
+            loss_value += summed.item()
+            self.state.train_tokens += int(batch["attention_mask"].sum())
+            self.state.padded_tokens += batch["attention_mask"].numel()
+        grad_norm = None
+        if self.cfg.max_grad_norm:
+            grad_norm = float(self.acc.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm))
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.state.train_seconds += time.perf_counter() - start
+        self.state.train_examples += local
+        self.state.log_loss_sum += loss_value
+        self.state.log_count += local
+        return {"loss": loss_value / max(local, 1), "grad_norm": grad_norm}
+
+    def after_step(self, stats: dict, epoch_end: bool) -> None:
+        s, cfg = self.state, self.cfg
+        if s.global_step % cfg.log_every == 0 or s.global_step == s.total_steps:
+            per_epoch = max(len(self.epoch_windows(s.epoch)), 1)
+            record = {"type": "train", "step": s.global_step,
+                      "epoch": round(s.epoch + s.step_in_epoch / per_epoch, 4),
+                      "loss": s.log_loss_sum / max(s.log_count, 1), "lr": self.scheduler.get_last_lr()[0],
+                      "grad_norm": stats["grad_norm"],
+                      "tokens_per_s": s.train_tokens / max(s.train_seconds, 1e-9)}
+            s.log_loss_sum, s.log_count = 0.0, 0
+            self.log(record)
+        due = (cfg.eval_every and s.global_step % cfg.eval_every == 0) or (epoch_end and cfg.eval_each_epoch)
+        last = s.global_step == s.total_steps
+        evaluated = False
+        if self.eval_enc is not None and len(self.eval_enc) and (due or last):
+            self.evaluate_and_select()
+            evaluated = True
+        if (cfg.checkpoint_every and s.global_step % cfg.checkpoint_every == 0) or evaluated:
+            if not last and not s.stopped_early:
+                self.checkpoint()
+
+    # -- evaluation, early stopping, best model -----------------------------------------------------
+    def evaluate_logits(self, enc: Encoded) -> torch.Tensor:
+        return predict_logits(self.model, enc, self.cfg.batch_size * 2, self.pad_id, self.acc.device,
+                              self.autocast_dtype, self.acc.process_index, self.acc.num_processes, _gather_object)
+
+    def evaluate(self, enc: Encoded, logits: torch.Tensor | None = None) -> dict:
+        logits = self.evaluate_logits(enc) if logits is None else logits
+        labels = torch.tensor(enc.labels)
+        result = self.task.metrics(logits, enc.labels, self.label_map)
+        result["loss"] = float(torch.nn.functional.cross_entropy(logits, labels))
+        return result
+
+    def evaluate_and_select(self) -> None:
+        s, es = self.state, self.cfg.early_stopping
+        result = headline(self.evaluate(self.eval_enc))
+        if es.metric not in result:
+            raise ValueError(f"train.early_stopping.metric '{es.metric}' is not one of {sorted(result)}")
+        self.log({"type": "eval", "split": "validation", "step": s.global_step, **result})
+        value = result[es.metric]
+        better = s.best_metric is None or (value > s.best_metric if es.mode == "max" else value < s.best_metric)
+        if better:
+            s.best_metric, s.best_step, s.bad_evals = value, s.global_step, 0
+            if self.acc.is_main_process:
+                save_weights(self.ckpt_dir / "best", self.acc.unwrap_model(self.model))
+        else:
+            s.bad_evals += 1
+            if es.patience and s.bad_evals >= es.patience:
+                s.stopped_early = True
+                self.log({"type": "early_stop", "step": s.global_step, "best_step": s.best_step,
+                          f"best_{es.metric}": s.best_metric})
+        self.acc.wait_for_everyone()
+
+    # -- logging and checkpoints --------------------------------------------------------------------
+    def log(self, record: dict) -> None:
+        self.state.history.append(record)
+        if not self.acc.is_main_process:
+            return
+        with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record) + "\n")
+        if self.writer:
+            for key, value in record.items():
+                if isinstance(value, int | float) and key not in ("step", "type"):
+                    self.writer.add_scalar(f"{record['type']}/{key}", value, record["step"])
+
+    def checkpoint(self) -> None:
+        if self.acc.is_main_process:
+            target = self.ckpt_dir / f"step-{self.state.global_step}"
+            save_checkpoint(target, self.acc.unwrap_model(self.model), self.optimizer, self.scheduler,
+                            asdict(self.state))
+            prune_checkpoints(self.ckpt_dir, self.cfg.keep_checkpoints)
+        self.acc.wait_for_everyone()
+
+    def restore(self) -> None:
+        found = latest_checkpoint(self.ckpt_dir)
+        if found is None:
+            raise FileNotFoundError(f"no checkpoint to resume from in {self.ckpt_dir}")
+        saved = load_checkpoint(found, self.acc.unwrap_model(self.model), self.optimizer, self.scheduler)
+        self.state = LoopState(**saved)
+        # metrics logged after that checkpoint belong to the lost part of the run: drop them
+        path = self.run_dir / "metrics.jsonl"
+        if self.acc.is_main_process and path.exists():
+            kept = [line for line in path.read_text(encoding="utf-8").splitlines()
+                    if line and json.loads(line)["step"] <= self.state.global_step]
+            path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+
+
+def _gather_object(rows):
+    from accelerate.utils import gather_object
+
+    return gather_object(rows)

@@ -1,0 +1,178 @@
+import json
+import subprocess
+import sys
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from tunecraft.config import build_config
+from tunecraft.data import LabelMap, load_classification_data
+from tunecraft.data.bundled import read_bundled
+from tunecraft.data.dataset import batch_order, seeded_split
+from tunecraft.data.readers import Columns, read_examples
+from tunecraft.errors import DataError, TunecraftError
+
+COLS = Columns("text", "label", None)
+
+
+def data_config(**data):
+    return build_config({"data": {"dataset": None, **data}}).data
+
+
+# -- bad input: each names file, line and field ------------------------------------------------------
+
+def test_missing_column_names_the_column_and_lists_the_present_ones(write):
+    path = write("a.csv", "sentence,label\nnice film,pos\n")
+    with pytest.raises(DataError) as err:
+        read_examples(path, COLS)
+    assert str(err.value) == f"{path}, line 1, field 'text': column not found; the columns are: sentence, label"
+
+
+def test_empty_text_is_an_error_with_its_line(write):
+    path = write("a.csv", "text,label\nnice film,pos\n   ,neg\n")
+    with pytest.raises(DataError) as err:
+        read_examples(path, COLS)
+    assert str(err.value) == f"{path}, line 3, field 'text': empty text"
+
+
+def test_missing_label_is_an_error_with_its_line(write):
+    path = write("a.jsonl", '{"text": "ok", "label": "pos"}\n{"text": "fine", "label": ""}\n')
+    with pytest.raises(DataError, match=r"a.jsonl, line 2, field 'label': missing label"):
+        read_examples(path, COLS)
+
+
+def test_non_utf8_bytes_name_the_line(write):
+    path = write("a.csv", b"text,label\nnice film,pos\ncaf\xe9 noir,neg\n")
+    with pytest.raises(DataError) as err:
+        read_examples(path, COLS)
+    assert f"{path}, line 3: not valid UTF-8 (byte 0xe9 at column 4)" in str(err.value)
+
+
+def test_ragged_csv_row(write):
+    path = write("a.csv", "text,label\nnice film,pos\nbad, film,neg\n")
+    with pytest.raises(DataError) as err:
+        read_examples(path, COLS)
+    assert str(err.value) == f"{path}, line 3: the row has 3 fields but the header has 2"
+
+
+def test_invalid_json_line(write):
+    path = write("a.jsonl", '{"text": "ok", "label": 1}\n{"text": "broken", "label": 0\n')
+    with pytest.raises(DataError) as err:
+        read_examples(path, COLS)
+    assert str(err.value).startswith(f"{path}, line 2: invalid JSON: Expecting ',' delimiter")
+
+
+def test_json_line_that_is_not_an_object(write):
+    path = write("a.jsonl", '{"text": "ok", "label": 1}\n["text", 0]\n')
+    with pytest.raises(DataError, match="line 2: expected a JSON object, got list"):
+        read_examples(path, COLS)
+
+
+def test_empty_file_and_header_only_file(write):
+    with pytest.raises(DataError, match="empty.csv: the file is empty"):
+        read_examples(write("empty.csv", ""), COLS)
+    with pytest.raises(DataError, match="header.csv: no data rows"):
+        read_examples(write("header.csv", "text,label\n"), COLS)
+
+
+def test_unknown_label_in_eval_data_names_file_line_and_known_labels(write):
+    train = write("train.csv", "text,label\ngood,pos\nbad,neg\nfine,pos\nawful,neg\n")
+    test = write("test.csv", "text,label\ngreat,pos\nmeh,neutral\n")
+    with pytest.raises(DataError) as err:
+        load_classification_data(data_config(train=train, test=test, validation=train))
+    assert str(err.value) == f"{test}, line 3, field 'label': unknown label 'neutral'; the model knows: neg, pos"
+
+
+def test_cli_prints_the_message_without_a_traceback(write, tmp_path):
+    train = write("train.csv", "text,label\ngood,pos\n\xe9\n")
+    train_bytes = b"text,label\ngood,pos\nbad,neg,extra\n"
+    (tmp_path / "train.csv").write_bytes(train_bytes)
+    recipe = write("r.yaml", f"name: bad\noutput_dir: {tmp_path}/runs\ndata:\n  dataset: null\n  train: {train}\n")
+    proc = subprocess.run([sys.executable, "-m", "tunecraft", "train", recipe], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"error: {train}, line 3: the row has 3 fields but the header has 2"
+    assert "Traceback" not in proc.stderr
+
+
+# -- good input -------------------------------------------------------------------------------------
+
+def test_csv_tsv_jsonl_and_parquet_read_the_same_examples(write, tmp_path):
+    rows = [{"text": "a fine film", "label": "pos"}, {"text": "dull, \"long\"", "label": "neg"}]
+    csv_path = write("d.csv", 'text,label\na fine film,pos\n"dull, ""long""",neg\n')
+    tsv_path = write("d.tsv", 'text\tlabel\na fine film\tpos\n"dull, ""long"""\tneg\n')
+    jsonl_path = write("d.jsonl", "\n".join(json.dumps(r) for r in rows) + "\n")
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "d.parquet")
+    for path in (csv_path, tsv_path, jsonl_path, str(tmp_path / "d.parquet")):
+        got = [(e.text, e.label) for e in read_examples(path, COLS)]
+        assert got == [("a fine film", "pos"), ('dull, "long"', "neg")], path
+
+
+def test_parquet_errors_say_row(tmp_path):
+    pq.write_table(pa.Table.from_pylist([{"text": "ok", "label": 1}, {"text": "", "label": 0}]),
+                   tmp_path / "d.parquet")
+    with pytest.raises(DataError, match=r"d.parquet, row 2, field 'text': empty text"):
+        read_examples(tmp_path / "d.parquet", COLS)
+
+
+def test_sentence_pairs_and_multiclass_integer_labels(write):
+    lines = [{"premise": f"p{i}", "hypothesis": f"h{i}", "y": i % 3} for i in range(30)]
+    path = write("nli.jsonl", "\n".join(json.dumps(r) for r in lines))
+    data = load_classification_data(data_config(train=path, text_column="premise", text_pair_column="hypothesis",
+                                                 label_column="y"))
+    assert data.label_map.labels == ["0", "1", "2"]
+    assert len(data.train) == 24 and len(data.validation) == 3 and len(data.test) == 3
+    assert data.train[0].text_pair.startswith("h")
+
+
+def test_integer_labels_sort_numerically_and_strings_alphabetically():
+    from tunecraft.data.readers import Example
+
+    assert LabelMap.from_examples([Example("a", str(i)) for i in (10, 2, 1)]).labels == ["1", "2", "10"]
+    assert LabelMap.from_examples([Example("a", s) for s in ("pos", "neg")]).labels == ["neg", "pos"]
+    with pytest.raises(TunecraftError, match="at least 2"):
+        LabelMap.from_examples([Example("a", "pos")])
+
+
+# -- bundled sets, splits and batching ----------------------------------------------------------------
+
+def test_bundled_movie_reviews_are_binary_at_half_a_point():
+    mr = read_bundled("mr")
+    assert len(mr) == 10_043
+    counts = {label: sum(e.label == label for e in mr) for label in ("negative", "positive")}
+    assert counts == {"negative": 5_061, "positive": 4_982}
+    for name, size in (("tweets", 3_362), ("amazon", 2_943), ("nyt", 2_788)):
+        assert len(read_bundled(name)) == size
+
+
+def test_bundled_split_is_fixed_by_seed_and_disjoint():
+    cfg = build_config({"data": {"dataset": "mr"}}).data
+    a, b = load_classification_data(cfg), load_classification_data(cfg)
+    assert [e.text for e in a.test] == [e.text for e in b.test]
+    assert (len(a.train), len(a.validation), len(a.test)) == (8_035, 1_004, 1_004)
+    lines = [{e.line for e in part} for part in (a.train, a.validation, a.test)]
+    assert not (lines[0] & lines[1]) and not (lines[0] & lines[2]) and not (lines[1] & lines[2])
+    other = load_classification_data(build_config({"data": {"dataset": "mr", "split": {"seed": 7}}}).data)
+    assert [e.text for e in other.test] != [e.text for e in a.test]
+
+
+def test_seeded_split_covers_everything_once():
+    items = list(range(101))
+    test, val, train = seeded_split(items, [0.1, 0.1], seed=3)
+    assert sorted(test + val + train) == items and len(test) == len(val) == 10
+
+
+def test_length_grouped_batches_cover_each_index_once_and_cut_padding():
+    import random
+
+    lengths = [random.Random(i).randint(5, 120) for i in range(2_000)]
+    batches = batch_order(lengths, 32, seed=1, epoch=0)
+    assert sorted(i for b in batches for i in b) == list(range(2_000))
+    assert batch_order(lengths, 32, seed=1, epoch=0) == batches
+    assert batch_order(lengths, 32, seed=1, epoch=1) != batches
+
+    def padding(bs):
+        return sum(max(lengths[i] for i in b) * len(b) for b in bs) / sum(lengths) - 1
+
+    plain = batch_order(lengths, 32, seed=1, epoch=0, group_by_length=False)
+    assert padding(batches) < 0.1 < padding(plain)
