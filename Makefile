@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 demo: install
-	$(BIN)/tunecraft train recipes/mr-lora.yaml
+	$(BIN)/tunecraft train recipes/mr-lora.yaml --overwrite
 
 test: install
 	$(BIN)/python -m pytest tests $(PYTEST_ARGS); rc=$$?; [ $$rc -eq 5 ] && echo "no tests ran" && rc=0; exit $$rc

@@ -104,7 +104,7 @@ def run_trainer(args) -> dict:
     training_args = TrainingArguments(
         output_dir=tempfile.mkdtemp(prefix="bench-hf-"), learning_rate=args.lr,
         per_device_train_batch_size=args.batch_size, per_device_eval_batch_size=64,
-        num_train_epochs=args.epochs, weight_decay=0.01, warmup_ratio=0.06, bf16=True, use_cpu=True,
+        num_train_epochs=args.epochs, weight_decay=0.01, warmup_steps=0.06, bf16=True, use_cpu=True,
         eval_strategy="no", save_strategy="no", report_to="none", logging_steps=50, seed=42,
         disable_tqdm=True,
     )

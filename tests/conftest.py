@@ -1,10 +1,13 @@
 import os
 
-import pytest
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no test may reach a model hub
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+
+from tunecraft.config import build_config  # noqa: E402
+from tunecraft.train import train  # noqa: E402
 
 
 @pytest.fixture
@@ -20,3 +23,31 @@ def write(tmp_path):
         return str(path)
 
     return _write
+
+
+def recipe(tmp, name, **sections):
+    raw = {"name": name, "output_dir": str(tmp), "seed": 7,
+           "data": {"dataset": "mr", "max_train_samples": 2000, "max_eval_samples": 400},
+           "train": {"epochs": 2, "batch_size": 32, "progress": False, "tensorboard": False}}
+    for key, value in sections.items():
+        raw.setdefault(key, {}).update(value) if isinstance(value, dict) else raw.__setitem__(key, value)
+    return build_config(raw)
+
+
+@pytest.fixture(scope="session")
+def runs(tmp_path_factory):
+    return tmp_path_factory.mktemp("runs")
+
+
+@pytest.fixture(scope="session")
+def lora_run(runs):
+    config = recipe(runs, "lora", method={"name": "lora", "r": 8, "alpha": 16}, train={"lr": 1e-3})
+    return config.run_dir, train(config)
+
+
+@pytest.fixture(scope="session")
+def full_run(runs):
+    config = recipe(runs, "full", method={"name": "full"}, train={"lr": 5e-5, "epochs": 1})
+    return config.run_dir, train(config)
+
+

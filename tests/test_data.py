@@ -176,3 +176,16 @@ def test_length_grouped_batches_cover_each_index_once_and_cut_padding():
 
     plain = batch_order(lengths, 32, seed=1, epoch=0, group_by_length=False)
     assert padding(batches) < 0.1 < padding(plain)
+
+
+def test_bad_data_loses_nothing_already_written(write, tmp_path):
+    from tunecraft.train import train
+
+    train_csv = write("train.csv", "text,label\ngood,pos\nbad,neg,extra\n")
+    config = build_config({"name": "kept", "output_dir": str(tmp_path / "runs"),
+                           "data": {"dataset": None, "train": train_csv}})
+    config.run_dir.mkdir(parents=True)
+    (config.run_dir / "report.md").write_text("an earlier run")
+    with pytest.raises(DataError, match="line 3"):
+        train(config, overwrite=True)
+    assert (config.run_dir / "report.md").read_text() == "an earlier run"

@@ -9,37 +9,12 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from tunecraft import predict
 from tunecraft.assets import model_path
-from tunecraft.config import build_config
 from tunecraft.train import train
 from tunecraft.train.checkpoint import latest_checkpoint
 
+from .conftest import recipe
+
 pytestmark = pytest.mark.slow
-
-
-def recipe(tmp, name, **sections):
-    raw = {"name": name, "output_dir": str(tmp), "seed": 7,
-           "data": {"dataset": "mr", "max_train_samples": 2000, "max_eval_samples": 400},
-           "train": {"epochs": 2, "batch_size": 32, "progress": False, "tensorboard": False}}
-    for key, value in sections.items():
-        raw.setdefault(key, {}).update(value) if isinstance(value, dict) else raw.__setitem__(key, value)
-    return build_config(raw)
-
-
-@pytest.fixture(scope="session")
-def runs(tmp_path_factory):
-    return tmp_path_factory.mktemp("runs")
-
-
-@pytest.fixture(scope="session")
-def lora_run(runs):
-    config = recipe(runs, "lora", method={"name": "lora", "r": 8, "alpha": 16}, train={"lr": 1e-3})
-    return config.run_dir, train(config)
-
-
-@pytest.fixture(scope="session")
-def full_run(runs):
-    config = recipe(runs, "full", method={"name": "full"}, train={"lr": 5e-5, "epochs": 1})
-    return config.run_dir, train(config)
 
 
 def test_lora_beats_chance_by_a_wide_margin(lora_run):
@@ -165,3 +140,17 @@ def test_resume_refuses_a_changed_recipe(runs, lora_run):
         train(changed, resume=True)
     with pytest.raises(TunecraftError, match="already exists"):
         train(changed)
+
+
+def test_early_stopping_stops_and_keeps_the_best_model(runs):
+    # validation loss falls while training works, so with mode=max every evaluation after the first is worse
+    config = recipe(runs, "early", method={"name": "lora"}, data={"max_train_samples": 320, "max_eval_samples": 64},
+                    train={"epochs": 3, "batch_size": 16, "eval_every": 5, "lr": 1e-3,
+                           "early_stopping": {"metric": "loss", "mode": "max", "patience": 2}})
+    summary = train(config)
+    assert summary["stopped_early"] and summary["steps"] == 15 < summary["planned_steps"] == 60
+    assert summary["best_step"] == 5
+    records = [json.loads(x) for x in (config.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert records[-1]["type"] == "early_stop" and records[-1]["best_step"] == 5
+    first_eval = next(r for r in records if r["type"] == "eval")
+    assert summary["best_validation"]["loss"] == first_eval["loss"]

@@ -175,7 +175,9 @@ def batch_order(lengths: list[int], batch_size: int, seed: int, epoch: int, shuf
     return batches
 
 
-def collate(enc: Encoded, indices: list[int], pad_id: int, pad_to_multiple_of: int = 8) -> dict[str, torch.Tensor]:
+def collate(enc: Encoded, indices: list[int], pad_id: int, pad_to_multiple_of: int = 1) -> dict[str, torch.Tensor]:
+    """Pad a batch to its longest member (rounded up to a multiple: 8 suits GPU tensor cores; on CPU, where
+    mr sentences average 27 tokens, rounding to 8 wasted 13% of the work)."""
     width = max(len(enc.input_ids[i]) for i in indices)
     width = -(-width // pad_to_multiple_of) * pad_to_multiple_of
     ids = torch.full((len(indices), width), pad_id, dtype=torch.long)

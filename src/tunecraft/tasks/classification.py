@@ -12,6 +12,8 @@ from ..data import LabelMap
 from ..evaluate.metrics import classification_metrics
 
 NAME = "classification"
+METRICS = ["accuracy", "loss", *(f"{avg}_{m}" for avg in ("macro", "micro", "weighted")
+                                 for m in ("precision", "recall", "f1"))]
 
 
 def build_model(model_path: Path, label_map: LabelMap, dropout: float | None = None):

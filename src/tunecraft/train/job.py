@@ -18,13 +18,14 @@ from .. import __version__
 from ..config import RunConfig, dump_config
 from ..data import load_classification_data
 from ..data.dataset import encode
-from ..errors import TunecraftError
+from ..errors import ConfigError, TunecraftError
 from ..evaluate.report import write_predictions, write_report
 from ..methods import count_parameters, get_method
 from ..models import META, load_tokenizer, resolve_base
 from ..tasks import get_task
 from .checkpoint import load_weights, prune_checkpoints, write_json_atomically
 from .loop import TrainingLoop, planned_steps
+from .memory import keep_freed_memory
 from .optim import build_optimizer, build_scheduler
 from .precision import resolve as resolve_precision
 
@@ -34,39 +35,44 @@ def make_accelerator(mixed_precision: str) -> Accelerator:
     return Accelerator(mixed_precision=mixed_precision, cpu=not torch.cuda.is_available())
 
 
-def prepare_run_dir(config: RunConfig, resume: bool, overwrite: bool) -> Path:
-    run_dir = config.run_dir
-    saved = run_dir / "config.yaml"
+def check_run_dir(config: RunConfig, resume: bool, overwrite: bool) -> None:
+    """Refuse early (before any work) to resume what is not there or to replace a run by accident."""
+    run_dir, saved = config.run_dir, config.run_dir / "config.yaml"
     if resume:
         if not saved.is_file():
             raise TunecraftError(f"cannot resume: {saved} does not exist")
-        before = saved.read_text(encoding="utf-8")
-        if before != dump_config(config):
+        if saved.read_text(encoding="utf-8") != dump_config(config):
             raise TunecraftError(f"cannot resume {run_dir}: the recipe differs from its config.yaml; "
                                  "resume with the same recipe and overrides")
-        return run_dir
-    if run_dir.exists() and any(run_dir.iterdir()):
-        if not overwrite:
-            raise TunecraftError(f"{run_dir} already exists: pass --resume to continue it, --overwrite to "
-                                 "replace it, or name=... for a new run")
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    elif run_dir.exists() and any(run_dir.iterdir()) and not overwrite:
+        raise TunecraftError(f"{run_dir} already exists: pass --resume to continue it, --overwrite to "
+                             "replace it, or name=... for a new run")
+
+
+def prepare_run_dir(config: RunConfig, resume: bool) -> Path:
+    run_dir = config.run_dir
+    if not resume:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        run_dir.mkdir(parents=True)
     return run_dir
 
 
 def train(config: RunConfig, resume: bool = False, overwrite: bool = False, hooks=()) -> dict:
     """Fine-tune and evaluate as the config says; returns the run summary (also in summary.json)."""
     started = time.time()
+    check_run_dir(config, resume, overwrite)
+    keep_freed_memory()
     if config.train.num_threads:
         torch.set_num_threads(config.train.num_threads)
     transformers.set_seed(config.seed)
     mixed, dtype = resolve_precision(config.train.precision)
-    acc = make_accelerator(mixed)
-    run_dir = prepare_run_dir(config, resume, overwrite) if acc.is_main_process else config.run_dir
-    acc.wait_for_everyone()
     task = get_task(config.task)
+    metric = config.train.early_stopping.metric
+    if metric not in task.METRICS:
+        raise ConfigError(f"train.early_stopping.metric: unknown metric '{metric}' for {config.task}; "
+                          f"choose one of {', '.join(task.METRICS)}")
 
-    data = load_classification_data(config.data)
+    data = load_classification_data(config.data)  # bad data fails here, before the run folder is touched
     base = resolve_base(config.model.base)
     tokenizer = load_tokenizer(base)
     max_len, lmap, label_col = config.model.max_length, data.label_map, data.columns.label
@@ -76,8 +82,16 @@ def train(config: RunConfig, resume: bool = False, overwrite: bool = False, hook
 
     model = task.build_model(base, lmap, config.model.dropout)
     method = get_method(config.method.name)
-    model = method.apply(model, config.method, config.task)
+    try:
+        model = method.apply(model, config.method, config.task)
+    except ValueError as err:
+        raise ConfigError(f"method: {err}") from None
     trainable, total = count_parameters(model)
+
+    # everything above only reads; the run folder is touched once the inputs are known to be good
+    acc = make_accelerator(mixed)
+    run_dir = prepare_run_dir(config, resume) if acc.is_main_process else config.run_dir
+    acc.wait_for_everyone()
     if acc.is_main_process and not resume:
         (run_dir / "config.yaml").write_text(dump_config(config), encoding="utf-8")
 

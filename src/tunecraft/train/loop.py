@@ -112,7 +112,8 @@ class TrainingLoop:
         window divided by their global count, so 4 × 8 and 1 × 32 make the same update."""
         self.model.train()
         start = time.perf_counter()
-        batches = [collate(self.train_enc, idx, self.pad_id) for idx in window]
+        multiple = 8 if self.acc.device.type == "cuda" else 1
+        batches = [collate(self.train_enc, idx, self.pad_id, multiple) for idx in window]
         local = sum(self.task.count(b) for b in batches)
         world = self.acc.num_processes
         total = local
