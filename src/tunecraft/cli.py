@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from .errors import TunecraftError
@@ -51,6 +52,20 @@ def _cmd_predict(args) -> int:
     return 0
 
 
+def _cmd_serve(args) -> int:
+    from .serve.app import ServeSettings, serve
+
+    settings = ServeSettings(
+        run=args.run, host=args.host, port=args.port, workers=args.workers, batching=not args.no_batching,
+        max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms, max_body_bytes=args.max_body_bytes,
+        max_texts=args.max_texts, max_input_tokens=args.max_input_tokens,
+        api_key=args.api_key or os.environ.get("TUNECRAFT_API_KEY") or None, feedback_db=args.feedback_db,
+        precision=args.precision, drain_seconds=args.drain_seconds,
+    )
+    serve(settings)
+    return 0
+
+
 def _cmd_assets(args) -> int:
     from . import assets
 
@@ -91,6 +106,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-column", default="text")
     p.add_argument("--json", action="store_true", help="print one JSON object per line")
     p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("serve", help="serve a run over HTTP (FastAPI): /v1/classify, /v1/feedback, /health, /metrics")
+    p.add_argument("run")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--no-batching", action="store_true", help="one forward pass per request item")
+    p.add_argument("--max-batch-size", type=int, default=32)
+    p.add_argument("--max-wait-ms", type=float, default=5.0)
+    p.add_argument("--max-body-bytes", type=int, default=1_000_000)
+    p.add_argument("--max-texts", type=int, default=64)
+    p.add_argument("--max-input-tokens", type=int, default=512)
+    p.add_argument("--api-key", help="require this key (X-API-Key or Authorization: Bearer); "
+                                     "default: $TUNECRAFT_API_KEY, else no key")
+    p.add_argument("--feedback-db", help="SQLite file for /v1/feedback (default: RUN/feedback.sqlite)")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    p.add_argument("--drain-seconds", type=float, default=30, help="graceful-shutdown drain limit")
+    p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser("assets", help="fetch or list the bundled models and datasets")
     p.add_argument("action", choices=["fetch", "list"])

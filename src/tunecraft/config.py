@@ -38,7 +38,7 @@ class DataConfig(Strict):
     train: str | None = None
     validation: str | None = None
     test: str | None = None
-    format: Literal["auto", "csv", "tsv", "jsonl", "parquet"] = "auto"
+    format: Literal["auto", "csv", "tsv", "jsonl", "parquet", "sqlite"] = "auto"
     text_column: str = "text"
     text_pair_column: str | None = None
     label_column: str = "label"

@@ -15,7 +15,8 @@ class DataError(TunecraftError):
     def __init__(self, path, line: int | None, field: str | None, problem: str):
         where = str(path)
         if line is not None:
-            where += f", {'row' if where.endswith('.parquet') else 'line'} {line}"
+            unit = "row" if where.endswith(".parquet") else "id" if where.endswith((".sqlite", ".db")) else "line"
+            where += f", {unit} {line}"
         if field is not None:
             where += f", field '{field}'"
         super().__init__(f"{where}: {problem}")

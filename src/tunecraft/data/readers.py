@@ -10,7 +10,8 @@ from pathlib import Path
 
 from ..errors import DataError
 
-FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
+FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet",
+           ".sqlite": "sqlite", ".db": "sqlite"}
 
 
 @dataclass
@@ -135,6 +136,24 @@ def _read_parquet(path: Path, cols: Columns) -> list[Example]:
     return [_make_example(path, i, row, cols) for i, row in enumerate(table.to_pylist(), start=1)]
 
 
+def _read_sqlite(path: Path, cols: Columns) -> list[Example]:
+    """The feedback a served model collected (`tunecraft serve` → /v1/feedback): table `feedback`."""
+    import sqlite3
+
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        db.row_factory = sqlite3.Row
+        rows = db.execute("SELECT * FROM feedback ORDER BY id").fetchall()
+    except sqlite3.Error as err:
+        raise DataError(path, None, None, f"not a tunecraft feedback database: {err}") from None
+    present = list(rows[0].keys()) if rows else []
+    if rows:
+        _check_columns(path, None, present, cols)
+    out = [_make_example(path, row["id"], dict(row), cols) for row in rows]
+    db.close()
+    return out
+
+
 def read_examples(path: str | Path, cols: Columns, fmt: str = "auto") -> list[Example]:
     path = Path(path)
     if not path.is_file():
@@ -142,6 +161,8 @@ def read_examples(path: str | Path, cols: Columns, fmt: str = "auto") -> list[Ex
     fmt = detect_format(path, fmt)
     if fmt == "parquet":
         examples = _read_parquet(path, cols)
+    elif fmt == "sqlite":
+        examples = _read_sqlite(path, cols)
     elif fmt == "jsonl":
         examples = _read_jsonl(path, cols)
     else:
