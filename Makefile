@@ -32,6 +32,8 @@ lint: install
 
 bench: install
 	$(BIN)/python benchmarks/train_throughput.py
+	test -d runs/mr-lora/model || $(MAKE) demo
+	$(BIN)/python benchmarks/serve_load.py runs/mr-lora
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -114,7 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--no-batching", action="store_true", help="one forward pass per request item")
     p.add_argument("--max-batch-size", type=int, default=32)
-    p.add_argument("--max-wait-ms", type=float, default=5.0)
+    p.add_argument("--max-wait-ms", type=float, default=0.0,
+                   help="extra wait for a fuller batch (default 0: batch what queued during the last pass)")
     p.add_argument("--max-body-bytes", type=int, default=1_000_000)
     p.add_argument("--max-texts", type=int, default=64)
     p.add_argument("--max-input-tokens", type=int, default=512)

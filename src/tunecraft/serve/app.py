@@ -46,7 +46,8 @@ class ServeSettings(BaseModel):
     workers: int = Field(1, ge=1)
     batching: bool = True
     max_batch_size: int = Field(32, ge=1)
-    max_wait_ms: float = Field(5.0, ge=0)
+    max_wait_ms: float = Field(0.0, ge=0)
+    """Extra wait for a fuller batch; 0 batches only what queued up while the last batch ran."""
     max_body_bytes: int = Field(1_000_000, ge=1)
     max_texts: int = Field(64, ge=1)
     max_input_tokens: int = Field(512, ge=1)
@@ -114,6 +115,10 @@ class ClassifierService:
         self.pairs = self.meta.get("text_pair_column") is not None
         self.max_input_tokens = settings.max_input_tokens
         _, self.dtype = resolve_precision(settings.precision)
+
+    def warm_up(self) -> None:
+        for size in (1, 8):
+            self.infer(self.tokenize(["warm-up"] * size, ["warm-up"] * size if self.pairs else None))
 
     def tokenize(self, texts: list[str], pairs: list[str] | None) -> list[tuple[list[int], list[int] | None]]:
         full = self.tokenizer(texts, pairs, truncation=False)
@@ -211,10 +216,11 @@ def create_app(settings: ServeSettings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        service = ClassifierService(settings)
-        service.infer(service.tokenize(["warm-up"], ["warm-up"] if service.pairs else None))
-        batcher = MicroBatcher(service.infer, settings.max_batch_size if settings.batching else 1,
+        batcher = MicroBatcher(None, settings.max_batch_size if settings.batching else 1,
                                settings.max_wait_ms if settings.batching else 0, metrics.on_batch)
+        service = await batcher.run(ClassifierService, settings)
+        batcher.infer = service.infer
+        await batcher.run(service.warm_up)
         batcher.start()
         feedback = FeedbackStore(settings.feedback_db or Path(settings.run) / "feedback.sqlite")
         state.update(service=service, batcher=batcher, feedback=feedback, ready=True)

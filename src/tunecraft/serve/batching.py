@@ -1,5 +1,10 @@
-"""Dynamic micro-batching: requests queue up; a worker takes up to max_batch_size items, waiting at most
-max_wait_ms after the first, runs them as one forward pass in a worker thread, and answers each."""
+"""Dynamic micro-batching: request items queue up; a worker takes every item already waiting (up to
+max_batch_size), optionally waits up to max_wait_ms for more, runs them as one forward pass, answers each.
+
+With max_wait_ms=0 nothing waits: an idle server runs a lone request at once, and a busy one batches what
+arrived while the previous forward pass ran. Every torch call runs on the one inference thread: when a
+second thread also ran forward passes, both OpenMP thread pools spun on 2 cores and a MiniLM forward pass
+went from 7.4 to 17 ms."""
 
 from __future__ import annotations
 
@@ -10,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 
 class MicroBatcher:
-    def __init__(self, infer: Callable[[list], list], max_batch_size: int = 32, max_wait_ms: float = 5.0,
+    def __init__(self, infer: Callable[[list], list] | None, max_batch_size: int = 32, max_wait_ms: float = 0.0,
                  on_batch: Callable[[int, float], None] | None = None):
         self.infer, self.max_batch_size, self.max_wait = infer, max_batch_size, max_wait_ms / 1000
         self.on_batch = on_batch
@@ -20,6 +25,10 @@ class MicroBatcher:
 
     def start(self) -> None:
         self.task = asyncio.get_running_loop().create_task(self._worker())
+
+    async def run(self, fn: Callable, *args):
+        """Run fn on the inference thread (model loading and warm-up go here too)."""
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
     async def stop(self) -> None:
         """Finish everything already queued, then stop."""
