@@ -187,3 +187,17 @@ def test_graceful_shutdown_drains_in_flight_requests_and_logs_json(lora_run):
     log = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
     posts = [entry for entry in log if entry["path"] == "/v1/classify"]
     assert len(posts) == 3 and all(e["status"] == 200 and e["latency_ms"] > 0 for e in posts)
+
+
+def test_several_worker_processes_serve_the_same_model(lora_run):
+    run_dir, _ = lora_run
+    proc, url = start(run_dir, "--workers", "2")
+    try:
+        responses = [httpx.post(url + "/v1/classify", json={"texts": ["a gorgeous, witty film"]}, timeout=30)
+                     for _ in range(6)]
+        assert [r.json()["predictions"][0]["label"] for r in responses] == ["positive"] * 6
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    pids = {json.loads(line)["pid"] for line in proc.stderr.read().splitlines() if line.startswith("{")}
+    assert 1 <= len(pids) <= 2

@@ -314,8 +314,11 @@ SETTINGS_ENV = "TUNECRAFT_SERVE_SETTINGS"
 
 
 def app_from_env() -> FastAPI:
-    """Factory for uvicorn's worker processes (--workers > 1): settings travel in an environment variable."""
-    return create_app(ServeSettings.model_validate_json(os.environ[SETTINGS_ENV]))
+    """Factory for uvicorn's worker processes (--workers > 1): settings travel in an environment variable.
+    Each worker gets an equal share of the cores for torch, so N workers do not oversubscribe them."""
+    settings = ServeSettings.model_validate_json(os.environ[SETTINGS_ENV])
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // settings.workers))
+    return create_app(settings)
 
 
 def serve(settings: ServeSettings) -> None:
