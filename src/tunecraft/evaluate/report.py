@@ -28,36 +28,32 @@ def write_predictions(path: Path, examples, logits, label_map, task) -> None:
     os.replace(tmp, path)
 
 
+def _line_plot(series: list[tuple[str, list[dict], str, str]], ylabel: str, path: Path) -> Path:
+    """series: (label, records, key, matplotlib style) drawn against each record's step."""
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for label, records, key, style in series:
+        ax.plot([r["step"] for r in records], [r[key] for r in records], style, label=label)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel(ylabel)
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def _plot_curves(history: list[dict], out: Path) -> list[Path]:
-    made = []
     train = [h for h in history if h["type"] == "train"]
     evals = [h for h in history if h["type"] == "eval"]
-    if train or evals:
-        fig, ax = plt.subplots(figsize=(6, 3.5))
-        if train:
-            ax.plot([h["step"] for h in train], [h["loss"] for h in train], label="train loss")
-        if evals:
-            ax.plot([h["step"] for h in evals], [h["loss"] for h in evals], "o-", label="validation loss")
-        ax.set_xlabel("optimizer step")
-        ax.set_ylabel("loss")
-        ax.legend()
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
-        fig.savefig(out / "loss.png", dpi=110)
-        plt.close(fig)
-        made.append(out / "loss.png")
+    made = []
+    losses = [("train loss", train, "loss", "-")] if train else []
+    losses += [("validation loss", evals, "loss", "o-")] if evals else []
+    if losses:
+        made.append(_line_plot(losses, "loss", out / "loss.png"))
     if evals:
-        fig, ax = plt.subplots(figsize=(6, 3.5))
-        for key in ("accuracy", "macro_f1"):
-            ax.plot([h["step"] for h in evals], [h[key] for h in evals], "o-", label=f"validation {key}")
-        ax.set_xlabel("optimizer step")
-        ax.set_ylabel("score")
-        ax.legend()
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
-        fig.savefig(out / "metrics.png", dpi=110)
-        plt.close(fig)
-        made.append(out / "metrics.png")
+        scores = [(f"validation {key}", evals, key, "o-") for key in ("accuracy", "macro_f1")]
+        made.append(_line_plot(scores, "score", out / "metrics.png"))
     return made
 
 
