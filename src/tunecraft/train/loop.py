@@ -84,7 +84,7 @@ class TrainingLoop:
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=s.global_step + 1)
-        bar = tqdm(total=s.total_steps, initial=s.global_step, desc="train", dynamic_ncols=True,
+        bar = tqdm(total=s.total_steps, initial=s.global_step, desc="train", dynamic_ncols=True, mininterval=1.0,
                    disable=not (self.cfg.progress and self.acc.is_main_process))
         while s.global_step < s.total_steps and not s.stopped_early:
             windows = self.epoch_windows(s.epoch)
@@ -93,7 +93,7 @@ class TrainingLoop:
                 s.step_in_epoch += 1
                 s.global_step += 1
                 bar.update(1)
-                bar.set_postfix(loss=f"{stats['loss']:.4f}")
+                bar.set_postfix(loss=f"{stats['loss']:.4f}", refresh=False)
                 for hook in self.hooks:
                     hook(self)
                 self.after_step(stats, epoch_end=s.step_in_epoch == len(windows))
