@@ -69,11 +69,14 @@ class TrainingLoop:
         self.ckpt_dir = run_dir / "checkpoints"
         self.state = LoopState(total_steps=planned_steps(train_enc.lengths, cfg, seed, accelerator.num_processes))
         self.writer = None
+        self._windows: tuple[int | None, list] = (None, [])
 
     # -- schedule ---------------------------------------------------------------------------------
     def epoch_windows(self, epoch: int) -> list[list[list[int]]]:
-        return epoch_windows(self.train_enc.lengths, self.cfg, self.seed, epoch,
-                             self.acc.process_index, self.acc.num_processes)
+        if self._windows[0] != epoch:
+            self._windows = (epoch, epoch_windows(self.train_enc.lengths, self.cfg, self.seed, epoch,
+                                                  self.acc.process_index, self.acc.num_processes))
+        return self._windows[1]
 
     # -- the loop ---------------------------------------------------------------------------------
     def run(self, resume: bool = False) -> LoopState:
