@@ -189,3 +189,16 @@ def test_bad_data_loses_nothing_already_written(write, tmp_path):
     with pytest.raises(DataError, match="line 3"):
         train(config, overwrite=True)
     assert (config.run_dir / "report.md").read_text() == "an earlier run"
+
+
+def test_eval_on_the_runs_own_dataset_uses_the_runs_split(tmp_path):
+    from tunecraft.config import dump_config
+    from tunecraft.data.dataset import load_eval_examples
+    from tunecraft.evaluate.runs import _split_settings
+
+    config = build_config({"data": {"dataset": "mr", "split": {"seed": 7, "validation": 0.2, "test": 0.05}}})
+    (tmp_path / "config.yaml").write_text(dump_config(config))
+    seed, fractions = _split_settings(tmp_path)
+    held_out = load_eval_examples("mr", COLS, split="test", seed=seed, fractions=fractions)
+    assert [e.text for e in held_out] == [e.text for e in load_classification_data(config.data).test]
+    assert len(held_out) == 502

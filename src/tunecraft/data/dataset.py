@@ -141,16 +141,38 @@ class Encoded:
         return [len(ids) for ids in self.input_ids]
 
 
+def tokenize(tokenizer, texts: list[str], pairs: list[str] | None, max_length: int):
+    """→ (input_ids, token_type_ids or None, untruncated lengths). One pass without truncation; only the
+    texts longer than max_length are tokenized again with the tokenizer's own truncation (which knows how to
+    cut a pair), so the common case tokenizes once."""
+    full = tokenizer(texts, pairs, truncation=False)
+    ids, types = full["input_ids"], full.get("token_type_ids")
+    lengths = [len(x) for x in ids]
+    long = [i for i, n in enumerate(lengths) if n > max_length]
+    if long:
+        cut = tokenizer([texts[i] for i in long], [pairs[i] for i in long] if pairs else None,
+                        truncation=True, max_length=max_length)
+        for j, i in enumerate(long):
+            ids[i] = cut["input_ids"][j]
+            if types is not None:
+                types[i] = cut["token_type_ids"][j]
+    return ids, types, lengths
+
+
 def encode(tokenizer, examples: list[Example], max_length: int, label_map: LabelMap | None = None,
            label_field: str = "label") -> Encoded:
     """Tokenize once, up front, without padding (padding happens per batch)."""
     texts = [e.text for e in examples]
     pairs = [e.text_pair for e in examples] if examples and examples[0].text_pair is not None else None
-    full = tokenizer(texts, pairs, truncation=False, add_special_tokens=True)
-    out = tokenizer(texts, pairs, truncation=True, max_length=max_length, add_special_tokens=True)
-    truncated = sum(len(a) > len(b) for a, b in zip(full["input_ids"], out["input_ids"]))
+    ids, types, lengths = tokenize(tokenizer, texts, pairs, max_length)
     labels = [label_map.encode(e, label_field) for e in examples] if label_map else None
-    return Encoded(out["input_ids"], out.get("token_type_ids"), labels, truncated)
+    return Encoded(ids, types, labels, sum(n > max_length for n in lengths))
+
+
+def pad_multiple(device) -> int:
+    """Round padded length up to a multiple of 8 on CUDA (tensor cores); not on CPU, where on `mr`
+    (mean 26.9 tokens) it raised padding from 2.8% to 13.6% of the tokens processed."""
+    return 8 if device.type == "cuda" else 1
 
 
 def batch_order(lengths: list[int], batch_size: int, seed: int, epoch: int, shuffle: bool = True,
@@ -176,8 +198,7 @@ def batch_order(lengths: list[int], batch_size: int, seed: int, epoch: int, shuf
 
 
 def collate(enc: Encoded, indices: list[int], pad_id: int, pad_to_multiple_of: int = 1) -> dict[str, torch.Tensor]:
-    """Pad a batch to its longest member (rounded up to a multiple: 8 suits GPU tensor cores; on CPU, where
-    mr sentences average 27 tokens, rounding to 8 wasted 13% of the work)."""
+    """Pad a batch to its longest member, rounded up to `pad_to_multiple_of` (see pad_multiple)."""
     width = max(len(enc.input_ids[i]) for i in indices)
     width = -(-width // pad_to_multiple_of) * pad_to_multiple_of
     ids = torch.full((len(indices), width), pad_id, dtype=torch.long)

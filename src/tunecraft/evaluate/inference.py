@@ -6,7 +6,7 @@ import contextlib
 
 import torch
 
-from ..data.dataset import Encoded, batch_order, collate
+from ..data.dataset import Encoded, batch_order, collate, pad_multiple
 
 
 def autocast_context(device: torch.device, dtype: torch.dtype | None):
@@ -24,7 +24,7 @@ def predict_logits(model, enc: Encoded, batch_size: int, pad_id: int, device: to
     batches = batch_order(enc.lengths, batch_size, seed=0, epoch=0, shuffle=False)
     rows: list[tuple[int, torch.Tensor]] = []
     for indices in batches[rank::world]:
-        batch = collate(enc, indices, pad_id, 8 if device.type == "cuda" else 1)
+        batch = collate(enc, indices, pad_id, pad_multiple(device))
         batch.pop("labels", None)
         batch = {k: v.to(device) for k, v in batch.items()}
         with autocast_context(device, dtype):

@@ -85,6 +85,18 @@ def _cell(value) -> str:
     return _fmt(value).replace("|", "\\|")
 
 
+def _result_tables(metrics: dict, labels: list[str]) -> list:
+    """The headline metrics, the per-class report and the confusion matrix, as table blocks."""
+    names = [n for n in ("accuracy", "macro_precision", "macro_recall", "macro_f1", "micro_f1", "weighted_f1",
+                         "loss", "samples") if n in metrics]
+    per_class = [(label, _fmt(v["precision"]), _fmt(v["recall"]), _fmt(v["f1"]), v["support"])
+                 for label, v in metrics["per_class"].items()]
+    confusion = [(f"true {label}", *row) for label, row in zip(labels, metrics["confusion_matrix"])]
+    return [("table", ["metric", "value"], [(n, _fmt(metrics[n])) for n in names]),
+            ("table", ["class", "precision", "recall", "F1", "support"], per_class),
+            ("table", ["", *(f"pred {label}" for label in labels)], confusion)]
+
+
 def _sections(summary: dict, images: dict[str, Path]) -> list[tuple[str, list]]:
     m = summary.get("metrics") or {}
     frac = summary["trainable_params"] / max(summary["total_params"], 1)
@@ -103,16 +115,9 @@ def _sections(summary: dict, images: dict[str, Path]) -> list[tuple[str, list]]:
     ]
     sections = [("Setup", [("table", ["", ""], setup)])]
     if m:
-        rows = [(name, _fmt(m[name])) for name in ("accuracy", "macro_precision", "macro_recall", "macro_f1",
-                                                  "micro_f1", "weighted_f1", "loss", "samples")]
-        per_class = [(label, _fmt(v["precision"]), _fmt(v["recall"]), _fmt(v["f1"]), v["support"])
-                     for label, v in m["per_class"].items()]
-        confusion = [(f"true {label}", *row) for label, row in zip(summary["labels"], m["confusion_matrix"])]
-        sections.append((f"Results on the {summary['eval_split']} split", [
-            ("table", ["metric", "value"], rows),
-            ("table", ["class", "precision", "recall", "F1", "support"], per_class),
-            ("table", ["", *(f"pred {label}" for label in summary["labels"])], confusion),
-        ] + ([("image", images["confusion"])] if "confusion" in images else [])))
+        images_part = [("image", images["confusion"])] if "confusion" in images else []
+        sections.append((f"Results on the {summary['eval_split']} split",
+                         _result_tables(m, summary["labels"]) + images_part))
     speed = [("training time (s)", summary["train_seconds"]), ("wall time, whole job (s)", summary["wall_seconds"]),
              ("training tokens/s (non-padding)", summary["tokens_per_second"]),
              ("training examples/s", summary["examples_per_second"]),
@@ -177,13 +182,6 @@ def write_report(run_dir: Path, summary: dict, history: list[dict]) -> Path:
 
 def write_eval_report(path: Path, title: str, metrics: dict, labels: list[str]) -> Path:
     """A short markdown report for `tunecraft eval`."""
-    rows = [(k, _fmt(metrics[k])) for k in ("accuracy", "macro_precision", "macro_recall", "macro_f1", "micro_f1",
-                                            "samples")]
-    per_class = [(label, _fmt(v["precision"]), _fmt(v["recall"]), _fmt(v["f1"]), v["support"])
-                 for label, v in metrics["per_class"].items()]
-    confusion = [(f"true {label}", *row) for label, row in zip(labels, metrics["confusion_matrix"])]
-    sections = [("Results", [("table", ["metric", "value"], rows),
-                             ("table", ["class", "precision", "recall", "F1", "support"], per_class),
-                             ("table", ["", *(f"pred {label}" for label in labels)], confusion)])]
+    sections = [("Results", _result_tables(metrics, labels))]
     path.write_text(_markdown(title, sections, path.parent), encoding="utf-8")
     return path

@@ -24,7 +24,7 @@ class LoraSettings(MethodSettings):
     r: int = Field(8, ge=1)
     alpha: float = Field(16, gt=0)
     dropout: float = Field(0.0, ge=0, lt=1)
-    """Dropout on the adapter input. Off by default: on CPU its random masks made a step 1.6x slower."""
+    """Dropout on the adapter input. Off by default: on CPU its random masks made a step 1.5x slower."""
     target_modules: list[str] | None = None
     """Module names to adapt; null picks every linear layer of the blocks for known architectures."""
     modules_to_save: list[str] | None = None

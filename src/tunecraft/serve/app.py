@@ -17,7 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..data import LabelMap
-from ..data.dataset import Encoded
+from ..data.dataset import Encoded, tokenize
 from ..evaluate.inference import predict_logits
 from ..models import load_trained
 from ..tasks import get_task
@@ -121,13 +121,11 @@ class ClassifierService:
             self.infer(self.tokenize(["warm-up"] * size, ["warm-up"] * size if self.pairs else None))
 
     def tokenize(self, texts: list[str], pairs: list[str] | None) -> list[tuple[list[int], list[int] | None]]:
-        full = self.tokenizer(texts, pairs, truncation=False)
-        for i, ids in enumerate(full["input_ids"]):
-            if len(ids) > self.max_input_tokens:
-                raise HTTPException(422, f"texts[{i}] has {len(ids)} tokens; the limit is {self.max_input_tokens}")
-        cut = self.tokenizer(texts, pairs, truncation=True, max_length=self.meta["max_length"])
-        types = cut.get("token_type_ids")
-        return [(ids, types[i] if types else None) for i, ids in enumerate(cut["input_ids"])]
+        ids, types, lengths = tokenize(self.tokenizer, texts, pairs, self.meta["max_length"])
+        for i, n in enumerate(lengths):
+            if n > self.max_input_tokens:
+                raise HTTPException(422, f"texts[{i}] has {n} tokens; the limit is {self.max_input_tokens}")
+        return [(x, types[i] if types else None) for i, x in enumerate(ids)]
 
     def infer(self, items: list[tuple[list[int], list[int] | None]]) -> list[dict]:
         enc = Encoded([ids for ids, _ in items], [t for _, t in items] if items[0][1] is not None else None,

@@ -41,10 +41,6 @@ class FeedbackStore:
             self._db.execute("COMMIT")
             return int(cur.lastrowid)
 
-    def count(self) -> int:
-        with self._lock:
-            return int(self._db.execute("SELECT COUNT(*) FROM feedback").fetchone()[0])
-
     def close(self) -> None:
         with self._lock:
             self._db.close()

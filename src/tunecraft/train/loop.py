@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from ..data.dataset import Encoded, batch_order, collate
+from ..data.dataset import Encoded, batch_order, collate, pad_multiple
 from ..evaluate.inference import predict_logits
 from ..evaluate.metrics import headline
 from .checkpoint import latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint, save_weights
@@ -115,7 +115,7 @@ class TrainingLoop:
         window divided by their global count, so 4 × 8 and 1 × 32 make the same update."""
         self.model.train()
         start = time.perf_counter()
-        multiple = 8 if self.acc.device.type == "cuda" else 1
+        multiple = pad_multiple(self.acc.device)
         batches = [collate(self.train_enc, idx, self.pad_id, multiple) for idx in window]
         local = sum(self.task.count(b) for b in batches)
         world = self.acc.num_processes
