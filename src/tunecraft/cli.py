@@ -17,25 +17,25 @@ def _cmd_train(args) -> int:
     config = load_config(args.recipe, args.overrides)
     if args.no_progress:
         config.train.progress = False
+    from .tasks import get_task
+
     summary = train(config, resume=args.resume, overwrite=args.overwrite)
     m = summary.get("metrics") or {}
     print(f"\n{summary['name']}: {summary['method']} on {summary['base_model']}, "
           f"{summary['trainable_params']:,} trainable parameters, {summary['steps']} steps, "
           f"{summary['train_seconds']:.0f} s training ({summary['tokens_per_second']:.0f} tokens/s)")
     if m:
-        print(f"{summary['eval_split']}: accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}  "
-              f"micro-F1 {m['micro_f1']:.4f}  ({m['samples']} examples)")
+        print(f"{summary['eval_split']}: {get_task(summary['task']).summary_line(m)}")
     print(f"report: {summary.get('report')}")
     return 0
 
 
 def _cmd_eval(args) -> int:
     from .evaluate.runs import evaluate_run
+    from .tasks import get_task
 
     result = evaluate_run(args.run, args.data, split=args.split, fmt=args.format)
-    m = result["metrics"]
-    print(f"{args.data} ({result['samples']} examples): accuracy {m['accuracy']:.4f}  "
-          f"macro-F1 {m['macro_f1']:.4f}  micro-F1 {m['micro_f1']:.4f}")
+    print(f"{args.data}: {get_task(result['task']).summary_line(result['metrics'])}")
     print(f"report: {result['report']}")
     return 0
 
@@ -48,7 +48,9 @@ def _cmd_predict(args) -> int:
         texts += read_texts(args.file, args.text_column)
     if not texts:
         raise TunecraftError("give texts as arguments or --file FILE")
-    print(format_predictions(predict(args.run, texts), args.json))
+    from .models import run_task
+
+    print(format_predictions(predict(args.run, texts), args.json, run_task(args.run)))
     return 0
 
 
@@ -93,13 +95,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="evaluate a run on a bundled dataset or a file")
     p.add_argument("run")
-    p.add_argument("--data", required=True, help="mr, amazon, tweets, nyt, or a CSV/TSV/JSONL/Parquet file")
+    p.add_argument("--data", required=True, help="mr, amazon, tweets, nyt, pd-ner, or a CSV/TSV/JSONL/Parquet/"
+                                                 "CoNLL file")
     p.add_argument("--split", default="test", choices=["train", "validation", "test", "all"],
                    help="for bundled sets: which seeded split (the run's own seed), or all")
-    p.add_argument("--format", default="auto", choices=["auto", "csv", "tsv", "jsonl", "parquet"])
+    p.add_argument("--format", default="auto", choices=["auto", "csv", "tsv", "jsonl", "parquet", "conll"],
+                   help="auto: from the suffix (for NER runs: .jsonl spans, anything else CoNLL)")
     p.set_defaults(func=_cmd_eval)
 
-    p = sub.add_parser("predict", help="label texts with a run's model")
+    p = sub.add_parser("predict", help="label texts with a run's model (NER runs: entities with character offsets)")
     p.add_argument("run")
     p.add_argument("texts", nargs="*")
     p.add_argument("--file", help="a .txt file (one text per line) or CSV/TSV/JSONL/Parquet")

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import ConfigError
 from .methods import MethodConfig
@@ -20,7 +20,10 @@ class Strict(BaseModel):
 
 class ModelConfig(Strict):
     base: str = "minilm-l6"
-    """A bundled model name (see `tunecraft assets list`) or a local Hugging Face model folder."""
+    """A bundled model name (see `tunecraft assets list`), a local Hugging Face model folder, or
+    `scratch:<size>` for a randomly initialised model of a named size (see `tunecraft.models.sizes`)."""
+    tokenizer: str | None = None
+    """For scratch models: a tokenizer folder, or `chars` for one token per character of the training text."""
     max_length: int = Field(128, ge=8, le=4096)
     dropout: float | None = Field(None, ge=0.0, lt=1.0)
     """Override every dropout probability of the model (0 makes training deterministic per batch)."""
@@ -32,13 +35,33 @@ class SplitConfig(Strict):
     seed: int = 42
 
 
+class NerDataConfig(Strict):
+    """Token classification (task: token_classification)."""
+
+    token_column: int = 0
+    """CoNLL files: the column of the tokens (0 = first)."""
+    tag_column: int = -1
+    """CoNLL files: the column of the tags (-1 = last)."""
+    scheme: Literal["bio", "bioes"] = "bio"
+    """The tag scheme the model predicts; input files in either scheme are converted to it."""
+    on_invalid: Literal["repair", "error"] = "repair"
+    """An I-/E- tag with no entity of its type to continue: start a new entity (with a warning), or stop."""
+    label_subtokens: Literal["first", "all"] = "first"
+    """Train on the first sub-token of each word only, or on all of them (predictions always read the first)."""
+    stride: int = Field(32, ge=0)
+    """Tokens shared by consecutive windows of a sentence longer than model.max_length."""
+    strict: bool = False
+    """Score entities in seqeval's strict mode (exact scheme-valid tag sequences) instead of conlleval's."""
+
+
 class DataConfig(Strict):
     dataset: str | None = "mr"
-    """A bundled dataset (mr, amazon, tweets, nyt) or null when `train` names a file."""
+    """A bundled dataset (mr, amazon, tweets, nyt; pd-ner for token classification) or null when `train`
+    names a file."""
     train: str | None = None
     validation: str | None = None
     test: str | None = None
-    format: Literal["auto", "csv", "tsv", "jsonl", "parquet", "sqlite"] = "auto"
+    format: Literal["auto", "csv", "tsv", "jsonl", "parquet", "sqlite", "conll"] = "auto"
     text_column: str = "text"
     text_pair_column: str | None = None
     label_column: str = "label"
@@ -46,10 +69,13 @@ class DataConfig(Strict):
     """Used for the splits that are not given as files."""
     max_train_samples: int | None = Field(None, ge=1)
     max_eval_samples: int | None = Field(None, ge=1)
+    ner: NerDataConfig = NerDataConfig()
 
 
 class EarlyStoppingConfig(Strict):
-    metric: str = "accuracy"
+    metric: str | None = None
+    """The validation metric that picks the best model: accuracy for classification, f1 (entity-level)
+    for token classification, when not set."""
     mode: Literal["max", "min"] = "max"
     patience: int | None = Field(None, ge=1)
     """Stop after this many evaluations without improvement; null never stops early."""
@@ -89,13 +115,19 @@ class RunConfig(Strict):
     name: str = "run"
     output_dir: str = "runs"
     seed: int = 42
-    task: Literal["classification"] = "classification"
+    task: Literal["classification", "token_classification"] = "classification"
     model: ModelConfig = ModelConfig()
     data: DataConfig = DataConfig()
     method: Annotated[MethodConfig, Field(discriminator="name")] = Field(
         default_factory=lambda: typing.get_args(MethodConfig)[0]()
     )
     train: TrainConfig = TrainConfig()
+
+    @model_validator(mode="after")
+    def _task_defaults(self):
+        if self.train.early_stopping.metric is None:
+            self.train.early_stopping.metric = "f1" if self.task == "token_classification" else "accuracy"
+        return self
 
     @property
     def run_dir(self) -> Path:

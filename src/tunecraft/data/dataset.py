@@ -13,6 +13,9 @@ from .bundled import LABELS as BUNDLED_LABELS
 from .bundled import is_bundled, read_bundled
 from .readers import Columns, Example, read_examples
 
+IGNORE = -100
+"""Label id of positions that take no part in the loss or the metrics (padding, later sub-tokens)."""
+
 
 @dataclass
 class LabelMap:
@@ -128,10 +131,20 @@ def load_eval_examples(spec: str, columns: Columns, fmt: str = "auto", split: st
 
 @dataclass
 class Encoded:
+    """Tokenized features, unpadded. For classification one feature per example and `labels` one id each;
+    for token classification `labels` holds one id per token (-100: not scored), a long sentence may give
+    several overlapping windows, and `sample`/`word_ids` map each feature back to its sentence and words."""
+
     input_ids: list[list[int]]
     token_type_ids: list[list[int]] | None
-    labels: list[int] | None
+    labels: list[int] | list[list[int]] | None
     truncated: int
+    sample: list[int] | None = None
+    word_ids: list[list[int | None]] | None = None
+    gold: list[list[str]] | None = None
+    """Token classification: every sentence's gold tags, one per word (for word-level metrics)."""
+    options: dict = field(default_factory=dict)
+    """Task settings that scoring needs (the tag scheme, strict entity matching)."""
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -214,5 +227,11 @@ def collate(enc: Encoded, indices: list[int], pad_id: int, pad_to_multiple_of: i
     if types is not None:
         batch["token_type_ids"] = types
     if enc.labels is not None:
-        batch["labels"] = torch.tensor([enc.labels[i] for i in indices], dtype=torch.long)
+        if isinstance(enc.labels[indices[0]], list):
+            labels = torch.full((len(indices), width), IGNORE, dtype=torch.long)
+            for row, i in enumerate(indices):
+                labels[row, : len(enc.labels[i])] = torch.tensor(enc.labels[i])
+            batch["labels"] = labels
+        else:
+            batch["labels"] = torch.tensor([enc.labels[i] for i in indices], dtype=torch.long)
     return batch

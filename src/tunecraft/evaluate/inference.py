@@ -17,8 +17,10 @@ def autocast_context(device: torch.device, dtype: torch.dtype | None):
 
 @torch.no_grad()
 def predict_logits(model, enc: Encoded, batch_size: int, pad_id: int, device: torch.device,
-                   dtype: torch.dtype | None = None, rank: int = 0, world: int = 1, gather=None) -> torch.Tensor:
-    """Logits for every example, in input order. With world > 1 each process takes every world-th batch
+                   dtype: torch.dtype | None = None, rank: int = 0, world: int = 1,
+                   gather=None) -> torch.Tensor | list[torch.Tensor]:
+    """Logits for every feature, in input order: one tensor [N, C] for sequence classification, a list of
+    [length, C] tensors for token classification. With world > 1 each process takes every world-th batch
     and `gather` (accelerate's gather_object) joins the parts, so no example is counted twice."""
     model.eval()
     batches = batch_order(enc.lengths, batch_size, seed=0, epoch=0, shuffle=False)
@@ -29,8 +31,13 @@ def predict_logits(model, enc: Encoded, batch_size: int, pad_id: int, device: to
         batch = {k: v.to(device) for k, v in batch.items()}
         with autocast_context(device, dtype):
             logits = model(**batch).logits.float().cpu()
-        rows.extend(zip(indices, logits))
+        if logits.dim() == 3:
+            rows.extend((i, logits[row, : len(enc.input_ids[i])]) for row, i in enumerate(indices))
+        else:
+            rows.extend(zip(indices, logits))
     if world > 1 and gather is not None:
         rows = gather(rows)
     rows.sort(key=lambda pair: pair[0])
+    if rows and rows[0][1].dim() == 2:
+        return [logits for _, logits in rows]
     return torch.stack([logits for _, logits in rows]) if rows else torch.empty(0)

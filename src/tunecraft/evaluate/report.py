@@ -15,15 +15,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-def write_predictions(path: Path, examples, logits, label_map, task) -> None:
+def write_predictions(path: Path, rows: list[dict]) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "w", encoding="utf-8") as fh:
-        for example, decoded in zip(examples, task.decode(logits, label_map)):
-            row = {"text": example.text}
-            if example.text_pair is not None:
-                row["text_pair"] = example.text_pair
-            row.update({"label": example.label, "prediction": decoded["label"], "score": round(decoded["score"], 6),
-                        "probabilities": {k: round(v, 6) for k, v in decoded["probabilities"].items()}})
+        for row in rows:
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
     os.replace(tmp, path)
 
@@ -43,7 +38,7 @@ def _line_plot(series: list[tuple[str, list[dict], str, str]], ylabel: str, path
     return path
 
 
-def _plot_curves(history: list[dict], out: Path) -> list[Path]:
+def _plot_curves(history: list[dict], out: Path, keys: tuple[str, ...]) -> list[Path]:
     train = [h for h in history if h["type"] == "train"]
     evals = [h for h in history if h["type"] == "eval"]
     made = []
@@ -52,52 +47,40 @@ def _plot_curves(history: list[dict], out: Path) -> list[Path]:
     if losses:
         made.append(_line_plot(losses, "loss", out / "loss.png"))
     if evals:
-        scores = [(f"validation {key}", evals, key, "o-") for key in ("accuracy", "macro_f1")]
+        scores = [(f"validation {key}", evals, key, "o-") for key in keys if key in evals[0]]
         made.append(_line_plot(scores, "score", out / "metrics.png"))
     return made
 
 
-def _plot_confusion(matrix: list[list[int]], labels: list[str], out: Path) -> Path:
-    size = max(3.5, 0.6 * len(labels) + 2)
-    fig, ax = plt.subplots(figsize=(size, size))
+def plot_confusion(matrix: list[list[int]], rows: list[str], cols: list[str], path: Path,
+                   xlabel: str = "predicted", ylabel: str = "true") -> Path:
+    fig, ax = plt.subplots(figsize=(max(3.5, 0.6 * len(cols) + 2), max(3.5, 0.6 * len(rows) + 2)))
     ax.imshow(matrix, cmap="Blues")
-    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
-    ax.set_yticks(range(len(labels)), labels)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
+    ax.set_xticks(range(len(cols)), cols, rotation=45, ha="right")
+    ax.set_yticks(range(len(rows)), rows)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     peak = max(max(row) for row in matrix) or 1
     for i, row in enumerate(matrix):
         for j, value in enumerate(row):
             ax.text(j, i, str(value), ha="center", va="center", color="white" if value > peak / 2 else "black")
     fig.tight_layout()
-    fig.savefig(out / "confusion.png", dpi=110)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
-    return out / "confusion.png"
+    return path
 
 
-def _fmt(value) -> str:
+def fmt(value) -> str:
     if isinstance(value, float):
         return f"{value:.4f}" if abs(value) < 10 else f"{value:,.1f}"
     return str(value)
 
 
 def _cell(value) -> str:
-    return _fmt(value).replace("|", "\\|")
+    return fmt(value).replace("|", "\\|")
 
 
-def _result_tables(metrics: dict, labels: list[str]) -> list:
-    """The headline metrics, the per-class report and the confusion matrix, as table blocks."""
-    names = [n for n in ("accuracy", "macro_precision", "macro_recall", "macro_f1", "micro_f1", "weighted_f1",
-                         "loss", "samples") if n in metrics]
-    per_class = [(label, _fmt(v["precision"]), _fmt(v["recall"]), _fmt(v["f1"]), v["support"])
-                 for label, v in metrics["per_class"].items()]
-    confusion = [(f"true {label}", *row) for label, row in zip(labels, metrics["confusion_matrix"])]
-    return [("table", ["metric", "value"], [(n, _fmt(metrics[n])) for n in names]),
-            ("table", ["class", "precision", "recall", "F1", "support"], per_class),
-            ("table", ["", *(f"pred {label}" for label in labels)], confusion)]
-
-
-def _sections(summary: dict, images: dict[str, Path]) -> list[tuple[str, list]]:
+def _sections(summary: dict, images: dict[str, Path], results: list) -> list[tuple[str, list]]:
     m = summary.get("metrics") or {}
     frac = summary["trainable_params"] / max(summary["total_params"], 1)
     setup = [
@@ -106,8 +89,13 @@ def _sections(summary: dict, images: dict[str, Path]) -> list[tuple[str, list]]:
         ("data", summary["data"]), ("labels", ", ".join(summary["labels"])),
         ("examples (train / validation / test)",
          f"{summary['sizes']['train']} / {summary['sizes']['validation']} / {summary['sizes']['test']}"),
-        ("truncated training texts",
-         f"{summary['truncated']['train']} (max_length {summary['truncated']['max_length']})"),
+        *([("entities per split", "; ".join(f"{split}: " + ", ".join(f"{t} {n}" for t, n in counts.items())
+                                             for split, counts in summary["entities"].items()))]
+          if summary.get("entities") else []),
+        ("truncated training texts" if summary["task"] == "classification" else "training windows (sentences "
+         "longer than max_length are split into overlapping windows, never truncated)",
+         f"{summary['truncated']['train']} (max_length {summary['truncated']['max_length']})"
+         if summary["task"] == "classification" else summary["features"]["train"]),
         ("optimizer steps", f"{summary['steps']} of {summary['planned_steps']}"
                             + (" (stopped early)" if summary["stopped_early"] else "")),
         ("best validation step", summary["best_step"]),
@@ -115,9 +103,7 @@ def _sections(summary: dict, images: dict[str, Path]) -> list[tuple[str, list]]:
     ]
     sections = [("Setup", [("table", ["", ""], setup)])]
     if m:
-        images_part = [("image", images["confusion"])] if "confusion" in images else []
-        sections.append((f"Results on the {summary['eval_split']} split",
-                         _result_tables(m, summary["labels"]) + images_part))
+        sections.append((f"Results on the {summary['eval_split']} split", results))
     speed = [("training time (s)", summary["train_seconds"]), ("wall time, whole job (s)", summary["wall_seconds"]),
              ("training tokens/s (non-padding)", summary["tokens_per_second"]),
              ("training examples/s", summary["examples_per_second"]),
@@ -156,7 +142,7 @@ def _html(title: str, sections) -> str:
             if block[0] == "table":
                 _, header, rows = block
                 parts.append("<table><tr>" + "".join(f"<th>{html.escape(str(h))}</th>" for h in header) + "</tr>")
-                parts += ["<tr>" + "".join(f"<td>{html.escape(_fmt(c))}</td>" for c in row) + "</tr>" for row in rows]
+                parts += ["<tr>" + "".join(f"<td>{html.escape(fmt(c))}</td>" for c in row) + "</tr>" for row in rows]
                 parts.append("</table>")
             else:
                 data = base64.b64encode(block[1].read_bytes()).decode()
@@ -165,14 +151,13 @@ def _html(title: str, sections) -> str:
     return "\n".join(parts)
 
 
-def write_report(run_dir: Path, summary: dict, history: list[dict]) -> Path:
+def write_report(run_dir: Path, summary: dict, history: list[dict], task) -> Path:
     plots = run_dir / "plots"
     plots.mkdir(exist_ok=True)
-    images = {p.stem: p for p in _plot_curves(history, plots)}
-    if summary.get("metrics"):
-        images["confusion"] = _plot_confusion(summary["metrics"]["confusion_matrix"], summary["labels"], plots)
+    images = {p.stem: p for p in _plot_curves(history, plots, task.HEADLINE)}
+    results = task.result_blocks(summary["metrics"], summary["labels"], plots) if summary.get("metrics") else []
     title = f"tunecraft run '{summary['name']}' — {dt.date.today().isoformat()}"
-    sections = _sections(summary, images)
+    sections = _sections(summary, images, results)
     for name, text in (("report.md", _markdown(title, sections, run_dir)), ("report.html", _html(title, sections))):
         tmp = run_dir / f".{name}.tmp"
         tmp.write_text(text, encoding="utf-8")
@@ -180,8 +165,8 @@ def write_report(run_dir: Path, summary: dict, history: list[dict]) -> Path:
     return run_dir / "report.md"
 
 
-def write_eval_report(path: Path, title: str, metrics: dict, labels: list[str]) -> Path:
-    """A short markdown report for `tunecraft eval`."""
-    sections = [("Results", _result_tables(metrics, labels))]
+def write_eval_report(path: Path, title: str, metrics: dict, labels: list[str], task) -> Path:
+    """A markdown report for `tunecraft eval` (plots beside it)."""
+    sections = [("Results", task.result_blocks(metrics, labels, path.parent))]
     path.write_text(_markdown(title, sections, path.parent), encoding="utf-8")
     return path

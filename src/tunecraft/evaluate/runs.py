@@ -9,8 +9,7 @@ import torch
 import yaml
 
 from ..data import LabelMap
-from ..data.dataset import encode, load_eval_examples
-from ..data.readers import Columns, Example, read_examples
+from ..data.readers import Columns, read_examples
 from ..errors import DataError, TunecraftError
 from ..models import load_trained
 from ..tasks import get_task
@@ -35,22 +34,21 @@ def evaluate_run(run: str | Path, data: str, split: str = "test", batch_size: in
     trained = load_trained(run)
     meta = trained.meta
     task = get_task(meta["task"])
-    columns = Columns(meta["text_column"], meta["label_column"], meta["text_pair_column"])
     seed, fractions = _split_settings(run)
-    examples = load_eval_examples(data, columns, fmt, split, seed, fractions)
+    examples = task.load_eval_examples(data, meta, fmt, split, seed, fractions)
     label_map = LabelMap(meta["labels"])
-    enc = encode(trained.tokenizer, examples, meta["max_length"], label_map, columns.label)
+    enc = task.encode(trained.tokenizer, examples, meta, label_map)
     _, dtype = resolve_precision(precision)
     logits = predict_logits(trained.model, enc, batch_size, trained.tokenizer.pad_token_id,
                             torch.device("cpu"), dtype)
-    metrics = task.metrics(logits, enc.labels, label_map)
+    metrics = task.evaluate(logits, enc, label_map)
     name = (Path(data).stem if Path(data).exists() else data) + ("" if Path(data).exists() else f"-{split}")
     out = run / "evals" / name
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomically(out / "metrics.json", metrics)
-    write_predictions(out / "predictions.jsonl", examples, logits, label_map, task)
-    report = write_eval_report(out / "report.md", f"Evaluation of {run} on {name}", metrics, label_map.labels)
-    return {"metrics": metrics, "report": str(report), "samples": len(examples)}
+    write_predictions(out / "predictions.jsonl", task.prediction_rows(examples, logits, enc, label_map))
+    report = write_eval_report(out / "report.md", f"Evaluation of {run} on {name}", metrics, label_map.labels, task)
+    return {"metrics": metrics, "report": str(report), "samples": len(examples), "task": meta["task"]}
 
 
 def read_texts(path: str | Path, text_column: str = "text") -> list[str]:
@@ -71,27 +69,17 @@ def read_texts(path: str | Path, text_column: str = "text") -> list[str]:
 
 
 def predict(run: str | Path, texts: list[str], batch_size: int = 64, precision: str = "auto") -> list[dict]:
-    trained = load_trained(run)
-    meta = trained.meta
     if not texts:
         raise TunecraftError("no texts to predict")
     for i, text in enumerate(texts, start=1):
         if not text.strip():
             raise TunecraftError(f"text {i} is empty")
-    examples = [Example(text=t) for t in texts]
-    enc = encode(trained.tokenizer, examples, meta["max_length"])
+    trained = load_trained(run)
     _, dtype = resolve_precision(precision)
-    logits = predict_logits(trained.model, enc, batch_size, trained.tokenizer.pad_token_id,
-                            torch.device("cpu"), dtype)
-    decoded = get_task(meta["task"]).decode(logits, LabelMap(meta["labels"]))
-    return [{"text": t, **d} for t, d in zip(texts, decoded)]
+    return get_task(trained.meta["task"]).predict(trained, texts, batch_size, dtype)
 
 
-def format_predictions(rows: list[dict], as_json: bool) -> str:
+def format_predictions(rows: list[dict], as_json: bool, task: str = "classification") -> str:
     if as_json:
         return "\n".join(json.dumps(r, ensure_ascii=False) for r in rows)
-    lines = []
-    for r in rows:
-        probs = "  ".join(f"{k}={v:.3f}" for k, v in r["probabilities"].items())
-        lines.append(f"{r['label']}\t{r['score']:.3f}\t[{probs}]\t{r['text']}")
-    return "\n".join(lines)
+    return "\n".join(get_task(task).format_prediction(r) for r in rows)

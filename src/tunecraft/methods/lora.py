@@ -10,7 +10,7 @@ from pydantic import Field
 
 from .base import Method, MethodSettings
 
-PEFT_TASK_TYPES = {"classification": TaskType.SEQ_CLS}
+PEFT_TASK_TYPES = {"classification": TaskType.SEQ_CLS, "token_classification": TaskType.TOKEN_CLS}
 
 # Default targets per architecture family: every linear layer inside the transformer blocks.
 DEFAULT_TARGETS = {

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..data import LabelMap
 from ..data.dataset import Encoded, tokenize
+from ..errors import TunecraftError
 from ..evaluate.inference import predict_logits
 from ..models import load_trained
 from ..tasks import get_task
@@ -108,6 +109,9 @@ class ClassifierService:
 
     def __init__(self, settings: ServeSettings):
         trained = load_trained(settings.run)
+        if trained.meta["task"] != "classification":
+            raise TunecraftError(f"{settings.run}: serving a '{trained.meta['task']}' model is not supported yet; "
+                                 "use `tunecraft predict`")
         self.model, self.tokenizer, self.meta = trained.model, trained.tokenizer, trained.meta
         self.name = str(Path(settings.run).resolve().name)
         self.labels = LabelMap(self.meta["labels"])
@@ -322,7 +326,7 @@ def app_from_env() -> FastAPI:
 def serve(settings: ServeSettings) -> None:
     import uvicorn
 
-    load_trained(settings.run)  # fail fast, with a clear message, before binding the port
+    ClassifierService(settings)  # fail fast, with a clear message, before binding the port
     # access_log=False: our structured access log (one JSON line per request) replaces uvicorn's
     common = dict(host=settings.host, port=settings.port, timeout_graceful_shutdown=settings.drain_seconds,
                   log_level="info", access_log=False)

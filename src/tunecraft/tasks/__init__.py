@@ -1,8 +1,8 @@
-"""Tasks, one module each with the same shape: build the model + head, loss, decode, metrics."""
+"""Tasks, one module each with the same shape: data, model + head, loss, metrics, predictions, report."""
 
-from . import classification
+from . import classification, token_classification
 
-TASKS = {"classification": classification}
+TASKS = {"classification": classification, "token_classification": token_classification}
 
 
 def get_task(name: str):

@@ -1,4 +1,4 @@
-"""Sequence classification (single text or sentence pair): head, loss, decoding and metrics."""
+"""Sequence classification (single text or sentence pair): data, head, loss, metrics, predictions, report."""
 
 from __future__ import annotations
 
@@ -8,27 +8,49 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModelForSequenceClassification
 
-from ..data import LabelMap
+from ..data import LabelMap, load_classification_data
+from ..data.dataset import encode as encode_examples
+from ..data.dataset import load_eval_examples as load_examples
+from ..data.readers import Columns, Example
 from ..evaluate.metrics import classification_metrics
+from ..evaluate.report import fmt, plot_confusion
 
 NAME = "classification"
 METRICS = ["accuracy", "loss", *(f"{avg}_{m}" for avg in ("macro", "micro", "weighted")
                                  for m in ("precision", "recall", "f1"))]
+MODEL_CLASS = AutoModelForSequenceClassification
+HEADLINE = ("accuracy", "macro_f1")
+"""The metrics the CLI prints and the report plots over training."""
 
 
-def build_model(model_path: Path, label_map: LabelMap, dropout: float | None = None):
-    overrides = {}
-    if dropout is not None:
-        overrides = {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout,
-                     "classifier_dropout": dropout}
-    return AutoModelForSequenceClassification.from_pretrained(
-        str(model_path),
-        num_labels=len(label_map.labels),
-        id2label=label_map.id2label,
-        label2id=label_map.label2id,
-        problem_type="single_label_classification",
-        **overrides,
-    )
+def load_data(data_cfg):
+    return load_classification_data(data_cfg)
+
+
+def load_eval_examples(spec: str, meta: dict, fmt: str, split: str, seed: int, fractions) -> list[Example]:
+    columns = Columns(meta["text_column"], meta["label_column"], meta["text_pair_column"])
+    return load_examples(spec, columns, fmt, split, seed, fractions)
+
+
+def options(config) -> dict:
+    """Task settings stored with the model (tunecraft.json), so eval/predict/serve encode the same way."""
+    return {}
+
+
+def encode(tokenizer, examples: list[Example], meta: dict, label_map: LabelMap | None = None):
+    return encode_examples(tokenizer, examples, meta["max_length"], label_map, meta.get("label_column") or "label")
+
+
+def build_model(base, label_map: LabelMap, dropout: float | None = None):
+    from ..models import instantiate
+
+    model = instantiate(AutoModelForSequenceClassification, base, label_map, dropout)
+    model.config.problem_type = "single_label_classification"
+    return model
+
+
+def training_texts(examples: list[Example]):
+    return (e.text for e in examples)
 
 
 def count(batch: dict[str, torch.Tensor]) -> int:
@@ -50,6 +72,53 @@ def decode(logits: torch.Tensor, label_map: LabelMap) -> list[dict]:
     return out
 
 
-def metrics(logits: torch.Tensor, labels: list[int], label_map: LabelMap) -> dict:
-    preds = logits.argmax(dim=-1).tolist()
-    return classification_metrics(labels, preds, label_map.labels)
+def evaluate(logits: torch.Tensor, enc, label_map: LabelMap) -> dict:
+    result = classification_metrics(enc.labels, logits.argmax(dim=-1).tolist(), label_map.labels)
+    result["loss"] = float(F.cross_entropy(logits, torch.tensor(enc.labels)))
+    return result
+
+
+def prediction_rows(examples: list[Example], logits: torch.Tensor, enc, label_map: LabelMap) -> list[dict]:
+    rows = []
+    for example, decoded in zip(examples, decode(logits, label_map)):
+        row = {"text": example.text}
+        if example.text_pair is not None:
+            row["text_pair"] = example.text_pair
+        row.update({"label": example.label, "prediction": decoded["label"], "score": round(decoded["score"], 6),
+                    "probabilities": {k: round(v, 6) for k, v in decoded["probabilities"].items()}})
+        rows.append(row)
+    return rows
+
+
+def predict(trained, texts: list[str], batch_size: int, dtype) -> list[dict]:
+    from ..evaluate.inference import predict_logits
+
+    enc = encode(trained.tokenizer, [Example(text=t) for t in texts], trained.meta)
+    logits = predict_logits(trained.model, enc, batch_size, trained.tokenizer.pad_token_id, torch.device("cpu"),
+                            dtype)
+    return [{"text": t, **d} for t, d in zip(texts, decode(logits, LabelMap(trained.meta["labels"])))]
+
+
+def format_prediction(row: dict) -> str:
+    probs = "  ".join(f"{k}={v:.3f}" for k, v in row["probabilities"].items())
+    return f"{row['label']}\t{row['score']:.3f}\t[{probs}]\t{row['text']}"
+
+
+def summary_line(metrics: dict) -> str:
+    return (f"accuracy {metrics['accuracy']:.4f}  macro-F1 {metrics['macro_f1']:.4f}  "
+            f"micro-F1 {metrics['micro_f1']:.4f}  ({metrics['samples']} examples)")
+
+
+def result_blocks(metrics: dict, labels: list[str], plots: Path | None = None) -> list:
+    """The headline metrics, the per-class report and the confusion matrix, as report blocks."""
+    names = [n for n in ("accuracy", "macro_precision", "macro_recall", "macro_f1", "micro_f1", "weighted_f1",
+                         "loss", "samples") if n in metrics]
+    per_class = [(label, fmt(v["precision"]), fmt(v["recall"]), fmt(v["f1"]), v["support"])
+                 for label, v in metrics["per_class"].items()]
+    confusion = [(f"true {label}", *row) for label, row in zip(labels, metrics["confusion_matrix"])]
+    blocks = [("table", ["metric", "value"], [(n, fmt(metrics[n])) for n in names]),
+              ("table", ["class", "precision", "recall", "F1", "support"], per_class),
+              ("table", ["", *(f"pred {label}" for label in labels)], confusion)]
+    if plots is not None:
+        blocks.append(("image", plot_confusion(metrics["confusion_matrix"], labels, labels, plots / "confusion.png")))
+    return blocks

@@ -16,12 +16,10 @@ from accelerate.state import AcceleratorState
 
 from .. import __version__
 from ..config import RunConfig, dump_config
-from ..data import load_classification_data
-from ..data.dataset import encode
 from ..errors import ConfigError, TunecraftError
 from ..evaluate.report import write_predictions, write_report
 from ..methods import count_parameters, get_method
-from ..models import META, load_tokenizer, resolve_base
+from ..models import META, prepare_base
 from ..tasks import get_task
 from .checkpoint import load_weights, prune_checkpoints, write_json_atomically
 from .loop import TrainingLoop, planned_steps
@@ -72,13 +70,14 @@ def train(config: RunConfig, resume: bool = False, overwrite: bool = False, hook
         raise ConfigError(f"train.early_stopping.metric: unknown metric '{metric}' for {config.task}; "
                           f"choose one of {', '.join(task.METRICS)}")
 
-    data = load_classification_data(config.data)  # bad data fails here, before the run folder is touched
-    base = resolve_base(config.model.base)
-    tokenizer = load_tokenizer(base)
-    max_len, lmap, label_col = config.model.max_length, data.label_map, data.columns.label
-    train_enc = encode(tokenizer, data.train, max_len, lmap, label_col)
-    val_enc = encode(tokenizer, data.validation, max_len, lmap, label_col) if data.validation else None
-    test_enc = encode(tokenizer, data.test, max_len, lmap, label_col) if data.test else None
+    data = task.load_data(config.data)  # bad data fails here, before the run folder is touched
+    base = prepare_base(config.model, lambda: task.training_texts(data.train))
+    tokenizer = base.tokenizer
+    lmap, max_len = data.label_map, config.model.max_length
+    meta = model_meta(config, task, lmap, data.columns)
+    train_enc = task.encode(tokenizer, data.train, meta, lmap)
+    val_enc = task.encode(tokenizer, data.validation, meta, lmap) if data.validation else None
+    test_enc = task.encode(tokenizer, data.test, meta, lmap) if data.test else None
 
     model = task.build_model(base, lmap, config.model.dropout)
     method = get_method(config.method.name)
@@ -116,6 +115,8 @@ def train(config: RunConfig, resume: bool = False, overwrite: bool = False, hook
         "name": config.name, "task": config.task, "method": config.method.name, "base_model": config.model.base,
         "data": data.description, "labels": lmap.labels,
         "sizes": {"train": len(data.train), "validation": len(data.validation), "test": len(data.test)},
+        **({"entities": data.entity_counts} if getattr(data, "entity_counts", None) else {}),
+        "features": {"train": len(train_enc)},
         "truncated": {"train": train_enc.truncated, "max_length": max_len},
         "trainable_params": trainable, "total_params": total,
         "steps": state.global_step, "planned_steps": state.total_steps, "epochs_done": state.epoch,
@@ -134,17 +135,25 @@ def train(config: RunConfig, resume: bool = False, overwrite: bool = False, hook
     }
     if acc.is_main_process:
         if eval_enc:
-            write_predictions(run_dir / "predictions.jsonl", eval_examples, logits, lmap, task)
-        export(method, acc.unwrap_model(model, keep_fp32_wrapper=False), tokenizer, run_dir, config, lmap,
-               data.columns)
+            rows = task.prediction_rows(eval_examples, logits, eval_enc, lmap)
+            write_predictions(run_dir / "predictions.jsonl", rows)
+        export(method, acc.unwrap_model(model, keep_fp32_wrapper=False), tokenizer, run_dir, meta)
         write_json_atomically(run_dir / "summary.json", summary)
-        summary["report"] = str(write_report(run_dir, summary, loop.state.history))
+        summary["report"] = str(write_report(run_dir, summary, loop.state.history, task))
         prune_checkpoints(run_dir / "checkpoints", 1)
     acc.wait_for_everyone()
     return summary
 
 
-def export(method, model, tokenizer, run_dir: Path, config: RunConfig, lmap, columns) -> None:
+def model_meta(config: RunConfig, task, lmap, columns) -> dict:
+    """What eval, predict and serve need to use the model as it was trained (model/tunecraft.json)."""
+    return {"task": config.task, "labels": lmap.labels, "max_length": config.model.max_length,
+            "text_column": columns.text, "text_pair_column": columns.text_pair, "label_column": columns.label,
+            "base_model": config.model.base, "method": config.method.name, "precision": config.train.precision,
+            **task.options(config)}
+
+
+def export(method, model, tokenizer, run_dir: Path, meta: dict) -> None:
     """model/: a plain transformers folder (LoRA merged); adapter/: the peft adapter, for LoRA."""
     final_dir, adapter_dir = run_dir / "model", run_dir / "adapter"
     tmp = run_dir / ".model-tmp"
@@ -152,14 +161,10 @@ def export(method, model, tokenizer, run_dir: Path, config: RunConfig, lmap, col
     tmp_adapter = run_dir / ".adapter-tmp"
     shutil.rmtree(tmp_adapter, ignore_errors=True)
     method.export(model, tmp, tmp_adapter)
-    meta = {"task": config.task, "labels": lmap.labels, "max_length": config.model.max_length,
-            "text_column": columns.text, "text_pair_column": columns.text_pair,
-            "label_column": columns.label, "base_model": config.model.base, "method": config.method.name,
-            "precision": config.train.precision}
     for folder in (tmp, tmp_adapter):
         if folder.exists():
             tokenizer.save_pretrained(folder)
-            (folder / META).write_text(json.dumps(meta, indent=2), encoding="utf-8")
+            (folder / META).write_text(json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8")
     for folder, target in ((tmp, final_dir), (tmp_adapter, adapter_dir)):
         if folder.exists():
             shutil.rmtree(target, ignore_errors=True)

@@ -172,12 +172,9 @@ class TrainingLoop:
         return predict_logits(self.model, enc, self.cfg.batch_size * 2, self.pad_id, self.acc.device,
                               self.autocast_dtype, self.acc.process_index, self.acc.num_processes, _gather_object)
 
-    def evaluate(self, enc: Encoded, logits: torch.Tensor | None = None) -> dict:
+    def evaluate(self, enc: Encoded, logits=None) -> dict:
         logits = self.evaluate_logits(enc) if logits is None else logits
-        labels = torch.tensor(enc.labels)
-        result = self.task.metrics(logits, enc.labels, self.label_map)
-        result["loss"] = float(torch.nn.functional.cross_entropy(logits, labels))
-        return result
+        return self.task.evaluate(logits, enc, self.label_map)
 
     def evaluate_and_select(self) -> None:
         s, es = self.state, self.cfg.early_stopping

@@ -1,0 +1,343 @@
+"""Token classification (NER): data, sub-word label alignment, sliding windows, entity metrics, spans, report."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from seqeval.metrics import classification_report
+from seqeval.scheme import IOB2, IOBES
+from transformers import AutoModelForTokenClassification
+
+from ..data import LabelMap
+from ..data.dataset import IGNORE, Encoded, seeded_split
+from ..data.ner import BUNDLED_NER, Sentence, normalise, read_ner_file, split_words, tags_to_spans
+from ..errors import DataError, TunecraftError
+from ..evaluate.report import fmt, plot_confusion
+
+NAME = "token_classification"
+METRICS = ["f1", "precision", "recall", "macro_f1", "macro_precision", "macro_recall", "token_accuracy", "loss"]
+MODEL_CLASS = AutoModelForTokenClassification
+HEADLINE = ("f1", "token_accuracy")
+
+
+@dataclass
+class NerData:
+    train: list[Sentence]
+    validation: list[Sentence]
+    test: list[Sentence]
+    label_map: LabelMap
+    columns: object = None
+    description: str = ""
+    entity_counts: dict = field(default_factory=dict)
+
+
+@dataclass
+class _Columns:
+    text: str = "tokens"
+    label: str = "tags"
+    text_pair: None = None
+
+
+# -- data -------------------------------------------------------------------------------------------------------
+
+def label_map_for(sentences: list[Sentence]) -> LabelMap:
+    """O first, then each entity type's tags (B, I, E, S order) by type name."""
+    tags = {t for s in sentences for t in s.tags}
+    order = {"B": 0, "I": 1, "E": 2, "S": 3}
+    rest = sorted(tags - {"O"}, key=lambda t: (t[2:], order[t[0]]))
+    labels = ["O", *rest]
+    if len(labels) < 2:
+        raise TunecraftError("the training data has no entities")
+    return LabelMap(labels)
+
+
+def check_known(sentences: list[Sentence], label_map: LabelMap) -> None:
+    known = set(label_map.labels)
+    for s in sentences:
+        for i, tag in enumerate(s.tags):
+            if tag not in known:
+                line = s.line + i if s.conll and s.line is not None else s.line
+                raise DataError(s.path, line, "tag", f"unknown tag '{tag}' (token '{s.tokens[i]}'); the model "
+                                f"knows: {', '.join(label_map.labels)}")
+
+
+def _limit(items: list, n: int | None, seed: int) -> list:
+    if n is None or n >= len(items):
+        return items
+    order = list(range(len(items)))
+    random.Random(seed).shuffle(order)
+    return [items[i] for i in sorted(order[:n])]
+
+
+def bundled_split(name: str, seed: int, fractions: tuple[float, float]) -> dict[str, list[Sentence]]:
+    """A bundled set's fixed split by sentence (line): test, validation, the rest train."""
+    test, validation, train = seeded_split(BUNDLED_NER[name](), [fractions[1], fractions[0]], seed)
+    return {"train": train, "validation": validation, "test": test}
+
+
+def entity_counts(sentences: list[Sentence]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for s in sentences:
+        for span in tags_to_spans(s.tags)[0]:
+            counts[span.type] = counts.get(span.type, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def load_data(cfg) -> NerData:
+    ner, split = cfg.ner, cfg.split
+
+    def read(path):
+        return read_ner_file(path, "auto" if cfg.format == "auto" else cfg.format, ner.token_column, ner.tag_column)
+
+    if cfg.train:
+        train = read(cfg.train)
+        given = {s: read(getattr(cfg, s)) for s in ("validation", "test") if getattr(cfg, s)}
+        missing = [s for s in ("validation", "test") if s not in given]
+        *carved, train = seeded_split(train, [getattr(split, s) for s in missing], split.seed)
+        given.update(zip(missing, carved))
+        parts = {"train": train, **given}
+        description = f"{cfg.train}" + "".join(f" + {s} from file" for s in ("validation", "test") if s not in missing)
+    elif cfg.dataset in BUNDLED_NER:
+        parts = bundled_split(cfg.dataset, split.seed, (split.validation, split.test))
+        description = f"bundled '{cfg.dataset}' (People's Daily 1998-01, character-level; split by line, seed " \
+                      f"{split.seed})"
+    else:
+        raise TunecraftError(f"data.dataset '{cfg.dataset}' is not a bundled NER set ({', '.join(BUNDLED_NER)}) "
+                             "and data.train is not set")
+    parts["train"] = _limit(parts["train"], cfg.max_train_samples, split.seed)
+    for s in ("validation", "test"):
+        parts[s] = _limit(parts[s], cfg.max_eval_samples, split.seed)
+    if not parts["train"]:
+        raise TunecraftError("the training split is empty")
+    for part in parts.values():
+        for sentence in part:
+            normalise(sentence, ner.scheme, ner.on_invalid)
+    label_map = label_map_for(parts["train"])
+    check_known(parts["validation"] + parts["test"], label_map)
+    counts = {name: entity_counts(part) for name, part in parts.items()}
+    return NerData(parts["train"], parts["validation"], parts["test"], label_map, _Columns(), description, counts)
+
+
+def load_eval_examples(spec: str, meta: dict, fmt: str, split: str, seed: int, fractions) -> list[Sentence]:
+    opts = meta["ner"]
+    if spec in BUNDLED_NER:
+        sentences = BUNDLED_NER[spec]() if split == "all" else bundled_split(spec, seed, fractions)[split]
+    elif Path(spec).exists():
+        sentences = read_ner_file(spec, "auto" if fmt == "auto" else fmt, opts["token_column"], opts["tag_column"])
+    else:
+        raise TunecraftError(f"'{spec}' is neither a bundled NER set ({', '.join(BUNDLED_NER)}) nor a file")
+    for sentence in sentences:
+        normalise(sentence, opts["scheme"], opts["on_invalid"])
+    check_known(sentences, LabelMap(meta["labels"]))
+    return sentences
+
+
+def options(config) -> dict:
+    return {"ner": config.data.ner.model_dump(), "text_column": "tokens", "label_column": "tags"}
+
+
+# -- encoding: sub-word alignment and sliding windows -------------------------------------------------------------
+
+def encode(tokenizer, sentences: list[Sentence], meta: dict, label_map: LabelMap | None = None) -> Encoded:
+    """Words → sub-words, with the word's label on its first sub-token (all sub-tokens with
+    label_subtokens: all; the rest -100). A sentence longer than the model's window becomes several windows
+    that overlap by `stride` tokens; evaluation merges them back, so nothing is cut off."""
+    if not getattr(tokenizer, "is_fast", False):
+        raise TunecraftError("token classification needs a fast (Rust) tokenizer, for word alignment")
+    opts = meta["ner"]
+    max_len = meta["max_length"]
+    stride = min(opts["stride"], max_len // 2)
+    out = tokenizer([s.tokens for s in sentences], is_split_into_words=True, truncation=True, max_length=max_len,
+                    stride=stride, return_overflowing_tokens=True)
+    samples = list(out["overflow_to_sample_mapping"])
+    word_ids = [out.word_ids(i) for i in range(len(samples))]
+    labels = None
+    if label_map is not None and sentences and sentences[0].tags is not None:
+        ids = label_map.label2id
+        labels = []
+        for sample, words in zip(samples, word_ids):
+            tags, row, previous = sentences[sample].tags, [], None
+            for w in words:
+                first = w is not None and w != previous
+                row.append(ids[tags[w]] if first or (w is not None and opts["label_subtokens"] == "all") else IGNORE)
+                previous = w
+            labels.append(row)
+    gold = [s.tags for s in sentences] if sentences and sentences[0].tags is not None else None
+    return Encoded(list(out["input_ids"]), out.get("token_type_ids"), labels, 0, samples, word_ids, gold,
+                   {"scheme": opts["scheme"], "strict": opts["strict"]})
+
+
+def word_logits(logits: list[torch.Tensor], enc: Encoded, sizes: list[int]) -> list[torch.Tensor]:
+    """Per sentence, one row of logits per word, read at the word's first sub-token in the window where that
+    sub-token sits farthest from a window edge. A word that no window covers (one the tokenizer drops
+    entirely, e.g. a lone control character) gets logits that predict O."""
+    n_labels = logits[0].shape[-1] if logits else 1
+    out = [torch.full((n, n_labels), -1e4) for n in sizes]
+    for o in out:
+        o[:, 0] = 0.0
+    best = [[-1] * n for n in sizes]
+    for f, (sample, words) in enumerate(zip(enc.sample, enc.word_ids)):
+        previous, length = None, len(words)
+        for pos, w in enumerate(words):
+            if w is not None and w != previous:
+                margin = min(pos, length - 1 - pos)
+                if margin > best[sample][w]:
+                    best[sample][w] = margin
+                    out[sample][w] = logits[f][pos]
+            previous = w
+    return out
+
+
+# -- training -------------------------------------------------------------------------------------------------
+
+def build_model(base, label_map: LabelMap, dropout: float | None = None):
+    from ..models import instantiate
+
+    return instantiate(AutoModelForTokenClassification, base, label_map, dropout)
+
+
+def training_texts(sentences: list[Sentence]):
+    return (s.text for s in sentences)
+
+
+def count(batch: dict[str, torch.Tensor]) -> int:
+    return int((batch["labels"] != IGNORE).sum())
+
+
+def loss_sum(outputs, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    logits = outputs.logits.float()
+    return F.cross_entropy(logits.view(-1, logits.shape[-1]), batch["labels"].view(-1), ignore_index=IGNORE,
+                           reduction="sum")
+
+
+# -- metrics ----------------------------------------------------------------------------------------------------
+
+def entity_metrics(gold: list[list[str]], pred: list[list[str]], scheme: str = "bio", strict: bool = False) -> dict:
+    """Entity-level P/R/F1 per type, micro and macro (seqeval), token accuracy, and an entity-type confusion
+    matrix over exact-boundary matches (row/column 'none': a missed or a spurious entity)."""
+    kwargs = {"mode": "strict", "scheme": IOBES if scheme == "bioes" else IOB2} if strict else {}
+    report = classification_report(gold, pred, output_dict=True, zero_division=0, **kwargs)
+    types = sorted({s.type for seq in gold for s in tags_to_spans(seq)[0]}
+                   | {s.type for seq in pred for s in tags_to_spans(seq)[0]})
+    words = sum(len(g) for g in gold)
+    out = {
+        "f1": float(report["micro avg"]["f1-score"]), "precision": float(report["micro avg"]["precision"]),
+        "recall": float(report["micro avg"]["recall"]), "macro_f1": float(report["macro avg"]["f1-score"]),
+        "macro_precision": float(report["macro avg"]["precision"]),
+        "macro_recall": float(report["macro avg"]["recall"]),
+        "token_accuracy": sum(a == b for g, p in zip(gold, pred) for a, b in zip(g, p)) / max(words, 1),
+        "samples": len(gold), "tokens": words,
+        "per_type": {t: {"precision": float(report[t]["precision"]), "recall": float(report[t]["recall"]),
+                         "f1": float(report[t]["f1-score"]), "support": int(report[t]["support"])}
+                     for t in types if t in report},
+        "mode": "strict" if strict else "conlleval",
+    }
+    names = [*types, "none"]
+    index = {t: i for i, t in enumerate(names)}
+    matrix = [[0] * len(names) for _ in names]
+    for g, p in zip(gold, pred):
+        gs = {(s.start, s.end): s.type for s in tags_to_spans(g)[0]}
+        ps = {(s.start, s.end): s.type for s in tags_to_spans(p)[0]}
+        for key, kind in gs.items():
+            matrix[index[kind]][index[ps.get(key, "none")]] += 1
+        for key, kind in ps.items():
+            if key not in gs:
+                matrix[index["none"]][index[kind]] += 1
+    out["confusion_types"], out["confusion_matrix"] = names, matrix
+    return out
+
+
+def _predicted_tags(per_word: list[torch.Tensor], labels: list[str]) -> list[list[str]]:
+    return [[labels[i] for i in rows.argmax(dim=-1).tolist()] for rows in per_word]
+
+
+def evaluate(logits: list[torch.Tensor], enc: Encoded, label_map: LabelMap) -> dict:
+    per_word = word_logits(logits, enc, [len(g) for g in enc.gold])
+    pred = _predicted_tags(per_word, label_map.labels)
+    result = entity_metrics(enc.gold, pred, enc.options.get("scheme", "bio"), enc.options.get("strict", False))
+    labels = torch.cat([torch.tensor(row) for row in enc.labels])
+    result["loss"] = float(F.cross_entropy(torch.cat(logits), labels, ignore_index=IGNORE))
+    return result
+
+
+# -- predictions ------------------------------------------------------------------------------------------------
+
+def spans_with_offsets(sentence: Sentence, tags: list[str], probs: torch.Tensor | None = None) -> list[dict]:
+    """Entities as character spans of the sentence's text, with a score: the mean probability of the
+    predicted tag over the entity's words."""
+    out = []
+    for span in tags_to_spans(tags)[0]:
+        start, end = sentence.offsets[span.start][0], sentence.offsets[span.end - 1][1]
+        row = {"type": span.type, "start": start, "end": end, "text": sentence.text[start:end]}
+        if probs is not None:
+            row["score"] = round(float(probs[span.start : span.end].max(dim=-1).values.mean()), 6)
+        out.append(row)
+    return out
+
+
+def prediction_rows(sentences: list[Sentence], logits, enc: Encoded, label_map: LabelMap) -> list[dict]:
+    per_word = word_logits(logits, enc, [len(s.tokens) for s in sentences])
+    rows = []
+    for sentence, scores in zip(sentences, per_word):
+        probs = torch.softmax(scores, dim=-1)
+        tags = [label_map.labels[i] for i in probs.argmax(dim=-1).tolist()]
+        row = {"text": sentence.text, "tokens": sentence.tokens}
+        if sentence.tags is not None:
+            row.update(tags=sentence.tags, entities=spans_with_offsets(sentence, sentence.tags))
+        row.update(predicted_tags=tags, predicted_entities=spans_with_offsets(sentence, tags, probs))
+        rows.append(row)
+    return rows
+
+
+def predict_sentences(trained, sentences: list[Sentence], batch_size: int, dtype) -> list[dict]:
+    from ..evaluate.inference import predict_logits
+
+    label_map = LabelMap(trained.meta["labels"])
+    enc = encode(trained.tokenizer, sentences, trained.meta)
+    logits = predict_logits(trained.model, enc, batch_size, trained.tokenizer.pad_token_id, torch.device("cpu"),
+                            dtype)
+    rows = prediction_rows(sentences, logits, enc, label_map)
+    return [{"text": r["text"], "entities": r["predicted_entities"], "tokens": r["tokens"],
+             "tags": r["predicted_tags"]} for r in rows]
+
+
+def predict(trained, texts: list[str], batch_size: int, dtype) -> list[dict]:
+    """Raw text → words (each CJK character one word) → entities with types, character offsets and scores."""
+    sentences = []
+    for i, text in enumerate(texts, start=1):
+        tokens, offsets = split_words(text)
+        if not tokens:
+            raise TunecraftError(f"text {i} has no words")
+        sentences.append(Sentence(tokens, None, given_text=text, given_offsets=offsets))
+    return predict_sentences(trained, sentences, batch_size, dtype)
+
+
+def format_prediction(row: dict) -> str:
+    found = "  ".join(f"{e['type']}:{e['text']}[{e['start']}:{e['end']}]={e['score']:.3f}" for e in row["entities"])
+    return f"{row['text']}\n  {found or '(no entities)'}"
+
+
+def summary_line(metrics: dict) -> str:
+    return (f"entity F1 {metrics['f1']:.4f}  precision {metrics['precision']:.4f}  recall {metrics['recall']:.4f}  "
+            f"macro-F1 {metrics['macro_f1']:.4f}  token accuracy {metrics['token_accuracy']:.4f}  "
+            f"({metrics['samples']} sentences)")
+
+
+def result_blocks(metrics: dict, labels: list[str], plots: Path | None = None) -> list:
+    names = [n for n in ("f1", "precision", "recall", "macro_f1", "macro_precision", "macro_recall", "token_accuracy",
+                         "loss", "samples", "tokens", "mode") if n in metrics]
+    per_type = [(t, fmt(v["precision"]), fmt(v["recall"]), fmt(v["f1"]), v["support"])
+                for t, v in metrics["per_type"].items()]
+    types = metrics["confusion_types"]
+    confusion = [(f"true {t}", *row) for t, row in zip(types, metrics["confusion_matrix"])]
+    blocks = [("table", ["metric (entity-level unless named)", "value"], [(n, fmt(metrics[n])) for n in names]),
+              ("table", ["entity type", "precision", "recall", "F1", "support"], per_type),
+              ("table", ["", *(f"pred {t}" for t in types)], confusion)]
+    if plots is not None:
+        blocks.append(("image", plot_confusion(metrics["confusion_matrix"], types, types, plots / "confusion.png",
+                                               "predicted entity type", "true entity type")))
+    return blocks
