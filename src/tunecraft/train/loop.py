@@ -146,7 +146,7 @@ class TrainingLoop:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.state.train_seconds += time.perf_counter() - start
-        self.state.train_examples += local
+        self.state.train_examples += sum(len(idx) for idx in window)  # sequences (windows, for NER)
         self.state.log_loss_sum += loss_value
         self.state.log_count += local
         return {"loss": loss_value / max(local, 1), "grad_norm": grad_norm}
