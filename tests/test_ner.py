@@ -305,3 +305,32 @@ def test_cli_eval_and_predict_on_an_ner_run(english_run):
     bad = subprocess.run([sys.executable, "-m", "tunecraft", "eval", run, "--data", "nope.conll"],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "neither a bundled NER set" in bad.stderr
+
+
+@pytest.mark.slow
+def test_a_served_ner_model_returns_the_entities_predict_returns(english_run):
+    import signal
+
+    import httpx
+
+    from .test_serve import start
+
+    config, _ = english_run
+    proc, url = start(config.run_dir, "--max-input-tokens", "40")
+    try:
+        assert httpx.get(url + "/health").json()["task"] == "token_classification"
+        texts = ["Yesterday Grace Okafor met Ali Yilmaz at the Crescent Pharma headquarters.", "Nothing here."]
+        answer = httpx.post(url + "/v1/entities", json={"texts": texts}, timeout=30)
+        assert answer.status_code == 200
+        assert [r["entities"] for r in answer.json()["results"]] == [
+            [{**e, "score": pytest.approx(e["score"], abs=1e-4)} for e in row["entities"]]
+            for row in predict(config.run_dir, texts)]
+        wrong = httpx.post(url + "/v1/classify", json={"texts": ["x"]}, timeout=30)
+        assert wrong.status_code == 404 and "/v1/entities" in wrong.json()["detail"]
+        empty = httpx.post(url + "/v1/entities", json={"texts": [" ."[:1]]}, timeout=30)
+        assert empty.status_code == 422 and "no words" in empty.json()["detail"]
+        long = httpx.post(url + "/v1/entities", json={"texts": ["word " * 60]}, timeout=30)
+        assert long.status_code == 422 and "the limit is 40" in long.json()["detail"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..data import LabelMap
 from ..data.dataset import Encoded, tokenize
-from ..errors import TunecraftError
+from ..data.ner import Sentence, split_words
 from ..evaluate.inference import predict_logits
 from ..models import load_trained
 from ..tasks import get_task
@@ -80,6 +80,33 @@ class ClassifyResponse(BaseModel):
     predictions: list[Prediction]
 
 
+class EntitiesRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid",
+                              json_schema_extra={"example": {"texts": ["Ana Lima flew to New York."]}})
+    texts: list[str] = Field(min_length=1)
+
+
+class Entity(BaseModel):
+    type: str
+    start: int
+    """Character offset of the first character in the text."""
+    end: int
+    """One past the last character."""
+    text: str
+    score: float
+
+
+class TaggedText(BaseModel):
+    entities: list[Entity]
+    tokens: list[str]
+    tags: list[str]
+
+
+class EntitiesResponse(BaseModel):
+    model: str
+    results: list[TaggedText]
+
+
 class FeedbackRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     text: str = Field(min_length=1)
@@ -105,13 +132,12 @@ class Health(BaseModel):
 # -- the model behind the endpoint ------------------------------------------------------------------------
 
 class ClassifierService:
-    """Tokenizes and checks requests; runs batches of pre-tokenized items through the model."""
+    """Tokenizes and checks requests; runs batches of pre-tokenized items through the model. A token
+    classification (NER) model's items are sentences split into words, and its results are entities."""
 
     def __init__(self, settings: ServeSettings):
         trained = load_trained(settings.run)
-        if trained.meta["task"] != "classification":
-            raise TunecraftError(f"{settings.run}: serving a '{trained.meta['task']}' model is not supported yet; "
-                                 "use `tunecraft predict`")
+        self.trained = trained
         self.model, self.tokenizer, self.meta = trained.model, trained.tokenizer, trained.meta
         self.name = str(Path(settings.run).resolve().name)
         self.labels = LabelMap(self.meta["labels"])
@@ -120,18 +146,36 @@ class ClassifierService:
         self.max_input_tokens = settings.max_input_tokens
         _, self.dtype = resolve_precision(settings.precision)
 
+    @property
+    def ner(self) -> bool:
+        return self.meta["task"] == "token_classification"
+
     def warm_up(self) -> None:
         for size in (1, 8):
             self.infer(self.tokenize(["warm-up"] * size, ["warm-up"] * size if self.pairs else None))
 
-    def tokenize(self, texts: list[str], pairs: list[str] | None) -> list[tuple[list[int], list[int] | None]]:
+    def tokenize(self, texts: list[str], pairs: list[str] | None) -> list:
+        if self.ner:
+            return self.split(texts)
         ids, types, lengths = tokenize(self.tokenizer, texts, pairs, self.meta["max_length"])
         for i, n in enumerate(lengths):
             if n > self.max_input_tokens:
                 raise HTTPException(422, f"texts[{i}] has {n} tokens; the limit is {self.max_input_tokens}")
         return [(x, types[i] if types else None) for i, x in enumerate(ids)]
 
-    def infer(self, items: list[tuple[list[int], list[int] | None]]) -> list[dict]:
+    def split(self, texts: list[str]) -> list[Sentence]:
+        sentences = []
+        for i, text in enumerate(texts):
+            words, offsets = split_words(text)
+            n = len(self.tokenizer(words, is_split_into_words=True)["input_ids"])
+            if n > self.max_input_tokens:
+                raise HTTPException(422, f"texts[{i}] has {n} tokens; the limit is {self.max_input_tokens}")
+            sentences.append(Sentence(words, None, given_text=text, given_offsets=offsets))
+        return sentences
+
+    def infer(self, items: list) -> list[dict]:
+        if self.ner:
+            return self.task.predict_sentences(self.trained, items, len(items), self.dtype)
         enc = Encoded([ids for ids, _ in items], [t for _, t in items] if items[0][1] is not None else None,
                       None, 0)
         logits = predict_logits(self.model, enc, len(items), self.tokenizer.pad_token_id, torch.device("cpu"),
@@ -284,6 +328,8 @@ def create_app(settings: ServeSettings) -> FastAPI:
               responses={401: {}, 413: {}, 422: {}})
     async def classify(req: ClassifyRequest):
         service: ClassifierService = state["service"]
+        if service.ner:
+            raise HTTPException(404, "this model tags entities: use POST /v1/entities")
         if len(req.texts) > settings.max_texts:
             raise HTTPException(413, f"{len(req.texts)} texts in one request; the limit is {settings.max_texts}")
         for i, text in enumerate(req.texts):
@@ -298,10 +344,26 @@ def create_app(settings: ServeSettings) -> FastAPI:
         results = await state["batcher"].submit(items)
         return ClassifyResponse(model=service.name, predictions=[Prediction(**r) for r in results])
 
+    @app.post("/v1/entities", response_model=EntitiesResponse, dependencies=[Depends(require_key)],
+              responses={401: {}, 404: {}, 413: {}, 422: {}})
+    async def entities(req: EntitiesRequest):
+        service: ClassifierService = state["service"]
+        if not service.ner:
+            raise HTTPException(404, "this model classifies texts: use POST /v1/classify")
+        if len(req.texts) > settings.max_texts:
+            raise HTTPException(413, f"{len(req.texts)} texts in one request; the limit is {settings.max_texts}")
+        for i, text in enumerate(req.texts):
+            if not split_words(text)[0]:
+                raise HTTPException(422, f"texts[{i}] has no words")
+        results = await state["batcher"].submit(service.tokenize(req.texts, None))
+        return EntitiesResponse(model=service.name, results=[TaggedText(**r) for r in results])
+
     @app.post("/v1/feedback", response_model=FeedbackResponse, dependencies=[Depends(require_key)],
               responses={401: {}, 422: {}})
     async def feedback(req: FeedbackRequest):
         service: ClassifierService = state["service"]
+        if service.ner:
+            raise HTTPException(404, "feedback is stored for classification models only")
         if req.label not in service.labels.labels:
             known = ", ".join(service.labels.labels)
             raise HTTPException(422, f"unknown label '{req.label}'; the model knows: {known}")
