@@ -3,6 +3,7 @@ import pytest
 from tunecraft.assets import model_path
 from tunecraft.config import build_config
 from tunecraft.data import LabelMap
+from tunecraft.errors import ConfigError
 from tunecraft.methods import count_parameters, get_method
 from tunecraft.tasks import classification
 
@@ -52,3 +53,61 @@ def test_lora_with_explicit_targets(model):
     cfg = build_config({"method": {"name": "lora", "target_modules": ["query", "value"]}}).method
     names = trainable_names(get_method("lora").apply(model, cfg))
     assert not any("key.lora" in n or "dense.lora" in n for n in names)
+
+
+def test_ia3_trains_scaling_vectors_and_the_head_only(model):
+    cfg = build_config({"method": {"name": "ia3"}}).method
+    peft_model = get_method("ia3").apply(model, cfg)
+    names = trainable_names(peft_model)
+    assert any("key.ia3_l" in n for n in names) and any("output.dense.ia3_l" in n for n in names)
+    assert all("ia3_l" in n or "classifier" in n for n in names)
+    trainable, total = count_parameters(peft_model)
+    assert trainable < 0.001 * total
+
+
+def test_dora_adds_a_magnitude_vector_per_adapted_layer(model):
+    cfg = build_config({"method": {"name": "lora", "r": 4, "dora": True, "target_modules": ["query"]}}).method
+    names = trainable_names(get_method("lora").apply(model, cfg))
+    assert sum("query.lora_magnitude_vector" in n for n in names) == 6
+
+
+def test_adalora_settings_are_checked(model):
+    cfg = build_config({"method": {"name": "adalora", "init_r": 4, "target_r": 8}}).method
+    with pytest.raises(ValueError, match=r"target_r \(8\) must be smaller than method.init_r \(4\)"):
+        get_method("adalora").apply(model, cfg)
+    with pytest.raises(ConfigError, match="unknown key 'method.rank'"):
+        build_config({"method": {"name": "adalora", "rank": 4}})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", [{"name": "ia3"}, {"name": "adalora", "init_r": 8, "target_r": 2},
+                                    {"name": "lora", "r": 8, "dora": True}], ids=["ia3", "adalora", "dora"])
+def test_peft_methods_learn_and_their_merged_model_equals_the_adapter(method, runs):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from tunecraft.train import train
+
+    from .conftest import recipe
+
+    lr = 1e-2 if method["name"] == "ia3" else 2e-3  # IA3 scales by (1 + small): it needs a larger step
+    config = recipe(runs, f"m-{method['name']}-{len(method)}", method=method,
+                    train={"lr": lr, "max_steps": 100, "eval_each_epoch": False})
+    summary = train(config)
+    assert summary["metrics"]["accuracy"] >= 0.65, summary["metrics"]  # chance: 0.5; 100 steps only
+    assert summary["trainable_params"] < 0.02 * summary["total_params"]
+    run_dir = config.run_dir
+    tokenizer = AutoTokenizer.from_pretrained(run_dir / "model")
+    texts = ["a gorgeous, witty film", "a dull, lifeless mess", "it was fine, I guess"]
+    batch = tokenizer(texts, padding=True, return_tensors="pt")
+    merged = AutoModelForSequenceClassification.from_pretrained(run_dir / "model").eval()
+    base = AutoModelForSequenceClassification.from_pretrained(model_path("minilm-l6"), num_labels=2)
+    unmerged = PeftModel.from_pretrained(base, run_dir / "adapter").eval()
+    if method["name"] == "adalora":
+        # the budget schedule pruned ranks: on average target_r of init_r remain per adapted matrix
+        pattern = unmerged.peft_config["default"].rank_pattern
+        kept = [sum(mask) for mask in pattern.values()]
+        assert kept and sum(kept) / len(kept) == pytest.approx(method["target_r"], abs=0.5)
+    with torch.no_grad():
+        torch.testing.assert_close(merged(**batch).logits, unmerged(**batch).logits, atol=1e-4, rtol=1e-4)

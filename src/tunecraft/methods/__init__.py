@@ -1,14 +1,16 @@
-"""Adaptation methods, one module each, behind one registry: full, freeze, lora."""
+"""Adaptation methods, one module each, behind one registry: full, freeze, lora (+ rslora, dora), adalora, ia3."""
 
+from .adalora import AdaLora, AdaLoraSettings
 from .base import Method, count_parameters
 from .freeze import Freeze, FreezeConfig
 from .full import Full, FullConfig
+from .ia3 import IA3, IA3Settings
 from .lora import Lora, LoraSettings
 
-METHODS: dict[str, Method] = {m.name: m for m in (Full(), Freeze(), Lora())}
+METHODS: dict[str, Method] = {m.name: m for m in (Full(), Freeze(), Lora(), AdaLora(), IA3())}
 
 # The tagged union the recipe schema validates `method:` against; add a method's Config here.
-MethodConfig = FullConfig | FreezeConfig | LoraSettings
+MethodConfig = FullConfig | FreezeConfig | LoraSettings | AdaLoraSettings | IA3Settings
 
 
 def get_method(name: str) -> Method:

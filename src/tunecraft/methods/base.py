@@ -23,6 +23,14 @@ class Method:
         """Return the model to train, with requires_grad set on exactly the trainable parameters."""
         raise NotImplementedError
 
+    def hooks(self, model: nn.Module, total_steps: int) -> list:
+        """Callables(loop) the loop runs after each optimizer step (gradients are still in place)."""
+        return []
+
+    def loss_terms(self, model: nn.Module, task) -> list:
+        """Callables(model, outputs, batch) whose result, summed over the batch, adds to the task loss."""
+        return []
+
     def export(self, model: nn.Module, model_dir: Path, adapter_dir: Path) -> nn.Module:
         """Write a plain Hugging Face model folder to `model_dir`; return that plain model."""
         model.save_pretrained(model_dir, safe_serialization=True)

@@ -30,6 +30,9 @@ class LoraSettings(MethodSettings):
     modules_to_save: list[str] | None = None
     """Extra modules trained in full and saved with the adapter (the task head is always included)."""
     rslora: bool = False
+    """Scale by alpha / sqrt(r) instead of alpha / r (rank-stabilised LoRA)."""
+    dora: bool = False
+    """Weight-decomposed LoRA (DoRA): a learned magnitude per output and LoRA on the direction."""
 
 
 class Lora(Method):
@@ -50,6 +53,7 @@ class Lora(Method):
             target_modules=targets,
             modules_to_save=cfg.modules_to_save,
             use_rslora=cfg.rslora,
+            use_dora=cfg.dora,
         )
         with warnings.catch_warnings():
             # peft 0.21 calls a transformers 5 attribute that warns of its own rename; nothing for users to do
@@ -57,7 +61,12 @@ class Lora(Method):
             return get_peft_model(model, peft_cfg)
 
     def export(self, model, model_dir, adapter_dir):
-        model.save_pretrained(adapter_dir, safe_serialization=True)
-        merged = copy.deepcopy(model).merge_and_unload()
-        merged.save_pretrained(model_dir, safe_serialization=True)
-        return merged
+        return merge_export(model, model_dir, adapter_dir)
+
+
+def merge_export(model, model_dir, adapter_dir):
+    """The peft adapter to `adapter_dir`, and the model with it merged in to `model_dir` (plain transformers)."""
+    model.save_pretrained(adapter_dir, safe_serialization=True)
+    merged = copy.deepcopy(model).merge_and_unload()
+    merged.save_pretrained(model_dir, safe_serialization=True)
+    return merged

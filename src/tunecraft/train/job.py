@@ -102,6 +102,8 @@ def train(config: RunConfig, resume: bool = False, overwrite: bool = False, hook
     optimizer = build_optimizer(model, config.train)
     steps = planned_steps(train_enc.lengths, config.train, config.seed, acc.num_processes)
     scheduler = build_scheduler(optimizer, config.train, steps)
+    hooks = [*method.hooks(model, steps), *hooks]
+    loss_terms = [*method.loss_terms(model, task), *loss_terms]
     model, optimizer = acc.prepare(model, optimizer)
     loop = TrainingLoop(accelerator=acc, model=model, optimizer=optimizer, scheduler=scheduler, task=task,
                         train_enc=train_enc, eval_enc=val_enc, label_map=lmap, cfg=config.train,

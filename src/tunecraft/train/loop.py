@@ -1,7 +1,8 @@
 """THE training loop: forward → loss → backward → clip → step → hooks → log → eval/early-stop → checkpoint.
 
 Written out by hand (not a Trainer subclass) so that plug-ins reach into the step: `loss_terms` add to the
-task loss (distillation, regularisers), `hooks` run after each optimizer step (pruning masks, budgets);
+task loss (distillation, regularisers), `hooks` run after each optimizer step, gradients still in place
+(pruning masks, AdaLoRA budgets);
 accelerate does devices, precision, processes.
 """
 
@@ -118,6 +119,9 @@ class TrainingLoop:
         window divided by their global count, so 4 × 8 and 1 × 32 make the same update."""
         self.model.train()
         start = time.perf_counter()
+        # gradients are cleared here, not after the step, so that step hooks (AdaLoRA's importance scores)
+        # can still read them
+        self.optimizer.zero_grad(set_to_none=True)
         multiple = pad_multiple(self.acc.device)
         batches = [collate(self.train_enc, idx, self.pad_id, multiple) for idx in window]
         local = sum(self.task.count(b) for b in batches)
@@ -144,7 +148,6 @@ class TrainingLoop:
             grad_norm = float(self.acc.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm))
         self.optimizer.step()
         self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
         self.state.train_seconds += time.perf_counter() - start
         self.state.train_examples += sum(len(idx) for idx in window)  # sequences (windows, for NER)
         self.state.log_loss_sum += loss_value
