@@ -79,25 +79,41 @@ def test_adalora_settings_are_checked(model):
         build_config({"method": {"name": "adalora", "rank": 4}})
 
 
+LEARNING_RATES = {"ia3": 1e-2, "prompt": 3e-2, "ptuning": 1e-2}  # scalings and prompts need larger steps
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("method", [{"name": "ia3"}, {"name": "adalora", "init_r": 8, "target_r": 2},
-                                    {"name": "lora", "r": 8, "dora": True}], ids=["ia3", "adalora", "dora"])
-def test_peft_methods_learn_and_their_merged_model_equals_the_adapter(method, runs):
+                                    {"name": "lora", "r": 8, "dora": True}, {"name": "prompt"},
+                                    {"name": "ptuning"}], ids=["ia3", "adalora", "dora", "prompt", "ptuning"])
+def test_peft_methods_learn_and_reload_as_trained(method, runs):
+    import json
+
     import torch
     from peft import PeftModel
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+    from tunecraft import predict
     from tunecraft.train import train
 
     from .conftest import recipe
 
-    lr = 1e-2 if method["name"] == "ia3" else 2e-3  # IA3 scales by (1 + small): it needs a larger step
     config = recipe(runs, f"m-{method['name']}-{len(method)}", method=method,
-                    train={"lr": lr, "max_steps": 100, "eval_each_epoch": False})
+                    train={"lr": LEARNING_RATES.get(method["name"], 2e-3), "max_steps": 100,
+                           "eval_each_epoch": False})
     summary = train(config)
-    assert summary["metrics"]["accuracy"] >= 0.65, summary["metrics"]  # chance: 0.5; 100 steps only
+    # chance is 0.5; 100 steps only, in which virtual-token methods learn slowest (prompt: 62% here)
+    floor = 0.6 if method["name"] in ("prompt", "ptuning") else 0.65
+    assert summary["metrics"]["accuracy"] >= floor, summary["metrics"]
     assert summary["trainable_params"] < 0.02 * summary["total_params"]
     run_dir = config.run_dir
+    # what eval/predict/serve load gives the probabilities the training process wrote for the test split
+    rows = [json.loads(line) for line in (run_dir / "predictions.jsonl").read_text().splitlines()[:16]]
+    again = predict(run_dir, [r["text"] for r in rows], precision="fp32")
+    for row, new in zip(rows, again):
+        assert new["probabilities"] == pytest.approx(row["probabilities"], abs=2e-2)  # training evaluated in bf16
+    if not get_method(method["name"]).merged:
+        return
     tokenizer = AutoTokenizer.from_pretrained(run_dir / "model")
     texts = ["a gorgeous, witty film", "a dull, lifeless mess", "it was fine, I guess"]
     batch = tokenizer(texts, padding=True, return_tensors="pt")
@@ -111,3 +127,9 @@ def test_peft_methods_learn_and_their_merged_model_equals_the_adapter(method, ru
         assert kept and sum(kept) / len(kept) == pytest.approx(method["target_r"], abs=0.5)
     with torch.no_grad():
         torch.testing.assert_close(merged(**batch).logits, unmerged(**batch).logits, atol=1e-4, rtol=1e-4)
+
+
+def test_prompt_methods_refuse_token_classification(model):
+    cfg = build_config({"method": {"name": "prompt"}}).method
+    with pytest.raises(ValueError, match="'prompt' supports classification only"):
+        get_method("prompt").apply(model, cfg, "token_classification")

@@ -1,4 +1,5 @@
-"""Adaptation methods, one module each, behind one registry: full, freeze, lora (+ rslora, dora), adalora, ia3."""
+"""Adaptation methods, one module each, behind one registry: full, freeze, lora (+ rslora, dora), adalora, ia3,
+prompt, ptuning."""
 
 from .adalora import AdaLora, AdaLoraSettings
 from .base import Method, count_parameters
@@ -6,11 +7,13 @@ from .freeze import Freeze, FreezeConfig
 from .full import Full, FullConfig
 from .ia3 import IA3, IA3Settings
 from .lora import Lora, LoraSettings
+from .prompt import Prompt, PromptSettings, PTuning, PTuningSettings
 
-METHODS: dict[str, Method] = {m.name: m for m in (Full(), Freeze(), Lora(), AdaLora(), IA3())}
+METHODS: dict[str, Method] = {m.name: m for m in (Full(), Freeze(), Lora(), AdaLora(), IA3(), Prompt(), PTuning())}
 
 # The tagged union the recipe schema validates `method:` against; add a method's Config here.
-MethodConfig = FullConfig | FreezeConfig | LoraSettings | AdaLoraSettings | IA3Settings
+MethodConfig = (FullConfig | FreezeConfig | LoraSettings | AdaLoraSettings | IA3Settings | PromptSettings
+                | PTuningSettings)
 
 
 def get_method(name: str) -> Method:

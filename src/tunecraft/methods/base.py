@@ -18,6 +18,8 @@ class Method:
 
     name: str = ""
     Config: type[MethodSettings] = MethodSettings
+    merged: bool = True
+    """Whether model/ alone is the trained model; if not, eval/predict/serve apply adapter/ to it."""
 
     def apply(self, model: nn.Module, cfg: MethodSettings, task: str = "classification") -> nn.Module:
         """Return the model to train, with requires_grad set on exactly the trainable parameters."""

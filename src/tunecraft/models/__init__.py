@@ -108,5 +108,12 @@ def load_trained(run: str | Path) -> TrainedModel:
     if meta.get("task") not in TASKS:
         raise TunecraftError(f"{folder}/{META}: unknown task '{meta.get('task')}'")
     model = TASKS[meta["task"]].MODEL_CLASS.from_pretrained(str(folder))
+    if meta.get("adapter_required"):  # prompt methods: model/ is the base, adapter/ the trained part
+        from peft import PeftModel
+
+        adapter = folder.parent / "adapter"
+        if not (adapter / "adapter_config.json").is_file():
+            raise TunecraftError(f"{folder}: a '{meta['method']}' model needs its adapter in {adapter}")
+        model = PeftModel.from_pretrained(model, str(adapter))
     model.eval()
     return TrainedModel(model, AutoTokenizer.from_pretrained(str(folder)), meta, folder)

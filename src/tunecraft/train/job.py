@@ -157,7 +157,7 @@ def model_meta(config: RunConfig, task, lmap, columns) -> dict:
     return {"task": config.task, "labels": lmap.labels, "max_length": config.model.max_length,
             "text_column": columns.text, "text_pair_column": columns.text_pair, "label_column": columns.label,
             "base_model": config.model.base, "method": config.method.name, "precision": config.train.precision,
-            **task.options(config)}
+            "adapter_required": not get_method(config.method.name).merged, **task.options(config)}
 
 
 def export(method, model, tokenizer, run_dir: Path, meta: dict) -> None:

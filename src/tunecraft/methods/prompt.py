@@ -1,0 +1,68 @@
+"""prompt and ptuning: trained virtual-token embeddings prepended to the input (peft's prompt tuning, Lester
+et al. 2021; P-tuning, Liu et al. 2021, whose virtual tokens come from a small MLP). Nothing to merge: the run
+exports the base model plus the adapter, and eval/predict/serve load the two together."""
+
+import warnings
+from typing import Literal
+
+from peft import PromptEncoderConfig, PromptTuningConfig, get_peft_model
+from pydantic import Field
+
+from .base import Method, MethodSettings
+from .lora import PEFT_TASK_TYPES
+
+
+class PromptSettings(MethodSettings):
+    name: Literal["prompt"] = "prompt"
+    virtual_tokens: int = Field(20, ge=1, le=512)
+
+
+class PTuningSettings(MethodSettings):
+    name: Literal["ptuning"] = "ptuning"
+    virtual_tokens: int = Field(20, ge=1, le=512)
+    encoder_hidden_size: int = Field(128, ge=1)
+    """Hidden size of the MLP that produces the virtual tokens."""
+
+
+class _VirtualTokens(Method):
+    merged = False
+
+    def peft_config(self, cfg, task_type):
+        raise NotImplementedError
+
+    def apply(self, model, cfg, task="classification"):
+        if task != "classification":
+            raise ValueError(f"'{self.name}' supports classification only for now (its virtual tokens would "
+                             "shift token-level outputs)")
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            return get_peft_model(model, self.peft_config(cfg, PEFT_TASK_TYPES[task]))
+
+    def export(self, model, model_dir, adapter_dir):
+        """adapter/: the virtual tokens and the trained head; model/: the base model with the trained head,
+        as plain transformers weights (peft's wrapper keys of the head unwrapped)."""
+        model.save_pretrained(adapter_dir, safe_serialization=True)
+        base = model.get_base_model()
+        state = {k.replace(".modules_to_save.default.", "."): v for k, v in base.state_dict().items()
+                 if ".original_module." not in k}
+        plain = base.__class__(base.config)
+        plain.load_state_dict(state, strict=True)
+        plain.save_pretrained(model_dir, safe_serialization=True)
+        return plain
+
+
+class Prompt(_VirtualTokens):
+    name = "prompt"
+    Config = PromptSettings
+
+    def peft_config(self, cfg, task_type):
+        return PromptTuningConfig(task_type=task_type, num_virtual_tokens=cfg.virtual_tokens)
+
+
+class PTuning(_VirtualTokens):
+    name = "ptuning"
+    Config = PTuningSettings
+
+    def peft_config(self, cfg, task_type):
+        return PromptEncoderConfig(task_type=task_type, num_virtual_tokens=cfg.virtual_tokens,
+                                   encoder_hidden_size=cfg.encoder_hidden_size)
