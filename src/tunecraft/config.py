@@ -111,6 +111,19 @@ class TrainConfig(Strict):
     num_threads: int | None = Field(None, ge=1)
 
 
+class BaselinesConfig(Strict):
+    """Classification baselines that train nothing, scored on the run's test split with the base encoder
+    (evaluate/baselines.py) and shown beside the fine-tuned result."""
+
+    zero_shot: bool = True
+    """Embedding similarity of each text to each label's description."""
+    descriptions: list[dict[str, str]] | None = None
+    """Candidate description sets ({label: text}); the one with the best validation accuracy is used. null:
+    the label names and two templates around them."""
+    shots: list[int] = []
+    """Few-shot nearest-prototype baselines with this many training examples per class (3 draws each)."""
+
+
 class RunConfig(Strict):
     name: str = "run"
     output_dir: str = "runs"
@@ -122,6 +135,7 @@ class RunConfig(Strict):
         default_factory=lambda: typing.get_args(MethodConfig)[0]()
     )
     train: TrainConfig = TrainConfig()
+    baselines: BaselinesConfig = BaselinesConfig()
 
     @model_validator(mode="after")
     def _task_defaults(self):

@@ -104,6 +104,15 @@ def _sections(summary: dict, images: dict[str, Path], results: list) -> list[tup
     sections = [("Setup", [("table", ["", ""], setup)])]
     if m:
         sections.append((f"Results on the {summary['eval_split']} split", results))
+    if summary.get("baselines") and m:
+        rows = [("fine-tuned: " + summary["method"], fmt(m["accuracy"]), fmt(m["macro_f1"]), "")]
+        for b in summary["baselines"]:
+            note = (f"± {b['accuracy_std']:.4f} over {len(b['accuracies'])} draws" if "accuracy_std" in b else
+                    f"descriptions {b['descriptions']} (best of {b['candidates']} on validation, "
+                    f"{b['validation_accuracy']:.4f})")
+            rows.append((b["name"], fmt(b["metrics"]["accuracy"]), fmt(b["metrics"]["macro_f1"]), note))
+        sections.append(("Baselines without training (same test split, base encoder)",
+                         [("table", ["", "accuracy", "macro-F1", ""], rows)]))
     speed = [("training time (s)", summary["train_seconds"]), ("wall time, whole job (s)", summary["wall_seconds"]),
              ("training tokens/s (non-padding)", summary["tokens_per_second"]),
              ("training examples/s", summary["examples_per_second"]),

@@ -17,6 +17,7 @@ from accelerate.state import AcceleratorState
 from .. import __version__
 from ..config import RunConfig, dump_config
 from ..errors import ConfigError, TunecraftError
+from ..evaluate.baselines import run_baselines
 from ..evaluate.report import write_predictions, write_report
 from ..methods import count_parameters, get_method
 from ..models import META, prepare_base
@@ -76,6 +77,10 @@ def train(config: RunConfig, resume: bool = False, overwrite: bool = False, hook
 
     data = task.load_data(config.data)  # bad data fails here, before the run folder is touched
     base = prepare_base(config.model, lambda: task.training_texts(data.train))
+    for i, described in enumerate(config.baselines.descriptions or []):
+        missing = sorted(set(data.label_map.labels) - set(described))
+        if config.task == "classification" and missing:
+            raise ConfigError(f"baselines.descriptions[{i}]: no description for {', '.join(missing)}")
     tokenizer = base.tokenizer
     lmap, max_len = data.label_map, config.model.max_length
     meta = model_meta(config, task, lmap, data.columns)
@@ -118,6 +123,7 @@ def train(config: RunConfig, resume: bool = False, overwrite: bool = False, hook
                                           else ("validation", data.validation, val_enc))
     logits = loop.evaluate_logits(eval_enc) if eval_enc else None
     final = loop.evaluate(eval_enc, logits) if eval_enc else {}
+    baselines = run_baselines(base.path, config, data) if acc.is_main_process else []
     summary = {
         "name": config.name, "task": config.task, "method": config.method.name, "base_model": config.model.base,
         "data": data.description, "labels": lmap.labels,
@@ -129,7 +135,7 @@ def train(config: RunConfig, resume: bool = False, overwrite: bool = False, hook
         "steps": state.global_step, "planned_steps": state.total_steps, "epochs_done": state.epoch,
         "stopped_early": state.stopped_early, "best_step": state.best_step,
         "best_validation": {config.train.early_stopping.metric: state.best_metric},
-        "eval_split": eval_name, "metrics": final,
+        "eval_split": eval_name, "metrics": final, "baselines": baselines,
         "train_seconds": round(state.train_seconds, 2), "wall_seconds": round(time.time() - started, 2),
         "train_tokens": state.train_tokens,
         "tokens_per_second": round(state.train_tokens / max(state.train_seconds, 1e-9), 1),
