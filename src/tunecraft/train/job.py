@@ -57,8 +57,12 @@ def prepare_run_dir(config: RunConfig, resume: bool) -> Path:
     return run_dir
 
 
-def train(config: RunConfig, resume: bool = False, overwrite: bool = False, hooks=()) -> dict:
-    """Fine-tune and evaluate as the config says; returns the run summary (also in summary.json)."""
+def train(config: RunConfig, resume: bool = False, overwrite: bool = False, hooks=(), loss_terms=(),
+          model=None) -> dict:
+    """Fine-tune and evaluate as the config says; returns the run summary (also in summary.json).
+    `hooks(loop)` run after each optimizer step, `loss_terms(model, outputs, batch)` add to the task loss
+    (see TrainingLoop), and `model`, when given, is trained instead of a fresh one built from model.base
+    (a distillation student, a pruned model); model.base then only names its tokenizer."""
     started = time.time()
     check_run_dir(config, resume, overwrite)
     keep_freed_memory()
@@ -80,7 +84,8 @@ def train(config: RunConfig, resume: bool = False, overwrite: bool = False, hook
     val_enc = encode(tokenizer, data.validation, max_len, lmap, label_col) if data.validation else None
     test_enc = encode(tokenizer, data.test, max_len, lmap, label_col) if data.test else None
 
-    model = task.build_model(base, lmap, config.model.dropout)
+    if model is None:
+        model = task.build_model(base, lmap, config.model.dropout)
     method = get_method(config.method.name)
     try:
         model = method.apply(model, config.method, config.task)
@@ -102,7 +107,7 @@ def train(config: RunConfig, resume: bool = False, overwrite: bool = False, hook
     loop = TrainingLoop(accelerator=acc, model=model, optimizer=optimizer, scheduler=scheduler, task=task,
                         train_enc=train_enc, eval_enc=val_enc, label_map=lmap, cfg=config.train,
                         seed=config.seed, run_dir=run_dir, pad_id=tokenizer.pad_token_id,
-                        autocast_dtype=dtype, hooks=hooks)
+                        autocast_dtype=dtype, hooks=hooks, loss_terms=loss_terms)
     state = loop.run(resume=resume)
 
     plain = acc.unwrap_model(model)

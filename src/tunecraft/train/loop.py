@@ -1,7 +1,8 @@
 """THE training loop: forward → loss → backward → clip → step → hooks → log → eval/early-stop → checkpoint.
 
-Written out by hand (not a Trainer subclass) so that later plug-ins (distillation, EWC, replay, AdaLoRA
-budgets, pruning masks) reach into the step through `hooks`; accelerate does devices, precision, processes.
+Written out by hand (not a Trainer subclass) so that plug-ins reach into the step: `loss_terms` add to the
+task loss (distillation, regularisers), `hooks` run after each optimizer step (pruning masks, budgets);
+accelerate does devices, precision, processes.
 """
 
 from __future__ import annotations
@@ -61,11 +62,13 @@ class LoopState:
 class TrainingLoop:
     def __init__(self, *, accelerator, model, optimizer, scheduler, task, train_enc: Encoded,
                  eval_enc: Encoded | None, label_map, cfg, seed: int, run_dir: Path, pad_id: int,
-                 autocast_dtype: torch.dtype | None, hooks=()):
+                 autocast_dtype: torch.dtype | None, hooks=(), loss_terms=()):
         self.acc, self.model, self.optimizer, self.scheduler = accelerator, model, optimizer, scheduler
         self.task, self.train_enc, self.eval_enc, self.label_map = task, train_enc, eval_enc, label_map
         self.cfg, self.seed, self.run_dir, self.pad_id = cfg, seed, run_dir, pad_id
         self.autocast_dtype, self.hooks = autocast_dtype, list(hooks)
+        # each term(model, outputs, batch) returns a loss summed over the batch's examples, like task.loss_sum
+        self.loss_terms = list(loss_terms)
         self.ckpt_dir = run_dir / "checkpoints"
         self.state = LoopState(total_steps=planned_steps(train_enc.lengths, cfg, seed, accelerator.num_processes))
         self.writer = None
@@ -130,6 +133,8 @@ class TrainingLoop:
             with sync:
                 outputs = self.model(**{k: v for k, v in batch.items() if k != "labels"})
                 summed = self.task.loss_sum(outputs, batch)
+                for term in self.loss_terms:
+                    summed = summed + term(self.model, outputs, batch)
                 self.acc.backward(summed * world / total)
             loss_value += summed.item()
             self.state.train_tokens += int(batch["attention_mask"].sum())
