@@ -47,6 +47,11 @@ def load_trained(run: str | Path) -> TrainedModel:
     meta = json.loads((folder / META).read_text(encoding="utf-8"))
     if meta["task"] != "classification":
         raise TunecraftError(f"{folder}: task '{meta['task']}' is not supported by this command yet")
-    model = AutoModelForSequenceClassification.from_pretrained(str(folder))
+    if meta.get("format", "transformers") == "transformers":
+        model = AutoModelForSequenceClassification.from_pretrained(str(folder))
+    else:  # a compressed variant: int8, head-pruned or ONNX (see tunecraft.compress)
+        from ..compress.variant import load_model
+
+        model = load_model(folder, meta)
     model.eval()
     return TrainedModel(model, AutoTokenizer.from_pretrained(str(folder)), meta, folder)
