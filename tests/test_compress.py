@@ -85,12 +85,17 @@ def test_structured_pruning_removes_heads_and_layers(made):
 
 
 @pytest.mark.slow
-def test_every_variant_loads_in_eval_predict_and_serve(made):
+def test_every_variant_loads_in_eval_predict_and_serve(made, write):
     _, _, out, result = made
+    rows = "".join(f"{t},{label}\n" for t, label in [("a gorgeous, witty film", "positive"),
+                                                      ("a dull, lifeless mess", "negative"),
+                                                      ("one of the best films of the year", "positive"),
+                                                      ("boring and far too long", "negative")])
+    data = write("small.csv", "text,label\n" + rows)
     for name in VARIANTS:
         rows = predict(out / name, TEXTS)
         assert [r["label"] for r in rows] and all(0 <= r["score"] <= 1 for r in rows), name
-        assert evaluate_run(out / name, "amazon", split="all")["metrics"]["accuracy"] > 0.5, name
+        assert evaluate_run(out / name, data)["metrics"]["samples"] == 4, name
     for name in ("onnx-int8-dynamic", "int8", "heads-25"):
         with TestClient(create_app(ServeSettings(run=str(out / name)))) as client:
             reply = client.post("/v1/classify", json={"texts": TEXTS})
