@@ -13,10 +13,6 @@ def __getattr__(name):
         from .evaluate import runs
 
         return getattr(runs, name)
-    if name == "compress":
-        from .compress import compress
-
-        return compress
     if name in ("load_config", "build_config"):
         from . import config
 
