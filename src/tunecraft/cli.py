@@ -68,6 +68,27 @@ def _cmd_serve(args) -> int:
     return 0
 
 
+def _cmd_compress(args) -> int:
+    from .compress import Options, compress
+
+    options = Options(distill_epochs=args.distill_epochs, distill_max_steps=args.distill_max_steps,
+                      temperature=args.temperature, distill_weight=args.distill_weight, distill_lr=args.distill_lr,
+                      recover_steps=args.recover_steps, calibration_samples=args.calibration_samples,
+                      onnx_tolerance=args.onnx_tolerance)
+    result = compress(args.run, args.variants, out=args.out, options=options, measure=not args.no_bench,
+                      threads=args.threads, latency_samples=args.latency_samples, rounds=args.rounds,
+                      overwrite=args.overwrite,
+                      progress=not args.no_progress)
+    for name, folder in result["folders"].items():
+        print(f"{name}: {folder}")
+    if "measured" in result:
+        from .compress.bench import table
+
+        print("\n" + table(result["measured"]))
+        print(f"report: {result['report']}")
+    return 0
+
+
 def _cmd_assets(args) -> int:
     from . import assets
 
@@ -129,6 +150,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     p.add_argument("--drain-seconds", type=float, default=30, help="graceful-shutdown drain limit")
     p.set_defaults(func=_cmd_serve)
+
+    p = sub.add_parser("compress", help="distil, prune, quantize or export a run; measure every variant",
+                       description="Variants: int8, onnx, onnx-int8-dynamic, onnx-int8-static, distill-<N>l, "
+                                   "distill-<N>l-int8, prune-<percent>, heads-<percent>, layers-<N>, all. "
+                                   "Each is written to RUN/compressed/<variant>/ (a folder eval, predict and "
+                                   "serve accept), then all are measured in one run: RUN/compressed/report.md.")
+    p.add_argument("run")
+    p.add_argument("variants", nargs="+", help="e.g. int8 onnx distill-3l prune-50 (or all)")
+    p.add_argument("--out", help="folder for the variants and the report (default: RUN/compressed)")
+    p.add_argument("--distill-epochs", type=float, default=3)
+    p.add_argument("--distill-max-steps", type=int, help="optimizer steps (overrides --distill-epochs)")
+    p.add_argument("--distill-lr", type=float, default=1e-4)
+    p.add_argument("--temperature", type=float, default=2.0, help="distillation temperature T")
+    p.add_argument("--distill-weight", type=float, default=1.0, help="weight of the T²·KL term (hard CE: 1)")
+    p.add_argument("--recover-steps", type=int, default=0, help="recovery fine-tuning steps after pruning")
+    p.add_argument("--calibration-samples", type=int, default=256, help="training examples for static int8")
+    p.add_argument("--onnx-tolerance", type=float, default=1e-4, help="max |logit difference| ONNX vs PyTorch")
+    p.add_argument("--threads", type=int, default=2, help="torch / ONNX Runtime threads while measuring")
+    p.add_argument("--latency-samples", type=int, default=200, help="batch-1 sentences per measuring round")
+    p.add_argument("--rounds", type=int, default=5, help="interleaved measuring rounds over all variants")
+    p.add_argument("--no-bench", action="store_true", help="make the variants, skip the measurements")
+    p.add_argument("--overwrite", action="store_true", help="replace existing variant folders")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_cmd_compress)
 
     p = sub.add_parser("assets", help="fetch or list the bundled models and datasets")
     p.add_argument("action", choices=["fetch", "list"])

@@ -107,7 +107,12 @@ def load_trained(run: str | Path) -> TrainedModel:
 
     if meta.get("task") not in TASKS:
         raise TunecraftError(f"{folder}/{META}: unknown task '{meta.get('task')}'")
-    model = TASKS[meta["task"]].MODEL_CLASS.from_pretrained(str(folder))
+    if meta.get("format", "transformers") != "transformers":  # a compressed variant: int8, head-pruned, ONNX
+        from ..compress.variant import load_model
+
+        model = load_model(folder, meta)
+    else:
+        model = TASKS[meta["task"]].MODEL_CLASS.from_pretrained(str(folder))
     if meta.get("adapter_required"):  # prompt methods: model/ is the base, adapter/ the trained part
         from peft import PeftModel
 

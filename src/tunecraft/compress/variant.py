@@ -1,0 +1,114 @@
+"""What every compressed variant shares: an atomically written model folder, its format, loading, sizes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+
+from ..errors import TunecraftError
+from ..models import META, TrainedModel, run_model_dir
+from ..train.checkpoint import write_json_atomically
+
+# meta["format"] of a model folder → the module whose load(folder, meta) builds its model
+FORMATS = {
+    "transformers": None,
+    "torch-int8": "quantize",
+    "pruned-heads": "prune",
+    "onnx": "onnx_export",
+}
+
+
+def load_model(folder: Path, meta: dict):
+    """The model of a compressed variant folder (any format but plain transformers)."""
+    fmt = meta.get("format", "transformers")
+    if FORMATS.get(fmt) is None:
+        raise TunecraftError(f"{folder / META}: unknown model format '{fmt}'; known: {', '.join(FORMATS)}")
+    import importlib
+
+    return importlib.import_module(f"{__package__}.{FORMATS[fmt]}").load(folder, meta)
+
+
+def write_variant(target: Path, source: TrainedModel, fmt: str, write: Callable[[Path], dict],
+                  overwrite: bool) -> Path:
+    """Write a variant model folder atomically: `write(tmp)` puts the weights there and returns the meta
+    additions; the tokenizer and the source's meta (labels, columns, max_length) are copied alongside."""
+    if target.exists() and not overwrite:
+        raise TunecraftError(f"{target} already exists: pass --overwrite to replace it")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
+    try:
+        extra = write(tmp)
+        source.tokenizer.save_pretrained(tmp)
+        meta = {**source.meta, "format": fmt, "compressed_from": str(source.path), **extra}
+        (tmp / META).write_text(json.dumps(meta, indent=2), encoding="utf-8")
+        if target.exists():
+            shutil.rmtree(target)
+        tmp.rename(target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def update_meta(folder: Path, **changes) -> None:
+    """Add keys to a model folder's tunecraft.json (e.g. the format of a model a training run exported)."""
+    folder = run_model_dir(folder)
+    meta = json.loads((folder / META).read_text(encoding="utf-8"))
+    write_json_atomically(folder / META, {**meta, **changes})
+
+
+def weight_files(folder: Path) -> list[Path]:
+    folder = run_model_dir(folder)
+    return sorted(p for p in folder.iterdir() if p.suffix in (".safetensors", ".onnx", ".data", ".bin"))
+
+
+def size_mb(folder: Path) -> float:
+    """Size on disk of the model's weight files (tokenizer and config excluded), in MB (10^6 bytes)."""
+    return sum(p.stat().st_size for p in weight_files(folder)) / 1e6
+
+
+def gzip_mb(folder: Path) -> float:
+    """The weight files' size after zlib (level 1): where unstructured sparsity does shrink a model."""
+    total = 0
+    for path in weight_files(folder):
+        packer = zlib.compressobj(1)
+        with open(path, "rb") as fh:
+            while chunk := fh.read(1 << 22):
+                total += len(packer.compress(chunk))
+        total += len(packer.flush())
+    return total / 1e6
+
+
+def count_params(folder: Path) -> int:
+    """Parameters stored in the weight files: int8 weights count once; quantization scales and zero points,
+    and ONNX shape constants, are not counted."""
+    total = 0
+    for path in weight_files(folder):
+        if path.suffix == ".safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(path), "pt") as fh:
+                total += sum(_numel(fh.get_slice(name).get_shape()) for name in fh.keys()
+                             if not name.endswith(SCALE_SUFFIXES))
+        elif path.suffix == ".onnx":
+            import onnx
+
+            weights = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16,
+                       onnx.TensorProto.INT8, onnx.TensorProto.UINT8)
+            for init in onnx.load(str(path), load_external_data=False).graph.initializer:
+                if init.data_type in weights and not init.name.endswith(SCALE_SUFFIXES):
+                    total += _numel(init.dims)
+    return total
+
+
+SCALE_SUFFIXES = ("_scale", "_zero_point")
+
+
+def _numel(shape) -> int:
+    n = 1
+    for d in shape:
+        n *= int(d)
+    return n
