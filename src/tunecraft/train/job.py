@@ -17,6 +17,7 @@ from accelerate.state import AcceleratorState
 from .. import __version__
 from ..config import RunConfig, dump_config
 from ..data import load_classification_data
+from ..data.augment import augment_examples
 from ..data.dataset import encode
 from ..errors import ConfigError, TunecraftError
 from ..evaluate.report import write_predictions, write_report
@@ -76,7 +77,8 @@ def train(config: RunConfig, resume: bool = False, overwrite: bool = False, hook
     base = resolve_base(config.model.base)
     tokenizer = load_tokenizer(base)
     max_len, lmap, label_col = config.model.max_length, data.label_map, data.columns.label
-    train_enc = encode(tokenizer, data.train, max_len, lmap, label_col)
+    train_examples = augment_examples(data.train, config.data.augment, config.seed)  # training split only
+    train_enc = encode(tokenizer, train_examples, max_len, lmap, label_col)
     val_enc = encode(tokenizer, data.validation, max_len, lmap, label_col) if data.validation else None
     test_enc = encode(tokenizer, data.test, max_len, lmap, label_col) if data.test else None
 
@@ -117,6 +119,7 @@ def train(config: RunConfig, resume: bool = False, overwrite: bool = False, hook
         "data": data.description, "labels": lmap.labels,
         "sizes": {"train": len(data.train), "validation": len(data.validation), "test": len(data.test)},
         "truncated": {"train": train_enc.truncated, "max_length": max_len},
+        "augmented_train_examples": len(train_examples) - len(data.train),
         "trainable_params": trainable, "total_params": total,
         "steps": state.global_step, "planned_steps": state.total_steps, "epochs_done": state.epoch,
         "stopped_early": state.stopped_early, "best_step": state.best_step,
