@@ -165,14 +165,15 @@ def _html(title: str, sections) -> str:
     return "\n".join(parts)
 
 
-def write_report(run_dir: Path, summary: dict, history: list[dict]) -> Path:
+def write_report(run_dir: Path, summary: dict, history: list[dict], extra_sections: list | None = None) -> Path:
+    """report.md and report.html; `extra_sections` (heading, blocks) are appended, e.g. robustness."""
     plots = run_dir / "plots"
     plots.mkdir(exist_ok=True)
     images = {p.stem: p for p in _plot_curves(history, plots)}
     if summary.get("metrics"):
         images["confusion"] = _plot_confusion(summary["metrics"]["confusion_matrix"], summary["labels"], plots)
     title = f"tunecraft run '{summary['name']}' — {dt.date.today().isoformat()}"
-    sections = _sections(summary, images)
+    sections = _sections(summary, images) + list(extra_sections or [])
     for name, text in (("report.md", _markdown(title, sections, run_dir)), ("report.html", _html(title, sections))):
         tmp = run_dir / f".{name}.tmp"
         tmp.write_text(text, encoding="utf-8")
