@@ -2,7 +2,7 @@
 remedy, for 3 seeds, then evaluates every run for robustness (out-of-domain sets, perturbations, ECE).
 
     python benchmarks/trust_remedies.py train        [--seeds 1 2 3] [--remedies plain fgm ...]
-    python benchmarks/trust_remedies.py robustness   (tunecraft robustness on every finished run)
+    python benchmarks/trust_remedies.py robustness   [--max-examples N] (on every finished run)
     python benchmarks/trust_remedies.py table        (markdown tables: test accuracy mean ± std, robustness)
 
 Runs go to runs/trust-bench/<remedy>-s<seed>/; a run that already has summary.json is not trained again,
@@ -29,7 +29,7 @@ REMEDIES = {
     "eda": ["data.augment.copies=1"],
     "pgd": ["train.adversarial.method=pgd", "train.adversarial.steps=2"],
 }
-# cheapest first: each seed runs every remedy before the next seed starts
+# cheapest first; each remedy runs all its seeds before the next remedy starts
 
 
 def run_dir(remedy: str, seed: int) -> Path:
@@ -40,8 +40,8 @@ def cmd_train(args) -> None:
     from tunecraft.config import load_config
     from tunecraft.train import train
 
-    for seed in args.seeds:
-        for remedy in args.remedies:
+    for remedy in args.remedies:
+        for seed in args.seeds:
             folder = run_dir(remedy, seed)
             if (folder / "summary.json").is_file():
                 continue
@@ -62,7 +62,7 @@ def cmd_robustness(args) -> None:
             if not (folder / "summary.json").is_file() or (folder / "robustness" / "robustness.json").is_file():
                 continue
             start = time.time()
-            result = robustness(folder, seed=0)
+            result = robustness(folder, seed=0, max_examples=args.max_examples)
             print(f"{folder.name}: clean {result['clean']['accuracy']:.4f}, ECE {result['calibration']['ece']:.4f} "
                   f"({time.time() - start:.0f} s)", flush=True)
 
@@ -112,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("phase", choices=["train", "robustness", "table"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--max-examples", type=int, default=None,
+                        help="robustness: evaluate a seeded sample of this many examples per set")
     parser.add_argument("--remedies", nargs="+", default=list(REMEDIES), choices=list(REMEDIES))
     args = parser.parse_args(argv)
     {"train": cmd_train, "robustness": cmd_robustness, "table": cmd_table}[args.phase](args)

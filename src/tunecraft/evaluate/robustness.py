@@ -57,6 +57,8 @@ def typos(text: str, rng: random.Random, fraction: float = 0.1) -> str | None:
     for i in chosen:
         w, j = words[i], rng.randrange(len(words[i]) - 1)
         kind = rng.choice(["swap", "drop", "double", "neighbour"])
+        if kind == "swap" and w[j] == w[j + 1]:  # swapping equal letters would change nothing
+            kind = "neighbour"
         if kind == "swap":
             w = w[:j] + w[j + 1] + w[j] + w[j + 2:]
         elif kind == "drop":

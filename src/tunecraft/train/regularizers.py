@@ -60,14 +60,17 @@ class RDrop:
 
     def __init__(self, alpha: float):
         self.alpha = alpha
+        self.last_kl: float | None = None  # the KL sum of the last micro-batch
 
     def extra_loss(self, model, batch, outputs, task) -> torch.Tensor:
         second = model(**_inputs(batch))
         first_ce = task.loss_sum(outputs, batch)
         second_ce = task.loss_sum(second, batch)
-        a, labels = _flat(outputs.logits, batch["labels"])
+        a, _ = _flat(outputs.logits, batch["labels"])
         b, _ = _flat(second.logits, batch["labels"])
-        return 0.5 * (second_ce - first_ce) + self.alpha * symmetric_kl_sum(a, b)
+        kl = symmetric_kl_sum(a, b)
+        self.last_kl = float(kl.detach())
+        return 0.5 * (second_ce - first_ce) + self.alpha * kl
 
     def after_backward(self, model, batch, task, backward) -> None:
         return None
