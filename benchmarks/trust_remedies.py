@@ -4,6 +4,7 @@ remedy, for 3 seeds, then evaluates every run for robustness (out-of-domain sets
     python benchmarks/trust_remedies.py train        [--seeds 1 2 3] [--remedies plain fgm ...]
     python benchmarks/trust_remedies.py robustness   [--max-examples N] (on every finished run)
     python benchmarks/trust_remedies.py table        (markdown tables: test accuracy mean ± std, robustness)
+    python benchmarks/trust_remedies.py sanity       [--texts 300] [--k 1 3] (attribution deletion check)
 
 Runs go to runs/trust-bench/<remedy>-s<seed>/; a run that already has summary.json is not trained again,
 so the phases can be re-run after an interruption.
@@ -67,11 +68,31 @@ def cmd_robustness(args) -> None:
                   f"({time.time() - start:.0f} s)", flush=True)
 
 
+def cmd_sanity(args) -> None:
+    """Attribution sanity check on the plain seed-1 run: delete the top-k IG tokens vs k random tokens."""
+    import random
+
+    from tunecraft.evaluate.explain import deletion_check
+    from tunecraft.models import load_trained
+
+    folder = run_dir("plain", args.seeds[0])
+    trained = load_trained(folder)
+    rows = [json.loads(line) for line in (folder / "predictions.jsonl").read_text().splitlines()]
+    texts = [r["text"] for r in random.Random(0).sample(rows, min(args.texts, len(rows)))]
+    start = time.time()
+    result = {"run": str(folder)}
+    result.update(deletion_check(trained.model, trained.tokenizer, texts, k=args.k, steps=32, seed=0))
+    result["seconds"] = round(time.time() - start, 1)
+    (OUT / "attribution-sanity.json").write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+
+
 def _mean_std(values: list[float]) -> str:
     if not values:
         return "—"
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{100 * statistics.mean(values):.2f} ± {100 * std:.2f}"
+    if len(values) == 1:
+        return f"{100 * values[0]:.2f} (1 seed)"
+    return f"{100 * statistics.mean(values):.2f} ± {100 * statistics.stdev(values):.2f}"
 
 
 def cmd_table(args) -> None:
@@ -110,13 +131,15 @@ def cmd_table(args) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("phase", choices=["train", "robustness", "table"])
+    parser.add_argument("phase", choices=["train", "robustness", "table", "sanity"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--max-examples", type=int, default=None,
                         help="robustness: evaluate a seeded sample of this many examples per set")
     parser.add_argument("--remedies", nargs="+", default=list(REMEDIES), choices=list(REMEDIES))
+    parser.add_argument("--texts", type=int, default=300, help="sanity: test texts to attribute")
+    parser.add_argument("--k", type=int, nargs="+", default=[1, 3], help="sanity: tokens deleted")
     args = parser.parse_args(argv)
-    {"train": cmd_train, "robustness": cmd_robustness, "table": cmd_table}[args.phase](args)
+    {"train": cmd_train, "robustness": cmd_robustness, "table": cmd_table, "sanity": cmd_sanity}[args.phase](args)
     return 0
 
 

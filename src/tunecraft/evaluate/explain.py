@@ -177,40 +177,45 @@ def explain(run: str | Path, text: str, target: str | None = None, steps: int = 
 
 # -- sanity check: do the top-attributed tokens matter more than random ones? ---------------------------
 
-def deletion_check(model, tokenizer, texts: list[str], k: int = 3, steps: int = 32, seed: int = 0,
+def deletion_check(model, tokenizer, texts: list[str], k: int | list[int] = 3, steps: int = 32, seed: int = 0,
                    max_length: int = 128) -> dict:
     """For each text: delete its k tokens with the highest attribution toward the predicted class, and
     separately k random (non-special) tokens; compare the drop in the predicted class's probability and how
-    often the prediction changes. Texts with fewer than k + 1 non-special tokens are skipped."""
+    often the prediction changes. Texts with fewer than k + 1 non-special tokens are skipped. With a list
+    of k, the attributions are computed once and the result has one entry per k ({"k=1": ..., ...})."""
+    ks = [k] if isinstance(k, int) else list(k)
     rng = random.Random(seed)
     model.eval()
-    rows = []
+    rows: dict[int, list[dict]] = {n: [] for n in ks}
     for text in texts:
         enc = _encode(tokenizer, text, max_length)
         ids = enc["input_ids"]
         special = tokenizer.get_special_tokens_mask(ids[0].tolist(), already_has_special_tokens=True)
         positions = [i for i, s in enumerate(special) if not s]
-        if len(positions) < k + 1:
+        usable = [n for n in ks if len(positions) >= n + 1]
+        if not usable:
             continue
         with torch.no_grad():
             probs = torch.softmax(model(**enc).logits.float(), -1)[0]
         predicted = int(probs.argmax())
         scores, *_ = integrated_gradients(model, ids, enc["attention_mask"], predicted,
                                           pad_baseline(ids, tokenizer), steps, enc.get("token_type_ids"))
-        top = sorted(positions, key=lambda i: -float(scores[i]))[:k]
-        chosen = {"top": top, "random": rng.sample(positions, k)}
-        row = {}
-        for name, drop_at in chosen.items():
-            keep = [i for i in range(ids.shape[1]) if i not in set(drop_at)]
-            with torch.no_grad():
-                after = torch.softmax(model(input_ids=ids[:, keep],
-                                            attention_mask=enc["attention_mask"][:, keep]).logits.float(), -1)[0]
-            row[f"{name}_drop"] = float(probs[predicted] - after[predicted])
-            row[f"{name}_flip"] = float(int(after.argmax()) != predicted)
-        rows.append(row)
-    if not rows:
-        raise TunecraftError(f"no text has more than {k} tokens to delete")
-    n = len(rows)
-    out = {key: sum(r[key] for r in rows) / n for key in rows[0]}
-    out.update({"texts": n, "k": k, "steps": steps})
-    return out
+        ranked = sorted(positions, key=lambda i: -float(scores[i]))
+        for n in usable:
+            row = {}
+            for name, drop_at in (("top", set(ranked[:n])), ("random", set(rng.sample(positions, n)))):
+                keep = [i for i in range(ids.shape[1]) if i not in drop_at]
+                with torch.no_grad():
+                    after = torch.softmax(model(input_ids=ids[:, keep],
+                                                attention_mask=enc["attention_mask"][:, keep]).logits.float(), -1)[0]
+                row[f"{name}_drop"] = float(probs[predicted] - after[predicted])
+                row[f"{name}_flip"] = float(int(after.argmax()) != predicted)
+            rows[n].append(row)
+    results = {}
+    for n in ks:
+        if not rows[n]:
+            raise TunecraftError(f"no text has more than {n} tokens to delete")
+        count = len(rows[n])
+        results[n] = {key: sum(r[key] for r in rows[n]) / count for key in rows[n][0]}
+        results[n].update({"texts": count, "k": n, "steps": steps})
+    return results[ks[0]] if isinstance(k, int) else {f"k={n}": results[n] for n in ks}
