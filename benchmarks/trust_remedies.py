@@ -4,7 +4,7 @@ remedy, for 3 seeds, then evaluates every run for robustness (out-of-domain sets
     python benchmarks/trust_remedies.py train        [--seeds 1 2 3] [--remedies plain fgm ...]
     python benchmarks/trust_remedies.py robustness   [--max-examples N] (on every finished run)
     python benchmarks/trust_remedies.py table        (markdown tables: test accuracy mean ± std, robustness)
-    python benchmarks/trust_remedies.py sanity       [--texts 300] [--k 1 3] (attribution deletion check)
+    python benchmarks/trust_remedies.py sanity       [--texts 200] [--k 1 3] [--steps 20] (attribution deletion check)
 
 Runs go to runs/trust-bench/<remedy>-s<seed>/; a run that already has summary.json is not trained again,
 so the phases can be re-run after an interruption.
@@ -81,7 +81,7 @@ def cmd_sanity(args) -> None:
     texts = [r["text"] for r in random.Random(0).sample(rows, min(args.texts, len(rows)))]
     start = time.time()
     result = {"run": str(folder)}
-    result.update(deletion_check(trained.model, trained.tokenizer, texts, k=args.k, steps=32, seed=0))
+    result.update(deletion_check(trained.model, trained.tokenizer, texts, k=args.k, steps=args.steps, seed=0))
     result["seconds"] = round(time.time() - start, 1)
     (OUT / "attribution-sanity.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
@@ -136,8 +136,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-examples", type=int, default=None,
                         help="robustness: evaluate a seeded sample of this many examples per set")
     parser.add_argument("--remedies", nargs="+", default=list(REMEDIES), choices=list(REMEDIES))
-    parser.add_argument("--texts", type=int, default=300, help="sanity: test texts to attribute")
+    parser.add_argument("--texts", type=int, default=200, help="sanity: test texts to attribute")
     parser.add_argument("--k", type=int, nargs="+", default=[1, 3], help="sanity: tokens deleted")
+    parser.add_argument("--steps", type=int, default=20, help="sanity: integration steps")
     args = parser.parse_args(argv)
     {"train": cmd_train, "robustness": cmd_robustness, "table": cmd_table, "sanity": cmd_sanity}[args.phase](args)
     return 0
