@@ -104,7 +104,7 @@ def cmd_table(args) -> None:
             if not (folder / "summary.json").is_file():
                 continue
             summary = json.loads((folder / "summary.json").read_text())
-            accs.append(summary["metrics"]["accuracy"])
+            accs.append(summary["metrics"]["accuracy"])  # in seed order
             seconds.append(summary["train_seconds"])
             path = folder / "robustness" / "robustness.json"
             if path.is_file():
@@ -114,10 +114,13 @@ def cmd_table(args) -> None:
                 for name, value in result["perturbations"].items():
                     per_set.setdefault(name, []).append(value["accuracy"])
                 per_set.setdefault("ECE", []).append(result["calibration"]["ece"])
-        rows.append((remedy, len(accs), _mean_std(accs), f"{statistics.mean(seconds):.0f}" if seconds else "—"))
+        per_seed = ", ".join(f"{100 * a:.2f}" for a in accs) or "—"
+        rows.append((remedy, len(accs), _mean_std(accs), per_seed,
+                     f"{statistics.mean(seconds):.0f}" if seconds else "—"))
         robust.append((remedy, per_set))
     print(f"Test accuracy on mr (1,004 test examples), 500 training examples, seeds {args.seeds}\n")
-    print("| remedy | seeds | test accuracy % (mean ± std) | training s (mean) |\n|---|---|---|---|")
+    print("| remedy | seeds done | test accuracy % (mean ± std) | per seed | training s (mean) |")
+    print("|---|---|---|---|---|")
     for row in rows:
         print("| " + " | ".join(str(c) for c in row) + " |")
     columns = [c for _, per_set in robust for c in per_set]
