@@ -119,7 +119,7 @@ def cmd_table(args) -> None:
                      f"{statistics.mean(seconds):.0f}" if seconds else "—"))
         robust.append((remedy, per_set))
     print(f"Test accuracy on mr (1,004 test examples), 500 training examples, seeds {args.seeds}\n")
-    print("| remedy | seeds done | test accuracy % (mean ± std) | per seed | training s (mean) |")
+    print("| remedy | seeds done | test accuracy % (mean ± std) | per seed | training s (mean; load varied) |")
     print("|---|---|---|---|---|")
     for row in rows:
         print("| " + " | ".join(str(c) for c in row) + " |")
