@@ -175,6 +175,7 @@ def test_augmentation_is_reproducible_by_seed_and_keeps_labels():
     assert "superb" in lexicon["great"] and "great" in lexicon["superb"]
 
 
+@pytest.mark.slow
 def test_remedies_train_end_to_end_and_augment_only_the_training_split(tmp_path):
     config = recipe(tmp_path, "remedies", method={"name": "full"},
                     data={"max_train_samples": 48, "max_eval_samples": 24, "augment": {"copies": 2}},
@@ -232,6 +233,7 @@ def test_expected_calibration_error_on_a_hand_example():
     assert perfect["ece"] == pytest.approx(0.0)
 
 
+@pytest.mark.slow
 def test_robustness_report_on_a_trained_run(lora_run):
     run_dir, _ = lora_run
     result = robustness(run_dir, max_examples=40)
@@ -252,6 +254,7 @@ def test_robustness_report_on_a_trained_run(lora_run):
 
 # -- explanations -----------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_integrated_gradients_satisfy_completeness(lora_run, tokenizer):
     trained = load_trained(lora_run[0])
     attr = attribute_text(trained.model, trained.tokenizer, trained.meta["labels"],
@@ -269,6 +272,7 @@ def test_integrated_gradients_satisfy_completeness(lora_run, tokenizer):
     assert abs(float(scores.sum()) - (f_in - f_base)) <= 0.01 * max(1.0, abs(f_in - f_base))
 
 
+@pytest.mark.slow
 def test_explain_cli_prints_attributions_and_writes_html(lora_run, tmp_path, capsys):
     out = tmp_path / "why.html"
     assert main(["explain", str(lora_run[0]), "a gorgeous, witty film", "--html", str(out), "--steps", "16"]) == 0
@@ -280,6 +284,7 @@ def test_explain_cli_prints_attributions_and_writes_html(lora_run, tmp_path, cap
     assert "unknown target label 'neutral'" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_deleting_top_attributed_tokens_hurts_more_than_random_ones(lora_run):
     run_dir, _ = lora_run
     trained = load_trained(run_dir)
