@@ -160,6 +160,8 @@ def explain(run: str | Path, text: str, target: str | None = None, steps: int = 
     """Attribute one text with a run's model; writes the HTML (default RUN/explanations/<hash>.html)."""
     if not text.strip():
         raise TunecraftError("the text to explain is empty")
+    if steps < 1:
+        raise TunecraftError(f"--steps must be at least 1 (got {steps})")
     trained = load_trained(run)
     model = trained.model.float()
     attr = attribute_text(model, trained.tokenizer, trained.meta["labels"], text, target, steps,
