@@ -13,6 +13,14 @@ def __getattr__(name):
         from .evaluate import runs
 
         return getattr(runs, name)
+    if name == "robustness":
+        from .evaluate.robustness import robustness
+
+        return robustness
+    if name == "explain":
+        from .evaluate.explain import explain
+
+        return explain
     if name in ("load_config", "build_config"):
         from . import config
 

@@ -54,6 +54,32 @@ def _cmd_predict(args) -> int:
     return 0
 
 
+def _cmd_robustness(args) -> int:
+    from .evaluate.robustness import robustness
+
+    result = robustness(args.run, ood=args.ood, perturbations=args.perturbations, seed=args.seed,
+                        max_examples=args.max_examples)
+    print(f"clean test split ({result['clean']['samples']} examples): accuracy {result['clean']['accuracy']:.4f}")
+    for kind, rows in (("out of domain", result["ood"]), ("perturbed", result["perturbations"])):
+        for name, r in rows.items():
+            if r["accuracy"] is None:
+                print(f"{kind} {name}: no example applies")
+                continue
+            print(f"{kind} {name} ({r['samples']} examples): accuracy {r['accuracy']:.4f}  drop {r['drop']:+.4f}")
+    print(f"expected calibration error: {result['calibration']['ece']:.4f}")
+    print(f"report: {result.get('report', result['markdown'])}")
+    return 0
+
+
+def _cmd_explain(args) -> int:
+    from .evaluate.explain import explain, to_terminal
+
+    attr, path = explain(args.run, args.text, target=args.target, steps=args.steps, html_path=args.html)
+    print(to_terminal(attr, color=not args.no_color and sys.stdout.isatty()))
+    print(f"html: {path}")
+    return 0
+
+
 def _cmd_serve(args) -> int:
     from .serve.app import ServeSettings, serve
 
@@ -131,6 +157,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-column", default="text")
     p.add_argument("--json", action="store_true", help="print one JSON object per line")
     p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("robustness", help="accuracy out of domain, under perturbations, and calibration")
+    p.add_argument("run")
+    p.add_argument("--ood", nargs="*", default=None,
+                   help="out-of-domain sets (bundled names or files); default: the other bundled sentiment sets")
+    p.add_argument("--perturbations", nargs="*", default=None,
+                   choices=["typos", "casing", "punctuation", "word-drop", "negation"], help="default: all")
+    p.add_argument("--seed", type=int, default=0, help="seed of the perturbations")
+    p.add_argument("--max-examples", type=int, default=None, help="cap every evaluated set (a seeded sample)")
+    p.set_defaults(func=_cmd_robustness)
+
+    p = sub.add_parser("explain", help="token attributions (integrated gradients) for one prediction")
+    p.add_argument("run")
+    p.add_argument("text")
+    p.add_argument("--target", help="attribute toward this label (default: the predicted one)")
+    p.add_argument("--steps", type=int, default=50, help="integration steps")
+    p.add_argument("--html", help="where to write the HTML (default: RUN/explanations/<hash>.html)")
+    p.add_argument("--no-color", action="store_true")
+    p.set_defaults(func=_cmd_explain)
 
     p = sub.add_parser("serve", help="serve a run over HTTP (FastAPI): /v1/classify, /v1/feedback, /health, /metrics")
     p.add_argument("run")

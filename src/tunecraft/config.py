@@ -54,6 +54,19 @@ class NerDataConfig(Strict):
     """Score entities in seqeval's strict mode (exact scheme-valid tag sequences) instead of conlleval's."""
 
 
+class AugmentConfig(Strict):
+    """EDA-style augmentation of the training split only (Wei & Zou 2019): each copy applies synonym
+    replacement, random insertion, random swap and random deletion, each to about `alpha` of the words."""
+
+    copies: int = Field(0, ge=0, le=16)
+    """Augmented copies added per training example; 0 turns augmentation off."""
+    alpha: float = Field(0.1, gt=0.0, le=0.5)
+    """Fraction of a text's words each operation touches (at least one word)."""
+    ops: list[Literal["synonym", "insert", "swap", "delete"]] = ["synonym", "insert", "swap", "delete"]
+    seed: int | None = None
+    """Seed of the augmentation; null uses the run's seed."""
+
+
 class DataConfig(Strict):
     dataset: str | None = "mr"
     """A bundled dataset (mr, amazon, tweets, nyt; pd-ner for token classification) or null when `train`
@@ -70,6 +83,7 @@ class DataConfig(Strict):
     max_train_samples: int | None = Field(None, ge=1)
     max_eval_samples: int | None = Field(None, ge=1)
     ner: NerDataConfig = NerDataConfig()
+    augment: AugmentConfig = AugmentConfig()
 
 
 class EarlyStoppingConfig(Strict):
@@ -79,6 +93,25 @@ class EarlyStoppingConfig(Strict):
     mode: Literal["max", "min"] = "max"
     patience: int | None = Field(None, ge=1)
     """Stop after this many evaluations without improvement; null never stops early."""
+
+
+class RDropConfig(Strict):
+    alpha: float = Field(0.0, ge=0.0)
+    """Weight of the symmetric KL between two dropout passes (Liang et al. 2021); 0 is off."""
+
+
+class AdversarialConfig(Strict):
+    """Adversarial training on the word-embedding output: FGM (one step) or PGD (`steps` steps)."""
+
+    method: Literal["none", "fgm", "pgd"] = "none"
+    epsilon: float = Field(1.0, gt=0.0)
+    """Norm of the perturbation of each example's embeddings (FGM), or the radius of the PGD ball."""
+    alpha: float = Field(0.3, gt=0.0)
+    """PGD step size."""
+    steps: int = Field(3, ge=1, le=20)
+    """PGD steps (each one more forward and backward pass)."""
+    weight: float = Field(1.0, gt=0.0)
+    """Weight of the adversarial loss added to the clean one."""
 
 
 class TrainConfig(Strict):
@@ -109,6 +142,13 @@ class TrainConfig(Strict):
     tensorboard: bool = True
     progress: bool = True
     num_threads: int | None = Field(None, ge=1)
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+    """Mix this much of the uniform distribution into the target (0 is off)."""
+    rdrop: RDropConfig = RDropConfig()
+    adversarial: AdversarialConfig = AdversarialConfig()
+    layer_lr_decay: float | None = Field(None, gt=0.0, le=1.0)
+    """Layer-wise LR decay: the head trains at lr, block i of L at lr * decay^(L-i), embeddings at
+    lr * decay^(L+1). null is off."""
 
 
 class BaselinesConfig(Strict):

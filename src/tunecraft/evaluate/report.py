@@ -160,13 +160,14 @@ def _html(title: str, sections) -> str:
     return "\n".join(parts)
 
 
-def write_report(run_dir: Path, summary: dict, history: list[dict], task) -> Path:
+def write_report(run_dir: Path, summary: dict, history: list[dict], task, extra_sections: list | None = None) -> Path:
+    """report.md and report.html; `extra_sections` (heading, blocks) are appended, e.g. robustness."""
     plots = run_dir / "plots"
     plots.mkdir(exist_ok=True)
     images = {p.stem: p for p in _plot_curves(history, plots, task.HEADLINE)}
     results = task.result_blocks(summary["metrics"], summary["labels"], plots) if summary.get("metrics") else []
     title = f"tunecraft run '{summary['name']}' — {dt.date.today().isoformat()}"
-    sections = _sections(summary, images, results)
+    sections = _sections(summary, images, results) + list(extra_sections or [])
     for name, text in (("report.md", _markdown(title, sections, run_dir)), ("report.html", _html(title, sections))):
         tmp = run_dir / f".{name}.tmp"
         tmp.write_text(text, encoding="utf-8")

@@ -16,6 +16,7 @@ from accelerate.state import AcceleratorState
 
 from .. import __version__
 from ..config import RunConfig, dump_config
+from ..data.augment import augment_examples
 from ..errors import ConfigError, TunecraftError
 from ..evaluate.baselines import run_baselines
 from ..evaluate.report import write_predictions, write_report
@@ -84,7 +85,10 @@ def train(config: RunConfig, resume: bool = False, overwrite: bool = False, hook
     tokenizer = base.tokenizer
     lmap, max_len = data.label_map, config.model.max_length
     meta = model_meta(config, task, lmap, data.columns)
-    train_enc = task.encode(tokenizer, data.train, meta, lmap)
+    if config.data.augment.copies and config.task != "classification":
+        raise ConfigError("data.augment: text augmentation is for classification only")
+    train_examples = augment_examples(data.train, config.data.augment, config.seed)  # training split only
+    train_enc = task.encode(tokenizer, train_examples, meta, lmap)
     val_enc = task.encode(tokenizer, data.validation, meta, lmap) if data.validation else None
     test_enc = task.encode(tokenizer, data.test, meta, lmap) if data.test else None
 
@@ -131,6 +135,7 @@ def train(config: RunConfig, resume: bool = False, overwrite: bool = False, hook
         **({"entities": data.entity_counts} if getattr(data, "entity_counts", None) else {}),
         "features": {"train": len(train_enc)},
         "truncated": {"train": train_enc.truncated, "max_length": max_len},
+        "augmented_train_examples": len(train_examples) - len(data.train),
         "trainable_params": trainable, "total_params": total,
         "steps": state.global_step, "planned_steps": state.total_steps, "epochs_done": state.epoch,
         "stopped_early": state.stopped_early, "best_step": state.best_step,

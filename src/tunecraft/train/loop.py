@@ -22,6 +22,7 @@ from ..data.dataset import Encoded, batch_order, collate, pad_multiple
 from ..evaluate.inference import predict_logits
 from ..evaluate.metrics import headline
 from .checkpoint import latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint, save_weights
+from .regularizers import LossPlugins
 
 
 def epoch_windows(lengths: list[int], cfg, seed: int, epoch: int, rank: int = 0,
@@ -70,6 +71,7 @@ class TrainingLoop:
         self.autocast_dtype, self.hooks = autocast_dtype, list(hooks)
         # each term(model, outputs, batch) returns a loss summed over the batch's examples, like task.loss_sum
         self.loss_terms = list(loss_terms)
+        self.loss_plugins = LossPlugins.from_config(cfg, model)  # label smoothing, R-Drop, FGM/PGD
         self.ckpt_dir = run_dir / "checkpoints"
         self.state = LoopState(total_steps=planned_steps(train_enc.lengths, cfg, seed, accelerator.num_processes))
         self.writer = None
@@ -139,7 +141,10 @@ class TrainingLoop:
                 summed = self.task.loss_sum(outputs, batch)
                 for term in self.loss_terms:
                     summed = summed + term(self.model, outputs, batch)
-                self.acc.backward(summed * world / total)
+                extra = self.loss_plugins.extra_loss(self.model, batch, outputs, self.task)
+                self.acc.backward((summed + extra) * world / total)
+                self.loss_plugins.after_backward(self.model, batch, self.task,
+                                                 lambda loss: self.acc.backward(loss * world / total))
             loss_value += summed.item()
             self.state.train_tokens += int(batch["attention_mask"].sum())
             self.state.padded_tokens += batch["attention_mask"].numel()

@@ -1,0 +1,314 @@
+"""`tunecraft robustness RUN`: accuracy out of domain, under perturbations of the test split, and calibration.
+
+Writes RUN/robustness/{robustness.json, robustness.md, reliability.png} and adds a "Robustness" section to
+the run's report.md/report.html.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import string
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import yaml
+
+from ..config import DataConfig
+from ..data import LabelMap, load_classification_data
+from ..data.bundled import is_bundled, read_bundled
+from ..data.dataset import encode
+from ..data.readers import Example
+from ..errors import TunecraftError
+from ..models import load_trained
+from ..tasks import get_task
+from ..train.checkpoint import write_json_atomically
+from ..train.precision import resolve as resolve_precision
+from .inference import predict_logits
+from .report import _markdown, plt, write_report
+
+BUNDLED_SETS = ("mr", "amazon", "tweets", "nyt")
+
+
+def _limit(examples: list[Example], n: int | None, seed: int) -> list[Example]:
+    """A seeded sample of n examples, in their original order (all of them when n is None)."""
+    if n is None or n >= len(examples):
+        return examples
+    return [examples[i] for i in sorted(random.Random(seed).sample(range(len(examples)), n))]
+
+# -- perturbations: (text, rng) -> perturbed text, or None when the example does not apply ----------------
+
+KEYBOARD = dict(zip("qwertyuiopasdfghjklzxcvbnm", [
+    "wa", "qes", "wrd", "etf", "ryg", "tuh", "yij", "uok", "ipl", "ol", "qsz", "awdx", "sefc", "drgv", "fthb",
+    "gyjn", "hukm", "jil", "kop", "asx", "zdc", "xfv", "cgb", "vhn", "bjm", "nk"]))
+
+
+def _pick(words: list[str], fraction: float, rng: random.Random, ok: Callable[[str], bool]) -> list[int]:
+    candidates = [i for i, w in enumerate(words) if ok(w)]
+    return sorted(rng.sample(candidates, min(len(candidates), max(1, round(fraction * len(words))))))
+
+
+def typos(text: str, rng: random.Random, fraction: float = 0.1) -> str | None:
+    """About `fraction` of the words of 4+ letters get one typo: swap, drop, double or a keyboard neighbour."""
+    words = text.split()
+    chosen = _pick(words, fraction, rng, lambda w: len(w) >= 4 and w.isalpha())
+    if not chosen:
+        return None
+    for i in chosen:
+        w, j = words[i], rng.randrange(len(words[i]) - 1)
+        kind = rng.choice(["swap", "drop", "double", "neighbour"])
+        if kind == "swap" and w[j] == w[j + 1]:  # swapping equal letters would change nothing
+            kind = "neighbour"
+        if kind == "swap":
+            w = w[:j] + w[j + 1] + w[j] + w[j + 2:]
+        elif kind == "drop":
+            w = w[:j] + w[j + 1:]
+        elif kind == "double":
+            w = w[:j] + w[j] + w[j:]
+        else:
+            c = w[j].lower()
+            w = w[:j] + rng.choice(KEYBOARD.get(c, c)) + w[j + 1:]
+        words[i] = w
+    return " ".join(words)
+
+
+def casing(text: str, rng: random.Random) -> str | None:
+    """Upper-case the whole text (an uncased model sees no change: a check of that, too)."""
+    upper = text.upper()
+    return upper if upper != text else None
+
+
+def punctuation(text: str, rng: random.Random) -> str | None:
+    """Remove every punctuation character."""
+    stripped = " ".join(text.translate(str.maketrans("", "", string.punctuation)).split())
+    return stripped if stripped and stripped != text else None
+
+
+def word_drop(text: str, rng: random.Random, fraction: float = 0.1) -> str | None:
+    """Drop about `fraction` of the words (at least one; texts of one word are left out)."""
+    words = text.split()
+    if len(words) < 2:
+        return None
+    dropped = set(_pick(words, fraction, rng, lambda w: True))
+    return " ".join(w for i, w in enumerate(words) if i not in dropped)
+
+
+CONTRACTIONS = {"isn't": "is", "aren't": "are", "wasn't": "was", "weren't": "were", "doesn't": "does",
+                "don't": "do", "didn't": "did"}
+NEGATIONS = {"not", "never", "no", "cannot", "nothing", "nobody", "neither", "nor", *CONTRACTIONS,
+             "can't", "won't", "couldn't", "wouldn't", "shouldn't", "hasn't", "haven't"}
+COPULAS = {"is", "are", "was", "were"}
+CONTRAST = {"but", "although", "though", "yet", "however", "while", "despite"}
+
+
+def negate(text: str, rng: random.Random) -> str | None:
+    """Flip the polarity of simple sentences: remove the single negation ('not', "isn't" → 'is', ...), or
+    insert 'not' after the single copula of a sentence with no negation. Sentences with a contrast word,
+    several negations or several copulas are left out. A heuristic: its labels are flipped, not re-rated."""
+    words = text.split()
+    lower = [w.lower().strip(string.punctuation.replace("'", "")) for w in words]
+    if CONTRAST & set(lower):
+        return None
+    negs = [i for i, w in enumerate(lower) if w in NEGATIONS]
+    if len(negs) == 1:
+        i, w = negs[0], lower[negs[0]]
+        if w == "not":
+            return " ".join(words[:i] + words[i + 1:])
+        if w in CONTRACTIONS:
+            return " ".join(words[:i] + [CONTRACTIONS[w]] + words[i + 1:])
+        return None
+    copulas = [i for i, w in enumerate(lower) if w in COPULAS]
+    if not negs and len(copulas) == 1:
+        i = copulas[0]
+        return " ".join(words[: i + 1] + ["not"] + words[i + 1:])
+    return None
+
+
+PERTURBATIONS: dict[str, Callable[[str, random.Random], str | None]] = {
+    "typos": typos, "casing": casing, "punctuation": punctuation, "word-drop": word_drop, "negation": negate}
+POLAR_PAIRS = ({"negative", "positive"}, {"neg", "pos"})
+
+
+def flipped_labels(labels: list[str]) -> dict[str, str] | None:
+    """label → its opposite, when the labels are a sentiment polarity pair; else None (no negation test)."""
+    names = {name.lower(): name for name in labels}
+    for pair in POLAR_PAIRS:
+        if set(names) == pair:
+            a, b = sorted(pair)
+            return {names[a]: names[b], names[b]: names[a]}
+    return None
+
+
+def perturb(examples: list[Example], name: str, labels: list[str], seed: int = 0) -> list[tuple[int, Example]]:
+    """(index into `examples`, perturbed example) for every example the perturbation applies to."""
+    flip = flipped_labels(labels) if name == "negation" else None
+    if name == "negation" and flip is None:
+        return []
+    rng = random.Random(f"{seed}-{name}")
+    out = []
+    for i, ex in enumerate(examples):
+        text = PERTURBATIONS[name](ex.text, rng)
+        if text is None:
+            continue
+        label = flip[ex.label] if flip else ex.label
+        out.append((i, Example(text=text, label=label, text_pair=ex.text_pair, path=ex.path, line=ex.line)))
+    return out
+
+
+# -- calibration --------------------------------------------------------------------------------------
+
+def expected_calibration_error(probs: torch.Tensor, labels: list[int], bins: int = 15) -> dict:
+    """ECE with `bins` equal-width confidence bins: sum over bins of |B|/n * |accuracy(B) - confidence(B)|,
+    confidence being the top class probability. Also returns the per-bin table for the reliability plot."""
+    conf, pred = probs.max(dim=-1)
+    correct = (pred == torch.tensor(labels)).float()
+    edges = torch.linspace(0, 1, bins + 1)
+    table, ece, n = [], 0.0, len(labels)
+    for b in range(bins):
+        lo, hi = edges[b].item(), edges[b + 1].item()
+        inside = (conf > lo) & (conf <= hi) if b else (conf >= lo) & (conf <= hi)
+        count = int(inside.sum())
+        if count:
+            acc, mean_conf = correct[inside].mean().item(), conf[inside].mean().item()
+            ece += count / n * abs(acc - mean_conf)
+            table.append({"low": lo, "high": hi, "count": count, "accuracy": acc, "confidence": mean_conf})
+    return {"ece": ece, "bins": bins, "table": table}
+
+
+def reliability_plot(calibration: dict, path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    width = 1 / calibration["bins"]
+    rows = calibration["table"]
+    ax.bar([r["low"] for r in rows], [r["accuracy"] for r in rows], width=width, align="edge",
+           edgecolor="black", alpha=0.7, label="accuracy")
+    ax.plot([0, 1], [0, 1], "k--", label="perfect calibration")
+    ax.set_xlabel("confidence")
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"reliability (ECE {calibration['ece']:.3f})")
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+# -- the command --------------------------------------------------------------------------------------
+
+def _saved_config(run: Path) -> dict:
+    path = run / "config.yaml"
+    if not path.is_file():
+        raise TunecraftError(f"{run}: no config.yaml; robustness needs a run folder made by tunecraft train")
+    return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+
+
+def robustness(run: str | Path, ood: list[str] | None = None, perturbations: list[str] | None = None,
+               seed: int = 0, max_examples: int | None = None, bins: int = 15, batch_size: int = 64,
+               precision: str = "auto") -> dict:
+    """Evaluate a run on out-of-domain sets, perturbed copies of its test split, and calibration.
+
+    ood: bundled set names or files (default: the other bundled sentiment sets when the run trained on
+    one); perturbations: names from PERTURBATIONS (default: all); max_examples: cap every set (for tests)."""
+    run = Path(run)
+    trained = load_trained(run)
+    meta, saved = trained.meta, _saved_config(run)
+    if meta["task"] != "classification":
+        raise TunecraftError(f"{run}: robustness reports are for classification runs (this one is {meta['task']})")
+    label_map = LabelMap(meta["labels"])
+    data_cfg = DataConfig.model_validate({**saved.get("data", {}), "augment": {}})
+    test = load_classification_data(data_cfg).test
+    if not test:
+        raise TunecraftError(f"{run}: the run has no test split to perturb")
+    test = _limit(test, max_examples, seed)
+    if ood is None:
+        ood = [s for s in BUNDLED_SETS if s != data_cfg.dataset] if is_bundled(data_cfg.dataset) else []
+    names = list(PERTURBATIONS) if perturbations is None else perturbations
+    unknown = [n for n in names if n not in PERTURBATIONS]
+    if unknown:
+        raise TunecraftError(f"unknown perturbation(s) {', '.join(unknown)}; choose from {', '.join(PERTURBATIONS)}")
+    _, dtype = resolve_precision(precision)
+
+    def logits_of(examples: list[Example]) -> tuple[torch.Tensor, list[int]]:
+        enc = encode(trained.tokenizer, examples, meta["max_length"], label_map, meta["label_column"])
+        return predict_logits(trained.model, enc, batch_size, trained.tokenizer.pad_token_id,
+                              torch.device("cpu"), dtype), enc.labels
+
+    def accuracy(logits: torch.Tensor, labels: list[int]) -> float:
+        return float((logits.argmax(-1) == torch.tensor(labels)).float().mean()) if labels else float("nan")
+
+    clean_logits, clean_labels = logits_of(test)
+    clean_correct = (clean_logits.argmax(-1) == torch.tensor(clean_labels)).float()
+    result: dict = {"run": str(run), "seed": seed, "test_examples": len(test),
+                    "clean": {"accuracy": float(clean_correct.mean()), "samples": len(test)},
+                    "ood": {}, "perturbations": {}}
+    for name in ood:
+        examples = read_bundled(name) if is_bundled(name) else load_ood_file(name, meta)
+        examples = _limit(examples, max_examples, seed)
+        logits, labels = logits_of(examples)
+        result["ood"][name] = {"accuracy": accuracy(logits, labels), "samples": len(examples),
+                               "drop": result["clean"]["accuracy"] - accuracy(logits, labels)}
+    for name in names:
+        pairs = perturb(test, name, label_map.labels, seed)
+        if not pairs:
+            result["perturbations"][name] = {"samples": 0, "accuracy": None, "clean_accuracy": None, "drop": None}
+            continue
+        logits, labels = logits_of([ex for _, ex in pairs])
+        acc = accuracy(logits, labels)
+        clean = float(clean_correct[[i for i, _ in pairs]].mean())  # the same examples, unperturbed
+        result["perturbations"][name] = {"samples": len(pairs), "accuracy": acc, "clean_accuracy": clean,
+                                         "drop": clean - acc,
+                                         "examples": [{"before": test[i].text, "after": ex.text,
+                                                       "label": ex.label} for i, ex in pairs[:3]]}
+    result["calibration"] = expected_calibration_error(torch.softmax(clean_logits, -1), clean_labels, bins)
+
+    out = run / "robustness"
+    out.mkdir(exist_ok=True)
+    image = reliability_plot(result["calibration"], out / "reliability.png")
+    write_json_atomically(out / "robustness.json", result)
+    sections = robustness_sections(result, image)
+    md = out / "robustness.md"
+    tmp = out / ".robustness.md.tmp"
+    tmp.write_text(_markdown(f"Robustness of {run}", sections, out), encoding="utf-8")
+    tmp.replace(md)
+    if (run / "summary.json").is_file():
+        summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
+        history = [json.loads(line) for line in (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+                   if line.strip()] if (run / "metrics.jsonl").is_file() else []
+        task = get_task(summary.get("task", "classification"))
+        result["report"] = str(write_report(run, summary, history, task, extra_sections=sections))
+    result["markdown"] = str(md)
+    return result
+
+
+def load_ood_file(path: str, meta: dict) -> list[Example]:
+    from ..data.readers import Columns, read_examples
+
+    if not Path(path).exists():
+        raise TunecraftError(f"out-of-domain set '{path}' is neither a bundled dataset ({', '.join(BUNDLED_SETS)}) "
+                             "nor a file")
+    return read_examples(path, Columns(meta["text_column"], meta["label_column"], meta["text_pair_column"]))
+
+
+def _pct(value) -> str:
+    return "—" if value is None else f"{100 * value:.2f}"
+
+
+def robustness_sections(result: dict, image: Path | None = None) -> list[tuple[str, list]]:
+    """Report sections: accuracy and drop per out-of-domain set and per perturbation, and calibration."""
+    clean = result["clean"]["accuracy"]
+    rows = [("clean test split", result["clean"]["samples"], _pct(clean), "", "")]
+    rows += [(f"out of domain: {name}", r["samples"], _pct(r["accuracy"]), _pct(clean), _pct(r["drop"]))
+             for name, r in result["ood"].items()]
+    rows += [(f"perturbed: {name}", r["samples"], _pct(r["accuracy"]), _pct(r["clean_accuracy"]), _pct(r["drop"]))
+             for name, r in result["perturbations"].items()]
+    header = ["set", "examples", "accuracy %", "reference accuracy % (test split; same examples unperturbed)",
+              "drop (points)"]
+    blocks: list = [("table", header, rows)]
+    cal = result["calibration"]
+    blocks.append(("table", ["calibration", "value"],
+                   [("expected calibration error (%)", _pct(cal["ece"])), ("confidence bins", cal["bins"])]))
+    if image is not None:
+        blocks.append(("image", image))
+    return [("Robustness", blocks)]
