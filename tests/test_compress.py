@@ -87,8 +87,8 @@ def test_structured_pruning_removes_heads_and_layers(made):
 @pytest.mark.slow
 def test_every_variant_loads_in_eval_predict_and_serve(made, write):
     _, _, out, result = made
-    rows = "".join(f"{t},{label}\n" for t, label in [("a gorgeous, witty film", "positive"),
-                                                      ("a dull, lifeless mess", "negative"),
+    rows = "".join(f"{t},{label}\n" for t, label in [("a gorgeous and witty film", "positive"),
+                                                      ("a dull and lifeless mess", "negative"),
                                                       ("one of the best films of the year", "positive"),
                                                       ("boring and far too long", "negative")])
     data = write("small.csv", "text,label\n" + rows)
