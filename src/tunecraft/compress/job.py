@@ -131,6 +131,9 @@ class Context:
         self.original = load_trained(run)
         if self.original.meta.get("format", "transformers") != "transformers":
             raise TunecraftError(f"{run}: compress starts from a fine-tuned run, not from a compressed variant")
+        if self.original.meta["task"] != "classification" or self.original.meta.get("adapter_required"):
+            raise TunecraftError(f"{run}: compress takes classification runs with a plain model/ folder (this one: "
+                                 f"{self.original.meta['task']}, method {self.original.meta.get('method')})")
         data = load_classification_data(self.config.data)
         self.label_map = data.label_map
         tok, max_len, col = self.original.tokenizer, self.original.meta["max_length"], data.columns.label
