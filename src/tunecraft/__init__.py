@@ -13,6 +13,10 @@ def __getattr__(name):
         from .evaluate import runs
 
         return getattr(runs, name)
+    if name in ("run_continual", "load_continual"):
+        from . import continual
+
+        return getattr(continual, name)
     if name in ("load_config", "build_config"):
         from . import config
 
