@@ -11,10 +11,11 @@ from torch import nn
 from tunecraft.cli import main
 from tunecraft.continual import build_continual, run_continual
 from tunecraft.continual.metrics import average_accuracy, backward_transfer, forgetting_per_task, summarize
-from tunecraft.continual.recipe import EwcConfig, LwfConfig, NaiveConfig
-from tunecraft.continual.strategies import Ewc, Lwf, Naive, Reservoir, diagonal_fisher, get_strategy
+from tunecraft.continual.recipe import EwcConfig, LwfConfig, NaiveConfig, ReplayConfig
+from tunecraft.continual.strategies import Ewc, Lwf, Naive, Replay, Reservoir, diagonal_fisher, get_strategy
 from tunecraft.continual.stream import load_stream
 from tunecraft.data.dataset import Encoded
+from tunecraft.data.readers import Example
 from tunecraft.errors import ConfigError
 from tunecraft.evaluate.inference import predict_logits
 
@@ -170,6 +171,38 @@ def test_lwf_distils_the_old_head_when_a_task_brings_a_new_label_set():
         model.embed.weight.add_(torch.randn_like(model.embed.weight))
     outputs = model(BATCH["input_ids"], BATCH["attention_mask"])
     assert lwf.distillation(model, outputs, BATCH).item() > 1e-3
+
+
+def test_replay_sends_other_label_sets_through_their_own_head():
+    model = Toy()
+    tokenizer = SimpleNamespace()
+    stream = SimpleNamespace(autocast_dtype=None, pad_id=0, config=SimpleNamespace(seed=0),
+                             base=SimpleNamespace(tokenizer=tokenizer))
+    replay = Replay(ReplayConfig(memory_size=10), stream)
+    replay.model = model
+    replay.use_head(("negative", "positive"))
+    old_head = model.classifier
+    for k in range(4):
+        replay.memory.add((("negative", "positive"), Example(text=f"t{k}", label="positive")))
+    task = SimpleNamespace(labels=("a", "b", "c"), meta={"max_length": 8, "label_column": "label"},
+                           data=SimpleNamespace(train=[Example(text="x", label="a")] * 8))
+    stream.tasks = [None, task]
+    replay.use_head(task.labels)
+    assert replay.replayed(1) == []  # nothing of this label set to mix into the data
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("tunecraft.tasks.classification.encode",
+                   lambda tok, examples, meta, lmap: Encoded([[1 + int(e.text[1:]), 2] for e in examples], None,
+                                                             [lmap.label2id[e.label] for e in examples], 0))
+        replay.before(1)
+    assert replay.share[("negative", "positive")] == pytest.approx(4 / 12)
+    outputs = model(BATCH["input_ids"], BATCH["attention_mask"])
+    loss = replay.foreign_replay(model, outputs, BATCH)
+    assert loss.item() > 0
+    loss.backward()
+    assert model.embed.weight.grad.abs().sum() > 0  # the shared encoder learns from the replayed examples
+    assert old_head.weight.grad is None and not old_head.weight.requires_grad  # the set-aside head stays fixed
+    replay.after(1)
+    assert replay.tap is None and len(replay.memory.items) == 10
 
 
 def test_heads_are_kept_per_label_set():

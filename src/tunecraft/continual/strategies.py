@@ -7,6 +7,7 @@ what they hand it: the training data (replay), extra loss terms (ewc, lwf), or t
 from __future__ import annotations
 
 import copy
+import math
 import random
 from dataclasses import dataclass, replace
 
@@ -15,7 +16,7 @@ import torch.nn.functional as F
 import transformers
 from torch import nn
 
-from ..data.dataset import collate
+from ..data.dataset import LabelMap, collate
 from ..errors import ConfigError
 from ..evaluate.inference import autocast_context, predict_logits
 from ..tasks import classification
@@ -130,6 +131,9 @@ class Sequential(Strategy):
                 self.model._init_weights(head)
             self.heads[labels] = head
         self.model.classifier = self.heads[labels]
+        for other in self.heads.values():  # a head set aside is used (LwF, replay, scoring), never trained
+            if other is not self.model.classifier:
+                other.requires_grad_(False)
         self.model.num_labels = len(labels)
         self.model.config.id2label = dict(enumerate(labels))
         self.model.config.label2id = {name: k for k, name in enumerate(labels)}
@@ -174,6 +178,20 @@ class Naive(Sequential):
     name = "naive"
 
 
+class FeatureTap:
+    """Keeps the input of a model's classification head from the last forward pass (the pooled features)."""
+
+    def __init__(self, head: nn.Module):
+        self.features = None
+        self.handle = head.register_forward_pre_hook(self._keep)
+
+    def _keep(self, module, args) -> None:
+        self.features = args[0]
+
+    def remove(self) -> None:
+        self.handle.remove()
+
+
 class Reservoir:
     """A bounded, uniform sample of everything added so far (Vitter's algorithm R), reproducible by seed."""
 
@@ -191,25 +209,65 @@ class Reservoir:
 
 
 class Replay(Sequential):
-    """Earlier tasks' training examples, kept in a reservoir, are mixed into each later task's training data
-    (those with the current task's label set: the others have no place in its head)."""
+    """Earlier tasks' training examples, kept in a bounded reservoir, are replayed while later tasks train:
+    those with the current task's label set are mixed into its training data; those of other label sets go
+    through their own head as an extra loss term (a few per micro-batch, in proportion to their share)."""
 
     name = "replay"
 
     def __init__(self, cfg, stream: Stream):
         super().__init__(cfg, stream)
         self.memory = Reservoir(cfg.memory_size, stream.config.seed)
+        """Items: (label set, example)."""
+        self.foreign: dict[tuple[str, ...], object] = {}
+        self.share: dict[tuple[str, ...], float] = {}
+        self.tap: FeatureTap | None = None
+        self.rng = random.Random(0)
 
     def replayed(self, i: int) -> list:
-        labels = set(self.stream.tasks[i].labels)
-        return [example for example in self.memory.items if example.label in labels]
+        labels = self.stream.tasks[i].labels
+        return [example for task_labels, example in self.memory.items if task_labels == labels]
+
+    def before(self, i: int) -> None:
+        task = self.stream.tasks[i]
+        by_labels: dict[tuple[str, ...], list] = {}
+        for labels, example in self.memory.items:
+            if labels != task.labels:
+                by_labels.setdefault(labels, []).append(example)
+        seen = len(task.data.train) + len(self.replayed(i))
+        self.foreign = {labels: classification.encode(self.stream.base.tokenizer, examples, task.meta,
+                                                      LabelMap(list(labels)))
+                        for labels, examples in by_labels.items()}
+        self.share = {labels: len(examples) / (seen + len(examples)) for labels, examples in by_labels.items()}
+        self.rng = random.Random(self.stream.config.seed * 1000 + i)
+        self.tap = FeatureTap(self.model.classifier) if self.foreign else None
+
+    def foreign_replay(self, model, outputs, batch) -> torch.Tensor:
+        """The summed loss of a few memory examples of other label sets, each set through its own head."""
+        total, device = torch.zeros(()), batch["input_ids"].device
+        for labels, enc in self.foreign.items():
+            n = min(len(enc), max(1, math.ceil(batch["input_ids"].shape[0] * self.share[labels])))
+            replay = collate(enc, self.rng.sample(range(len(enc)), n), self.stream.pad_id)
+            targets = replay.pop("labels").to(device)
+            model(**{k: v.to(device) for k, v in replay.items()})  # the tap keeps the features
+            with autocast_context(device, self.stream.autocast_dtype):
+                logits = self.heads[labels](self.tap.features)
+            total = total + F.cross_entropy(logits.float(), targets, reduction="sum")
+        return total
+
+    def loss_terms(self, i: int) -> list:
+        return [self.foreign_replay] if self.foreign else []
 
     def after(self, i: int) -> None:
-        for example in self.stream.tasks[i].data.train:
-            self.memory.add(example)
+        if self.tap:
+            self.tap.remove()
+            self.tap = None
+        task = self.stream.tasks[i]
+        for example in task.data.train:
+            self.memory.add((task.labels, example))
 
     def extra_memory(self) -> tuple[int, str]:
-        size = sum(len(e.text.encode()) + len(str(e.label).encode()) for e in self.memory.items)
+        size = sum(len(e.text.encode()) + len(str(e.label).encode()) for _, e in self.memory.items)
         return size, f"{len(self.memory.items)} stored examples (text bytes)"
 
 
@@ -282,20 +340,6 @@ class Ewc(Sequential):
         return {"penalty_at_end_of_each_task": self.penalties}
 
 
-class FeatureTap:
-    """Keeps the input of a model's classification head from the last forward pass (the pooled features)."""
-
-    def __init__(self, head: nn.Module):
-        self.features = None
-        self.handle = head.register_forward_pre_hook(self._keep)
-
-    def _keep(self, module, args) -> None:
-        self.features = args[0]
-
-    def remove(self) -> None:
-        self.handle.remove()
-
-
 class Lwf(Sequential):
     """Learning without forgetting (Li & Hoiem 2017): the previous model's outputs on the new task's inputs,
     for every head it had, are distillation targets (T² · KL at temperature T)."""
@@ -329,9 +373,10 @@ class Lwf(Sequential):
         new_features, old_features = self.taps[0].features, self.taps[1].features
         T, total = self.cfg.temperature, torch.zeros(())
         for labels, old_head in old_heads.items():
-            with torch.no_grad():
-                old = old_live if old_head is old_model.classifier else old_head(old_features)
-            new = outputs.logits if self.heads[labels] is model.classifier else self.heads[labels](new_features)
+            with autocast_context(batch["input_ids"].device, self.stream.autocast_dtype):
+                with torch.no_grad():
+                    old = old_live if old_head is old_model.classifier else old_head(old_features)
+                new = outputs.logits if self.heads[labels] is model.classifier else self.heads[labels](new_features)
             total = total + F.kl_div(F.log_softmax(new.float() / T, dim=-1), F.softmax(old.float() / T, dim=-1),
                                      reduction="sum") * T * T
         return self.cfg.strength * total
