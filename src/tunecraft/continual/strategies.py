@@ -308,6 +308,8 @@ class Ewc(Sequential):
 
     def after(self, i: int) -> None:
         self.penalties.append(self.last_penalty)
+        if i == len(self.stream.tasks) - 1:
+            return  # no later task to protect it from
         task = self.stream.tasks[i]
         rng = random.Random(self.stream.config.seed + i)
         chosen = rng.sample(task.data.train, min(self.cfg.fisher_samples, len(task.data.train)))
