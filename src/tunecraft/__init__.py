@@ -21,6 +21,10 @@ def __getattr__(name):
         from .evaluate.explain import explain
 
         return explain
+    if name in ("run_continual", "load_continual"):
+        from . import continual
+
+        return getattr(continual, name)
     if name in ("load_config", "build_config"):
         from . import config
 

@@ -30,6 +30,21 @@ def _cmd_train(args) -> int:
     return 0
 
 
+def _cmd_continual(args) -> int:
+    from .continual import load_continual, run_continual
+    from .continual.report import COMPARISON_HEADER, comparison_rows
+
+    config = load_continual(args.recipe, args.overrides)
+    if args.no_progress:
+        config.train["progress"] = False
+    results = run_continual(config, overwrite=args.overwrite)
+    print("\n" + "  ".join(COMPARISON_HEADER[:4]))
+    for row in comparison_rows(results):
+        print("  ".join(str(c) for c in row[:4]))
+    print(f"report: {results['report']}")
+    return 0
+
+
 def _cmd_eval(args) -> int:
     from .evaluate.runs import evaluate_run
     from .tasks import get_task
@@ -139,6 +154,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("continual", help="learn a stream of tasks one after another; measure what is forgotten")
+    p.add_argument("recipe")
+    p.add_argument("overrides", nargs="*", help="dotted.key=value, e.g. train.max_steps=30 seed=1")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing continual run folder")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_cmd_continual)
 
     p = sub.add_parser("eval", help="evaluate a run on a bundled dataset or a file")
     p.add_argument("run")

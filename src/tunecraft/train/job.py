@@ -58,11 +58,12 @@ def prepare_run_dir(config: RunConfig, resume: bool) -> Path:
 
 
 def train(config: RunConfig, resume: bool = False, overwrite: bool = False, hooks=(), loss_terms=(),
-          model=None) -> dict:
+          model=None, data=None) -> dict:
     """Fine-tune and evaluate as the config says; returns the run summary (also in summary.json).
     `hooks(loop)` run after each optimizer step, `loss_terms(model, outputs, batch)` add to the task loss
     (see TrainingLoop), and `model`, when given, is trained instead of a fresh one built from model.base
-    (a distillation student, a pruned model); model.base then only names its tokenizer."""
+    (a distillation student, a pruned model); model.base then only names its tokenizer. `data`, when given,
+    is the task's loaded data (e.g. a continual-learning replay mix) instead of loading config.data."""
     started = time.time()
     check_run_dir(config, resume, overwrite)
     keep_freed_memory()
@@ -76,7 +77,8 @@ def train(config: RunConfig, resume: bool = False, overwrite: bool = False, hook
         raise ConfigError(f"train.early_stopping.metric: unknown metric '{metric}' for {config.task}; "
                           f"choose one of {', '.join(task.METRICS)}")
 
-    data = task.load_data(config.data)  # bad data fails here, before the run folder is touched
+    if data is None:
+        data = task.load_data(config.data)  # bad data fails here, before the run folder is touched
     base = prepare_base(config.model, lambda: task.training_texts(data.train))
     for i, described in enumerate(config.baselines.descriptions or []):
         missing = sorted(set(data.label_map.labels) - set(described))
