@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from dataclasses import dataclass
@@ -186,21 +185,13 @@ def read_span_jsonl(path: str | Path, text_field: str = "text", spans_field: str
     """One JSON object per line: the text and its entities as character spans
     (`{"start": 0, "end": 5, "label": "PER"}`); the text is split into words and characters as `split_words`
     does, and every span must start and end on those boundaries."""
-    from .readers import _decode
+    from .readers import json_rows
 
     path = Path(path)
     if not path.is_file():
         raise DataError(path, None, None, "file not found")
     out = []
-    for number, line in enumerate(_decode(path).splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DataError(path, number, None, f"invalid JSON: {err.msg} at column {err.colno}") from None
-        if not isinstance(row, dict):
-            raise DataError(path, number, None, f"expected a JSON object, got {type(row).__name__}")
+    for number, row in json_rows(path):
         text = row.get(text_field)
         if not isinstance(text, str) or not text.strip():
             raise DataError(path, number, text_field, "empty sentence" if isinstance(text, str) or text is None

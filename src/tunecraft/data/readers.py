@@ -108,8 +108,8 @@ def _read_delimited(path: Path, cols: Columns, delimiter: str) -> list[Example]:
     return out
 
 
-def _read_jsonl(path: Path, cols: Columns) -> list[Example]:
-    out = []
+def json_rows(path: Path):
+    """(line number, object) for each non-blank line of a JSONL file; errors name file and line."""
     for number, line in enumerate(_decode(path).splitlines(), start=1):
         if not line.strip():
             continue
@@ -119,6 +119,12 @@ def _read_jsonl(path: Path, cols: Columns) -> list[Example]:
             raise DataError(path, number, None, f"invalid JSON: {err.msg} at column {err.colno}") from None
         if not isinstance(row, dict):
             raise DataError(path, number, None, f"expected a JSON object, got {type(row).__name__}")
+        yield number, row
+
+
+def _read_jsonl(path: Path, cols: Columns) -> list[Example]:
+    out = []
+    for number, row in json_rows(path):
         _check_columns(path, number, list(row), cols)
         out.append(_make_example(path, number, row, cols))
     return out
