@@ -79,13 +79,15 @@ def test_adalora_settings_are_checked(model):
         build_config({"method": {"name": "adalora", "rank": 4}})
 
 
-LEARNING_RATES = {"ia3": 1e-2, "prompt": 3e-2, "ptuning": 1e-2}  # scalings and prompts need larger steps
+# scalings, prefixes and prompts need larger steps
+LEARNING_RATES = {"ia3": 1e-2, "prefix": 1e-2, "prompt": 3e-2, "ptuning": 1e-2}
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("method", [{"name": "ia3"}, {"name": "adalora", "init_r": 8, "target_r": 2},
-                                    {"name": "lora", "r": 8, "dora": True}, {"name": "prompt"},
-                                    {"name": "ptuning"}], ids=["ia3", "adalora", "dora", "prompt", "ptuning"])
+                                    {"name": "lora", "r": 8, "dora": True}, {"name": "adapter"},
+                                    {"name": "prefix"}, {"name": "prompt"}, {"name": "ptuning"}],
+                         ids=["ia3", "adalora", "dora", "adapter", "prefix", "prompt", "ptuning"])
 def test_peft_methods_learn_and_reload_as_trained(method, runs):
     import json
 
@@ -105,7 +107,8 @@ def test_peft_methods_learn_and_reload_as_trained(method, runs):
     # chance is 0.5; 100 steps only, in which virtual-token methods learn slowest (prompt: 62% here)
     floor = 0.6 if method["name"] in ("prompt", "ptuning") else 0.65
     assert summary["metrics"]["accuracy"] >= floor, summary["metrics"]
-    assert summary["trainable_params"] < 0.02 * summary["total_params"]
+    # Houlsby adapters of width 64 in two places per block, plus the layer norms and pooler: about 3%
+    assert summary["trainable_params"] < (0.04 if method["name"] == "adapter" else 0.02) * summary["total_params"]
     run_dir = config.run_dir
     # what eval/predict/serve load gives the probabilities the training process wrote for the test split
     rows = [json.loads(line) for line in (run_dir / "predictions.jsonl").read_text().splitlines()[:16]]
@@ -133,3 +136,59 @@ def test_prompt_methods_refuse_token_classification(model):
     cfg = build_config({"method": {"name": "prompt"}}).method
     with pytest.raises(ValueError, match="'prompt' supports classification only"):
         get_method("prompt").apply(model, cfg, "token_classification")
+
+
+@pytest.mark.parametrize("settings", [{"name": "adapter"}, {"name": "adapter", "placement": "pfeiffer"},
+                                      {"name": "prefix"}, {"name": "prefix", "projection_hidden": 32}],
+                         ids=["houlsby", "pfeiffer", "prefix", "prefix-mlp"])
+def test_inserted_methods_pad_safely_train_only_their_part_and_reload_exactly(settings, model, tmp_path):
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path("minilm-l6"))
+    texts = ["a fine film", "an utterly dull and pointless mess of a movie, start to end"]
+    batch = tokenizer(texts, padding=True, return_tensors="pt")
+    model.eval()
+    with torch.no_grad():
+        before = model(**batch).logits
+    method = get_method(settings["name"])
+    model = method.apply(model, build_config({"method": settings}).method)
+    names = trainable_names(model)
+    assert "classifier.weight" in names and "bert.encoder.layer.0.attention.self.inner.query.weight" not in names
+    assert not any(".inner." in n and "LayerNorm" not in n for n in names), sorted(names)[:5]
+    model.eval()
+    with torch.no_grad():
+        start = model(**batch).logits
+        alone = model(**tokenizer(texts[:1], return_tensors="pt")).logits
+    # padding is masked for the inserted parts too: the short text scores the same alone and in a padded batch
+    torch.testing.assert_close(alone, start[:1], atol=1e-5, rtol=1e-5)
+    if settings["name"] == "adapter":  # the up-projections start at zero: the base model, unchanged
+        torch.testing.assert_close(start, before)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    model.train()
+    for _ in range(3):
+        model(**batch, labels=torch.tensor([1, 0])).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    model.eval()
+    with torch.no_grad():
+        trained = model(**batch).logits
+    assert not torch.allclose(trained, start)
+    plain = method.export(model, tmp_path / "model", tmp_path / "adapter")
+    assert not any(".inner." in k for k in plain.state_dict())
+    reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "model")
+    reloaded = method.load_adapter(reloaded, tmp_path / "adapter").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(**batch).logits, trained, atol=1e-5, rtol=1e-5)
+
+
+def test_prefix_keeps_token_positions_for_ner():
+    from transformers import AutoTokenizer
+
+    from tunecraft.tasks import token_classification
+
+    model = token_classification.build_model(model_path("minilm-l6"), LabelMap(["O", "B-PER", "I-PER"]))
+    model = get_method("prefix").apply(model, build_config({"method": {"name": "prefix"}}).method,
+                                       "token_classification")
+    batch = AutoTokenizer.from_pretrained(model_path("minilm-l6"))(["Ada Lovelace met Babbage"], return_tensors="pt")
+    assert model(**batch).logits.shape[:2] == batch["input_ids"].shape

@@ -38,6 +38,12 @@ class Method:
         model.save_pretrained(model_dir, safe_serialization=True)
         return model
 
+    def load_adapter(self, model: nn.Module, adapter_dir: Path) -> nn.Module:
+        """For methods that are not merged: model/ with adapter/ applied (a peft adapter by default)."""
+        from peft import PeftModel
+
+        return PeftModel.from_pretrained(model, str(adapter_dir))
+
 
 def transformer_layers(model: nn.Module) -> nn.ModuleList:
     """The stack of transformer blocks (BERT's encoder.layer, Llama's layers, GPT-2's h, ...)."""

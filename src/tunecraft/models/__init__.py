@@ -113,12 +113,12 @@ def load_trained(run: str | Path) -> TrainedModel:
         model = load_model(folder, meta)
     else:
         model = TASKS[meta["task"]].MODEL_CLASS.from_pretrained(str(folder))
-    if meta.get("adapter_required"):  # prompt methods: model/ is the base, adapter/ the trained part
-        from peft import PeftModel
+    if meta.get("adapter_required"):  # prompt, prefix, adapter: model/ is the base, adapter/ the trained part
+        from ..methods import get_method
 
         adapter = folder.parent / "adapter"
-        if not (adapter / "adapter_config.json").is_file():
+        if not adapter.is_dir():
             raise TunecraftError(f"{folder}: a '{meta['method']}' model needs its adapter in {adapter}")
-        model = PeftModel.from_pretrained(model, str(adapter))
+        model = get_method(meta["method"]).load_adapter(model, adapter)
     model.eval()
     return TrainedModel(model, AutoTokenizer.from_pretrained(str(folder)), meta, folder)
