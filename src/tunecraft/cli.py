@@ -143,6 +143,16 @@ def _cmd_assets(args) -> int:
     return 0
 
 
+def _cmd_report(args) -> int:
+    from .evaluate.compare import compare_runs
+
+    result = compare_runs(args.runs, args.out)
+    print(result["markdown"], end="")
+    for path in result.get("files", []):
+        print(f"wrote {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tunecraft", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -241,6 +251,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace existing variant folders")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_cmd_compress)
+
+    p = sub.add_parser("report", help="compare finished runs in one table (method, parameters, score, time, "
+                                      "memory) with their baselines, and a plot")
+    p.add_argument("runs", nargs="+", help="run folders (a shell glob such as runs/sweep-* works)")
+    p.add_argument("--out", help="also write comparison.md, comparison.csv and comparison.png to this folder")
+    p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("assets", help="fetch or list the bundled models and datasets")
     p.add_argument("action", choices=["fetch", "list"])

@@ -1,0 +1,170 @@
+"""`tunecraft report RUN...`: one table over finished runs (method, trainable parameters, score, training
+time, throughput, memory), the baselines that needed no training as rows of their own, and a plot."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+import os
+from pathlib import Path
+
+import yaml
+
+from ..errors import TunecraftError
+from .report import plt
+
+HEADLINES = {"classification": ("accuracy", "macro_f1"), "token_classification": ("f1", "token_accuracy")}
+COLUMNS = ["run", "method", "settings", "trainable", "trainable %", "score", "second", "train s", "tokens/s",
+           "peak RSS MB", "epochs", "steps"]
+
+
+def _read_summary(run: Path) -> dict:
+    path = run / "summary.json"
+    if not path.is_file():
+        raise TunecraftError(f"{run}: not a finished run (no summary.json)")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise TunecraftError(f"{path}: not valid JSON: {err}") from None
+
+
+def _method_settings(run: Path, method: str) -> str:
+    """The run's method settings that differ from the method's defaults, e.g. 'r=8 rslora=True'."""
+    saved = run / "config.yaml"
+    if not saved.is_file():
+        return ""
+    settings = (yaml.safe_load(saved.read_text(encoding="utf-8")) or {}).get("method") or {}
+    from ..methods import get_method
+
+    try:
+        defaults = get_method(method).Config().model_dump()
+    except KeyError:
+        defaults = {}
+    return " ".join(f"{k}={v}" for k, v in settings.items() if k != "name" and defaults.get(k, object()) != v)
+
+
+def collect(runs: list[str | Path]) -> tuple[str, list[dict], list[dict]]:
+    """(task, one row per run, one row per distinct baseline). All runs must share a task."""
+    if not runs:
+        raise TunecraftError("no runs given")
+    rows, baselines, tasks, seen = [], [], set(), set()
+    for run in map(Path, runs):
+        s = _read_summary(run)
+        task = s.get("task", "classification")
+        tasks.add(task)
+        first, second = HEADLINES.get(task, ("accuracy", "macro_f1"))
+        metrics = s.get("metrics") or {}
+        rows.append({
+            "run": s.get("name", run.name), "path": str(run), "method": s.get("method", "?"),
+            "settings": _method_settings(run, s.get("method", "")), "data": s.get("data", ""),
+            "trainable": s.get("trainable_params"), "total": s.get("total_params"),
+            "score": metrics.get(first), "second": metrics.get(second), "train_seconds": s.get("train_seconds"),
+            "tokens_per_second": s.get("tokens_per_second"), "peak_rss_mb": s.get("peak_rss_mb"),
+            "epochs": s.get("epochs_done"), "steps": s.get("steps"), "eval_split": s.get("eval_split"),
+            "samples": metrics.get("samples"),
+        })
+        for b in s.get("baselines") or []:
+            key = (b["name"], s.get("data"), metrics.get("samples"))
+            if key in seen:
+                continue
+            seen.add(key)
+            bm = b.get("metrics") or {}
+            spread = f" ± {100 * b['accuracy_std']:.1f}" if b.get("accuracy_std") is not None else ""
+            baselines.append({"name": b["name"], "score": bm.get(first), "second": bm.get(second),
+                              "spread": spread, "from": s.get("name", run.name)})
+    if len(tasks) > 1:
+        raise TunecraftError(f"runs of different tasks cannot share one table: {sorted(tasks)}")
+    return tasks.pop(), rows, baselines
+
+
+def _pct(value) -> str:
+    return "–" if value is None else f"{100 * value:.2f}"
+
+
+def _num(value, fmt="{:,.0f}") -> str:
+    return "–" if value is None else fmt.format(value)
+
+
+def table_rows(rows: list[dict]) -> list[list[str]]:
+    out = []
+    for r in rows:
+        frac = r["trainable"] / r["total"] if r["trainable"] is not None and r["total"] else None
+        out.append([r["run"], r["method"], r["settings"], _num(r["trainable"]), _num(frac and 100 * frac, "{:.2f}"),
+                    _pct(r["score"]), _pct(r["second"]), _num(r["train_seconds"], "{:,.0f}"),
+                    _num(r["tokens_per_second"]), _num(r["peak_rss_mb"]), _num(r["epochs"]), _num(r["steps"])])
+    return out
+
+
+def markdown(task: str, rows: list[dict], baselines: list[dict], sort: bool = True) -> str:
+    first, second = HEADLINES.get(task, ("accuracy", "macro_f1"))
+    if sort:
+        rows = sorted(rows, key=lambda r: -(r["score"] or 0))
+    header = [c if c not in ("score", "second") else (first if c == "score" else second) for c in COLUMNS]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cells) + " |" for cells in table_rows(rows)]
+    text = "\n".join(lines)
+    splits = {(r["eval_split"], r["samples"]) for r in rows}
+    note = ", ".join(f"{split} split, {n} examples" for split, n in sorted(splits, key=str))
+    text += f"\n\nScores in % on the {note}; `{second}` beside `{first}`. Train s: wall time of training only."
+    if baselines:
+        text += ("\n\nBaselines (scored on the same split; only the few-shot fine-tunes train):\n\n"
+                 f"| baseline | {first} | {second} |\n|---|---|---|\n")
+        text += "\n".join(f"| {b['name']} | {_pct(b['score'])}{b['spread']} | {_pct(b['second'])} |"
+                          for b in baselines)
+    return text + "\n"
+
+
+def plot(task: str, rows: list[dict], baselines: list[dict], path: Path) -> Path:
+    first = HEADLINES.get(task, ("accuracy",))[0]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    for ax, key, label, log in ((axes[0], "trainable", "trainable parameters", True),
+                                (axes[1], "train_seconds", "training wall time (s)", False)):
+        for r in rows:
+            if r[key] is None or r["score"] is None:
+                continue
+            ax.scatter(r[key], 100 * r["score"], s=30)
+            ax.annotate(r["run"], (r[key], 100 * r["score"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        for i, b in enumerate(baselines):
+            if b["score"] is not None:
+                ax.axhline(100 * b["score"], ls="--", lw=0.8, color=f"C{(i + 3) % 10}", label=b["name"])
+        if log:
+            ax.set_xscale("log")
+        ax.set_xlabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel(f"{first} (%)")
+    if baselines:
+        axes[0].legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def compare_runs(runs: list[str | Path], out: str | Path | None = None) -> dict:
+    """The comparison as markdown; with `out`, also comparison.md, comparison.csv and comparison.png there."""
+    task, rows, baselines = collect(runs)
+    text = markdown(task, rows, baselines)
+    result = {"task": task, "rows": rows, "baselines": baselines, "markdown": text}
+    if out is not None:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+        _write(out / "comparison.md", f"# Comparison of {len(rows)} runs ({stamp})\n\n{text}\n![](comparison.png)\n")
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+        _write(out / "comparison.csv", buf.getvalue())
+        plot(task, rows, baselines, out / "comparison.png")
+        result["files"] = [str(out / n) for n in ("comparison.md", "comparison.csv", "comparison.png")]
+    return result

@@ -1,0 +1,63 @@
+"""`tunecraft report RUN...`: one table over real finished runs, their baselines, and a plot."""
+
+import csv
+import json
+
+import pytest
+
+from tunecraft.cli import main
+from tunecraft.errors import TunecraftError
+from tunecraft.evaluate.compare import compare_runs
+
+
+def test_report_compares_runs_with_their_numbers_and_baselines(lora_run, full_run, tmp_path, capsys):
+    (lora_dir, lora), (full_dir, full) = lora_run, full_run
+    out = tmp_path / "cmp"
+    assert main(["report", str(lora_dir), str(full_dir), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    table = [line for line in printed.splitlines() if line.startswith("| ") and "|---" not in line]
+    header, body = table[0], table[1:]
+    assert "accuracy" in header and "trainable" in header and "train s" in header
+    runs = [row.split(" | ")[0].strip("| ") for row in body if row.split(" | ")[1] in ("lora", "full")]
+    # sorted by the headline score, best first
+    best_first = sorted([("lora", lora), ("full", full)], key=lambda x: -x[1]["metrics"]["accuracy"])
+    assert runs == [name for name, _ in best_first]
+    for name, summary in best_first:
+        row = next(r for r in body if r.startswith(f"| {name} |"))
+        assert f"{100 * summary['metrics']['accuracy']:.2f}" in row
+        assert f"{summary['trainable_params']:,}" in row
+    # the zero-shot baseline the lora run scored is a row of its own, with its score
+    zero = next(b for b in lora["baselines"] if b["name"].startswith("zero-shot"))
+    assert f"| {zero['name']} | {100 * zero['metrics']['accuracy']:.2f}" in printed
+    rows = list(csv.DictReader((out / "comparison.csv").open(encoding="utf-8")))
+    assert {r["run"]: float(r["score"]) for r in rows} == {"lora": lora["metrics"]["accuracy"],
+                                                          "full": full["metrics"]["accuracy"]}
+    assert (out / "comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "![](comparison.png)" in (out / "comparison.md").read_text(encoding="utf-8")
+
+
+def test_report_shows_the_settings_that_differ_from_the_method_defaults(lora_run, tmp_path):
+    run_dir, _ = lora_run
+    copy = tmp_path / "variant"
+    copy.mkdir()
+    (copy / "summary.json").write_text((run_dir / "summary.json").read_text())
+    config = (run_dir / "config.yaml").read_text().replace("rslora: false", "rslora: true")
+    (copy / "config.yaml").write_text(config)
+    rows = compare_runs([copy])["rows"]
+    assert rows[0]["settings"] == "rslora=True"
+
+
+def test_report_refuses_unfinished_runs_and_bad_summaries(tmp_path, capsys):
+    (tmp_path / "half").mkdir()
+    assert main(["report", str(tmp_path / "half")]) == 2
+    assert f"{tmp_path / 'half'}: not a finished run (no summary.json)" in capsys.readouterr().err
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "summary.json").write_text("{not json")
+    with pytest.raises(TunecraftError, match=r"bad/summary.json: not valid JSON"):
+        compare_runs([tmp_path / "bad"])
+    (tmp_path / "ner").mkdir()
+    (tmp_path / "ner" / "summary.json").write_text(json.dumps({"task": "token_classification", "metrics": {}}))
+    (tmp_path / "cls").mkdir()
+    (tmp_path / "cls" / "summary.json").write_text(json.dumps({"task": "classification", "metrics": {}}))
+    with pytest.raises(TunecraftError, match="runs of different tasks cannot share one table"):
+        compare_runs([tmp_path / "ner", tmp_path / "cls"])
