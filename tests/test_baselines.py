@@ -58,7 +58,7 @@ def test_every_classification_report_shows_the_zero_shot_baseline(lora_run):
     assert zs["candidates"] == 3 and zs["metrics"]["samples"] == summary["metrics"]["samples"]
     assert 0.5 < zs["metrics"]["accuracy"] < summary["metrics"]["accuracy"]
     report = (run_dir / "report.md").read_text(encoding="utf-8")
-    assert "Baselines without training" in report and "zero-shot (embedding similarity)" in report
+    assert "Baselines (same test split)" in report and "zero-shot (embedding similarity)" in report
 
 
 @pytest.mark.slow
@@ -71,3 +71,41 @@ def test_zero_shot_on_mr_reaches_70_percent_with_the_recipe_descriptions(encoder
     data = classification.load_data(config.data)
     (result,) = run_baselines(resolve_base("minilm-l6"), config, data)
     assert result["metrics"]["samples"] == 1004 and result["metrics"]["accuracy"] >= 0.70
+
+
+@pytest.mark.slow
+def test_few_shot_fine_tunes_learn_from_k_examples_and_leave_only_numbers(runs):
+    from .conftest import recipe
+
+    config = recipe(runs, "kshot", method={"name": "lora", "r": 8, "alpha": 16},
+                    train={"lr": 1e-3, "max_steps": 5, "eval_each_epoch": False},
+                    baselines={"zero_shot": False, "finetune_shots": [32], "finetune_epochs": 5})
+    summary = train(config)
+    (shot,) = [b for b in summary["baselines"] if b["name"].startswith("few-shot fine-tune")]
+    assert shot["name"] == "few-shot fine-tune (lora, k=32 per class)" and len(shot["accuracies"]) == 3
+    assert len(set(shot["accuracies"])) > 1  # three different draws of 64 examples
+    # 64 labelled reviews and 40 steps: well above chance (0.5) on 400 held-out ones
+    assert shot["accuracy_mean"] > 0.6, shot
+    assert shot["metrics"]["samples"] == summary["metrics"]["samples"]
+    assert not (config.run_dir / "few-shot").exists()  # the sub-runs' folders are gone; their numbers stay
+    assert "few-shot fine-tune (lora, k=32 per class)" in (config.run_dir / "report.md").read_text()
+
+
+def test_cloze_baseline_refuses_a_model_without_mlm_head_and_multi_token_verbalizers(runs):
+    from .conftest import recipe
+
+    cloze = {"verbalizers": {"negative": ["terrible"], "positive": ["great"]}}
+    config = recipe(runs, "cloze-refused", method={"name": "lora"}, train={"max_steps": 2},
+                    baselines={"cloze": cloze})
+    # all-MiniLM-L6-v2 ships no masked-LM head: a fresh one would score noise, so the run stops before training
+    with pytest.raises(ConfigError, match="baselines.cloze: the base model at .* has no masked-LM head"):
+        train(config)
+    assert not config.run_dir.exists()
+    bad = recipe(runs, "cloze-bad", method={"name": "lora"}, train={"max_steps": 2},
+                 baselines={"cloze": {"verbalizers": {"negative": ["terrible"], "positive": ["superduperfantastic"]}}})
+    with pytest.raises(ConfigError, match=r"verbalizers.positive: 'superduperfantastic' is not one token"):
+        train(bad)
+    missing = recipe(runs, "cloze-missing", method={"name": "lora"}, train={"max_steps": 2},
+                     baselines={"cloze": {"verbalizers": {"negative": ["terrible"]}}})
+    with pytest.raises(ConfigError, match="verbalizers: no words for positive"):
+        train(missing)

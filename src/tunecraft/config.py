@@ -152,6 +152,15 @@ class TrainConfig(Strict):
     lr * decay^(L+1). null is off."""
 
 
+class ClozeConfig(Strict):
+    """A cloze prompt for models with a masked-LM head: the label whose verbaliser words score highest at the
+    mask wins (Schick & Schütze 2021, without training)."""
+
+    template: str = "{text} It was {mask}."
+    verbalizers: dict[str, list[str]]
+    """Words per label, e.g. {negative: [terrible, bad], positive: [great, good]}; each one token."""
+
+
 class BaselinesConfig(Strict):
     """Classification baselines that train nothing, scored on the run's test split with the base encoder
     (evaluate/baselines.py) and shown beside the fine-tuned result."""
@@ -163,6 +172,12 @@ class BaselinesConfig(Strict):
     the label names and two templates around them."""
     shots: list[int] = []
     """Few-shot nearest-prototype baselines with this many training examples per class (3 draws each)."""
+    finetune_shots: list[int] = []
+    """Short fine-tunes of the run's own model and method on this many training examples per class (3 draws
+    each), scored on the run's test split; only their numbers are kept."""
+    finetune_epochs: int = Field(10, ge=1)
+    cloze: ClozeConfig | None = None
+    """A cloze-prompt baseline; needs a base model with a masked-LM head (e.g. one from `tunecraft pretrain`)."""
 
 
 class RunConfig(Strict):

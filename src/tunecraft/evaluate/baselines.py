@@ -70,12 +70,70 @@ def prototypes(encode, labels: list[str], train, test_x, test_y: list[int], shot
             "accuracy_std": std, "metrics": {**last, "accuracy": mean}}
 
 
+def masked_lm(base_path):
+    """The base model with its masked-LM head, or a ConfigError if it has none (a fresh head scores noise)."""
+    from transformers import AutoModelForMaskedLM
+
+    from ..errors import ConfigError
+
+    model, info = AutoModelForMaskedLM.from_pretrained(str(base_path), output_loading_info=True)
+    fresh = [k for k in info.get("missing_keys", []) if "embeddings" not in k]
+    if fresh:
+        raise ConfigError(f"baselines.cloze: the base model at {base_path} has no masked-LM head ({fresh[0]} is "
+                          "missing); pre-train or continue pre-training it with the MLM objective first")
+    return model.eval()
+
+
+def verbalizer_ids(tokenizer, labels: list[str], verbalizers: dict[str, list[str]]) -> list[list[int]]:
+    from ..errors import ConfigError
+
+    missing = [name for name in labels if not verbalizers.get(name)]
+    if missing:
+        raise ConfigError(f"baselines.cloze.verbalizers: no words for {', '.join(missing)}")
+    ids = []
+    for name in labels:
+        row = []
+        for word in verbalizers[name]:
+            pieces = tokenizer(word, add_special_tokens=False)["input_ids"]
+            if len(pieces) != 1 or pieces[0] == tokenizer.unk_token_id:
+                raise ConfigError(f"baselines.cloze.verbalizers.{name}: '{word}' is not one token of the base "
+                                  f"model's vocabulary (it becomes {tokenizer.convert_ids_to_tokens(pieces)})")
+            row.append(pieces[0])
+        ids.append(row)
+    return ids
+
+
+@torch.no_grad()
+def cloze(model, tokenizer, labels: list[str], cfg, texts: list[str], gold: list[int], max_length: int = 128,
+          batch_size: int = 32) -> dict:
+    """Fill the template, read the masked-LM log-probabilities at the mask, score each label by the
+    log-sum-exp over its verbaliser words. Long texts are cut from the left so the mask survives."""
+    if "{mask}" not in cfg.template or "{text}" not in cfg.template:
+        from ..errors import ConfigError
+
+        raise ConfigError("baselines.cloze.template: must contain {text} and {mask}")
+    ids = verbalizer_ids(tokenizer, labels, cfg.verbalizers)
+    tokenizer.truncation_side = "left"
+    preds = []
+    for start in range(0, len(texts), batch_size):
+        prompts = [cfg.template.format(text=t, mask=tokenizer.mask_token) for t in texts[start:start + batch_size]]
+        batch = tokenizer(prompts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+        logits = model(**batch).logits
+        rows, cols = (batch["input_ids"] == tokenizer.mask_token_id).nonzero(as_tuple=True)
+        logp = logits[rows, cols].log_softmax(-1)
+        scores = torch.stack([logp[:, row].logsumexp(-1) for row in ids], dim=-1)
+        preds += scores.argmax(-1).tolist()
+    tokenizer.truncation_side = "right"
+    return {"name": "zero-shot cloze prompt (masked LM)", "template": cfg.template,
+            "verbalizers": cfg.verbalizers, "metrics": classification_metrics(gold, preds, labels)}
+
+
 def run_baselines(base_path, config, data) -> list[dict]:
     """The baselines the recipe asks for, on the run's own validation/test splits, with the base encoder."""
     from transformers import AutoModel, AutoTokenizer
 
     cfg = config.baselines
-    if config.task != "classification" or base_path is None or not (cfg.zero_shot or cfg.shots):
+    if config.task != "classification" or base_path is None or not (cfg.zero_shot or cfg.shots or cfg.cloze):
         return []
     tokenizer = AutoTokenizer.from_pretrained(str(base_path))
     model = AutoModel.from_pretrained(str(base_path))
@@ -94,4 +152,44 @@ def run_baselines(base_path, config, data) -> list[dict]:
                              [ids[e.label] for e in data.validation], test_x, test_y))
     for k in cfg.shots:
         out.append(prototypes(encode, labels, data.train, test_x, test_y, k))
+    if cfg.cloze:
+        out.append(cloze(masked_lm(base_path), tokenizer, labels, cfg.cloze, [e.text for e in test], test_y,
+                         config.model.max_length))
+    return out
+
+
+def finetune_shots(config, data, run_dir) -> list[dict]:
+    """Few-shot fine-tunes: the run's model and method trained on k random training examples per class for
+    `finetune_epochs` epochs (batch at most 8), 3 draws per k, scored on the same test split. The sub-runs
+    write under run_dir/few-shot/ and are removed once their numbers are read."""
+    import shutil
+    from dataclasses import replace
+
+    from ..train.job import train
+
+    cfg, out = config.baselines, []
+    labels = data.label_map.labels
+    by_label = {name: [e for e in data.train if e.label == name] for name in labels}
+    for k in cfg.finetune_shots:
+        accuracies, last = [], None
+        for seed in range(3):
+            rng = random.Random(seed)
+            subset = [e for name in labels for e in rng.sample(by_label[name], min(k, len(by_label[name])))]
+            rng.shuffle(subset)
+            sub = config.model_copy(deep=True, update={"name": f"k{k}-draw{seed}", "seed": seed,
+                                                       "output_dir": str(run_dir / "few-shot")})
+            sub.baselines = sub.baselines.model_copy(update={"zero_shot": False, "shots": [], "finetune_shots": []})
+            sub.train = sub.train.model_copy(update={"epochs": cfg.finetune_epochs, "max_steps": None,
+                                                     "batch_size": min(sub.train.batch_size, 8),
+                                                     "eval_each_epoch": False, "progress": False})
+            summary = train(sub, overwrite=True, data=replace(data, train=subset))
+            last = summary["metrics"]
+            accuracies.append(last["accuracy"])
+            shutil.rmtree(sub.run_dir, ignore_errors=True)
+        shutil.rmtree(run_dir / "few-shot", ignore_errors=True)
+        mean = sum(accuracies) / len(accuracies)
+        std = (sum((a - mean) ** 2 for a in accuracies) / len(accuracies)) ** 0.5
+        out.append({"name": f"few-shot fine-tune ({config.method.name}, k={k} per class)", "accuracies": accuracies,
+                    "accuracy_mean": mean, "accuracy_std": std, "epochs": cfg.finetune_epochs,
+                    "metrics": {**last, "accuracy": mean}})
     return out

@@ -107,11 +107,15 @@ def _sections(summary: dict, images: dict[str, Path], results: list) -> list[tup
     if summary.get("baselines") and m:
         rows = [("fine-tuned: " + summary["method"], fmt(m["accuracy"]), fmt(m["macro_f1"]), "")]
         for b in summary["baselines"]:
-            note = (f"± {b['accuracy_std']:.4f} over {len(b['accuracies'])} draws" if "accuracy_std" in b else
-                    f"descriptions {b['descriptions']} (best of {b['candidates']} on validation, "
-                    f"{b['validation_accuracy']:.4f})")
+            if "accuracy_std" in b:
+                note = f"± {b['accuracy_std']:.4f} over {len(b['accuracies'])} draws"
+            elif "template" in b:
+                note = f"template '{b['template']}', verbalizers {b['verbalizers']}"
+            else:
+                note = (f"descriptions {b['descriptions']} (best of {b['candidates']} on validation, "
+                        f"{b['validation_accuracy']:.4f})")
             rows.append((b["name"], fmt(b["metrics"]["accuracy"]), fmt(b["metrics"]["macro_f1"]), note))
-        sections.append(("Baselines without training (same test split, base encoder)",
+        sections.append(("Baselines (same test split): zero-shot, few-shot prototypes and fine-tunes",
                          [("table", ["", "accuracy", "macro-F1", ""], rows)]))
     speed = [("training time (s)", summary["train_seconds"]), ("wall time, whole job (s)", summary["wall_seconds"]),
              ("training tokens/s (non-padding)", summary["tokens_per_second"]),

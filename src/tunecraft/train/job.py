@@ -18,7 +18,7 @@ from .. import __version__
 from ..config import RunConfig, dump_config
 from ..data.augment import augment_examples
 from ..errors import ConfigError, TunecraftError
-from ..evaluate.baselines import run_baselines
+from ..evaluate.baselines import finetune_shots, masked_lm, run_baselines, verbalizer_ids
 from ..evaluate.report import write_predictions, write_report
 from ..methods import count_parameters, get_method
 from ..models import META, prepare_base
@@ -85,6 +85,11 @@ def train(config: RunConfig, resume: bool = False, overwrite: bool = False, hook
         if config.task == "classification" and missing:
             raise ConfigError(f"baselines.descriptions[{i}]: no description for {', '.join(missing)}")
     tokenizer = base.tokenizer
+    if config.baselines.cloze and config.task == "classification":  # refuse a bad cloze set-up before training
+        verbalizer_ids(tokenizer, data.label_map.labels, config.baselines.cloze.verbalizers)
+        if base.path is None:
+            raise ConfigError("baselines.cloze: needs a pre-trained base model with a masked-LM head")
+        masked_lm(base.path)
     lmap, max_len = data.label_map, config.model.max_length
     meta = model_meta(config, task, lmap, data.columns)
     if config.data.augment.copies and config.task != "classification":
@@ -130,6 +135,8 @@ def train(config: RunConfig, resume: bool = False, overwrite: bool = False, hook
     logits = loop.evaluate_logits(eval_enc) if eval_enc else None
     final = loop.evaluate(eval_enc, logits) if eval_enc else {}
     baselines = run_baselines(base.path, config, data) if acc.is_main_process else []
+    if config.baselines.finetune_shots and config.task == "classification" and acc.num_processes == 1:
+        baselines += finetune_shots(config, data, run_dir)
     summary = {
         "name": config.name, "task": config.task, "method": config.method.name, "base_model": config.model.base,
         "data": data.description, "labels": lmap.labels,
