@@ -183,23 +183,6 @@ def test_entity_metrics_match_seqeval_and_count_type_confusions():
 
 # -- training, evaluation and prediction on real models ----------------------------------------------------------
 
-def lexicon_baseline_f1(train_sentences, test_sentences) -> float:
-    """Tag every occurrence of an entity string seen in training with its type (memorisation)."""
-    known = {}
-    for s in train_sentences:
-        for span in tags_to_spans(s.tags)[0]:
-            known[tuple(s.tokens[span.start:span.end])] = span.type
-    pred = []
-    for s in test_sentences:
-        tags = ["O"] * len(s.tokens)
-        for words, kind in known.items():
-            for i in range(len(s.tokens) - len(words) + 1):
-                if tuple(s.tokens[i:i + len(words)]) == words and tags[i] == "O":
-                    tags[i:i + len(words)] = [f"B-{kind}"] + [f"I-{kind}"] * (len(words) - 1)
-        pred.append(tags)
-    return f1_score([s.tags for s in test_sentences], pred)
-
-
 @pytest.fixture(scope="module")
 def english_run(tmp_path_factory):
     folder = tmp_path_factory.mktemp("ner")
@@ -212,13 +195,16 @@ def english_run(tmp_path_factory):
 def test_english_ner_beats_the_lexicon_baseline_on_unseen_names(english_run):
     config, summary = english_run
     m = summary["metrics"]
-    data = ner.load_data(config.data)
-    baseline = lexicon_baseline_f1(data.train, data.test)
+    # the training-free baseline every NER report carries: entity strings of the training split, tagged
+    # wherever they occur; it scores 0 here, since every held-out name is new
+    (lexicon,) = [b for b in summary["baselines"] if b["name"].startswith("lexicon")]
+    baseline = lexicon["metrics"]["f1"]
     assert m["f1"] >= 0.6 and m["f1"] >= baseline + 0.4, (m["f1"], baseline)
     assert set(m["per_type"]) == {"PER", "LOC", "ORG"}
     report = (config.run_dir / "report.md").read_text(encoding="utf-8")
     for kind in ("PER", "LOC", "ORG"):
         assert f"| {kind} |" in report
+    assert "lexicon (training entity strings, longest match)" in report
     assert (config.run_dir / "plots" / "confusion.png").is_file()
     again = evaluate_run(config.run_dir, config.data.test)
     assert again["metrics"]["f1"] == pytest.approx(m["f1"], abs=1e-6)
@@ -334,3 +320,20 @@ def test_a_served_ner_model_returns_the_entities_predict_returns(english_run):
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
+
+
+def test_lexicon_baseline_tags_known_strings_longest_first():
+    from tunecraft.evaluate.baselines import lexicon_ner
+
+    train_set = [Sentence(["New", "York", "City", "is", "big"], ["B-LOC", "I-LOC", "I-LOC", "O", "O"]),
+                 Sentence(["New", "York", "votes"], ["B-ORG", "I-ORG", "O"]),
+                 Sentence(["New", "York", "won"], ["B-ORG", "I-ORG", "O"]),
+                 Sentence(["York", "left"], ["B-PER", "O"])]
+    test_set = [Sentence(["I", "saw", "New", "York", "City", "and", "York"], ["O", "O", "B-LOC", "I-LOC", "I-LOC", "O",
+                                                                          "B-PER"]),
+                Sentence(["New", "York", "said"], ["B-ORG", "I-ORG", "O"])]
+    result = lexicon_ner(train_set, test_set)
+    # the three-word string wins over "New York" inside it; "New York" alone takes its most frequent type
+    assert result["entries"] == 3 and result["metrics"]["f1"] == 1.0
+    test_set[1].tags = ["B-LOC", "I-LOC", "O"]
+    assert lexicon_ner(train_set, test_set)["metrics"]["f1"] == pytest.approx(2 / 3)

@@ -176,6 +176,8 @@ class BaselinesConfig(Strict):
     """Short fine-tunes of the run's own model and method on this many training examples per class (3 draws
     each), scored on the run's test split; only their numbers are kept."""
     finetune_epochs: int = Field(10, ge=1)
+    lexicon: bool = True
+    """NER: tag every entity string of the training split wherever it occurs (memorisation, no training)."""
     cloze: ClozeConfig | None = None
     """A cloze-prompt baseline; needs a base model with a masked-LM head (e.g. one from `tunecraft pretrain`)."""
 

@@ -128,11 +128,45 @@ def cloze(model, tokenizer, labels: list[str], cfg, texts: list[str], gold: list
             "verbalizers": cfg.verbalizers, "metrics": classification_metrics(gold, preds, labels)}
 
 
+def lexicon_ner(train, test, scheme: str = "bio", strict: bool = False) -> dict:
+    """The NER baseline that trains nothing: every entity string of the training split (its most frequent
+    type), tagged wherever it occurs in the test split, longest match first, left to right."""
+    from collections import Counter
+
+    from ..data.ner import Span, spans_to_tags, tags_to_spans
+    from ..tasks.token_classification import entity_metrics
+
+    seen: dict[tuple, Counter] = {}
+    for sentence in train:
+        for span in tags_to_spans(sentence.tags)[0]:
+            seen.setdefault(tuple(sentence.tokens[span.start:span.end]), Counter())[span.type] += 1
+    known = {words: kinds.most_common(1)[0][0] for words, kinds in seen.items()}
+    longest = max(map(len, known), default=0)
+    pred = []
+    for sentence in test:
+        tokens, spans, i = sentence.tokens, [], 0
+        while i < len(tokens):
+            for size in range(min(longest, len(tokens) - i), 0, -1):
+                kind = known.get(tuple(tokens[i:i + size]))
+                if kind is not None:
+                    spans.append(Span(i, i + size, kind))
+                    i += size
+                    break
+            else:
+                i += 1
+        pred.append(spans_to_tags(len(tokens), spans, scheme))
+    metrics = entity_metrics([s.tags for s in test], pred, scheme, strict)
+    return {"name": "lexicon (training entity strings, longest match)", "entries": len(known), "metrics": metrics}
+
+
 def run_baselines(base_path, config, data) -> list[dict]:
     """The baselines the recipe asks for, on the run's own validation/test splits, with the base encoder."""
     from transformers import AutoModel, AutoTokenizer
 
     cfg = config.baselines
+    if config.task == "token_classification" and cfg.lexicon:
+        ner = config.data.ner
+        return [lexicon_ner(data.train, data.test or data.validation, ner.scheme, ner.strict)]
     if config.task != "classification" or base_path is None or not (cfg.zero_shot or cfg.shots or cfg.cloze):
         return []
     tokenizer = AutoTokenizer.from_pretrained(str(base_path))

@@ -105,18 +105,23 @@ def _sections(summary: dict, images: dict[str, Path], results: list) -> list[tup
     if m:
         sections.append((f"Results on the {summary['eval_split']} split", results))
     if summary.get("baselines") and m:
-        rows = [("fine-tuned: " + summary["method"], fmt(m["accuracy"]), fmt(m["macro_f1"]), "")]
+        from ..tasks import get_task
+
+        first, second = get_task(summary["task"]).HEADLINE
+        rows = [("fine-tuned: " + summary["method"], fmt(m[first]), fmt(m[second]), "")]
         for b in summary["baselines"]:
             if "accuracy_std" in b:
                 note = f"± {b['accuracy_std']:.4f} over {len(b['accuracies'])} draws"
+            elif "entries" in b:
+                note = f"{b['entries']:,} entity strings from the training split"
             elif "template" in b:
                 note = f"template '{b['template']}', verbalizers {b['verbalizers']}"
             else:
                 note = (f"descriptions {b['descriptions']} (best of {b['candidates']} on validation, "
                         f"{b['validation_accuracy']:.4f})")
-            rows.append((b["name"], fmt(b["metrics"]["accuracy"]), fmt(b["metrics"]["macro_f1"]), note))
+            rows.append((b["name"], fmt(b["metrics"][first]), fmt(b["metrics"][second]), note))
         sections.append(("Baselines (same test split): zero-shot, few-shot prototypes and fine-tunes",
-                         [("table", ["", "accuracy", "macro-F1", ""], rows)]))
+                         [("table", ["", first, second, ""], rows)]))
     speed = [("training time (s)", summary["train_seconds"]), ("wall time, whole job (s)", summary["wall_seconds"]),
              ("training tokens/s (non-padding)", summary["tokens_per_second"]),
              ("training examples/s", summary["examples_per_second"]),
