@@ -132,12 +132,6 @@ def test_peft_methods_learn_and_reload_as_trained(method, runs):
         torch.testing.assert_close(merged(**batch).logits, unmerged(**batch).logits, atol=1e-4, rtol=1e-4)
 
 
-def test_prompt_methods_refuse_token_classification(model):
-    cfg = build_config({"method": {"name": "prompt"}}).method
-    with pytest.raises(ValueError, match="'prompt' supports classification only"):
-        get_method("prompt").apply(model, cfg, "token_classification")
-
-
 @pytest.mark.parametrize("settings", [{"name": "adapter"}, {"name": "adapter", "placement": "pfeiffer"},
                                       {"name": "prefix"}, {"name": "prefix", "projection_hidden": 32}],
                          ids=["houlsby", "pfeiffer", "prefix", "prefix-mlp"])

@@ -1,5 +1,6 @@
 """prompt and ptuning: trained virtual-token embeddings prepended to the input (peft's prompt tuning, Lester
-et al. 2021; P-tuning, Liu et al. 2021, whose virtual tokens come from a small MLP). Nothing to merge: the run
+et al. 2021; P-tuning, Liu et al. 2021, whose virtual tokens come from a small MLP), for classification and
+NER (the virtual positions are dropped from token-level logits). Nothing to merge: the run
 exports the base model plus the adapter, and eval/predict/serve load the two together."""
 
 import warnings
@@ -31,12 +32,15 @@ class _VirtualTokens(Method):
         raise NotImplementedError
 
     def apply(self, model, cfg, task="classification"):
-        if task != "classification":
-            raise ValueError(f"'{self.name}' supports classification only for now (its virtual tokens would "
-                             "shift token-level outputs)")
+        if task not in PEFT_TASK_TYPES:
+            raise ValueError(f"'{self.name}' does not support the task '{task}'")
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-            return get_peft_model(model, self.peft_config(cfg, PEFT_TASK_TYPES[task]))
+            peft_model = get_peft_model(model, self.peft_config(cfg, PEFT_TASK_TYPES[task]))
+        return strip_virtual_positions(peft_model)
+
+    def load_adapter(self, model, adapter_dir):
+        return strip_virtual_positions(super().load_adapter(model, adapter_dir))
 
     def export(self, model, model_dir, adapter_dir):
         """adapter/: the virtual tokens and the trained head; model/: the base model with the trained head,
@@ -66,3 +70,18 @@ class PTuning(_VirtualTokens):
     def peft_config(self, cfg, task_type):
         return PromptEncoderConfig(task_type=task_type, num_virtual_tokens=cfg.virtual_tokens,
                                    encoder_hidden_size=cfg.encoder_hidden_size)
+
+
+def strip_virtual_positions(model):
+    """For token classification peft returns logits for the virtual tokens too, in front of the input's; drop
+    them, so the logits line up with the input tokens everywhere they are read (loss, evaluation, serving)."""
+    if type(model).__name__ != "PeftModelForTokenClassification":
+        return model
+    virtual = model.active_peft_config.num_virtual_tokens
+
+    def drop(module, args, output):
+        output.logits = output.logits[:, virtual:]
+        return output
+
+    model.register_forward_hook(drop)
+    return model

@@ -210,7 +210,7 @@ def count(batch: dict[str, torch.Tensor]) -> int:
 
 def loss_sum(outputs, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     logits = outputs.logits.float()
-    return F.cross_entropy(logits.view(-1, logits.shape[-1]), batch["labels"].view(-1), ignore_index=IGNORE,
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch["labels"].reshape(-1), ignore_index=IGNORE,
                            reduction="sum")
 
 
