@@ -169,10 +169,7 @@ def table(result: dict) -> str:
 
 
 def plot(result: dict, path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from ..evaluate.report import plt, save_figure  # the Agg backend
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for r in result["rows"]:
@@ -182,12 +179,7 @@ def plot(result: dict, path: Path) -> Path:
     ax.set_xlabel("p50 latency, batch 1 (ms)")
     ax.set_ylabel("test accuracy (%)")
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return save_figure(fig, path)
 
 
 def write(result: dict, out: Path, run: Path) -> Path:

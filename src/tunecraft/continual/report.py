@@ -6,7 +6,7 @@ import datetime as dt
 import os
 from pathlib import Path
 
-from ..evaluate.report import _html, _markdown, fmt, plt
+from ..evaluate.report import _html, _markdown, fmt, plt, save_figure
 
 
 def plot_matrix(matrix: list[list[float | None]], tasks: list[str], title: str, path: Path) -> Path:
@@ -23,10 +23,7 @@ def plot_matrix(matrix: list[list[float | None]], tasks: list[str], title: str, 
             if value is not None:
                 ax.text(j, i, f"{value:.3f}", ha="center", va="center", color="white" if value < 0.8 else "black")
     fig.colorbar(image, ax=ax, label="test accuracy")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def _pct(value) -> str:

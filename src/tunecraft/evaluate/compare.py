@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 
 from ..errors import TunecraftError
-from .report import plt
+from .report import plt, save_figure
 
 HEADLINES = {"classification": ("accuracy", "macro_f1"), "token_classification": ("f1", "token_accuracy")}
 COLUMNS = ["run", "method", "settings", "trainable", "trainable %", "score", "second", "train s", "tokens/s",
@@ -136,12 +136,7 @@ def plot(task: str, rows: list[dict], baselines: list[dict], path: Path) -> Path
     axes[0].set_ylabel(f"{first} (%)")
     if baselines:
         axes[0].legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return save_figure(fig, path)
 
 
 def _write(path: Path, text: str) -> None:

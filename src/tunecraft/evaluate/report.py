@@ -23,6 +23,16 @@ def write_predictions(path: Path, rows: list[dict]) -> None:
     os.replace(tmp, path)
 
 
+def save_figure(fig, path: Path) -> Path:
+    """Write a matplotlib figure atomically (temporary file, then rename) and close it."""
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
 def _line_plot(series: list[tuple[str, list[dict], str, str]], ylabel: str, path: Path) -> Path:
     """series: (label, records, key, matplotlib style) drawn against each record's step."""
     fig, ax = plt.subplots(figsize=(6, 3.5))
@@ -32,10 +42,7 @@ def _line_plot(series: list[tuple[str, list[dict], str, str]], ylabel: str, path
     ax.set_ylabel(ylabel)
     ax.legend()
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def _plot_curves(history: list[dict], out: Path, keys: tuple[str, ...]) -> list[Path]:
@@ -64,10 +71,7 @@ def plot_confusion(matrix: list[list[int]], rows: list[str], cols: list[str], pa
     for i, row in enumerate(matrix):
         for j, value in enumerate(row):
             ax.text(j, i, str(value), ha="center", va="center", color="white" if value > peak / 2 else "black")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def fmt(value) -> str:

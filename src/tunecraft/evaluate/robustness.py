@@ -26,7 +26,7 @@ from ..tasks import get_task
 from ..train.checkpoint import write_json_atomically
 from ..train.precision import resolve as resolve_precision
 from .inference import predict_logits
-from .report import _markdown, plt, write_report
+from .report import _markdown, plt, save_figure, write_report
 
 BUNDLED_SETS = ("mr", "amazon", "tweets", "nyt")
 
@@ -187,12 +187,7 @@ def reliability_plot(calibration: dict, path: Path) -> Path:
     ax.set_ylabel("accuracy")
     ax.set_title(f"reliability (ECE {calibration['ece']:.3f})")
     ax.legend(loc="upper left")
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return save_figure(fig, path)
 
 
 # -- the command --------------------------------------------------------------------------------------
