@@ -296,7 +296,8 @@ def build_config(raw: dict, source: str = "config") -> RunConfig:
         raise ConfigError(_format_errors(err, source)) from None
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
+def read_recipe(path: str | Path, overrides: list[str] | None = None):
+    """A recipe file's YAML with the dotted overrides applied, or a ConfigError naming the file."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"recipe not found: {path}")
@@ -304,8 +305,11 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConf
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except (yaml.YAMLError, UnicodeDecodeError) as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
-    raw = apply_overrides(raw, overrides or [])
-    return build_config(raw, source=str(path))
+    return apply_overrides(raw, overrides or []) if isinstance(raw, dict) else raw
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
+    return build_config(read_recipe(path, overrides), source=str(path))
 
 
 def dump_config(config: RunConfig) -> str:

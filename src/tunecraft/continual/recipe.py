@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ..config import RunConfig, apply_overrides, build_config
+from ..config import RunConfig, build_config, read_recipe
 from ..errors import ConfigError
 
 
@@ -157,15 +157,7 @@ def build_continual(raw: dict, source: str = "recipe") -> ContinualConfig:
 
 
 def load_continual(path: str | Path, overrides: list[str] | None = None) -> ContinualConfig:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"recipe not found: {path}")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
-    raw = apply_overrides(raw, overrides or []) if isinstance(raw, dict) else raw
-    return build_continual(raw, source=str(path))
+    return build_continual(read_recipe(path, overrides), source=str(path))
 
 
 def dump_continual(config: ContinualConfig) -> str:
