@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every adaptation method on mr, one epoch each, then one comparison table (docs/methods.md):
-#   bash recipes/mr-sweep.sh                 # runs/sweep-<method>/, then runs/sweep-report/
+#   bash recipes/mr-sweep.sh                 # runs/sweep-<method>/, then runs/report-mr-sweep/
 #   EPOCHS=3 THREADS=2 bash recipes/mr-sweep.sh
 # Each run is recipes/mr-lora.yaml with the method swapped (and the learning rate that suits it). A run whose
 # summary.json exists is skipped, so an interrupted sweep continues where it stopped. The zero-shot and
@@ -29,4 +29,4 @@ run prefix    1e-2 '{name: prefix}'                               baselines.zero
 run prompt    3e-2 '{name: prompt}'                               baselines.zero_shot=false baselines.shots=[]
 run ptuning   1e-2 '{name: ptuning}'                              baselines.zero_shot=false baselines.shots=[]
 
-$TUNECRAFT report runs/sweep-* --out runs/sweep-report
+$TUNECRAFT report runs/sweep-* --out runs/report-mr-sweep

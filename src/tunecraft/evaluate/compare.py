@@ -128,7 +128,8 @@ def plot(task: str, rows: list[dict], baselines: list[dict], path: Path) -> Path
             ax.annotate(r["run"], (r[key], 100 * r["score"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
         for i, b in enumerate(baselines):
             if b["score"] is not None:
-                ax.axhline(100 * b["score"], ls="--", lw=0.8, color=f"C{(i + 3) % 10}", label=b["name"])
+                ax.axhline(100 * b["score"], ls=("--", ":", "-.")[i % 3], lw=1, color=("k", "C3", "C0")[i // 3 % 3],
+                           label=b["name"])
         if log:
             ax.set_xscale("log")
         ax.set_xlabel(label)
@@ -147,6 +148,8 @@ def _write(path: Path, text: str) -> None:
 
 def compare_runs(runs: list[str | Path], out: str | Path | None = None) -> dict:
     """The comparison as markdown; with `out`, also comparison.md, comparison.csv and comparison.png there."""
+    if out is not None:  # a glob such as runs/* may catch the output folder of an earlier report
+        runs = [r for r in runs if Path(r).resolve() != Path(out).resolve()]
     task, rows, baselines = collect(runs)
     text = markdown(task, rows, baselines)
     result = {"task": task, "rows": rows, "baselines": baselines, "markdown": text}
