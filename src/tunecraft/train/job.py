@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 import transformers
+import yaml
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 
@@ -35,15 +36,26 @@ def make_accelerator(mixed_precision: str) -> Accelerator:
     return Accelerator(mixed_precision=mixed_precision, cpu=not torch.cuda.is_available())
 
 
+# how the work is laid out, not what is learned: a resume may change them (another number of processes
+# usually comes with another grad_accum, to keep the global batch)
+LAYOUT_KEYS = ("grad_accum", "num_threads", "progress", "tensorboard")
+
+
 def check_run_dir(config: RunConfig, resume: bool, overwrite: bool) -> None:
     """Refuse early (before any work) to resume what is not there or to replace a run by accident."""
     run_dir, saved = config.run_dir, config.run_dir / "config.yaml"
     if resume:
         if not saved.is_file():
             raise TunecraftError(f"cannot resume: {saved} does not exist")
-        if saved.read_text(encoding="utf-8") != dump_config(config):
+        before = yaml.safe_load(saved.read_text(encoding="utf-8"))
+        now = yaml.safe_load(dump_config(config))
+        for section in (before, now):
+            for key in LAYOUT_KEYS:
+                section.get("train", {}).pop(key, None)
+        if before != now:
             raise TunecraftError(f"cannot resume {run_dir}: the recipe differs from its config.yaml; "
-                                 "resume with the same recipe and overrides")
+                                 "resume with the same recipe and overrides (only train."
+                                 f"{', train.'.join(LAYOUT_KEYS)} may change)")
     elif run_dir.exists() and any(run_dir.iterdir()) and not overwrite:
         raise TunecraftError(f"{run_dir} already exists: pass --resume to continue it, --overwrite to "
                              "replace it, or name=... for a new run")
