@@ -132,6 +132,8 @@ class TrainConfig(Strict):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     """auto: bf16 where the hardware has it (CPU with AVX512-BF16/AMX, Ampere+ GPU), else fp32."""
     group_by_length: bool = True
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass instead of storing them: less memory, slower steps."""
     eval_every: int | None = Field(None, ge=1)
     """Evaluate on the validation split every N optimizer steps (and always at each epoch end)."""
     eval_each_epoch: bool = True

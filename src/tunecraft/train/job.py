@@ -7,6 +7,7 @@ import platform
 import resource
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -69,26 +70,31 @@ def prepare_run_dir(config: RunConfig, resume: bool) -> Path:
     return run_dir
 
 
-def train(config: RunConfig, resume: bool = False, overwrite: bool = False, hooks=(), loss_terms=(),
-          model=None, data=None) -> dict:
-    """Fine-tune and evaluate as the config says; returns the run summary (also in summary.json).
-    `hooks(loop)` run after each optimizer step, `loss_terms(model, outputs, batch)` add to the task loss
-    (see TrainingLoop), and `model`, when given, is trained instead of a fresh one built from model.base
-    (a distillation student, a pruned model); model.base then only names its tokenizer. `data`, when given,
-    is the task's loaded data (e.g. a continual-learning replay mix) instead of loading config.data."""
-    started = time.time()
-    check_run_dir(config, resume, overwrite)
-    keep_freed_memory()
-    if config.train.num_threads:
-        torch.set_num_threads(config.train.num_threads)
-    transformers.set_seed(config.seed)
-    mixed, dtype = resolve_precision(config.train.precision)
+@dataclass
+class Job:
+    """What a run trains on and with, built from the config; nothing written yet."""
+
+    task: object
+    data: object
+    base: object
+    tokenizer: object
+    meta: dict
+    train_examples: list
+    train_enc: object
+    val_enc: object
+    test_enc: object
+    method: object
+    model: torch.nn.Module
+
+
+def prepare_job(config: RunConfig, model=None, data=None) -> Job:
+    """Data → tokenized splits → model + method (shared by `train` and `plan`). Only reads: bad data or a
+    bad method config fail here, before any run folder is touched."""
     task = get_task(config.task)
     metric = config.train.early_stopping.metric
     if metric not in task.METRICS:
         raise ConfigError(f"train.early_stopping.metric: unknown metric '{metric}' for {config.task}; "
                           f"choose one of {', '.join(task.METRICS)}")
-
     if data is None:
         data = task.load_data(config.data)  # bad data fails here, before the run folder is touched
     base = prepare_base(config.model, lambda: task.training_texts(data.train))
@@ -97,7 +103,7 @@ def train(config: RunConfig, resume: bool = False, overwrite: bool = False, hook
         if config.task == "classification" and missing:
             raise ConfigError(f"baselines.descriptions[{i}]: no description for {', '.join(missing)}")
     tokenizer = base.tokenizer
-    lmap, max_len = data.label_map, config.model.max_length
+    lmap = data.label_map
     meta = model_meta(config, task, lmap, data.columns)
     if config.data.augment.copies and config.task != "classification":
         raise ConfigError("data.augment: text augmentation is for classification only")
@@ -113,6 +119,39 @@ def train(config: RunConfig, resume: bool = False, overwrite: bool = False, hook
         model = method.apply(model, config.method, config.task)
     except ValueError as err:
         raise ConfigError(f"method: {err}") from None
+    set_gradient_checkpointing(model, config.train.gradient_checkpointing)
+    return Job(task, data, base, tokenizer, meta, train_examples, train_enc, val_enc, test_enc, method, model)
+
+
+def set_gradient_checkpointing(model: torch.nn.Module, on: bool) -> None:
+    """Recompute each block's activations in the backward pass instead of keeping them (less memory, about a
+    third more compute). Non-reentrant checkpointing needs no input gradients, so it works with frozen
+    embeddings (LoRA and the other PEFT methods)."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if on:
+        inner.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    elif getattr(inner, "is_activation_checkpointing", False):
+        inner.gradient_checkpointing_disable()
+
+
+def train(config: RunConfig, resume: bool = False, overwrite: bool = False, hooks=(), loss_terms=(),
+          model=None, data=None) -> dict:
+    """Fine-tune and evaluate as the config says; returns the run summary (also in summary.json).
+    `hooks(loop)` run after each optimizer step, `loss_terms(model, outputs, batch)` add to the task loss
+    (see TrainingLoop), and `model`, when given, is trained instead of a fresh one built from model.base
+    (a distillation student, a pruned model); model.base then only names its tokenizer. `data`, when given,
+    is the task's loaded data (e.g. a continual-learning replay mix) instead of loading config.data."""
+    started = time.time()
+    check_run_dir(config, resume, overwrite)
+    keep_freed_memory()
+    if config.train.num_threads:
+        torch.set_num_threads(config.train.num_threads)
+    transformers.set_seed(config.seed)
+    mixed, dtype = resolve_precision(config.train.precision)
+    job = prepare_job(config, model=model, data=data)
+    task, data, base, tokenizer, meta = job.task, job.data, job.base, job.tokenizer, job.meta
+    lmap, max_len, method, model = data.label_map, config.model.max_length, job.method, job.model
+    train_examples, train_enc, val_enc, test_enc = job.train_examples, job.train_enc, job.val_enc, job.test_enc
     trainable, total = count_parameters(model)
 
     # everything above only reads; the run folder is touched once the inputs are known to be good
