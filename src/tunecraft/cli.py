@@ -51,6 +51,35 @@ def _cmd_plan(args) -> int:
     return 0 if result["fits"] else 1
 
 
+def _cmd_tune(args) -> int:
+    import yaml
+
+    from .config import TuneConfig, load_config
+    from .errors import ConfigError
+    from .tune import tune
+
+    config = load_config(args.recipe, args.overrides)
+    space = None
+    if args.space:
+        try:
+            raw = yaml.safe_load(Path(args.space).read_text(encoding="utf-8")) or {}
+            space = TuneConfig.model_validate(raw.get("tune", raw))
+        except (OSError, yaml.YAMLError, ValueError) as err:
+            raise ConfigError(f"--space {args.space}: {err}") from None
+    if space is not None and args.trials:
+        space.trials = args.trials
+    elif args.trials and config.tune is not None:
+        config.tune.trials = args.trials
+    if args.no_progress:
+        config.train.progress = False
+    result = tune(config, space, overwrite=args.overwrite)
+    print(f"\n{result['complete']} trials complete, {result['pruned']} pruned; best: trial {result['best_trial']}, "
+          f"validation {result['metric']} {result['best_value']:.4f}")
+    print("  ".join(f"{k}={v}" for k, v in result["best_params"].items()))
+    print(f"results: {result['results']}\nbest recipe: {result['best_recipe']}")
+    return 0
+
+
 def _cmd_continual(args) -> int:
     from .continual import load_continual, run_continual
     from .continual.report import COMPARISON_HEADER, comparison_rows
@@ -192,6 +221,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="--auto: write the recipe with the chosen layout here")
     p.add_argument("--json", help="write every measurement as JSON here")
     p.set_defaults(func=_cmd_plan)
+
+    p = sub.add_parser("tune", help="hyper-parameter search (Optuna) with pruning; writes the best recipe",
+                       description="Searches the recipe's `tune.space` (or --space FILE): each trial is a "
+                                   "training run in RUN/trials/; the validation metric is reported after every "
+                                   "evaluation and the median pruner stops trailing trials. Writes "
+                                   "RUN/results.md, RUN/results.csv and RUN/best.yaml.")
+    p.add_argument("recipe")
+    p.add_argument("overrides", nargs="*", help="dotted.key=value, e.g. data.max_train_samples=500")
+    p.add_argument("--space", help="a YAML file with the search settings (a `tune:` mapping)")
+    p.add_argument("--trials", type=int, help="number of trials (overrides tune.trials)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing search folder")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_cmd_tune)
 
     p = sub.add_parser("continual", help="learn a stream of tasks one after another; measure what is forgotten")
     p.add_argument("recipe")
