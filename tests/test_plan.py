@@ -8,6 +8,7 @@ from tunecraft.config import build_config, dump_config, load_config
 from tunecraft.errors import ConfigError
 from tunecraft.train.job import prepare_job
 from tunecraft.train.plan import measure, parse_bytes, plan
+from tunecraft.train.precision import cpu_has_bf16
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
 
@@ -51,8 +52,10 @@ def test_plan_measures_a_consistent_estimate(tmp_path):
 
 def test_auto_fits_the_budget_at_the_best_measured_speed_and_writes_a_recipe(tmp_path, capsys):
     config = build_config(tiny(tmp_path, batch_size=4, grad_accum=2))
-    smallest = measure(build_config(tiny(tmp_path, batch_size=1, grad_accum=8)), prepare_job(config), steps=1)
-    # a budget that even micro-batches of one exceed without gradient checkpointing
+    lowest = "bf16" if cpu_has_bf16() else "fp32"
+    smallest = measure(build_config(tiny(tmp_path, batch_size=1, grad_accum=8, precision=lowest)),
+                       prepare_job(config), steps=1)
+    # a budget that even micro-batches of one exceed without gradient checkpointing, in either precision
     budget = smallest.peak_bytes - 1
     recipe = tmp_path / "tiny.yaml"
     recipe.write_text(dump_config(config))
@@ -73,6 +76,11 @@ def test_auto_fits_the_budget_at_the_best_measured_speed_and_writes_a_recipe(tmp
     assert not any(r["fits"] for r in measured if not r["gradient_checkpointing"])
     fitting = [r for r in measured if r["fits"]]
     assert chosen["tokens_per_second"] == max(r["tokens_per_second"] for r in fitting)
+    by_layout = {(r["batch_size"], r["precision"], r["gradient_checkpointing"]): r for r in measured}
+    if cpu_has_bf16():  # bf16 autocast keeps half-size activations: each layout really ran in its precision
+        for (b, p, ckpt), r in by_layout.items():
+            if p == "bf16" and (b, "fp32", ckpt) in by_layout:
+                assert r["activation_bytes"] < by_layout[(b, "fp32", ckpt)]["activation_bytes"], (b, ckpt)
     # checkpointing keeps less for backward than the same layout without it
     by_layout = {(r["batch_size"], r["precision"], r["gradient_checkpointing"]): r for r in measured}
     for (b, p, ckpt), r in by_layout.items():

@@ -115,6 +115,9 @@ def measure(config: RunConfig, job, steps: int = 5, reference_activations: dict 
     mixed, dtype = resolve_precision(cfg.precision)
     acc = make_accelerator(mixed)
     model = acc.unwrap_model(job.model, keep_fp32_wrapper=False)
+    # accelerate marks a prepared model and returns it untouched next time: clear the mark so that this
+    # layout's precision (autocast wrapper) is applied, not the previous layout's
+    model.__dict__.pop("_is_accelerate_prepared", None)
     set_gradient_checkpointing(model, cfg.gradient_checkpointing)
     optimizer = build_optimizer(model, cfg)
     total = planned_steps(job.train_enc.lengths, cfg, config.seed, acc.num_processes)
@@ -178,8 +181,8 @@ def estimate(config: RunConfig, job, m: Measurement, processes: int = 1) -> dict
         epochs = cfg.max_steps / max(windows, 1)
     else:
         epochs = cfg.epochs
-    return {"epoch_tokens": per_epoch_tokens, "epoch_seconds": round(epoch_seconds, 1), "epochs": round(epochs, 3),
-            "run_seconds": round(epoch_seconds * epochs, 1),
+    return {"epoch_tokens": per_epoch_tokens, "epoch_seconds": round(epoch_seconds, 3), "epochs": round(epochs, 3),
+            "run_seconds": round(epoch_seconds * epochs, 3),
             "steps": planned_steps(job.train_enc.lengths, cfg, config.seed, processes)}
 
 
