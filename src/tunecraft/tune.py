@@ -8,6 +8,7 @@ import csv
 import io
 import json
 import logging
+import os
 import shutil
 import time
 from pathlib import Path
@@ -97,6 +98,9 @@ class PruneReporter:
 
 def tune(config: RunConfig, tune_config: TuneConfig | None = None, overwrite: bool = False, log=print) -> dict:
     """Run the search; returns the summary (also in RUN/tune.json) with the best value, params and paths."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ConfigError("tune runs its trials one after another in one process: start it without "
+                          "accelerate launch")
     optuna = _optuna()
     tc = tune_config or config.tune
     if tc is None:

@@ -4,6 +4,7 @@ micro-batch size, accumulation, precision and gradient checkpointing to fit a me
 from __future__ import annotations
 
 import copy
+import os
 import re
 import resource
 import statistics
@@ -209,6 +210,9 @@ def plan(config: RunConfig, steps: int = 5, memory_budget: int | None = None, au
     """Measure the recipe's own layout, or (auto) search layouts for the fastest one whose peak fits
     `memory_budget` bytes. Largest micro-batches are tried first; a layout is skipped once one that needs no
     less memory and is no faster can be ruled out (gradient checkpointing only where nothing fits without it)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ConfigError("plan measures one process: run it without accelerate launch and pass --processes N "
+                          "for the time estimate on N processes")
     keep_freed_memory()
     if config.train.num_threads:
         torch.set_num_threads(config.train.num_threads)
