@@ -47,7 +47,7 @@ def launch_two(recipe: Path, *extra: str) -> None:
            "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CPU_2PROC),
            "--main_process_port", str(free_port()), "-m", "tunecraft", "train", str(recipe), *extra]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
 
@@ -83,6 +83,7 @@ def pair(tmp_path_factory):
 def test_two_processes_reach_the_same_losses_and_metrics_as_one(pair):
     out, two, one = pair
     assert (two["processes"], one["processes"]) == (2, 1)
+    assert two["train_tokens"] == one["train_tokens"]  # the same examples, counted over both processes
     a, b = losses(out / "two"), losses(out / "one")
     assert sorted(a) == sorted(b) == list(range(1, STEPS + 1))
     for step in a:
@@ -99,6 +100,16 @@ def test_gathered_evaluation_counts_every_example_exactly_once(pair):
     assert two["metrics"]["samples"] == EVAL
     predictions = (out / "two" / "predictions.jsonl").read_text().splitlines()
     assert len(predictions) == EVAL
+
+
+def test_an_evaluation_set_smaller_than_one_batch_per_process_does_not_hang(pair):
+    """13 examples are one eval batch of 16: process 1 has none to run. Evaluating through the DDP wrapper
+    hung here (its forward broadcasts buffers, a collective the idle process never joined)."""
+    out, _, _ = pair
+    launch_two(out / "two.yaml", "name=small", "data.max_eval_samples=13", "train.max_steps=2", "--overwrite")
+    summary = json.loads((out / "small" / "summary.json").read_text())
+    assert summary["processes"] == 2 and summary["metrics"]["samples"] == 13
+    assert len(records(out / "small", "eval")) == 1
 
 
 def test_a_two_process_checkpoint_resumes_on_one_process_at_the_right_step(pair, tmp_path):

@@ -21,6 +21,8 @@ def _cmd_train(args) -> int:
     from .tasks import get_task
 
     summary = train(config, resume=args.resume, overwrite=args.overwrite)
+    if os.environ.get("RANK", "0") != "0":  # under accelerate launch: process 0 prints
+        return 0
     m = summary.get("metrics") or {}
     print(f"\n{summary['name']}: {summary['method']} on {summary['base_model']}, "
           f"{summary['trainable_params']:,} trainable parameters, {summary['steps']} steps, "

@@ -178,6 +178,10 @@ def train(config: RunConfig, resume: bool = False, overwrite: bool = False, hook
         load_weights(run_dir / "checkpoints" / "best", plain)
     eval_name, eval_examples, eval_enc = (("test", data.test, test_enc) if test_enc
                                           else ("validation", data.validation, val_enc))
+    # all processes' work (each counted only its own batches); train_seconds is process 0's wall time
+    counts = torch.tensor([state.train_tokens, state.padded_tokens, state.train_examples], device=acc.device)
+    tokens, padded, examples = (int(v) for v in (acc.reduce(counts, reduction="sum") if acc.num_processes > 1
+                                                 else counts).tolist())
     logits = loop.evaluate_logits(eval_enc) if eval_enc else None
     final = loop.evaluate(eval_enc, logits) if eval_enc else {}
     baselines = run_baselines(base.path, config, data) if acc.is_main_process else []
@@ -195,10 +199,10 @@ def train(config: RunConfig, resume: bool = False, overwrite: bool = False, hook
         "best_validation": {config.train.early_stopping.metric: state.best_metric},
         "eval_split": eval_name, "metrics": final, "baselines": baselines,
         "train_seconds": round(state.train_seconds, 2), "wall_seconds": round(time.time() - started, 2),
-        "train_tokens": state.train_tokens,
-        "tokens_per_second": round(state.train_tokens / max(state.train_seconds, 1e-9), 1),
-        "examples_per_second": round(state.train_examples / max(state.train_seconds, 1e-9), 2),
-        "padding_fraction": round(1 - state.train_tokens / max(state.padded_tokens, 1), 4),
+        "train_tokens": tokens,
+        "tokens_per_second": round(tokens / max(state.train_seconds, 1e-9), 1),
+        "examples_per_second": round(examples / max(state.train_seconds, 1e-9), 2),
+        "padding_fraction": round(1 - tokens / max(padded, 1), 4),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "precision": mixed, "device": str(acc.device), "processes": acc.num_processes,
         "versions": {"tunecraft": __version__, "torch": torch.__version__,

@@ -192,7 +192,10 @@ class TrainingLoop:
 
     # -- evaluation, early stopping, best model -----------------------------------------------------
     def evaluate_logits(self, enc: Encoded) -> torch.Tensor:
-        return predict_logits(self.model, enc, self.cfg.batch_size * 2, self.pad_id, self.acc.device,
+        # the plain module, not the DDP wrapper: DDP's forward broadcasts buffers (BERT's position ids) from
+        # process 0, a collective that hangs when processes run different numbers of eval batches
+        model = self.acc.unwrap_model(self.model)
+        return predict_logits(model, enc, self.cfg.batch_size * 2, self.pad_id, self.acc.device,
                               self.autocast_dtype, self.acc.process_index, self.acc.num_processes, _gather_object)
 
     def evaluate(self, enc: Encoded, logits=None) -> dict:
