@@ -63,7 +63,7 @@ class LoopState:
     train_seconds: float = 0.0
     world_size: int = 1
     """Processes (and, below, accumulation steps) when this state was saved: a resume on another number
-    of processes maps the position in the epoch through them (see TrainingLoop.restore)."""
+    of processes maps the position in the epoch through them (see TrainingLoop.resize)."""
     grad_accum: int = 1
     history: list = field(default_factory=list)
 
