@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import sys
+from pathlib import Path
 
 from .errors import TunecraftError
 
@@ -20,6 +21,8 @@ def _cmd_train(args) -> int:
     from .tasks import get_task
 
     summary = train(config, resume=args.resume, overwrite=args.overwrite)
+    if os.environ.get("RANK", "0") != "0":  # under accelerate launch: process 0 prints
+        return 0
     m = summary.get("metrics") or {}
     print(f"\n{summary['name']}: {summary['method']} on {summary['base_model']}, "
           f"{summary['trainable_params']:,} trainable parameters, {summary['steps']} steps, "
@@ -27,6 +30,55 @@ def _cmd_train(args) -> int:
     if m:
         print(f"{summary['eval_split']}: {get_task(summary['task']).summary_line(m)}")
     print(f"report: {summary.get('report')}")
+    return 0
+
+
+def _cmd_plan(args) -> int:
+    import json
+
+    from .config import dump_config, load_config
+    from .train.checkpoint import write_text_atomically
+    from .train.plan import format_plan, parse_bytes, plan
+
+    config = load_config(args.recipe, args.overrides)
+    budget = parse_bytes(args.memory_budget) if args.memory_budget else None
+    result = plan(config, steps=args.steps, memory_budget=budget, auto=args.auto, processes=args.processes)
+    print(format_plan(result))
+    chosen = result.pop("config", None)
+    if args.out and chosen is not None:
+        write_text_atomically(Path(args.out), dump_config(chosen))
+        print(f"planned recipe: {args.out}")
+    if args.json:
+        write_text_atomically(Path(args.json), json.dumps(result, indent=2))
+    return 0 if result["fits"] else 1
+
+
+def _cmd_tune(args) -> int:
+    import yaml
+
+    from .config import TuneConfig, load_config
+    from .errors import ConfigError
+    from .tune import tune
+
+    config = load_config(args.recipe, args.overrides)
+    space = None
+    if args.space:
+        try:
+            raw = yaml.safe_load(Path(args.space).read_text(encoding="utf-8")) or {}
+            space = TuneConfig.model_validate(raw.get("tune", raw))
+        except (OSError, yaml.YAMLError, ValueError) as err:
+            raise ConfigError(f"--space {args.space}: {err}") from None
+    if space is not None and args.trials:
+        space.trials = args.trials
+    elif args.trials and config.tune is not None:
+        config.tune.trials = args.trials
+    if args.no_progress:
+        config.train.progress = False
+    result = tune(config, space, overwrite=args.overwrite)
+    print(f"\n{result['complete']} trials complete, {result['pruned']} pruned; best: trial {result['best_trial']}, "
+          f"validation {result['metric']} {result['best_value']:.4f}")
+    print("  ".join(f"{k}={v}" for k, v in result["best_params"].items()))
+    print(f"results: {result['results']}\nbest recipe: {result['best_recipe']}")
     return 0
 
 
@@ -164,6 +216,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("plan", help="measure a few real steps: memory split, tokens/s, time per epoch and run",
+                       description="Runs 1 + --steps real optimizer steps of the recipe (nothing is saved) and "
+                                   "prints parameter/gradient/optimizer/activation memory, tokens/s and the "
+                                   "estimated time per epoch and for the run. --auto measures layouts with the "
+                                   "recipe's global batch (micro-batch × accumulation, fp32/bf16, gradient "
+                                   "checkpointing) and picks the fastest that fits --memory-budget. Exit status "
+                                   "1 when the recipe's layout does not fit the budget.")
+    p.add_argument("recipe")
+    p.add_argument("overrides", nargs="*", help="dotted.key=value, e.g. train.batch_size=64")
+    p.add_argument("--steps", type=int, default=5, help="timed optimizer steps per layout (after one warm-up)")
+    p.add_argument("--memory-budget", help="e.g. 4GB, 512MB, 8GiB: the model's peak must fit")
+    p.add_argument("--auto", action="store_true", help="choose the layout that fits the budget at the best speed")
+    p.add_argument("--processes", type=int, default=1, help="estimate time for N data-parallel processes")
+    p.add_argument("--out", help="--auto: write the recipe with the chosen layout here")
+    p.add_argument("--json", help="write every measurement as JSON here")
+    p.set_defaults(func=_cmd_plan)
+
+    p = sub.add_parser("tune", help="hyper-parameter search (Optuna) with pruning; writes the best recipe",
+                       description="Searches the recipe's `tune.space` (or --space FILE): each trial is a "
+                                   "training run in RUN/trials/; the validation metric is reported after every "
+                                   "evaluation and the median pruner stops trailing trials. Writes "
+                                   "RUN/results.md, RUN/results.csv and RUN/best.yaml.")
+    p.add_argument("recipe")
+    p.add_argument("overrides", nargs="*", help="dotted.key=value, e.g. data.max_train_samples=500")
+    p.add_argument("--space", help="a YAML file with the search settings (a `tune:` mapping)")
+    p.add_argument("--trials", type=int, help="number of trials (overrides tune.trials)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing search folder")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_cmd_tune)
 
     p = sub.add_parser("continual", help="learn a stream of tasks one after another; measure what is forgotten")
     p.add_argument("recipe")

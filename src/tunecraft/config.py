@@ -132,6 +132,8 @@ class TrainConfig(Strict):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     """auto: bf16 where the hardware has it (CPU with AVX512-BF16/AMX, Ampere+ GPU), else fp32."""
     group_by_length: bool = True
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass instead of storing them: less memory, slower steps."""
     eval_every: int | None = Field(None, ge=1)
     """Evaluate on the validation split every N optimizer steps (and always at each epoch end)."""
     eval_each_epoch: bool = True
@@ -182,6 +184,57 @@ class BaselinesConfig(Strict):
     """A cloze-prompt baseline; needs a base model with a masked-LM head (e.g. one from `tunecraft pretrain`)."""
 
 
+class ParamSpace(Strict):
+    """One searched value: a float or int range (log-uniform with `log`), or a list of choices."""
+
+    type: Literal["float", "int", "categorical"]
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+    """Grid step of an int (or float) range; null: any value."""
+    choices: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _complete(self):
+        if self.type == "categorical":
+            if not self.choices:
+                raise ValueError("a categorical parameter needs a non-empty `choices` list")
+        elif self.low is None or self.high is None or self.low > self.high:
+            raise ValueError(f"a {self.type} parameter needs low <= high")
+        elif self.log and self.low <= 0:
+            raise ValueError("a log-scaled range needs low > 0")
+        return self
+
+
+class TuneConfig(Strict):
+    """Hyper-parameter search (`tunecraft tune`, Optuna). Each trial is a training run of this recipe with the
+    `space` values as dotted overrides; the validation metric is reported after every evaluation so that the
+    pruner can stop trials that trail the others."""
+
+    trials: int = Field(10, ge=1)
+    timeout_minutes: float | None = Field(None, gt=0)
+    """Stop starting new trials after this long (the running one finishes)."""
+    metric: str | None = None
+    """The validation metric to optimise; default: train.early_stopping.metric (trials select on it too)."""
+    direction: Literal["maximize", "minimize"] | None = None
+    """Default: from train.early_stopping.mode."""
+    sampler: Literal["tpe", "random"] = "tpe"
+    pruner: Literal["median", "none"] = "median"
+    startup_trials: int = Field(2, ge=0)
+    """Trials that run to the end before the median pruner may prune anything."""
+    warmup_evals: int = Field(0, ge=0)
+    """Evaluations of a trial before it may be pruned."""
+    seed: int | None = None
+    """Sampler seed; null: the recipe's seed."""
+    space: dict[str, ParamSpace] = {}
+    """Dotted recipe key → its range, e.g. `train.lr: {type: float, low: 1e-4, high: 3e-3, log: true}`."""
+    first: list[dict[str, Any]] = []
+    """Settings tried first, in order (e.g. the recipe's own values as a baseline): key → value."""
+    keep_models: bool = False
+    """Keep each trial's model/, adapter/ and checkpoints/ (off: only the best recipe is kept, re-train it)."""
+
+
 class RunConfig(Strict):
     name: str = "run"
     output_dir: str = "runs"
@@ -194,6 +247,8 @@ class RunConfig(Strict):
     )
     train: TrainConfig = TrainConfig()
     baselines: BaselinesConfig = BaselinesConfig()
+    tune: TuneConfig | None = None
+    """Read by `tunecraft tune` only; `train` ignores it."""
 
     @model_validator(mode="after")
     def _task_defaults(self):

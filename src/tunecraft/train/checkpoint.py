@@ -48,8 +48,13 @@ def _write_atomically(target: Path, write) -> None:
 
 
 def write_json_atomically(path: Path, data) -> None:
+    write_text_atomically(path, json.dumps(data, indent=2))
+
+
+def write_text_atomically(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2), encoding="utf-8")
+    tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
 
 

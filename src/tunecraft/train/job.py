@@ -7,10 +7,12 @@ import platform
 import resource
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import transformers
+import yaml
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 
@@ -35,15 +37,26 @@ def make_accelerator(mixed_precision: str) -> Accelerator:
     return Accelerator(mixed_precision=mixed_precision, cpu=not torch.cuda.is_available())
 
 
+# how the work is laid out, not what is learned: a resume may change them (another number of processes
+# usually comes with another grad_accum, to keep the global batch)
+LAYOUT_KEYS = ("grad_accum", "num_threads", "progress", "tensorboard")
+
+
 def check_run_dir(config: RunConfig, resume: bool, overwrite: bool) -> None:
     """Refuse early (before any work) to resume what is not there or to replace a run by accident."""
     run_dir, saved = config.run_dir, config.run_dir / "config.yaml"
     if resume:
         if not saved.is_file():
             raise TunecraftError(f"cannot resume: {saved} does not exist")
-        if saved.read_text(encoding="utf-8") != dump_config(config):
+        before = yaml.safe_load(saved.read_text(encoding="utf-8"))
+        now = yaml.safe_load(dump_config(config))
+        for section in (before, now):
+            for key in LAYOUT_KEYS:
+                section.get("train", {}).pop(key, None)
+        if before != now:
             raise TunecraftError(f"cannot resume {run_dir}: the recipe differs from its config.yaml; "
-                                 "resume with the same recipe and overrides")
+                                 "resume with the same recipe and overrides (only train."
+                                 f"{', train.'.join(LAYOUT_KEYS)} may change)")
     elif run_dir.exists() and any(run_dir.iterdir()) and not overwrite:
         raise TunecraftError(f"{run_dir} already exists: pass --resume to continue it, --overwrite to "
                              "replace it, or name=... for a new run")
@@ -55,6 +68,75 @@ def prepare_run_dir(config: RunConfig, resume: bool) -> Path:
         shutil.rmtree(run_dir, ignore_errors=True)
         run_dir.mkdir(parents=True)
     return run_dir
+
+
+@dataclass
+class Job:
+    """What a run trains on and with, built from the config; nothing written yet."""
+
+    task: object
+    data: object
+    base: object
+    tokenizer: object
+    meta: dict
+    train_examples: list
+    train_enc: object
+    val_enc: object
+    test_enc: object
+    method: object
+    model: torch.nn.Module
+
+
+def prepare_job(config: RunConfig, model=None, data=None) -> Job:
+    """Data → tokenized splits → model + method (shared by `train` and `plan`). Only reads: bad data or a
+    bad method config fail here, before any run folder is touched."""
+    task = get_task(config.task)
+    metric = config.train.early_stopping.metric
+    if metric not in task.METRICS:
+        raise ConfigError(f"train.early_stopping.metric: unknown metric '{metric}' for {config.task}; "
+                          f"choose one of {', '.join(task.METRICS)}")
+    if data is None:
+        data = task.load_data(config.data)  # bad data fails here, before the run folder is touched
+    base = prepare_base(config.model, lambda: task.training_texts(data.train))
+    for i, described in enumerate(config.baselines.descriptions or []):
+        missing = sorted(set(data.label_map.labels) - set(described))
+        if config.task == "classification" and missing:
+            raise ConfigError(f"baselines.descriptions[{i}]: no description for {', '.join(missing)}")
+    tokenizer = base.tokenizer
+    if config.baselines.cloze and config.task == "classification":  # refuse a bad cloze set-up before training
+        verbalizer_ids(tokenizer, data.label_map.labels, config.baselines.cloze.verbalizers)
+        if base.path is None:
+            raise ConfigError("baselines.cloze: needs a pre-trained base model with a masked-LM head")
+        masked_lm(base.path)
+    lmap = data.label_map
+    meta = model_meta(config, task, lmap, data.columns)
+    if config.data.augment.copies and config.task != "classification":
+        raise ConfigError("data.augment: text augmentation is for classification only")
+    train_examples = augment_examples(data.train, config.data.augment, config.seed)  # training split only
+    train_enc = task.encode(tokenizer, train_examples, meta, lmap)
+    val_enc = task.encode(tokenizer, data.validation, meta, lmap) if data.validation else None
+    test_enc = task.encode(tokenizer, data.test, meta, lmap) if data.test else None
+
+    if model is None:
+        model = task.build_model(base, lmap, config.model.dropout)
+    method = get_method(config.method.name)
+    try:
+        model = method.apply(model, config.method, config.task)
+    except ValueError as err:
+        raise ConfigError(f"method: {err}") from None
+    set_gradient_checkpointing(model, config.train.gradient_checkpointing)
+    return Job(task, data, base, tokenizer, meta, train_examples, train_enc, val_enc, test_enc, method, model)
+
+
+def set_gradient_checkpointing(model: torch.nn.Module, on: bool) -> None:
+    """Recompute each block's activations in the backward pass instead of keeping them (less memory, about a
+    third more compute). Non-reentrant checkpointing needs no input gradients, so it works with frozen
+    embeddings (LoRA and the other PEFT methods)."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if on:
+        inner.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    elif getattr(inner, "is_activation_checkpointing", False):
+        inner.gradient_checkpointing_disable()
 
 
 def train(config: RunConfig, resume: bool = False, overwrite: bool = False, hooks=(), loss_terms=(),
@@ -71,41 +153,10 @@ def train(config: RunConfig, resume: bool = False, overwrite: bool = False, hook
         torch.set_num_threads(config.train.num_threads)
     transformers.set_seed(config.seed)
     mixed, dtype = resolve_precision(config.train.precision)
-    task = get_task(config.task)
-    metric = config.train.early_stopping.metric
-    if metric not in task.METRICS:
-        raise ConfigError(f"train.early_stopping.metric: unknown metric '{metric}' for {config.task}; "
-                          f"choose one of {', '.join(task.METRICS)}")
-
-    if data is None:
-        data = task.load_data(config.data)  # bad data fails here, before the run folder is touched
-    base = prepare_base(config.model, lambda: task.training_texts(data.train))
-    for i, described in enumerate(config.baselines.descriptions or []):
-        missing = sorted(set(data.label_map.labels) - set(described))
-        if config.task == "classification" and missing:
-            raise ConfigError(f"baselines.descriptions[{i}]: no description for {', '.join(missing)}")
-    tokenizer = base.tokenizer
-    if config.baselines.cloze and config.task == "classification":  # refuse a bad cloze set-up before training
-        verbalizer_ids(tokenizer, data.label_map.labels, config.baselines.cloze.verbalizers)
-        if base.path is None:
-            raise ConfigError("baselines.cloze: needs a pre-trained base model with a masked-LM head")
-        masked_lm(base.path)
-    lmap, max_len = data.label_map, config.model.max_length
-    meta = model_meta(config, task, lmap, data.columns)
-    if config.data.augment.copies and config.task != "classification":
-        raise ConfigError("data.augment: text augmentation is for classification only")
-    train_examples = augment_examples(data.train, config.data.augment, config.seed)  # training split only
-    train_enc = task.encode(tokenizer, train_examples, meta, lmap)
-    val_enc = task.encode(tokenizer, data.validation, meta, lmap) if data.validation else None
-    test_enc = task.encode(tokenizer, data.test, meta, lmap) if data.test else None
-
-    if model is None:
-        model = task.build_model(base, lmap, config.model.dropout)
-    method = get_method(config.method.name)
-    try:
-        model = method.apply(model, config.method, config.task)
-    except ValueError as err:
-        raise ConfigError(f"method: {err}") from None
+    job = prepare_job(config, model=model, data=data)
+    task, data, base, tokenizer, meta = job.task, job.data, job.base, job.tokenizer, job.meta
+    lmap, max_len, method, model = data.label_map, config.model.max_length, job.method, job.model
+    train_examples, train_enc, val_enc, test_enc = job.train_examples, job.train_enc, job.val_enc, job.test_enc
     trainable, total = count_parameters(model)
 
     # everything above only reads; the run folder is touched once the inputs are known to be good
@@ -132,6 +183,10 @@ def train(config: RunConfig, resume: bool = False, overwrite: bool = False, hook
         load_weights(run_dir / "checkpoints" / "best", plain)
     eval_name, eval_examples, eval_enc = (("test", data.test, test_enc) if test_enc
                                           else ("validation", data.validation, val_enc))
+    # all processes' work (each counted only its own batches); train_seconds is process 0's wall time
+    counts = torch.tensor([state.train_tokens, state.padded_tokens, state.train_examples], device=acc.device)
+    tokens, padded, examples = (int(v) for v in (acc.reduce(counts, reduction="sum") if acc.num_processes > 1
+                                                 else counts).tolist())
     logits = loop.evaluate_logits(eval_enc) if eval_enc else None
     final = loop.evaluate(eval_enc, logits) if eval_enc else {}
     baselines = run_baselines(base.path, config, data) if acc.is_main_process else []
@@ -151,10 +206,10 @@ def train(config: RunConfig, resume: bool = False, overwrite: bool = False, hook
         "best_validation": {config.train.early_stopping.metric: state.best_metric},
         "eval_split": eval_name, "metrics": final, "baselines": baselines,
         "train_seconds": round(state.train_seconds, 2), "wall_seconds": round(time.time() - started, 2),
-        "train_tokens": state.train_tokens,
-        "tokens_per_second": round(state.train_tokens / max(state.train_seconds, 1e-9), 1),
-        "examples_per_second": round(state.train_examples / max(state.train_seconds, 1e-9), 2),
-        "padding_fraction": round(1 - state.train_tokens / max(state.padded_tokens, 1), 4),
+        "train_tokens": tokens,
+        "tokens_per_second": round(tokens / max(state.train_seconds, 1e-9), 1),
+        "examples_per_second": round(examples / max(state.train_seconds, 1e-9), 2),
+        "padding_fraction": round(1 - tokens / max(padded, 1), 4),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "precision": mixed, "device": str(acc.device), "processes": acc.num_processes,
         "versions": {"tunecraft": __version__, "torch": torch.__version__,

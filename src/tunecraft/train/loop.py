@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -23,6 +24,8 @@ from ..evaluate.inference import predict_logits
 from ..evaluate.metrics import headline
 from .checkpoint import latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint, save_weights
 from .regularizers import LossPlugins
+
+logger = logging.getLogger(__name__)
 
 
 def epoch_windows(lengths: list[int], cfg, seed: int, epoch: int, rank: int = 0,
@@ -58,6 +61,10 @@ class LoopState:
     padded_tokens: int = 0
     train_examples: int = 0
     train_seconds: float = 0.0
+    world_size: int = 1
+    """Processes (and, below, accumulation steps) when this state was saved: a resume on another number
+    of processes maps the position in the epoch through them (see TrainingLoop.resize)."""
+    grad_accum: int = 1
     history: list = field(default_factory=list)
 
 
@@ -73,7 +80,8 @@ class TrainingLoop:
         self.loss_terms = list(loss_terms)
         self.loss_plugins = LossPlugins.from_config(cfg, model)  # label smoothing, R-Drop, FGM/PGD
         self.ckpt_dir = run_dir / "checkpoints"
-        self.state = LoopState(total_steps=planned_steps(train_enc.lengths, cfg, seed, accelerator.num_processes))
+        self.state = LoopState(total_steps=planned_steps(train_enc.lengths, cfg, seed, accelerator.num_processes),
+                               world_size=accelerator.num_processes, grad_accum=cfg.grad_accum)
         self.writer = None
         self._windows: tuple[int | None, list] = (None, [])
 
@@ -148,6 +156,8 @@ class TrainingLoop:
             loss_value += summed.item()
             self.state.train_tokens += int(batch["attention_mask"].sum())
             self.state.padded_tokens += batch["attention_mask"].numel()
+        if world > 1:  # the logged loss is the global batch's, as with one process
+            loss_value = float(self.acc.reduce(torch.tensor(loss_value, device=self.acc.device), reduction="sum"))
         grad_norm = None
         if self.cfg.max_grad_norm:
             grad_norm = float(self.acc.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm))
@@ -156,8 +166,8 @@ class TrainingLoop:
         self.state.train_seconds += time.perf_counter() - start
         self.state.train_examples += sum(len(idx) for idx in window)  # sequences (windows, for NER)
         self.state.log_loss_sum += loss_value
-        self.state.log_count += local
-        return {"loss": loss_value / max(local, 1), "grad_norm": grad_norm}
+        self.state.log_count += total
+        return {"loss": loss_value / max(total, 1), "grad_norm": grad_norm}
 
     def after_step(self, stats: dict, epoch_end: bool) -> None:
         s, cfg = self.state, self.cfg
@@ -182,7 +192,10 @@ class TrainingLoop:
 
     # -- evaluation, early stopping, best model -----------------------------------------------------
     def evaluate_logits(self, enc: Encoded) -> torch.Tensor:
-        return predict_logits(self.model, enc, self.cfg.batch_size * 2, self.pad_id, self.acc.device,
+        # the plain module, not the DDP wrapper: DDP's forward broadcasts buffers (BERT's position ids) from
+        # process 0, a collective that hangs when processes run different numbers of eval batches
+        model = self.acc.unwrap_model(self.model)
+        return predict_logits(model, enc, self.cfg.batch_size * 2, self.pad_id, self.acc.device,
                               self.autocast_dtype, self.acc.process_index, self.acc.num_processes, _gather_object)
 
     def evaluate(self, enc: Encoded, logits=None) -> dict:
@@ -235,12 +248,37 @@ class TrainingLoop:
             raise FileNotFoundError(f"no checkpoint to resume from in {self.ckpt_dir}")
         saved = load_checkpoint(found, self.acc.unwrap_model(self.model), self.optimizer, self.scheduler)
         self.state = LoopState(**saved)
+        self.resize(self.acc.num_processes, self.cfg.grad_accum)
         # metrics logged after that checkpoint belong to the lost part of the run: drop them
         path = self.run_dir / "metrics.jsonl"
         if self.acc.is_main_process and path.exists():
             kept = [line for line in path.read_text(encoding="utf-8").splitlines()
                     if line and json.loads(line)["step"] <= self.state.global_step]
             path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+
+
+    def resize(self, world: int, grad_accum: int) -> None:
+        """Carry a restored position over to another number of processes or accumulation steps. Optimizer
+        step k of an epoch covers the epoch's micro-batches [k·A·W, (k+1)·A·W) in batch_order (each process
+        takes every W-th, see epoch_windows), so the micro-batches already done, k·A·W, are where the new
+        layout starts; global_step keeps counting optimizer steps done. When they do not divide evenly the
+        new layout rounds up (skips fewer than A'·W' micro-batches) and says so."""
+        s = self.state
+        if (s.world_size, s.grad_accum) == (world, grad_accum):
+            return
+        done = s.step_in_epoch * s.grad_accum * s.world_size
+        per_step = grad_accum * world
+        s.step_in_epoch = -(-done // per_step)
+        if done % per_step:
+            logger.warning("resume on %d processes × %d accumulation steps: %d micro-batches of epoch %d are "
+                           "skipped to start on a step boundary", world, grad_accum,
+                           s.step_in_epoch * per_step - done, s.epoch)
+        if not self.cfg.max_steps:  # the rest of the epochs, counted in the new layout's steps
+            per_epoch = len(self.epoch_windows(s.epoch))
+            rest = max(0.0, self.cfg.epochs - s.epoch) * per_epoch - s.step_in_epoch
+            s.total_steps = s.global_step + max(0, math.ceil(rest))
+        logger.info("resumed a %d-process checkpoint at step %d on %d processes", s.world_size, s.global_step, world)
+        s.world_size, s.grad_accum = world, grad_accum
 
 
 def _gather_object(rows):
