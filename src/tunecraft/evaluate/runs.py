@@ -39,7 +39,7 @@ def evaluate_run(run: str | Path, data: str, split: str = "test", batch_size: in
     label_map = LabelMap(meta["labels"])
     enc = task.encode(trained.tokenizer, examples, meta, label_map)
     _, dtype = resolve_precision(precision)
-    logits = predict_logits(trained.model, enc, batch_size, trained.tokenizer.pad_token_id,
+    logits = getattr(task, "infer", predict_logits)(trained.model, enc, batch_size, trained.tokenizer.pad_token_id,
                             torch.device("cpu"), dtype)
     metrics = task.evaluate(logits, enc, label_map)
     name = (Path(data).stem if Path(data).exists() else data) + ("" if Path(data).exists() else f"-{split}")

@@ -120,15 +120,30 @@ def train(config: RunConfig, resume: bool = False, overwrite: bool = False, hook
                         train_enc=train_enc, eval_enc=val_enc, label_map=lmap, cfg=config.train,
                         seed=config.seed, run_dir=run_dir, pad_id=tokenizer.pad_token_id,
                         autocast_dtype=dtype, hooks=hooks, loss_terms=loss_terms)
+    eval_name, eval_examples, eval_enc = (("test", data.test, test_enc) if test_enc
+                                          else ("validation", data.validation, val_enc))
+    generative = getattr(task, "GENERATIVE", False) and eval_enc is not None and acc.is_main_process
+    gen = config.generation.model_dump()
+    if generative and not resume:  # the base model on the same held-out split and prompts, for before/after
+        before = {**loop.evaluate(eval_enc), **task.generation_eval(acc.unwrap_model(model), tokenizer,
+                                                                   eval_examples, gen, dtype)}
+        write_json_atomically(run_dir / "before.json", before)
     state = loop.run(resume=resume)
 
     plain = acc.unwrap_model(model)
     if state.best_step is not None:
         load_weights(run_dir / "checkpoints" / "best", plain)
-    eval_name, eval_examples, eval_enc = (("test", data.test, test_enc) if test_enc
-                                          else ("validation", data.validation, val_enc))
     logits = loop.evaluate_logits(eval_enc) if eval_enc else None
     final = loop.evaluate(eval_enc, logits) if eval_enc else {}
+    generations = []
+    if generative:
+        final.update(task.generation_eval(plain, tokenizer, eval_examples, gen, dtype))
+        before = json.loads((run_dir / "before.json").read_text(encoding="utf-8"))
+        generations = final.pop("generations", [])
+        for row, base_row in zip(generations, before.pop("generations", [])):
+            row["before"] = base_row["output"]
+        final["before"] = before
+        final["samples_shown"] = generations[: gen["report_samples"]]
     baselines = run_baselines(base.path, config, data) if acc.is_main_process else []
     summary = {
         "name": config.name, "task": config.task, "method": config.method.name, "base_model": config.model.base,
@@ -137,6 +152,7 @@ def train(config: RunConfig, resume: bool = False, overwrite: bool = False, hook
         **({"entities": data.entity_counts} if getattr(data, "entity_counts", None) else {}),
         "features": {"train": len(train_enc)},
         "truncated": {"train": train_enc.truncated, "max_length": max_len},
+        **({"overlong": train_enc.options["overlong"]} if "overlong" in train_enc.options else {}),
         "augmented_train_examples": len(train_examples) - len(data.train),
         "trainable_params": trainable, "total_params": total,
         "steps": state.global_step, "planned_steps": state.total_steps, "epochs_done": state.epoch,
@@ -157,6 +173,8 @@ def train(config: RunConfig, resume: bool = False, overwrite: bool = False, hook
         if eval_enc:
             rows = task.prediction_rows(eval_examples, logits, eval_enc, lmap)
             write_predictions(run_dir / "predictions.jsonl", rows)
+        if generations:
+            write_predictions(run_dir / "generations.jsonl", generations)
         export(method, acc.unwrap_model(model, keep_fp32_wrapper=False), tokenizer, run_dir, meta)
         write_json_atomically(run_dir / "summary.json", summary)
         summary["report"] = str(write_report(run_dir, summary, loop.state.history, task))

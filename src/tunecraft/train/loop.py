@@ -182,7 +182,8 @@ class TrainingLoop:
 
     # -- evaluation, early stopping, best model -----------------------------------------------------
     def evaluate_logits(self, enc: Encoded) -> torch.Tensor:
-        return predict_logits(self.model, enc, self.cfg.batch_size * 2, self.pad_id, self.acc.device,
+        infer = getattr(self.task, "infer", predict_logits)  # causal_lm keeps per-example sums, not logits
+        return infer(self.model, enc, self.cfg.batch_size * 2, self.pad_id, self.acc.device,
                               self.autocast_dtype, self.acc.process_index, self.acc.num_processes, _gather_object)
 
     def evaluate(self, enc: Encoded, logits=None) -> dict:
