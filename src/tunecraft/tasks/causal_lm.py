@@ -339,3 +339,25 @@ def result_blocks(metrics: dict, labels: list[str], plots: Path | None = None) -
         blocks.append(("table", ["prompt", "reference", "base model", "trained"],
                        [(r["prompt"], r["reference"], r.get("before", ""), r["output"]) for r in shown]))
     return blocks
+
+
+def chat(trained, lines, write, system: str | None = None, dtype=None) -> list[dict]:
+    """An interactive chat over `lines` (e.g. stdin): each line is the user's turn, the answer is written out and
+    kept in the history. `/reset` forgets the history, `/exit` ends. Returns the conversation."""
+    start = [{"role": "system", "content": system}] if system else []
+    history = list(start)
+    for line in lines:
+        text = line.strip()
+        if not text:
+            continue
+        if text == "/exit":
+            break
+        if text == "/reset":
+            history = list(start)
+            write("(history cleared)")
+            continue
+        history.append({"role": "user", "content": text})
+        answer = generate(trained.model, trained.tokenizer, [history], trained.meta["generation"], 1, dtype)[0]
+        history.append({"role": "assistant", "content": answer})
+        write(answer)
+    return history
