@@ -116,8 +116,10 @@ def _corpus_dir(language: str) -> Path:
 
 
 def read_chatterbot(language: str) -> list[Conversation]:
-    """Every conversation of every YAML file, turns alternating user / assistant, with its line number."""
-    out = []
+    """Every distinct conversation of the YAML files (turns alternating user / assistant) with its line number.
+    The English files repeat many conversations word for word (2,025 listed, 898 distinct): repeats are dropped,
+    else a held-out split would test on training answers."""
+    out, seen = [], set()
     for path in sorted(_corpus_dir(language).glob("*.yml")):
         root = yaml.compose(path.read_text(encoding="utf-8"))
         node = next((v for k, v in root.value if k.value == "conversations"), None)
@@ -126,6 +128,9 @@ def read_chatterbot(language: str) -> list[Conversation]:
             turns = turns[: len(turns) // 2 * 2]  # end on an answer
             if len(turns) < 2 or not all(turns):
                 continue
+            if tuple(turns) in seen:
+                continue
+            seen.add(tuple(turns))
             messages = [{"role": ("user", "assistant")[i % 2], "content": t} for i, t in enumerate(turns)]
             out.append(Conversation(messages, path=str(path), line=item.start_mark.line + 1))
     return out

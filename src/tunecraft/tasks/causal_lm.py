@@ -3,6 +3,7 @@ loss on the assistant's tokens, packing, perplexity, exact match and ROUGE-L on 
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import random
@@ -57,8 +58,13 @@ def _limit(items: list, n: int | None, seed: int) -> list:
 
 
 def bundled_split(name: str, seed: int, fractions: tuple[float, float]) -> dict[str, list[Conversation]]:
-    """A bundled chat set's fixed split by conversation: test, validation, the rest train."""
-    test, validation, train = seeded_split(BUNDLED_CHAT[name](), [fractions[1], fractions[0]], seed)
+    """A bundled chat set's fixed split by prompt: test, validation, the rest train. Conversations that share
+    their prompt (one question, several answers) land in the same split, so no held-out prompt is trained on."""
+    groups: dict[str, list[Conversation]] = {}
+    for conv in BUNDLED_CHAT[name]():
+        groups.setdefault(json.dumps(conv.messages[:-1], ensure_ascii=False), []).append(conv)
+    parts = seeded_split(list(groups.values()), [fractions[1], fractions[0]], seed)
+    test, validation, train = ([c for group in part for c in group] for part in parts)
     return {"train": train, "validation": validation, "test": test}
 
 
@@ -336,8 +342,12 @@ def result_blocks(metrics: dict, labels: list[str], plots: Path | None = None) -
     blocks = [("table", header, table)]
     shown = metrics.get("samples_shown") or []
     if shown:
-        blocks.append(("table", ["prompt", "reference", "base model", "trained"],
-                       [(r["prompt"], r["reference"], r.get("before", ""), r["output"]) for r in shown]))
+        if "before" in shown[0]:
+            blocks.append(("table", ["prompt", "reference", "base model", "trained"],
+                           [(r["prompt"], r["reference"], r["before"], r["output"]) for r in shown]))
+        else:
+            blocks.append(("table", ["prompt", "reference", "generated"],
+                           [(r["prompt"], r["reference"], r["output"]) for r in shown]))
     return blocks
 
 
