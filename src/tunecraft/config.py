@@ -196,6 +196,15 @@ class BaselinesConfig(Strict):
     the label names and two templates around them."""
     shots: list[int] = []
     """Few-shot nearest-prototype baselines with this many training examples per class (3 draws each)."""
+    icl_shots: list[int] = []
+    """In-context baselines with a causal LM: this many training examples per class in the prompt (3 draws
+    each; 0 is the instruction alone), each label word scored by log-likelihood. Empty: off."""
+    icl_model: str = "smollm2-135m"
+    """The causal LM of the in-context baselines: a bundled model or a local folder."""
+    icl_max_samples: int | None = Field(200, ge=1)
+    """Score a seeded sample of at most this many test texts (one forward pass per text and label)."""
+    icl_calibrate: bool = True
+    """Contextual calibration: divide each label's probability by its probability for the text "N/A"."""
 
 
 class RunConfig(Strict):
