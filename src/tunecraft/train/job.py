@@ -122,12 +122,13 @@ def train(config: RunConfig, resume: bool = False, overwrite: bool = False, hook
                         autocast_dtype=dtype, hooks=hooks, loss_terms=loss_terms)
     eval_name, eval_examples, eval_enc = (("test", data.test, test_enc) if test_enc
                                           else ("validation", data.validation, val_enc))
-    generative = getattr(task, "GENERATIVE", False) and eval_enc is not None and acc.is_main_process
+    generative = getattr(task, "GENERATIVE", False) and eval_enc is not None
     gen = config.generation.model_dump()
     if generative and not resume:  # the base model on the same held-out split and prompts, for before/after
-        before = {**loop.evaluate(eval_enc), **task.generation_eval(acc.unwrap_model(model), tokenizer,
-                                                                   eval_examples, gen, dtype)}
-        write_json_atomically(run_dir / "before.json", before)
+        before = loop.evaluate(eval_enc)  # every process takes part; generation is the main process's alone
+        if acc.is_main_process:
+            before.update(task.generation_eval(acc.unwrap_model(model), tokenizer, eval_examples, gen, dtype))
+            write_json_atomically(run_dir / "before.json", before)
     state = loop.run(resume=resume)
 
     plain = acc.unwrap_model(model)
@@ -136,7 +137,7 @@ def train(config: RunConfig, resume: bool = False, overwrite: bool = False, hook
     logits = loop.evaluate_logits(eval_enc) if eval_enc else None
     final = loop.evaluate(eval_enc, logits) if eval_enc else {}
     generations = []
-    if generative:
+    if generative and acc.is_main_process:
         final.update(task.generation_eval(plain, tokenizer, eval_examples, gen, dtype))
         before = json.loads((run_dir / "before.json").read_text(encoding="utf-8"))
         generations = final.pop("generations", [])
