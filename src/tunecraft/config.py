@@ -54,6 +54,37 @@ class NerDataConfig(Strict):
     """Score entities in seqeval's strict mode (exact scheme-valid tag sequences) instead of conlleval's."""
 
 
+class SftDataConfig(Strict):
+    """Instruction-tuning data (task: causal_lm)."""
+
+    format: Literal["auto", "messages", "sharegpt", "alpaca", "text"] = "auto"
+    """JSONL rows with `messages` (OpenAI roles), `conversations` (ShareGPT from/value), Alpaca
+    instruction/input/output, or `text`; auto tells them apart per row. A .txt file is plain text per line."""
+    train_on: Literal["assistant", "all"] = "assistant"
+    """Learn only the assistant's tokens (the prompt and the template's other parts take no loss), or all."""
+    packing: bool = False
+    """Join whole training examples into rows of up to model.max_length tokens (less padding)."""
+    overlong: Literal["error", "drop", "truncate"] = "drop"
+    """An example longer than model.max_length: stop with its file and line, drop it, or cut its end. Dropped
+    and cut examples are counted in the log and in summary.json (truncated), never silently."""
+
+
+class GenerationSettings(Strict):
+    """How causal_lm runs generate: held-out evaluation, the report's samples, predict and chat."""
+
+    max_new_tokens: int = Field(48, ge=1, le=4096)
+    temperature: float = Field(0.0, ge=0.0)
+    """0 is greedy decoding."""
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    stop: list[str] = []
+    """Strings that end a generated answer (it is cut before them)."""
+    eval_samples: int = Field(32, ge=0)
+    """Held-out answers generated for exact match and ROUGE-L (0: perplexity only)."""
+    report_samples: int = Field(6, ge=0)
+    """Of those, shown in the report beside the base model's answer to the same prompt."""
+    batch_size: int = Field(16, ge=1)
+
+
 class AugmentConfig(Strict):
     """EDA-style augmentation of the training split only (Wei & Zou 2019): each copy applies synonym
     replacement, random insertion, random swap and random deletion, each to about `alpha` of the words."""
@@ -83,6 +114,7 @@ class DataConfig(Strict):
     max_train_samples: int | None = Field(None, ge=1)
     max_eval_samples: int | None = Field(None, ge=1)
     ner: NerDataConfig = NerDataConfig()
+    sft: SftDataConfig = SftDataConfig()
     augment: AugmentConfig = AugmentConfig()
 
 
@@ -90,7 +122,8 @@ class EarlyStoppingConfig(Strict):
     metric: str | None = None
     """The validation metric that picks the best model: accuracy for classification, f1 (entity-level)
     for token classification, when not set."""
-    mode: Literal["max", "min"] = "max"
+    mode: Literal["max", "min"] | None = None
+    """null: min for loss and perplexity, max for everything else."""
     patience: int | None = Field(None, ge=1)
     """Stop after this many evaluations without improvement; null never stops early."""
 
@@ -233,13 +266,22 @@ class TuneConfig(Strict):
     """Settings tried first, in order (e.g. the recipe's own values as a baseline): key → value."""
     keep_models: bool = False
     """Keep each trial's model/, adapter/ and checkpoints/ (off: only the best recipe is kept, re-train it)."""
+    icl_shots: list[int] = []
+    """In-context baselines with a causal LM: this many training examples per class in the prompt (3 draws
+    each; 0 is the instruction alone), each label word scored by log-likelihood. Empty: off."""
+    icl_model: str = "smollm2-135m"
+    """The causal LM of the in-context baselines: a bundled model or a local folder."""
+    icl_max_samples: int | None = Field(200, ge=1)
+    """Score a seeded sample of at most this many test texts (one forward pass per text and label)."""
+    icl_calibrate: bool = True
+    """Contextual calibration: divide each label's probability by its probability for the text "N/A"."""
 
 
 class RunConfig(Strict):
     name: str = "run"
     output_dir: str = "runs"
     seed: int = 42
-    task: Literal["classification", "token_classification"] = "classification"
+    task: Literal["classification", "token_classification", "causal_lm"] = "classification"
     model: ModelConfig = ModelConfig()
     data: DataConfig = DataConfig()
     method: Annotated[MethodConfig, Field(discriminator="name")] = Field(
@@ -249,11 +291,15 @@ class RunConfig(Strict):
     baselines: BaselinesConfig = BaselinesConfig()
     tune: TuneConfig | None = None
     """Read by `tunecraft tune` only; `train` ignores it."""
+    generation: GenerationSettings = GenerationSettings()
 
     @model_validator(mode="after")
     def _task_defaults(self):
-        if self.train.early_stopping.metric is None:
-            self.train.early_stopping.metric = "f1" if self.task == "token_classification" else "accuracy"
+        es = self.train.early_stopping
+        if es.metric is None:
+            es.metric = {"token_classification": "f1", "causal_lm": "loss"}.get(self.task, "accuracy")
+        if es.mode is None:
+            es.mode = "min" if es.metric in ("loss", "perplexity") else "max"
         return self
 
     @property

@@ -1,6 +1,8 @@
-"""Baselines that train nothing, for classification with a sentence encoder: zero-shot by embedding
-similarity to label descriptions, and few-shot by nearest class prototype (the mean embedding of k
-examples per class). Their numbers sit next to the fine-tuned ones in every classification report."""
+"""Baselines that train nothing, for classification: with a sentence encoder, zero-shot by embedding
+similarity to label descriptions and few-shot by nearest class prototype (the mean embedding of k
+examples per class); with a causal LM, in-context few-shot (an instruction and k examples per class in the
+prompt, each label word scored by its log-likelihood). Their numbers sit next to the fine-tuned ones in
+every classification report."""
 
 from __future__ import annotations
 
@@ -159,6 +161,89 @@ def lexicon_ner(train, test, scheme: str = "bio", strict: bool = False) -> dict:
     return {"name": "lexicon (training entity strings, longest match)", "entries": len(known), "metrics": metrics}
 
 
+def icl_prompt(labels: list[str], shots: list[tuple[str, str]], text: str) -> str:
+    """An instruction, the examples as Text/Label pairs, then the text to label; the label follows "Label:"."""
+    lines = [f"Classify each text as one of: {', '.join(labels)}.", ""]
+    for example, label in shots:
+        lines += [f"Text: {example}", f"Label: {label}", ""]
+    return "\n".join([*lines, f"Text: {text}", "Label:"])
+
+
+@torch.no_grad()
+def label_log_likelihoods(lm, tokenizer, prompt: str, labels: list[str]) -> torch.Tensor:
+    """log P(" " + label | prompt) for each label, summed over the label's tokens: one batch of len(labels)
+    rows, left-padded so that every label ends the row and only the last positions' logits are computed."""
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    label_ids = [tokenizer(" " + label, add_special_tokens=False)["input_ids"] for label in labels]
+    longest = max(len(ids) for ids in label_ids)
+    width = len(prompt_ids) + longest
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    batch = torch.full((len(labels), width), pad, dtype=torch.long)
+    mask = torch.zeros_like(batch)
+    for row, ids in enumerate(label_ids):
+        seq = prompt_ids + ids
+        batch[row, width - len(seq):] = torch.tensor(seq)
+        mask[row, width - len(seq):] = 1
+    positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
+    logits = lm(input_ids=batch, attention_mask=mask, position_ids=positions, logits_to_keep=longest + 1).logits
+    logprobs = torch.log_softmax(logits.float(), dim=-1)  # [labels, longest + 1, vocab]: the row's last positions
+    scores = []
+    for row, ids in enumerate(label_ids):
+        kept = torch.arange(longest - len(ids), longest)  # the positions that predict the label's tokens
+        scores.append(logprobs[row, kept, torch.tensor(ids)].sum())
+    return torch.stack(scores)
+
+
+def in_context(lm, tokenizer, labels: list[str], train, test, test_y: list[int], shots: int, seeds: int = 3,
+               calibrate: bool = False) -> dict:
+    """`shots` random training examples per class (shuffled together) in the prompt, over `seeds` draws; the
+    prediction is the label word with the highest log-likelihood. shots=0 is the instruction alone. With
+    `calibrate`, each label's probability is divided by its probability for the content-free text "N/A" in
+    the same prompt (contextual calibration, Zhao et al. 2021), which removes the prompt's bias to a label."""
+    by_label = [[e.text for e in train if e.label == name] for name in labels]
+    accuracies, last = [], None
+    for seed in range(seeds if shots else 1):
+        rng = random.Random(seed)
+        examples = [(text, name) for name, pool in zip(labels, by_label)
+                    for text in rng.sample(pool, min(shots, len(pool)))]
+        rng.shuffle(examples)
+        bias = torch.zeros(len(labels))
+        if calibrate:
+            bias = torch.log_softmax(label_log_likelihoods(lm, tokenizer, icl_prompt(labels, examples, "N/A"),
+                                                           labels), dim=0)
+        predictions = [int((torch.log_softmax(label_log_likelihoods(lm, tokenizer, icl_prompt(labels, examples,
+                                                                                            e.text), labels), dim=0)
+                            - bias).argmax()) for e in test]
+        last = classification_metrics(test_y, predictions, labels)
+        accuracies.append(last["accuracy"])
+    mean = sum(accuracies) / len(accuracies)
+    std = (sum((a - mean) ** 2 for a in accuracies) / len(accuracies)) ** 0.5
+    name = f"in-context{' calibrated' if calibrate else ''} (k={shots} per class, {len(test)} test texts)"
+    return {"name": name, "accuracies": accuracies,
+            "accuracy_mean": mean, "accuracy_std": std, "metrics": {**last, "accuracy": mean}}
+
+
+def run_icl_baselines(config, data) -> list[dict]:
+    """The in-context baselines with the causal LM named by baselines.icl_model, on a seeded sample of at most
+    baselines.icl_max_samples test texts."""
+    cfg = config.baselines
+    if config.task != "classification" or not cfg.icl_shots:
+        return []
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ..models import resolve_base
+
+    path = resolve_base(cfg.icl_model)
+    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    lm = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32).eval()
+    test = data.test or data.validation
+    if cfg.icl_max_samples and len(test) > cfg.icl_max_samples:
+        test = random.Random(config.seed).sample(test, cfg.icl_max_samples)
+    labels, ids = data.label_map.labels, data.label_map.label2id
+    return [in_context(lm, tokenizer, labels, data.train, test, [ids[e.label] for e in test], k,
+                       calibrate=cfg.icl_calibrate) for k in cfg.icl_shots]
+
+
 def run_baselines(base_path, config, data) -> list[dict]:
     """The baselines the recipe asks for, on the run's own validation/test splits, with the base encoder."""
     from transformers import AutoModel, AutoTokenizer
@@ -168,7 +253,7 @@ def run_baselines(base_path, config, data) -> list[dict]:
         ner = config.data.ner
         return [lexicon_ner(data.train, data.test or data.validation, ner.scheme, ner.strict)]
     if config.task != "classification" or base_path is None or not (cfg.zero_shot or cfg.shots or cfg.cloze):
-        return []
+        return run_icl_baselines(config, data)
     tokenizer = AutoTokenizer.from_pretrained(str(base_path))
     model = AutoModel.from_pretrained(str(base_path))
 
@@ -189,7 +274,7 @@ def run_baselines(base_path, config, data) -> list[dict]:
     if cfg.cloze:
         out.append(cloze(masked_lm(base_path), tokenizer, labels, cfg.cloze, [e.text for e in test], test_y,
                          config.model.max_length))
-    return out
+    return out + run_icl_baselines(config, data)
 
 
 def finetune_shots(config, data, run_dir) -> list[dict]:

@@ -84,22 +84,30 @@ def _cell(value) -> str:
     return fmt(value).replace("|", "\\|")
 
 
+def _length_row(summary: dict) -> tuple[str, object]:
+    """How the run handled texts longer than max_length."""
+    cut = f"{summary['truncated']['train']} (max_length {summary['truncated']['max_length']})"
+    if summary["task"] == "classification":
+        return "truncated training texts", cut
+    if summary["task"] == "causal_lm":
+        return f"training examples longer than max_length ({summary.get('overlong', 'drop')})", cut
+    return ("training windows (sentences longer than max_length are split into overlapping windows, never "
+            "truncated)", summary["features"]["train"])
+
+
 def _sections(summary: dict, images: dict[str, Path], results: list) -> list[tuple[str, list]]:
     m = summary.get("metrics") or {}
     frac = summary["trainable_params"] / max(summary["total_params"], 1)
     setup = [
         ("base model", summary["base_model"]), ("method", summary["method"]),
         ("trainable parameters", f"{summary['trainable_params']:,} of {summary['total_params']:,} ({frac:.2%})"),
-        ("data", summary["data"]), ("labels", ", ".join(summary["labels"])),
+        ("data", summary["data"]), *([("labels", ", ".join(summary["labels"]))] if summary["labels"] else []),
         ("examples (train / validation / test)",
          f"{summary['sizes']['train']} / {summary['sizes']['validation']} / {summary['sizes']['test']}"),
         *([("entities per split", "; ".join(f"{split}: " + ", ".join(f"{t} {n}" for t, n in counts.items())
                                              for split, counts in summary["entities"].items()))]
           if summary.get("entities") else []),
-        ("truncated training texts" if summary["task"] == "classification" else "training windows (sentences "
-         "longer than max_length are split into overlapping windows, never truncated)",
-         f"{summary['truncated']['train']} (max_length {summary['truncated']['max_length']})"
-         if summary["task"] == "classification" else summary["features"]["train"]),
+        _length_row(summary),
         ("optimizer steps", f"{summary['steps']} of {summary['planned_steps']}"
                             + (" (stopped early)" if summary["stopped_early"] else "")),
         ("best validation step", summary["best_step"]),

@@ -39,14 +39,21 @@ def evaluate_run(run: str | Path, data: str, split: str = "test", batch_size: in
     label_map = LabelMap(meta["labels"])
     enc = task.encode(trained.tokenizer, examples, meta, label_map)
     _, dtype = resolve_precision(precision)
-    logits = predict_logits(trained.model, enc, batch_size, trained.tokenizer.pad_token_id,
+    logits = getattr(task, "infer", predict_logits)(trained.model, enc, batch_size, trained.tokenizer.pad_token_id,
                             torch.device("cpu"), dtype)
     metrics = task.evaluate(logits, enc, label_map)
+    generations = []
+    if getattr(task, "GENERATIVE", False):  # exact match and ROUGE-L of generated answers too
+        metrics.update(task.generation_eval(trained.model, trained.tokenizer, examples, meta["generation"], dtype))
+        generations = metrics.pop("generations", [])
+        metrics["samples_shown"] = generations[: meta["generation"]["report_samples"]]
     name = (Path(data).stem if Path(data).exists() else data) + ("" if Path(data).exists() else f"-{split}")
     out = run / "evals" / name
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomically(out / "metrics.json", metrics)
     write_predictions(out / "predictions.jsonl", task.prediction_rows(examples, logits, enc, label_map))
+    if generations:
+        write_predictions(out / "generations.jsonl", generations)
     report = write_eval_report(out / "report.md", f"Evaluation of {run} on {name}", metrics, label_map.labels, task)
     return {"metrics": metrics, "report": str(report), "samples": len(examples), "task": meta["task"]}
 

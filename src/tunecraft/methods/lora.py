@@ -10,7 +10,8 @@ from pydantic import Field
 
 from .base import Method, MethodSettings
 
-PEFT_TASK_TYPES = {"classification": TaskType.SEQ_CLS, "token_classification": TaskType.TOKEN_CLS}
+PEFT_TASK_TYPES = {"classification": TaskType.SEQ_CLS, "token_classification": TaskType.TOKEN_CLS,
+                   "causal_lm": TaskType.CAUSAL_LM}
 
 # Default targets per architecture family: every linear layer inside the transformer blocks.
 DEFAULT_TARGETS = {
@@ -33,6 +34,8 @@ class LoraSettings(MethodSettings):
     """Scale by alpha / sqrt(r) instead of alpha / r (rank-stabilised LoRA)."""
     dora: bool = False
     """Weight-decomposed LoRA (DoRA): a learned magnitude per output and LoRA on the direction."""
+    quantize: Literal["none", "4bit"] = "none"
+    """4bit: QLoRA (the frozen base in NF4 through bitsandbytes, LoRA on top); needs a CUDA GPU."""
 
 
 class Lora(Method):
@@ -40,6 +43,8 @@ class Lora(Method):
     Config = LoraSettings
 
     def apply(self, model, cfg, task="classification"):
+        if cfg.quantize == "4bit":
+            model = quantized_4bit(model)
         targets = cfg.target_modules or DEFAULT_TARGETS.get(model.config.model_type)
         if targets is None:
             raise ValueError(
@@ -62,6 +67,26 @@ class Lora(Method):
 
     def export(self, model, model_dir, adapter_dir):
         return merge_export(model, model_dir, adapter_dir)
+
+
+def quantized_4bit(model):
+    """The same base model reloaded with NF4 weights (bitsandbytes), ready for k-bit training (QLoRA)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ValueError("method.quantize=4bit (QLoRA) needs a CUDA GPU and bitsandbytes; this machine has no "
+                         "CUDA device. Use method.quantize=none (plain LoRA) on CPU")
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise ValueError("method.quantize=4bit (QLoRA) needs bitsandbytes: pip install bitsandbytes") from None
+    from peft import prepare_model_for_kbit_training
+    from transformers import BitsAndBytesConfig
+
+    quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16)
+    reloaded = type(model).from_pretrained(model.config._name_or_path, quantization_config=quant,
+                                           device_map={"": 0})
+    return prepare_model_for_kbit_training(reloaded)
 
 
 def merge_export(model, model_dir, adapter_dir):

@@ -176,19 +176,35 @@ def train(config: RunConfig, resume: bool = False, overwrite: bool = False, hook
                         train_enc=train_enc, eval_enc=val_enc, label_map=lmap, cfg=config.train,
                         seed=config.seed, run_dir=run_dir, pad_id=tokenizer.pad_token_id,
                         autocast_dtype=dtype, hooks=hooks, loss_terms=loss_terms)
+    eval_name, eval_examples, eval_enc = (("test", data.test, test_enc) if test_enc
+                                          else ("validation", data.validation, val_enc))
+    generative = getattr(task, "GENERATIVE", False) and eval_enc is not None
+    gen = config.generation.model_dump()
+    if generative and not resume:  # the base model on the same held-out split and prompts, for before/after
+        before = loop.evaluate(eval_enc)  # every process takes part; generation is the main process's alone
+        if acc.is_main_process:
+            before.update(task.generation_eval(acc.unwrap_model(model), tokenizer, eval_examples, gen, dtype))
+            write_json_atomically(run_dir / "before.json", before)
     state = loop.run(resume=resume)
 
     plain = acc.unwrap_model(model)
     if state.best_step is not None:
         load_weights(run_dir / "checkpoints" / "best", plain)
-    eval_name, eval_examples, eval_enc = (("test", data.test, test_enc) if test_enc
-                                          else ("validation", data.validation, val_enc))
     # all processes' work (each counted only its own batches); train_seconds is process 0's wall time
     counts = torch.tensor([state.train_tokens, state.padded_tokens, state.train_examples], device=acc.device)
     tokens, padded, examples = (int(v) for v in (acc.reduce(counts, reduction="sum") if acc.num_processes > 1
                                                  else counts).tolist())
     logits = loop.evaluate_logits(eval_enc) if eval_enc else None
     final = loop.evaluate(eval_enc, logits) if eval_enc else {}
+    generations = []
+    if generative and acc.is_main_process:
+        final.update(task.generation_eval(plain, tokenizer, eval_examples, gen, dtype))
+        before = json.loads((run_dir / "before.json").read_text(encoding="utf-8"))
+        generations = final.pop("generations", [])
+        for row, base_row in zip(generations, before.pop("generations", [])):
+            row["before"] = base_row["output"]
+        final["before"] = before
+        final["samples_shown"] = generations[: gen["report_samples"]]
     baselines = run_baselines(base.path, config, data) if acc.is_main_process else []
     if config.baselines.finetune_shots and config.task == "classification" and acc.num_processes == 1:
         baselines += finetune_shots(config, data, run_dir)
@@ -199,6 +215,7 @@ def train(config: RunConfig, resume: bool = False, overwrite: bool = False, hook
         **({"entities": data.entity_counts} if getattr(data, "entity_counts", None) else {}),
         "features": {"train": len(train_enc)},
         "truncated": {"train": train_enc.truncated, "max_length": max_len},
+        **({"overlong": train_enc.options["overlong"]} if "overlong" in train_enc.options else {}),
         "augmented_train_examples": len(train_examples) - len(data.train),
         "trainable_params": trainable, "total_params": total,
         "steps": state.global_step, "planned_steps": state.total_steps, "epochs_done": state.epoch,
@@ -219,6 +236,8 @@ def train(config: RunConfig, resume: bool = False, overwrite: bool = False, hook
         if eval_enc:
             rows = task.prediction_rows(eval_examples, logits, eval_enc, lmap)
             write_predictions(run_dir / "predictions.jsonl", rows)
+        if generations:
+            write_predictions(run_dir / "generations.jsonl", generations)
         export(method, acc.unwrap_model(model, keep_fp32_wrapper=False), tokenizer, run_dir, meta)
         write_json_atomically(run_dir / "summary.json", summary)
         summary["report"] = str(write_report(run_dir, summary, loop.state.history, task))

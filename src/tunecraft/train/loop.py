@@ -195,7 +195,8 @@ class TrainingLoop:
         # the plain module, not the DDP wrapper: DDP's forward broadcasts buffers (BERT's position ids) from
         # process 0, a collective that hangs when processes run different numbers of eval batches
         model = self.acc.unwrap_model(self.model)
-        return predict_logits(model, enc, self.cfg.batch_size * 2, self.pad_id, self.acc.device,
+        infer = getattr(self.task, "infer", predict_logits)  # causal_lm keeps per-example sums, not logits
+        return infer(model, enc, self.cfg.batch_size * 2, self.pad_id, self.acc.device,
                               self.autocast_dtype, self.acc.process_index, self.acc.num_processes, _gather_object)
 
     def evaluate(self, enc: Encoded, logits=None) -> dict:

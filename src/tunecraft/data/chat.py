@@ -1,0 +1,139 @@
+"""Instruction-tuning data: chat messages (OpenAI or ShareGPT), Alpaca rows and plain text, as conversations;
+the bundled chitchat sets (chatterbot-corpus YAML). Every error names file, line and field."""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from ..errors import AssetError, DataError
+from .readers import _decode, json_rows
+
+ROLES = ("system", "user", "assistant")
+SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant"}
+FORMATS = ("auto", "messages", "sharegpt", "alpaca", "text")
+
+
+@dataclass
+class Conversation:
+    """A chat (`messages`: role + content, at least one assistant turn) or a plain `text`."""
+
+    messages: list[dict] | None = None
+    text: str | None = None
+    path: str = ""
+    line: int | None = None
+
+
+def _detect(row: dict) -> str:
+    for key, fmt in (("messages", "messages"), ("conversations", "sharegpt"), ("instruction", "alpaca"),
+                     ("text", "text")):
+        if key in row:
+            return fmt
+    return ""
+
+
+def _string(path, line, field, value, allow_empty=False) -> str:
+    if not isinstance(value, str):
+        raise DataError(path, line, field, f"expected a string, got {type(value).__name__}")
+    if not allow_empty and not value.strip():
+        raise DataError(path, line, field, "is empty")
+    return value
+
+
+def check_messages(path, line, messages, key="messages") -> list[dict]:
+    """Roles known, contents non-empty strings, and at least one assistant turn to learn from."""
+    if not isinstance(messages, list) or not messages:
+        raise DataError(path, line, key, "expected a non-empty list of messages")
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict) or "role" not in m or "content" not in m:
+            raise DataError(path, line, f"{key}[{i}]", "expected an object with 'role' and 'content'")
+        if m["role"] not in ROLES:
+            raise DataError(path, line, f"{key}[{i}].role", f"unknown role '{m['role']}'; roles: {', '.join(ROLES)}")
+        _string(path, line, f"{key}[{i}].content", m["content"])
+    if not any(m["role"] == "assistant" for m in messages):
+        raise DataError(path, line, key, "no assistant turn: nothing for the model to learn")
+    return [{"role": m["role"], "content": m["content"]} for m in messages]
+
+
+def _from_row(path, line, row: dict, fmt: str) -> Conversation:
+    kind = _detect(row) if fmt == "auto" else fmt
+    if kind == "messages":
+        return Conversation(check_messages(path, line, row.get("messages")), path=str(path), line=line)
+    if kind == "sharegpt":
+        turns = row.get("conversations")
+        if not isinstance(turns, list):
+            raise DataError(path, line, "conversations", "expected a list of {from, value} turns")
+        messages = []
+        for i, t in enumerate(turns):
+            if not isinstance(t, dict) or "from" not in t or "value" not in t:
+                raise DataError(path, line, f"conversations[{i}]", "expected an object with 'from' and 'value'")
+            if t["from"] not in SHAREGPT_ROLES:
+                raise DataError(path, line, f"conversations[{i}].from", f"unknown role '{t['from']}'; roles: "
+                                f"{', '.join(SHAREGPT_ROLES)}")
+            messages.append({"role": SHAREGPT_ROLES[t["from"]], "content": t["value"]})
+        return Conversation(check_messages(path, line, messages, "conversations"), path=str(path), line=line)
+    if kind == "alpaca":
+        for key in ("instruction", "output"):
+            if key not in row:
+                raise DataError(path, line, key, "missing (Alpaca rows have instruction, input, output)")
+        instruction = _string(path, line, "instruction", row["instruction"])
+        extra = _string(path, line, "input", row.get("input") or "", allow_empty=True)
+        output = _string(path, line, "output", row["output"])
+        user = f"{instruction}\n\n{extra}" if extra.strip() else instruction
+        messages = [{"role": "user", "content": user}, {"role": "assistant", "content": output}]
+        return Conversation(messages, path=str(path), line=line)
+    if kind == "text":
+        return Conversation(text=_string(path, line, "text", row.get("text")), path=str(path), line=line)
+    raise DataError(path, line, None, f"cannot tell the format from the fields {sorted(row)}: expected messages, "
+                    "conversations (ShareGPT), instruction/input/output (Alpaca) or text")
+
+
+def read_sft_file(path: str | Path, fmt: str = "auto") -> list[Conversation]:
+    """A JSONL file of chats, Alpaca rows or texts; a .txt file is plain text, one document per line."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, None, None, "file not found")
+    if path.suffix.lower() == ".txt" or fmt == "text" and path.suffix.lower() not in (".jsonl", ".json"):
+        return [Conversation(text=line, path=str(path), line=n)
+                for n, line in enumerate(_decode(path).splitlines(), start=1) if line.strip()]
+    out = [_from_row(path, n, row, fmt) for n, row in json_rows(path)]
+    if not out:
+        raise DataError(path, None, None, "no examples")
+    return out
+
+
+# -- bundled: chatterbot-corpus ------------------------------------------------------------------------------------
+
+def _corpus_dir(language: str) -> Path:
+    spec = importlib.util.find_spec("chatterbot_corpus")
+    if spec is None or not spec.submodule_search_locations:
+        raise AssetError("the bundled chitchat sets need chatterbot-corpus: pip install --no-deps "
+                         "chatterbot-corpus==1.3.3")
+    return Path(list(spec.submodule_search_locations)[0]) / "data" / language
+
+
+def read_chatterbot(language: str) -> list[Conversation]:
+    """Every distinct conversation of the YAML files (turns alternating user / assistant) with its line number.
+    The English files repeat many conversations word for word (2,025 listed, 898 distinct): repeats are dropped,
+    else a held-out split would test on training answers."""
+    out, seen = [], set()
+    for path in sorted(_corpus_dir(language).glob("*.yml")):
+        root = yaml.compose(path.read_text(encoding="utf-8"))
+        node = next((v for k, v in root.value if k.value == "conversations"), None)
+        for item in node.value if node is not None else []:
+            turns = [str(t.value).strip() for t in item.value if isinstance(t, yaml.ScalarNode)]
+            turns = turns[: len(turns) // 2 * 2]  # end on an answer
+            if len(turns) < 2 or not all(turns):
+                continue
+            if tuple(turns) in seen:
+                continue
+            seen.add(tuple(turns))
+            messages = [{"role": ("user", "assistant")[i % 2], "content": t} for i, t in enumerate(turns)]
+            out.append(Conversation(messages, path=str(path), line=item.start_mark.line + 1))
+    return out
+
+
+BUNDLED_CHAT = {"chitchat-en": lambda: read_chatterbot("english"), "chitchat-zh": lambda: read_chatterbot("chinese")}

@@ -1,0 +1,373 @@
+"""Causal language modelling (instruction tuning / SFT): chat, Alpaca and plain-text data, the chat template,
+loss on the assistant's tokens, packing, perplexity, exact match and ROUGE-L on generated answers, chat."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from transformers import AutoModelForCausalLM
+
+from ..data import LabelMap
+from ..data.chat import BUNDLED_CHAT, Conversation, read_sft_file
+from ..data.dataset import IGNORE, Encoded, batch_order, collate, pad_multiple, seeded_split
+from ..errors import DataError, TunecraftError
+from ..evaluate.inference import autocast_context
+from ..evaluate.report import fmt
+from ..evaluate.text_metrics import exact_match, rouge_l
+
+NAME = "causal_lm"
+METRICS = ["loss", "perplexity"]
+MODEL_CLASS = AutoModelForCausalLM
+HEADLINE = ("perplexity", "loss")
+GENERATIVE = True
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ChatData:
+    train: list[Conversation]
+    validation: list[Conversation]
+    test: list[Conversation]
+    label_map: LabelMap = field(default_factory=lambda: LabelMap([]))
+    columns: object = None
+    description: str = ""
+
+
+@dataclass
+class _Columns:
+    text: str = "messages"
+    label: str | None = None
+    text_pair: None = None
+
+
+# -- data -------------------------------------------------------------------------------------------------------
+
+def _limit(items: list, n: int | None, seed: int) -> list:
+    if n is None or n >= len(items):
+        return items
+    order = list(range(len(items)))
+    random.Random(seed).shuffle(order)
+    return [items[i] for i in sorted(order[:n])]
+
+
+def bundled_split(name: str, seed: int, fractions: tuple[float, float]) -> dict[str, list[Conversation]]:
+    """A bundled chat set's fixed split by prompt: test, validation, the rest train. Conversations that share
+    their prompt (one question, several answers) land in the same split, so no held-out prompt is trained on."""
+    groups: dict[str, list[Conversation]] = {}
+    for conv in BUNDLED_CHAT[name]():
+        groups.setdefault(json.dumps(conv.messages[:-1], ensure_ascii=False), []).append(conv)
+    parts = seeded_split(list(groups.values()), [fractions[1], fractions[0]], seed)
+    test, validation, train = ([c for group in part for c in group] for part in parts)
+    return {"train": train, "validation": validation, "test": test}
+
+
+def load_data(cfg) -> ChatData:
+    split, fmt_name = cfg.split, cfg.sft.format
+    if cfg.train:
+        train = read_sft_file(cfg.train, fmt_name)
+        given = {s: read_sft_file(getattr(cfg, s), fmt_name) for s in ("validation", "test") if getattr(cfg, s)}
+        missing = [s for s in ("validation", "test") if s not in given]
+        *carved, train = seeded_split(train, [getattr(split, s) for s in missing], split.seed)
+        given.update(zip(missing, carved))
+        parts = {"train": train, **given}
+        description = f"{cfg.train}" + "".join(f" + {s} from file" for s in ("validation", "test") if s not in missing)
+    elif cfg.dataset in BUNDLED_CHAT:
+        parts = bundled_split(cfg.dataset, split.seed, (split.validation, split.test))
+        description = f"bundled '{cfg.dataset}' (chatterbot-corpus conversations; split by conversation, seed " \
+                      f"{split.seed})"
+    else:
+        raise TunecraftError(f"data.dataset '{cfg.dataset}' is not a bundled chat set ({', '.join(BUNDLED_CHAT)}) "
+                             "and data.train is not set")
+    parts["train"] = _limit(parts["train"], cfg.max_train_samples, split.seed)
+    for s in ("validation", "test"):
+        parts[s] = _limit(parts[s], cfg.max_eval_samples, split.seed)
+    if not parts["train"]:
+        raise TunecraftError("the training split is empty")
+    return ChatData(parts["train"], parts["validation"], parts["test"], columns=_Columns(), description=description)
+
+
+def load_eval_examples(spec: str, meta: dict, fmt_name: str, split: str, seed: int, fractions) -> list[Conversation]:
+    if spec in BUNDLED_CHAT:
+        return BUNDLED_CHAT[spec]() if split == "all" else bundled_split(spec, seed, fractions)[split]
+    if Path(spec).exists():
+        return read_sft_file(spec, meta["sft"]["format"] if fmt_name == "auto" else fmt_name)
+    raise TunecraftError(f"'{spec}' is neither a bundled chat set ({', '.join(BUNDLED_CHAT)}) nor a file")
+
+
+def options(config) -> dict:
+    return {"sft": config.data.sft.model_dump(), "generation": config.generation.model_dump(),
+            "text_column": "messages", "label_column": None}
+
+
+# -- encoding ---------------------------------------------------------------------------------------------------
+
+def render(tokenizer, messages: list[dict], add_generation_prompt: bool = False) -> str:
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+
+
+def _assistant_spans(tokenizer, conv: Conversation, full: str) -> list[tuple[int, int]]:
+    """Character spans of `full` (the rendered conversation) written by the assistant: from after each
+    assistant turn's generation prompt to the end of that turn (its end-of-turn token included)."""
+    spans = []
+    for i, message in enumerate(conv.messages):
+        if message["role"] != "assistant":
+            continue
+        start = len(render(tokenizer, conv.messages[:i], add_generation_prompt=True)) if i else 0
+        through = render(tokenizer, conv.messages[: i + 1])
+        if not full.startswith(through):
+            raise TunecraftError("the chat template does not render a conversation's prefixes as prefixes of the "
+                                 "whole; set data.sft.train_on=all")
+        spans.append((start, len(through)))
+    return spans
+
+
+def _encode_one(tokenizer, conv: Conversation, train_on: str) -> tuple[list[int], list[int]]:
+    if conv.text is not None:  # plain text: every token is learned, then end of sequence
+        ids = tokenizer(conv.text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        return ids, list(ids)
+    if not tokenizer.chat_template:
+        raise TunecraftError("chat data needs a tokenizer with a chat template; this base model has none")
+    full = render(tokenizer, conv.messages)
+    out = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
+    ids = out["input_ids"]
+    if train_on == "all":
+        return ids, list(ids)
+    spans = _assistant_spans(tokenizer, conv, full)
+    labels = [t if any(s <= a < e for s, e in spans) else IGNORE for t, (a, _) in zip(ids, out["offset_mapping"])]
+    return ids, labels
+
+
+def encode(tokenizer, conversations: list[Conversation], meta: dict, label_map: LabelMap | None = None) -> Encoded:
+    """Tokenize each conversation through the chat template, labels only on the learned tokens (-100 elsewhere).
+    A conversation longer than max_length is an error, dropped or cut at the end (data.sft.overlong), and
+    counted either way; packing then joins whole conversations into rows of up to max_length tokens."""
+    opts, max_len = meta["sft"], meta["max_length"]
+    ids_rows, label_rows, samples, over = [], [], [], 0
+    for index, conv in enumerate(conversations):
+        ids, labels = _encode_one(tokenizer, conv, opts["train_on"])
+        if len(ids) > max_len:
+            over += 1
+            if opts["overlong"] == "error":
+                raise DataError(conv.path, conv.line, None, f"{len(ids)} tokens, more than model.max_length="
+                                f"{max_len}; raise max_length or set data.sft.overlong to drop or truncate")
+            if opts["overlong"] == "drop":
+                continue
+            ids, labels = ids[:max_len], labels[:max_len]
+        if all(t == IGNORE for t in labels[1:]):
+            continue  # nothing left to learn (an assistant answer cut off entirely)
+        ids_rows.append(ids)
+        label_rows.append(labels)
+        samples.append(index)
+    if over:
+        log.warning("%d of %d conversations are longer than max_length=%d: %s", over, len(conversations), max_len,
+                    {"drop": "dropped", "truncate": "cut at the end"}[opts["overlong"]])
+    if opts["packing"]:
+        ids_rows, label_rows, samples = _pack(ids_rows, label_rows, max_len)
+    return Encoded(ids_rows, None, label_rows, over, samples, options={"overlong": opts["overlong"]})
+
+
+def _pack(ids_rows, label_rows, max_len):
+    """Whole sequences joined in order into rows of at most max_len tokens (attention spans the row)."""
+    out_ids, out_labels, out_samples = [], [], []
+    for i, (ids, labels) in enumerate(zip(ids_rows, label_rows)):
+        if out_ids and len(out_ids[-1]) + len(ids) <= max_len:
+            out_ids[-1] += ids
+            out_labels[-1] += [IGNORE, *labels[1:]]  # never predict one sequence's start from the previous one
+        else:
+            out_ids.append(list(ids))
+            out_labels.append(list(labels))
+            out_samples.append(i)
+    return out_ids, out_labels, out_samples
+
+
+# -- training ---------------------------------------------------------------------------------------------------
+
+def build_model(base, label_map: LabelMap, dropout: float | None = None):
+    if base.path is None:
+        raise TunecraftError("causal_lm needs a pretrained base model (smollm2-135m or a local causal-LM folder)")
+    kwargs = {"attention_dropout": dropout} if dropout is not None else {}
+    # fp32 master weights; bf16 autocast (train.precision) does the fast part
+    return AutoModelForCausalLM.from_pretrained(str(base.path), dtype=torch.float32, **kwargs)
+
+
+def training_texts(conversations: list[Conversation]):
+    return (c.text or " ".join(m["content"] for m in c.messages) for c in conversations)
+
+
+def count(batch: dict[str, torch.Tensor]) -> int:
+    return int((batch["labels"][:, 1:] != IGNORE).sum())
+
+
+def loss_sum(outputs, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    logits = outputs.logits[:, :-1].float()
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch["labels"][:, 1:].reshape(-1),
+                           ignore_index=IGNORE, reduction="sum")
+
+
+@torch.no_grad()
+def infer(model, enc: Encoded, batch_size: int, pad_id: int, device: torch.device, dtype=None, rank: int = 0,
+          world: int = 1, gather=None) -> torch.Tensor:
+    """Per feature (summed negative log-likelihood of its learned tokens, their count): [N, 2]. Keeps no
+    logits, which for a 49k vocabulary would not fit in memory for a whole split."""
+    model.eval()
+    rows = []
+    for indices in batch_order(enc.lengths, batch_size, seed=0, epoch=0, shuffle=False)[rank::world]:
+        batch = {k: v.to(device) for k, v in collate(enc, indices, pad_id, pad_multiple(device)).items()}
+        labels = batch.pop("labels")
+        with autocast_context(device, dtype):
+            logits = model(**batch).logits[:, :-1].float()
+        nll = F.cross_entropy(logits.transpose(1, 2), labels[:, 1:], ignore_index=IGNORE, reduction="none")
+        counts = (labels[:, 1:] != IGNORE).sum(dim=1)
+        rows.extend(zip(indices, torch.stack([nll.sum(dim=1), counts.float()], dim=1).cpu()))
+    if world > 1 and gather is not None:
+        rows = gather(rows)
+    rows.sort(key=lambda pair: pair[0])
+    return torch.stack([r for _, r in rows]) if rows else torch.zeros(0, 2)
+
+
+def evaluate(scores: torch.Tensor, enc: Encoded, label_map: LabelMap) -> dict:
+    total, tokens = float(scores[:, 0].sum()), float(scores[:, 1].sum())
+    loss = total / max(tokens, 1.0)
+    return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "tokens": int(tokens), "samples": len(enc)}
+
+
+def prediction_rows(conversations: list[Conversation], scores, enc: Encoded, label_map) -> list[dict]:
+    rows = []
+    for sample, (nll, n) in zip(enc.sample, scores.tolist()):
+        conv = conversations[sample]
+        rows.append({**({"text": conv.text} if conv.text is not None else {"messages": conv.messages}),
+                     "tokens": int(n), "loss": round(nll / max(n, 1), 6)})
+    return rows
+
+
+# -- generation -------------------------------------------------------------------------------------------------
+
+def prompt_text(tokenizer, messages: list[dict]) -> str:
+    """What the model continues: the chat template with the assistant's generation prompt (or the raw text
+    for a tokenizer without a template)."""
+    if tokenizer.chat_template:
+        return render(tokenizer, messages, add_generation_prompt=True)
+    return "\n".join(m["content"] for m in messages)
+
+
+def cut_at_stops(text: str, stops: list[str]) -> str:
+    ends = [text.find(s) for s in stops if s and s in text]
+    return text[: min(ends)] if ends else text
+
+
+@torch.no_grad()
+def generate(model, tokenizer, conversations: list[list[dict]], gen: dict, batch_size: int = 8,
+             dtype=None, seed: int = 0) -> list[str]:
+    """The assistant's next message for each conversation (greedy when temperature is 0)."""
+    model.eval()
+    device = next(model.parameters()).device
+    sample = gen["temperature"] > 0
+    kwargs = {"max_new_tokens": gen["max_new_tokens"], "do_sample": sample,
+              "pad_token_id": tokenizer.pad_token_id, "eos_token_id": tokenizer.eos_token_id}
+    kwargs.update({"temperature": gen["temperature"], "top_p": gen["top_p"]} if sample else
+                  {"temperature": None, "top_p": None, "top_k": None})
+    if sample:
+        torch.manual_seed(seed)
+    out = []
+    for start in range(0, len(conversations), batch_size):
+        texts = [prompt_text(tokenizer, m) for m in conversations[start : start + batch_size]]
+        batch = tokenizer(texts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
+        batch = {k: v.to(device) for k, v in batch.items()}
+        with autocast_context(device, dtype):
+            ids = model.generate(**batch, **kwargs)
+        new = ids[:, batch["input_ids"].shape[1]:]
+        out += [cut_at_stops(t, gen["stop"]).strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True)]
+    return out
+
+
+def held_out_prompts(conversations: list[Conversation], limit: int) -> list[tuple[list[dict], str]]:
+    """(messages before the last assistant turn, that turn's text) for the first `limit` chat examples."""
+    out = []
+    for conv in conversations:
+        if conv.text is not None:
+            continue
+        last = max(i for i, m in enumerate(conv.messages) if m["role"] == "assistant")
+        out.append((conv.messages[:last], conv.messages[last]["content"]))
+        if len(out) == limit:
+            break
+    return out
+
+
+def generation_eval(model, tokenizer, conversations: list[Conversation], gen: dict, dtype=None) -> dict:
+    """Exact match and ROUGE-L (LCS F1) of the generated answers against the held-out answers."""
+    pairs = held_out_prompts(conversations, gen["eval_samples"])
+    if not pairs:
+        return {}
+    answers = generate(model, tokenizer, [p for p, _ in pairs], gen, gen["batch_size"], dtype)
+    rows = [{"prompt": p[-1]["content"] if p else "", "reference": ref, "output": a,
+             "exact_match": exact_match(a, ref), "rouge_l": rouge_l(a, ref)} for (p, ref), a in zip(pairs, answers)]
+    return {"exact_match": sum(r["exact_match"] for r in rows) / len(rows),
+            "rouge_l": sum(r["rouge_l"] for r in rows) / len(rows), "generated": len(rows), "generations": rows}
+
+
+def predict(trained, texts: list[str], batch_size: int, dtype) -> list[dict]:
+    gen = trained.meta["generation"]
+    answers = generate(trained.model, trained.tokenizer, [[{"role": "user", "content": t}] for t in texts], gen,
+                       min(batch_size, gen["batch_size"]), dtype)
+    return [{"prompt": t, "response": a} for t, a in zip(texts, answers)]
+
+
+def format_prediction(row: dict) -> str:
+    return row["response"]
+
+
+def summary_line(metrics: dict) -> str:
+    line = f"perplexity {metrics['perplexity']:.3f}  loss {metrics['loss']:.4f}"
+    if "exact_match" in metrics:
+        line += f"  exact match {metrics['exact_match']:.4f}  ROUGE-L {metrics['rouge_l']:.4f}"
+    if "before" in metrics:
+        line += f"  (base model: perplexity {metrics['before']['perplexity']:.3f})"
+    return line + f"  ({metrics['samples']} examples)"
+
+
+def result_blocks(metrics: dict, labels: list[str], plots: Path | None = None) -> list:
+    before = metrics.get("before") or {}
+    names = [n for n in ("perplexity", "loss", "exact_match", "rouge_l", "tokens", "samples", "generated")
+             if n in metrics]
+    header = ["metric", "base model", "trained"] if before else ["metric", "value"]
+    table = [(n, fmt(before[n]), fmt(metrics[n])) if before else (n, fmt(metrics[n]))
+             for n in names if not before or n in before]
+    blocks = [("table", header, table)]
+    shown = metrics.get("samples_shown") or []
+    if shown:
+        if "before" in shown[0]:
+            blocks.append(("table", ["prompt", "reference", "base model", "trained"],
+                           [(r["prompt"], r["reference"], r["before"], r["output"]) for r in shown]))
+        else:
+            blocks.append(("table", ["prompt", "reference", "generated"],
+                           [(r["prompt"], r["reference"], r["output"]) for r in shown]))
+    return blocks
+
+
+def chat(trained, lines, write, system: str | None = None, dtype=None) -> list[dict]:
+    """An interactive chat over `lines` (e.g. stdin): each line is the user's turn, the answer is written out and
+    kept in the history. `/reset` forgets the history, `/exit` ends. Returns the conversation."""
+    start = [{"role": "system", "content": system}] if system else []
+    history = list(start)
+    for line in lines:
+        text = line.strip()
+        if not text:
+            continue
+        if text == "/exit":
+            break
+        if text == "/reset":
+            history = list(start)
+            write("(history cleared)")
+            continue
+        history.append({"role": "user", "content": text})
+        answer = generate(trained.model, trained.tokenizer, [history], trained.meta["generation"], 1, dtype)[0]
+        history.append({"role": "assistant", "content": answer})
+        write(answer)
+    return history
