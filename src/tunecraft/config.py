@@ -197,8 +197,9 @@ class ClozeConfig(Strict):
 
 
 class BaselinesConfig(Strict):
-    """Classification baselines that train nothing, scored on the run's test split with the base encoder
-    (evaluate/baselines.py) and shown beside the fine-tuned result."""
+    """Baselines scored on the run's test split and shown beside the fine-tuned result (evaluate/baselines.py):
+    with the base encoder (zero-shot, prototypes, cloze), a causal LM (in-context), short fine-tunes on k
+    examples per class, and for NER a lexicon."""
 
     zero_shot: bool = True
     """Embedding similarity of each text to each label's description."""
@@ -215,6 +216,15 @@ class BaselinesConfig(Strict):
     """NER: tag every entity string of the training split wherever it occurs (memorisation, no training)."""
     cloze: ClozeConfig | None = None
     """A cloze-prompt baseline; needs a base model with a masked-LM head (e.g. one from `tunecraft pretrain`)."""
+    icl_shots: list[int] = []
+    """In-context baselines with a causal LM: this many training examples per class in the prompt (3 draws
+    each; 0 is the instruction alone), each label word scored by log-likelihood. Empty: off."""
+    icl_model: str = "smollm2-135m"
+    """The causal LM of the in-context baselines: a bundled model or a local folder."""
+    icl_max_samples: int | None = Field(200, ge=1)
+    """Score a seeded sample of at most this many test texts (one forward pass per text and label)."""
+    icl_calibrate: bool = True
+    """Contextual calibration: divide each label's probability by its probability for the text "N/A"."""
 
 
 class ParamSpace(Strict):
@@ -266,15 +276,6 @@ class TuneConfig(Strict):
     """Settings tried first, in order (e.g. the recipe's own values as a baseline): key → value."""
     keep_models: bool = False
     """Keep each trial's model/, adapter/ and checkpoints/ (off: only the best recipe is kept, re-train it)."""
-    icl_shots: list[int] = []
-    """In-context baselines with a causal LM: this many training examples per class in the prompt (3 draws
-    each; 0 is the instruction alone), each label word scored by log-likelihood. Empty: off."""
-    icl_model: str = "smollm2-135m"
-    """The causal LM of the in-context baselines: a bundled model or a local folder."""
-    icl_max_samples: int | None = Field(200, ge=1)
-    """Score a seeded sample of at most this many test texts (one forward pass per text and label)."""
-    icl_calibrate: bool = True
-    """Contextual calibration: divide each label's probability by its probability for the text "N/A"."""
 
 
 class RunConfig(Strict):
