@@ -39,7 +39,8 @@ def decoder_config(size: str, vocab_size: int, max_length: int, bos_id: int, eos
 
 def char_tokenizer(texts, min_count: int = 1, max_size: int | None = None):
     """One token per character seen at least `min_count` times in `texts` (most frequent first; at most
-    `max_size` of them), [UNK] for the rest, BERT's special tokens and [CLS] ... [SEP] framing; a fast tokenizer that AutoTokenizer reloads."""
+    `max_size` of them), [UNK] for the rest, BERT's special tokens and [CLS] ... [SEP] framing; a fast
+    tokenizer that AutoTokenizer reloads."""
     from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
