@@ -233,3 +233,19 @@ def test_recipe_errors_name_the_key():
         load_recipe("recipes/wiki-decoder-clm.yaml", ["objective.sentence_pair=nsp"], PretrainRecipe)
     with pytest.raises(Exception, match="unknown corpus 'wiki'"):
         load_corpus(PretrainRecipe(corpus={"sources": ["wiki"]}).corpus)
+
+
+def test_cli_trains_a_tokenizer_then_pretrains_with_it(tmp_path, capsys):
+    from tunecraft.cli import main
+
+    out = str(tmp_path)
+    assert main(["tokenizer", "recipes/wiki-bpe-tokenizer.yaml", f"output_dir={out}", "vocab_size=800",
+                 "corpus.max_documents=15"]) == 0
+    assert "unknown rate 0.0000%" in capsys.readouterr().out
+    assert main(["pretrain", "recipes/wiki-decoder-clm.yaml", f"output_dir={out}",
+                 f"model.tokenizer={out}/wiki-bpe-tokenizer", "corpus.max_documents=15", "train.max_steps=3",
+                 "train.num_threads=1", "prompts=[]", "mfu_probe=false", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "unigram baseline (same tokenizer): perplexity" in printed
+    assert (tmp_path / "wiki-decoder-clm" / "model" / "config.json").is_file()
+    assert main(["pretrain", "recipes/wiki-decoder-clm.yaml", f"output_dir={out}"]) == 2  # exists: refused
