@@ -93,13 +93,14 @@ class MaskedLM:
                 label = int(rng.random() < 0.5)
                 if label and self.pair == "sop":
                     a, b = b, a
-                elif label and len(pieces) > 1:
-                    other = rng.choice([j for j in (rng.randrange(len(pieces)) for _ in range(3)) if j != d] or
-                                       [(d + 1) % len(pieces)])
-                    start = rng.randrange(len(pieces[other]))
-                    b = [t for ids, _ in pieces[other][start:] for t in ids][: budget - len(a)] or b
                 elif label:
-                    label = 0
+                    other = (d + rng.randrange(1, len(pieces))) % len(pieces) if len(pieces) > 1 else d
+                    start = rng.randrange(len(pieces[other])) if other != d and pieces[other] else 0
+                    random_b = [t for ids, _ in pieces[other][start:] for t in ids][: budget - len(a)]
+                    if other != d and random_b:
+                        b = random_b
+                    else:  # a one-document corpus (or an empty other document): keep the true next segment
+                        label = 0
                 ids_out.append([self.cls, *a, self.sep, *b, self.sep])
                 types_out.append([0] * (len(a) + 2) + [1] * (len(b) + 1))
                 labels.append(label)
