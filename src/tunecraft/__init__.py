@@ -25,6 +25,14 @@ def __getattr__(name):
         from . import continual
 
         return getattr(continual, name)
+    if name == "pretrain":
+        from .pretrain.job import pretrain
+
+        return pretrain
+    if name == "train_tokenizer":
+        from .pretrain.tokenizer import train_tokenizer
+
+        return train_tokenizer
     if name in ("load_config", "build_config"):
         from . import config
 
