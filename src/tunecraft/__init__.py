@@ -25,10 +25,6 @@ def __getattr__(name):
         from . import continual
 
         return getattr(continual, name)
-    if name == "pretrain":
-        from .pretrain.job import pretrain
-
-        return pretrain
     if name == "train_tokenizer":
         from .pretrain.tokenizer import train_tokenizer
 
