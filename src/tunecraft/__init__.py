@@ -25,6 +25,10 @@ def __getattr__(name):
         from . import continual
 
         return getattr(continual, name)
+    if name == "train_tokenizer":
+        from .pretrain.tokenizer import train_tokenizer
+
+        return train_tokenizer
     if name in ("load_config", "build_config"):
         from . import config
 

@@ -79,6 +79,38 @@ def _cmd_tune(args) -> int:
           f"validation {result['metric']} {result['best_value']:.4f}")
     print("  ".join(f"{k}={v}" for k, v in result["best_params"].items()))
     print(f"results: {result['results']}\nbest recipe: {result['best_recipe']}")
+def _cmd_tokenizer(args) -> int:
+    from .config import load_recipe
+    from .pretrain.config import TokenizerRecipe
+    from .pretrain.tokenizer import train_tokenizer
+
+    result = train_tokenizer(load_recipe(args.recipe, args.overrides, TokenizerRecipe), overwrite=args.overwrite)
+    held = result["heldout"]
+    print(f"{result['name']}: {result['kind']} tokenizer, vocabulary {result['vocab_size']:,}; held-out "
+          f"({held['sentences']:,} sentences): unknown rate {held['unk_rate']:.4%}, "
+          f"{held['tokens_per_sentence']:.1f} tokens/sentence, {held['chars_per_token']:.2f} characters/token")
+    print(f"tokenizer: {result['path']}")
+    return 0
+
+
+def _cmd_pretrain(args) -> int:
+    from .config import load_recipe
+    from .pretrain.config import PretrainRecipe
+    from .pretrain.job import pretrain
+
+    recipe = load_recipe(args.recipe, args.overrides, PretrainRecipe)
+    if args.no_progress:
+        recipe.train.progress = False
+    summary = pretrain(recipe, resume=args.resume, overwrite=args.overwrite)
+    held = summary["heldout"]
+    print(f"\n{summary['name']}: {summary['steps']} steps, {summary['train_seconds']:.0f} s training "
+          f"({summary['tokens_per_second']:.0f} tokens/s, MFU {summary['mfu'] or 0:.2%})")
+    if held:
+        print(f"held-out: loss {held['loss']:.4f}  perplexity {held['perplexity']:.2f}  "
+              f"token accuracy {held['accuracy']:.4f}")
+    if summary["unigram_baseline"]:
+        print(f"unigram baseline (same tokenizer): perplexity {summary['unigram_baseline']['perplexity']:.2f}")
+    print(f"model: {summary['report'].rsplit('/', 1)[0]}/model  report: {summary['report']}")
     return 0
 
 
@@ -276,6 +308,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing search folder")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_cmd_tune)
+    p = sub.add_parser("tokenizer", help="train a tokenizer (wordpiece, bpe, chars) from corpora or text files")
+    p.add_argument("recipe")
+    p.add_argument("overrides", nargs="*", help="dotted.key=value, e.g. vocab_size=16000")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing tokenizer folder")
+    p.set_defaults(func=_cmd_tokenizer)
+
+    p = sub.add_parser("pretrain", help="pre-train from scratch or continue pre-training (MLM, NSP/SOP, causal LM)")
+    p.add_argument("recipe")
+    p.add_argument("overrides", nargs="*", help="dotted.key=value, e.g. train.max_steps=100")
+    p.add_argument("--resume", action="store_true", help="continue the run from its latest checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_cmd_pretrain)
 
     p = sub.add_parser("continual", help="learn a stream of tasks one after another; measure what is forgotten")
     p.add_argument("recipe")

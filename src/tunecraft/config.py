@@ -336,9 +336,9 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     return raw
 
 
-def _fields_at(loc: tuple) -> list[str]:
+def _fields_at(loc: tuple, root: type[BaseModel] | None = None) -> list[str]:
     """The valid field names of the section that `loc` (a pydantic error location) points into."""
-    cls: type[BaseModel] = RunConfig
+    cls: type[BaseModel] = root or RunConfig
     for part in loc[:-1]:
         field = cls.model_fields.get(str(part))
         if field is None:
@@ -364,14 +364,14 @@ def _closest(word: str, valid: list[str]) -> list[str]:
     return close
 
 
-def _format_errors(err: ValidationError, source: str) -> str:
+def _format_errors(err: ValidationError, source: str, root: type[BaseModel] | None = None) -> str:
     lines = [f"{source}: invalid configuration"]
     for e in err.errors():
         loc = tuple(e["loc"])
         tags = _method_tags()
         key = ".".join(str(p) for i, p in enumerate(loc) if not (i == 1 and loc[0] == "method" and p in tags))
         if e["type"] == "extra_forbidden":
-            valid = _fields_at(loc)
+            valid = _fields_at(loc, root)
             close = _closest(str(loc[-1]), valid)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             lines.append(f"  unknown key '{key}'{hint}; valid keys here: {', '.join(valid)}")
@@ -414,5 +414,23 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConf
     return build_config(read_recipe(path, overrides), source=str(path))
 
 
-def dump_config(config: RunConfig) -> str:
+def load_recipe(path: str | Path, overrides: list[str] | None, cls: type[BaseModel]):
+    """Any recipe schema (tokenizer, pretrain): YAML + dotted overrides, validated, errors naming the key."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"recipe not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a recipe must be a YAML mapping of sections, got {type(raw).__name__}")
+    raw = apply_overrides(raw, overrides or [])
+    try:
+        return cls.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err, str(path), cls)) from None
+
+
+def dump_config(config: BaseModel) -> str:
     return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

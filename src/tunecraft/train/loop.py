@@ -133,7 +133,9 @@ class TrainingLoop:
         # can still read them
         self.optimizer.zero_grad(set_to_none=True)
         multiple = pad_multiple(self.acc.device)
-        batches = [collate(self.train_enc, idx, self.pad_id, multiple) for idx in window]
+        # a task may build its own batches (pre-training objectives mask tokens here)
+        make_batch = getattr(self.task, "collate", collate)
+        batches = [make_batch(self.train_enc, idx, self.pad_id, multiple) for idx in window]
         local = sum(self.task.count(b) for b in batches)
         world = self.acc.num_processes
         total = local

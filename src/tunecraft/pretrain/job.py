@@ -1,0 +1,259 @@
+"""`tunecraft pretrain`: corpus → tokenizer + model (scratch size or existing model) → the training loop with a
+pre-training objective → held-out perplexity → run folder whose model/ `tunecraft train` takes as model.base."""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import resource
+import shutil
+import time
+from collections import Counter
+from pathlib import Path
+
+import torch
+import transformers
+from tqdm.auto import tqdm
+
+from .. import __version__
+from ..config import dump_config
+from ..errors import ConfigError
+from ..evaluate.report import _html, _line_plot, _markdown, _plot_curves, fmt
+from ..models import META, SCRATCH, load_tokenizer, resolve_base
+from ..train.checkpoint import load_weights, prune_checkpoints, write_json_atomically
+from ..train.job import check_run_dir, make_accelerator, prepare_run_dir
+from ..train.loop import TrainingLoop, planned_steps
+from ..train.optim import build_optimizer, build_scheduler
+from ..train.precision import resolve as resolve_precision
+from .config import PretrainRecipe
+from .corpora import load_corpus, sentences
+from .objectives import OBJECTIVES, evaluate
+
+
+def measure_peak_flops(dtype: torch.dtype | None, n: int = 1024, repeats: int = 5) -> float:
+    """The machine's matmul FLOP/s in the training dtype (bf16 where used), from a short n³ probe."""
+    dtype = dtype or torch.float32
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    a @ b  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best
+
+
+def flops_per_token(model, seq_len: float) -> float:
+    """Training FLOPs per token ≈ 6·N + 12·L·H·T (PaLM appendix B): N counts every weight that takes part in a
+    matmul (position and segment embeddings are lookups only; a tied output projection counts once)."""
+    cfg = model.config
+    lookups = sum(p.numel() for n, p in model.named_parameters() if "position_embeddings" in n
+                  or "token_type_embeddings" in n)
+    params = sum(p.numel() for p in model.parameters()) - lookups
+    return 6 * params + 12 * cfg.num_hidden_layers * cfg.hidden_size * seq_len
+
+
+class PretrainLoop(TrainingLoop):
+    """The training loop, scored by held-out loss / perplexity / token accuracy, with MFU in each train log."""
+
+    def __init__(self, *, objective, flops_token: float, peak: float | None, **kwargs):
+        super().__init__(task=objective, label_map=None, **kwargs)
+        self.flops_token, self.peak = flops_token, peak
+
+    def evaluate(self, enc, logits=None) -> dict:
+        return evaluate(self.task, self.model, enc, self.cfg.batch_size * 2, self.pad_id, self.acc.device,
+                        self.autocast_dtype)
+
+    def log(self, record: dict) -> None:
+        if record["type"] == "train":
+            record["model_flops_per_s"] = record["tokens_per_s"] * self.flops_token
+            if self.peak:
+                record["mfu"] = record["model_flops_per_s"] / self.peak
+        super().log(record)
+        if self.acc.is_main_process:
+            shown = {k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in record.items()
+                     if k in ("step", "loss", "perplexity", "accuracy", "tokens_per_s", "mfu", "pair_accuracy")}
+            tqdm.write(f"[{record['type']}] " + "  ".join(f"{k} {v}" for k, v in shown.items()))
+
+
+def build_model(recipe: PretrainRecipe, train_docs):
+    """(tokenizer, model): a scratch size with its tokenizer, or an existing model with an MLM head added."""
+    from ..models.sizes import DECODER_SIZES, ENCODER_SIZES, char_tokenizer, decoder_config, encoder_config
+
+    m, objective = recipe.model, recipe.objective
+    head = (transformers.BertForPreTraining if objective.sentence_pair else transformers.AutoModelForMaskedLM)
+    if not m.base.startswith(SCRATCH):
+        if m.tokenizer:
+            raise ConfigError(f"model.tokenizer: an existing base ({m.base}) brings its own tokenizer")
+        path = resolve_base(m.base)
+        cls = transformers.AutoModelForCausalLM if objective.name == "clm" else head
+        return load_tokenizer(path), cls.from_pretrained(str(path))  # a missing head starts fresh
+    size = m.base[len(SCRATCH):]
+    sizes = DECODER_SIZES if objective.name == "clm" else ENCODER_SIZES
+    if size not in sizes:
+        raise ConfigError(f"model.base: '{size}' is not a size for objective {objective.name}; sizes: "
+                          f"{', '.join(sizes)}")
+    if m.tokenizer == "chars":
+        tokenizer = char_tokenizer(sentences(train_docs))
+    elif m.tokenizer and Path(m.tokenizer).is_dir():
+        tokenizer = load_tokenizer(Path(m.tokenizer))
+    else:
+        raise ConfigError(f"model.tokenizer: a scratch model needs 'chars' or a tokenizer folder (from "
+                          f"`tunecraft tokenizer`), got {m.tokenizer!r}")
+    if objective.name == "clm":
+        eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.convert_ids_to_tokens(eos)
+        config = decoder_config(size, len(tokenizer), m.max_length, tokenizer.bos_token_id or eos, eos,
+                                tokenizer.pad_token_id)
+        return tokenizer, transformers.LlamaForCausalLM(config)
+    if tokenizer.mask_token_id is None:
+        raise ConfigError(f"model.tokenizer: {m.tokenizer} has no mask token; masked LM needs one (wordpiece/chars)")
+    config = encoder_config(size, len(tokenizer), m.max_length)
+    return tokenizer, head.from_config(config)
+
+
+def unigram_baseline(train_ids: list[list[int]], held_ids: list[list[int]], vocab_size: int) -> dict:
+    """Perplexity of a unigram model (add-one smoothed token frequencies of the training blocks) on the same
+    held-out targets the causal LM predicts (every token but each block's first)."""
+    counts = Counter(t for ids in train_ids for t in ids)
+    total = sum(counts.values()) + vocab_size
+    nll, n = 0.0, 0
+    for ids in held_ids:
+        for t in ids[1:]:
+            nll -= math.log((counts.get(t, 0) + 1) / total)
+            n += 1
+    return {"loss": nll / max(n, 1), "perplexity": math.exp(nll / max(n, 1)), "tokens": n}
+
+
+@torch.no_grad()
+def generate_samples(model, tokenizer, prompts: list[str], max_new_tokens: int = 40, seed: int = 0) -> list[dict]:
+    model.eval()
+    out = []
+    for prompt in prompts:
+        torch.manual_seed(seed)
+        ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
+        gen = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=True, top_k=40, temperature=0.8,
+                             pad_token_id=tokenizer.pad_token_id)
+        out.append({"prompt": prompt, "text": tokenizer.decode(gen[0], skip_special_tokens=True)})
+    return out
+
+
+def pretrain(recipe: PretrainRecipe, resume: bool = False, overwrite: bool = False, hooks=()) -> dict:
+    """Pre-train as the recipe says; returns the run summary (also in summary.json). `hooks(loop)` run after
+    each optimizer step, as in `tunecraft.train`."""
+    started = time.time()
+    check_run_dir(recipe, resume, overwrite)
+    if recipe.train.num_threads:
+        torch.set_num_threads(recipe.train.num_threads)
+    transformers.set_seed(recipe.seed)
+    mixed, dtype = resolve_precision(recipe.train.precision)
+    train_docs, held_docs = load_corpus(recipe.corpus)
+    tokenizer, model = build_model(recipe, train_docs)
+    objective = OBJECTIVES[recipe.objective.name](tokenizer, recipe.objective, recipe.seed)
+    train_enc = objective.encode(tokenizer, train_docs, recipe.model.max_length, recipe.seed)
+    held_enc = objective.encode(tokenizer, held_docs, recipe.model.max_length, recipe.seed + 1) if held_docs else None
+    if not len(train_enc):
+        raise ConfigError("corpus: too little text for one training sequence")
+
+    acc = make_accelerator(mixed)
+    run_dir = prepare_run_dir(recipe, resume) if acc.is_main_process else recipe.run_dir
+    acc.wait_for_everyone()
+    if acc.is_main_process and not resume:
+        (run_dir / "config.yaml").write_text(dump_config(recipe), encoding="utf-8")
+    optimizer = build_optimizer(model, recipe.train)
+    steps = planned_steps(train_enc.lengths, recipe.train, recipe.seed, acc.num_processes)
+    scheduler = build_scheduler(optimizer, recipe.train, steps)
+    mean_len = sum(train_enc.lengths) / len(train_enc)
+    peak = measure_peak_flops(dtype) if recipe.mfu_probe else None
+    fpt = flops_per_token(model, mean_len)
+    if acc.is_main_process:
+        print(f"pretrain {recipe.name}: {len(train_enc):,} sequences (mean {mean_len:.1f} tokens), {steps} steps, "
+              f"{sum(p.numel() for p in model.parameters()):,} parameters, {fpt / 1e6:.1f} MFLOP/token"
+              + (f", matmul peak {peak / 1e9:.0f} GFLOP/s ({dtype or torch.float32})" if peak else ""))
+    model, optimizer = acc.prepare(model, optimizer)
+    loop = PretrainLoop(accelerator=acc, model=model, optimizer=optimizer, scheduler=scheduler, objective=objective,
+                        train_enc=train_enc, eval_enc=held_enc, cfg=recipe.train, seed=recipe.seed, run_dir=run_dir,
+                        pad_id=tokenizer.pad_token_id, autocast_dtype=dtype, flops_token=fpt, peak=peak, hooks=hooks)
+    state = loop.run(resume=resume)
+
+    plain = acc.unwrap_model(model)
+    if state.best_step is not None:
+        load_weights(run_dir / "checkpoints" / "best", plain)
+    final = loop.evaluate(held_enc) if held_enc is not None and len(held_enc) else {}
+    baseline = (unigram_baseline(train_enc.input_ids, held_enc.input_ids, len(tokenizer))
+                if recipe.objective.name == "clm" and final else None)
+    samples = generate_samples(plain, tokenizer, recipe.prompts) if recipe.objective.name == "clm" else []
+    trains = [h for h in state.history if h["type"] == "train"]
+    summary = {
+        "name": recipe.name, "objective": recipe.objective.model_dump(), "base_model": recipe.model.base,
+        "corpus": {"sources": recipe.corpus.sources, "files": recipe.corpus.files,
+                   "train_documents": len(train_docs), "heldout_documents": len(held_docs),
+                   "train_sequences": len(train_enc), "heldout_sequences": len(held_enc) if held_enc else 0},
+        "vocab_size": len(tokenizer), "total_params": sum(p.numel() for p in plain.parameters()),
+        "steps": state.global_step, "planned_steps": state.total_steps, "best_step": state.best_step,
+        "heldout": final, "unigram_baseline": baseline, "samples": samples,
+        "flops_per_token": fpt, "peak_flops": peak,
+        "mfu": (trains[-1].get("mfu") if trains else None),
+        "train_seconds": round(state.train_seconds, 2), "wall_seconds": round(time.time() - started, 2),
+        "train_tokens": state.train_tokens,
+        "tokens_per_second": round(state.train_tokens / max(state.train_seconds, 1e-9), 1),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "precision": mixed, "device": str(acc.device), "threads": torch.get_num_threads(),
+        "versions": {"tunecraft": __version__, "torch": torch.__version__,
+                     "transformers": transformers.__version__, "python": platform.python_version()},
+    }
+    if acc.is_main_process:
+        export(plain, tokenizer, run_dir, recipe)
+        write_json_atomically(run_dir / "summary.json", summary)
+        summary["report"] = str(write_pretrain_report(run_dir, summary, state.history))
+        prune_checkpoints(run_dir / "checkpoints", 1)
+    acc.wait_for_everyone()
+    return summary
+
+
+def export(model, tokenizer, run_dir: Path, recipe: PretrainRecipe) -> None:
+    """model/: a plain transformers folder with its tokenizer, written to a temporary folder and renamed."""
+    tmp, final = run_dir / ".model-tmp", run_dir / "model"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    meta = {"task": f"pretrain:{recipe.objective.name}", "max_length": recipe.model.max_length,
+            "base_model": recipe.model.base}
+    (tmp / META).write_text(json.dumps(meta, indent=2), encoding="utf-8")
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+
+
+def write_pretrain_report(run_dir: Path, summary: dict, history: list[dict]) -> Path:
+    plots = run_dir / "plots"
+    plots.mkdir(exist_ok=True)
+    images = _plot_curves(history, plots, ("accuracy", "pair_accuracy"))
+    evals = [h for h in history if h["type"] == "eval"]
+    if evals:
+        images.append(_line_plot([("held-out perplexity", evals, "perplexity", "o-")], "perplexity",
+                                 plots / "perplexity.png"))
+    held = summary["heldout"]
+    rows = [("held-out loss", fmt(held.get("loss"))), ("held-out perplexity", fmt(held.get("perplexity"))),
+            ("held-out token accuracy", fmt(held.get("accuracy")))]
+    if "pair_accuracy" in held:
+        rows.append(("held-out sentence-pair accuracy", fmt(held["pair_accuracy"])))
+    if summary["unigram_baseline"]:
+        rows.append(("unigram baseline perplexity (same tokenizer)", fmt(summary["unigram_baseline"]["perplexity"])))
+    rows += [("parameters", f"{summary['total_params']:,}"), ("steps", summary["steps"]),
+             ("training tokens", f"{summary['train_tokens']:,}"), ("tokens/s", summary["tokens_per_second"]),
+             ("MFU (last log)", fmt(summary["mfu"])), ("train seconds", summary["train_seconds"]),
+             ("wall seconds", summary["wall_seconds"])]
+    curve = [(e["step"], fmt(e["loss"]), fmt(e["perplexity"]), fmt(e["accuracy"])) for e in evals]
+    sections = [("Result", [("table", ["", "value"], rows)]),
+                ("Held-out curve", [("table", ["step", "loss", "perplexity", "accuracy"], curve),
+                                    *(("image", p) for p in images)])]
+    if summary["samples"]:
+        sections.append(("Samples", [("table", ["prompt", "generated"],
+                                      [(s["prompt"], s["text"].replace("\n", " ")) for s in summary["samples"]])]))
+    title = f"{summary['name']}: {summary['objective']['name']} pre-training of {summary['base_model']}"
+    (run_dir / "report.html").write_text(_html(title, sections), encoding="utf-8")
+    path = run_dir / "report.md"
+    path.write_text(_markdown(title, sections, run_dir), encoding="utf-8")
+    return path
