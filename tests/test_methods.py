@@ -186,3 +186,27 @@ def test_prefix_keeps_token_positions_for_ner():
                                        "token_classification")
     batch = AutoTokenizer.from_pretrained(model_path("minilm-l6"))(["Ada Lovelace met Babbage"], return_tensors="pt")
     assert model(**batch).logits.shape[:2] == batch["input_ids"].shape
+
+
+def test_methods_on_a_causal_lm_adapter_starts_as_the_base_and_virtual_tokens_are_refused():
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tunecraft.models import resolve_base
+
+    path = resolve_base("smollm2-135m")
+    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32).eval()
+    batch = tokenizer(["The capital of France is"], return_tensors="pt")
+    with torch.no_grad():
+        before = model(**batch).logits
+    settings = build_config({"task": "causal_lm", "method": {"name": "adapter"}}).method
+    model = get_method("adapter").apply(model, settings, "causal_lm")
+    trainable, total = count_parameters(model)
+    assert 0 < trainable < 0.05 * total  # bottlenecks after o_proj and down_proj, and the RMS norms
+    with torch.no_grad():
+        torch.testing.assert_close(model(**batch).logits, before)
+    for name, message in (("prompt", "not 'causal_lm'"), ("prefix", "supports BERT-style encoders")):
+        cfg = build_config({"task": "causal_lm", "method": {"name": name}}).method
+        with pytest.raises(ValueError, match=message):
+            get_method(name).apply(AutoModelForCausalLM.from_pretrained(str(path)), cfg, "causal_lm")

@@ -32,8 +32,9 @@ class _VirtualTokens(Method):
         raise NotImplementedError
 
     def apply(self, model, cfg, task="classification"):
-        if task not in PEFT_TASK_TYPES:
-            raise ValueError(f"'{self.name}' does not support the task '{task}'")
+        if task not in ("classification", "token_classification"):
+            raise ValueError(f"'{self.name}' supports classification and token_classification, not '{task}' "
+                             "(for causal LMs use lora or adapter)")
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
             peft_model = get_peft_model(model, self.peft_config(cfg, PEFT_TASK_TYPES[task]))
