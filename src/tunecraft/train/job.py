@@ -34,7 +34,14 @@ from .precision import resolve as resolve_precision
 
 def make_accelerator(mixed_precision: str) -> Accelerator:
     AcceleratorState._reset_state()  # allow several runs (with different precisions) in one process
-    return Accelerator(mixed_precision=mixed_precision, cpu=not torch.cuda.is_available())
+    acc = Accelerator(mixed_precision=mixed_precision, cpu=not torch.cuda.is_available())
+    if acc.distributed_type.value in ("FSDP", "DEEPSPEED"):
+        # each process holds only a shard of the weights and optimizer state there, and our checkpoints and export
+        # read the process's own tensors: refuse rather than write checkpoints that cannot be resumed or exported
+        raise TunecraftError(f"accelerate {acc.distributed_type.value} is not supported by tunecraft's checkpoints "
+                             "and export yet (they would hold one process's shard); use a DDP config such as "
+                             "recipes/accelerate/gpu-ddp.yaml or cpu-2proc.yaml")
+    return acc
 
 
 # how the work is laid out, not what is learned: a resume may change them (another number of processes
