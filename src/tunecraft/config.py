@@ -416,16 +416,9 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConf
 
 def load_recipe(path: str | Path, overrides: list[str] | None, cls: type[BaseModel]):
     """Any recipe schema (tokenizer, pretrain): YAML + dotted overrides, validated, errors naming the key."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"recipe not found: {path}")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    raw = read_recipe(path, overrides)
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: a recipe must be a YAML mapping of sections, got {type(raw).__name__}")
-    raw = apply_overrides(raw, overrides or [])
     try:
         return cls.model_validate(raw)
     except ValidationError as err:

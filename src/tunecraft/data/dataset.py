@@ -60,6 +60,42 @@ class ClassificationData:
     description: str = ""
 
 
+def limit_sample(items: list, n: int | None, seed: int) -> list:
+    """At most n items, a seeded sample kept in its original order."""
+    if n is None or n >= len(items):
+        return items
+    order = list(range(len(items)))
+    random.Random(seed).shuffle(order)
+    return [items[i] for i in sorted(order[:n])]
+
+
+def task_splits(cfg, read, bundled: dict, bundled_split, kind: str, source: str) -> tuple[dict[str, list], str]:
+    """train/validation/test for a task's data section: from files (`read(path)`; a missing validation or
+    test split is carved from train by the seed) or from a bundled set (`bundled_split(name, seed,
+    fractions)`), then limited by max_train_samples/max_eval_samples. Returns the parts and a description."""
+    split = cfg.split
+    if cfg.train:
+        train = read(cfg.train)
+        given = {s: read(getattr(cfg, s)) for s in ("validation", "test") if getattr(cfg, s)}
+        missing = [s for s in ("validation", "test") if s not in given]
+        *carved, train = seeded_split(train, [getattr(split, s) for s in missing], split.seed)
+        given.update(zip(missing, carved))
+        parts = {"train": train, **given}
+        description = f"{cfg.train}" + "".join(f" + {s} from file" for s in ("validation", "test") if s not in missing)
+    elif cfg.dataset in bundled:
+        parts = bundled_split(cfg.dataset, split.seed, (split.validation, split.test))
+        description = f"bundled '{cfg.dataset}' ({source}, seed {split.seed})"
+    else:
+        raise TunecraftError(f"data.dataset '{cfg.dataset}' is not a bundled {kind} set ({', '.join(bundled)}) "
+                             "and data.train is not set")
+    parts["train"] = limit_sample(parts["train"], cfg.max_train_samples, split.seed)
+    for s in ("validation", "test"):
+        parts[s] = limit_sample(parts[s], cfg.max_eval_samples, split.seed)
+    if not parts["train"]:
+        raise TunecraftError("the training split is empty")
+    return parts, description
+
+
 def seeded_split(examples: list[Example], fractions: list[float], seed: int) -> list[list[Example]]:
     """Split by a seeded permutation: the first parts get `fractions` of the data, the last the rest."""
     order = list(range(len(examples)))

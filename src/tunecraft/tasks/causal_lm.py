@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from transformers import AutoModelForCausalLM
 
 from ..data import LabelMap
 from ..data.chat import BUNDLED_CHAT, Conversation, read_sft_file
-from ..data.dataset import IGNORE, Encoded, batch_order, collate, pad_multiple, seeded_split
+from ..data.dataset import IGNORE, Encoded, batch_order, collate, pad_multiple, seeded_split, task_splits
 from ..errors import DataError, TunecraftError
 from ..evaluate.inference import autocast_context
 from ..evaluate.report import fmt
@@ -49,14 +48,6 @@ class _Columns:
 
 # -- data -------------------------------------------------------------------------------------------------------
 
-def _limit(items: list, n: int | None, seed: int) -> list:
-    if n is None or n >= len(items):
-        return items
-    order = list(range(len(items)))
-    random.Random(seed).shuffle(order)
-    return [items[i] for i in sorted(order[:n])]
-
-
 def bundled_split(name: str, seed: int, fractions: tuple[float, float]) -> dict[str, list[Conversation]]:
     """A bundled chat set's fixed split by prompt: test, validation, the rest train. Conversations that share
     their prompt (one question, several answers) land in the same split, so no held-out prompt is trained on."""
@@ -69,27 +60,9 @@ def bundled_split(name: str, seed: int, fractions: tuple[float, float]) -> dict[
 
 
 def load_data(cfg) -> ChatData:
-    split, fmt_name = cfg.split, cfg.sft.format
-    if cfg.train:
-        train = read_sft_file(cfg.train, fmt_name)
-        given = {s: read_sft_file(getattr(cfg, s), fmt_name) for s in ("validation", "test") if getattr(cfg, s)}
-        missing = [s for s in ("validation", "test") if s not in given]
-        *carved, train = seeded_split(train, [getattr(split, s) for s in missing], split.seed)
-        given.update(zip(missing, carved))
-        parts = {"train": train, **given}
-        description = f"{cfg.train}" + "".join(f" + {s} from file" for s in ("validation", "test") if s not in missing)
-    elif cfg.dataset in BUNDLED_CHAT:
-        parts = bundled_split(cfg.dataset, split.seed, (split.validation, split.test))
-        description = f"bundled '{cfg.dataset}' (chatterbot-corpus conversations; split by conversation, seed " \
-                      f"{split.seed})"
-    else:
-        raise TunecraftError(f"data.dataset '{cfg.dataset}' is not a bundled chat set ({', '.join(BUNDLED_CHAT)}) "
-                             "and data.train is not set")
-    parts["train"] = _limit(parts["train"], cfg.max_train_samples, split.seed)
-    for s in ("validation", "test"):
-        parts[s] = _limit(parts[s], cfg.max_eval_samples, split.seed)
-    if not parts["train"]:
-        raise TunecraftError("the training split is empty")
+    fmt_name = cfg.sft.format
+    parts, description = task_splits(cfg, lambda path: read_sft_file(path, fmt_name), BUNDLED_CHAT, bundled_split,
+                                     "chat", "chatterbot-corpus conversations; split by prompt")
     return ChatData(parts["train"], parts["validation"], parts["test"], columns=_Columns(), description=description)
 
 

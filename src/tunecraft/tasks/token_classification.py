@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,7 +12,7 @@ from seqeval.scheme import IOB2, IOBES
 from transformers import AutoModelForTokenClassification
 
 from ..data import LabelMap
-from ..data.dataset import IGNORE, Encoded, seeded_split
+from ..data.dataset import IGNORE, Encoded, seeded_split, task_splits
 from ..data.ner import BUNDLED_NER, Sentence, normalise, read_ner_file, split_words, tags_to_spans
 from ..errors import DataError, TunecraftError
 from ..evaluate.report import fmt, plot_confusion
@@ -65,14 +64,6 @@ def check_known(sentences: list[Sentence], label_map: LabelMap) -> None:
                                 f"knows: {', '.join(label_map.labels)}")
 
 
-def _limit(items: list, n: int | None, seed: int) -> list:
-    if n is None or n >= len(items):
-        return items
-    order = list(range(len(items)))
-    random.Random(seed).shuffle(order)
-    return [items[i] for i in sorted(order[:n])]
-
-
 def bundled_split(name: str, seed: int, fractions: tuple[float, float]) -> dict[str, list[Sentence]]:
     """A bundled set's fixed split by sentence (line): test, validation, the rest train."""
     test, validation, train = seeded_split(BUNDLED_NER[name](), [fractions[1], fractions[0]], seed)
@@ -88,31 +79,13 @@ def entity_counts(sentences: list[Sentence]) -> dict[str, int]:
 
 
 def load_data(cfg) -> NerData:
-    ner, split = cfg.ner, cfg.split
+    ner = cfg.ner
 
     def read(path):
         return read_ner_file(path, "auto" if cfg.format == "auto" else cfg.format, ner.token_column, ner.tag_column)
 
-    if cfg.train:
-        train = read(cfg.train)
-        given = {s: read(getattr(cfg, s)) for s in ("validation", "test") if getattr(cfg, s)}
-        missing = [s for s in ("validation", "test") if s not in given]
-        *carved, train = seeded_split(train, [getattr(split, s) for s in missing], split.seed)
-        given.update(zip(missing, carved))
-        parts = {"train": train, **given}
-        description = f"{cfg.train}" + "".join(f" + {s} from file" for s in ("validation", "test") if s not in missing)
-    elif cfg.dataset in BUNDLED_NER:
-        parts = bundled_split(cfg.dataset, split.seed, (split.validation, split.test))
-        description = f"bundled '{cfg.dataset}' (People's Daily 1998-01, character-level; split by line, seed " \
-                      f"{split.seed})"
-    else:
-        raise TunecraftError(f"data.dataset '{cfg.dataset}' is not a bundled NER set ({', '.join(BUNDLED_NER)}) "
-                             "and data.train is not set")
-    parts["train"] = _limit(parts["train"], cfg.max_train_samples, split.seed)
-    for s in ("validation", "test"):
-        parts[s] = _limit(parts[s], cfg.max_eval_samples, split.seed)
-    if not parts["train"]:
-        raise TunecraftError("the training split is empty")
+    parts, description = task_splits(cfg, read, BUNDLED_NER, bundled_split, "NER",
+                                     "People's Daily 1998-01, character-level; split by line")
     for part in parts.values():
         for sentence in part:
             normalise(sentence, ner.scheme, ner.on_invalid)
