@@ -17,14 +17,12 @@ import transformers
 from tqdm.auto import tqdm
 
 from .. import __version__
-from ..config import dump_config
 from ..errors import ConfigError
 from ..evaluate.report import _html, _line_plot, _markdown, _plot_curves, fmt
 from ..models import META, SCRATCH, load_tokenizer, resolve_base
 from ..train.checkpoint import load_weights, prune_checkpoints, write_json_atomically
-from ..train.job import check_run_dir, make_accelerator, prepare_run_dir
-from ..train.loop import TrainingLoop, planned_steps
-from ..train.optim import build_optimizer, build_scheduler
+from ..train.job import check_run_dir, open_run
+from ..train.loop import TrainingLoop
 from ..train.precision import resolve as resolve_precision
 from .config import PretrainRecipe
 from .corpora import load_corpus, sentences
@@ -157,14 +155,7 @@ def pretrain(recipe: PretrainRecipe, resume: bool = False, overwrite: bool = Fal
     if not len(train_enc):
         raise ConfigError("corpus: too little text for one training sequence")
 
-    acc = make_accelerator(mixed)
-    run_dir = prepare_run_dir(recipe, resume) if acc.is_main_process else recipe.run_dir
-    acc.wait_for_everyone()
-    if acc.is_main_process and not resume:
-        (run_dir / "config.yaml").write_text(dump_config(recipe), encoding="utf-8")
-    optimizer = build_optimizer(model, recipe.train)
-    steps = planned_steps(train_enc.lengths, recipe.train, recipe.seed, acc.num_processes)
-    scheduler = build_scheduler(optimizer, recipe.train, steps)
+    acc, run_dir, optimizer, steps, scheduler = open_run(recipe, resume, mixed, model, train_enc.lengths)
     mean_len = sum(train_enc.lengths) / len(train_enc)
     peak = measure_peak_flops(dtype) if recipe.mfu_probe else None
     fpt = flops_per_token(model, mean_len)

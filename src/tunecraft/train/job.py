@@ -146,6 +146,19 @@ def set_gradient_checkpointing(model: torch.nn.Module, on: bool) -> None:
         inner.gradient_checkpointing_disable()
 
 
+def open_run(config, resume: bool, mixed: str, model, lengths: list[int]):
+    """The accelerator, the run folder (with the resolved recipe in config.yaml), the optimizer, the planned
+    number of steps and the schedule: what `train` and `pretrain` set up once their inputs are known good."""
+    acc = make_accelerator(mixed)
+    run_dir = prepare_run_dir(config, resume) if acc.is_main_process else config.run_dir
+    acc.wait_for_everyone()
+    if acc.is_main_process and not resume:
+        (run_dir / "config.yaml").write_text(dump_config(config), encoding="utf-8")
+    optimizer = build_optimizer(model, config.train)
+    steps = planned_steps(lengths, config.train, config.seed, acc.num_processes)
+    return acc, run_dir, optimizer, steps, build_scheduler(optimizer, config.train, steps)
+
+
 def train(config: RunConfig, resume: bool = False, overwrite: bool = False, hooks=(), loss_terms=(),
           model=None, data=None) -> dict:
     """Fine-tune and evaluate as the config says; returns the run summary (also in summary.json).
@@ -167,15 +180,7 @@ def train(config: RunConfig, resume: bool = False, overwrite: bool = False, hook
     trainable, total = count_parameters(model)
 
     # everything above only reads; the run folder is touched once the inputs are known to be good
-    acc = make_accelerator(mixed)
-    run_dir = prepare_run_dir(config, resume) if acc.is_main_process else config.run_dir
-    acc.wait_for_everyone()
-    if acc.is_main_process and not resume:
-        (run_dir / "config.yaml").write_text(dump_config(config), encoding="utf-8")
-
-    optimizer = build_optimizer(model, config.train)
-    steps = planned_steps(train_enc.lengths, config.train, config.seed, acc.num_processes)
-    scheduler = build_scheduler(optimizer, config.train, steps)
+    acc, run_dir, optimizer, steps, scheduler = open_run(config, resume, mixed, model, train_enc.lengths)
     hooks = [*method.hooks(model, steps), *hooks]
     loss_terms = [*method.loss_terms(model, task), *loss_terms]
     model, optimizer = acc.prepare(model, optimizer)
