@@ -79,6 +79,9 @@ def _cmd_tune(args) -> int:
           f"validation {result['metric']} {result['best_value']:.4f}")
     print("  ".join(f"{k}={v}" for k, v in result["best_params"].items()))
     print(f"results: {result['results']}\nbest recipe: {result['best_recipe']}")
+    return 0
+
+
 def _cmd_tokenizer(args) -> int:
     from .config import load_recipe
     from .pretrain.config import TokenizerRecipe
@@ -308,6 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing search folder")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_cmd_tune)
+
     p = sub.add_parser("tokenizer", help="train a tokenizer (wordpiece, bpe, chars) from corpora or text files")
     p.add_argument("recipe")
     p.add_argument("overrides", nargs="*", help="dotted.key=value, e.g. vocab_size=16000")
