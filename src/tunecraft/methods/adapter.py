@@ -71,8 +71,7 @@ class Adapter(InsertedMethod):
                 width = getattr(inner, "out_features", None) or model.config.hidden_size
                 replace_module(model, f"{prefix}.{i}.{place}", Bottleneck(inner, width, cfg.size, cfg.activation))
         model._tunecraft_method_settings = cfg.model_dump()
-        self._norms = cfg.train_layer_norms
         return model
 
-    def trainable(self, name):
-        return self._norms and ("LayerNorm" in name or "layernorm" in name or name.endswith("norm.weight"))
+    def trainable(self, name, cfg):
+        return cfg.train_layer_norms and ("LayerNorm" in name or "layernorm" in name or name.endswith("norm.weight"))

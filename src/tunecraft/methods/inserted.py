@@ -68,7 +68,7 @@ class InsertedMethod(Method):
     def insert(self, model: nn.Module, cfg: MethodSettings) -> nn.Module:
         raise NotImplementedError
 
-    def trainable(self, name: str) -> bool:
+    def trainable(self, name: str, cfg: MethodSettings) -> bool:
         """Whether a base-model parameter (outside the inserted modules and the head) trains too."""
         return False
 
@@ -80,7 +80,7 @@ class InsertedMethod(Method):
         for name, param in model.named_parameters():
             inserted = any(isinstance(m, Wrapper) and not part.startswith("inner")
                            for m, part in _owners(model, name))
-            param.requires_grad_(name in head or inserted or self.trainable(name))
+            param.requires_grad_(name in head or inserted or self.trainable(name, cfg))
         return model
 
     def export(self, model, model_dir, adapter_dir):
