@@ -156,6 +156,22 @@ def test_bundled_split_is_fixed_by_seed_and_disjoint():
     assert [e.text for e in other.test] != [e.text for e in a.test]
 
 
+def test_bundled_chinese_reviews_drop_repeats_and_texts_with_both_labels():
+    reviews = read_bundled("zh-reviews")
+    counts = {label: sum(e.label == label for e in reviews) for label in ("negative", "positive")}
+    assert counts == {"negative": 9_031, "positive": 8_332}
+    by_text = {}
+    for e in reviews:
+        assert e.text == e.text.strip() and e.text
+        assert by_text.setdefault(e.text, e.label) == e.label
+    assert len(by_text) == len(reviews)  # no repeats, so no text sits on both sides of a split
+    first = reviews[0]
+    assert first.path.endswith("neg.txt") and first.line == 1  # file and line travel with each example
+    data = load_classification_data(build_config({"data": {"dataset": "zh-reviews"}}).data)
+    assert (len(data.train), len(data.validation), len(data.test)) == (13_891, 1_736, 1_736)
+    assert data.label_map.labels == ["negative", "positive"]
+
+
 def test_seeded_split_covers_everything_once():
     items = list(range(101))
     test, val, train = seeded_split(items, [0.1, 0.1], seed=3)

@@ -10,7 +10,7 @@ from tunecraft.config import build_config
 from tunecraft.data.dataset import IGNORE
 from tunecraft.errors import ConfigError
 from tunecraft.pretrain.config import ObjectiveConfig, PretrainRecipe, TokenizerRecipe
-from tunecraft.pretrain.corpora import load_corpus, pd_text, sentences, wiki_en
+from tunecraft.pretrain.corpora import load_corpus, pd_text, sentences, wiki_en, zh_reviews
 from tunecraft.pretrain.job import pretrain, unigram_baseline
 from tunecraft.pretrain.objectives import CausalLM, MaskedLM
 from tunecraft.pretrain.tokenizer import build_tokenizer, train_tokenizer
@@ -38,6 +38,24 @@ def test_pd_text_leaves_out_every_ner_test_line(pd_docs):
     assert not test & text
     other_seed = {s.text for s in bundled_split("pd-ner", 7, (0.1, 0.1))["test"]}
     assert other_seed & {"".join(d) for d in pd_text(split_seed=42)}  # the split, not luck, keeps them out
+
+
+def test_zh_reviews_corpus_leaves_out_every_sentiment_test_text():
+    from tunecraft.data.dataset import load_eval_examples
+    from tunecraft.data.readers import Columns
+
+    def texts(split, seed=42):  # sentence splitting drops the spaces between sentences: compare without them
+        return {"".join(e.text.split()) for e in load_eval_examples("zh-reviews", Columns("text", "label", None),
+                                                                     split=split, seed=seed)}
+
+    def corpus(split_seed=42):
+        return {"".join("".join(d).split()) for d in zh_reviews(split_seed=split_seed)}
+
+    kept, test = corpus(), texts("test")
+    assert len(test) >= 1_730 and len(kept) >= 17_363 - 1_736 - 10
+    assert not test & kept
+    assert texts("validation") <= kept and texts("train") <= kept
+    assert texts("test", seed=7) & kept  # the split, not luck, keeps them out
 
 
 @pytest.mark.parametrize("kind", ["wordpiece", "bpe"])

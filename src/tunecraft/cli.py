@@ -252,10 +252,11 @@ def _cmd_assets(args) -> int:
         for line in assets.fetch():
             print(line)
     else:
+        from .data.bundled import LANGUAGE
         from .data.chat import BUNDLED_CHAT
 
         print("models:   " + ", ".join([*assets.MODELS, *assets.GGUF_MODELS]))
-        print("datasets: " + ", ".join([*assets.VADER_FILES, "pd-ner", *BUNDLED_CHAT]))
+        print("datasets: " + ", ".join([*LANGUAGE, "pd-ner", *BUNDLED_CHAT]))
         print(f"asset folder: {assets.home()}")
     return 0
 

