@@ -210,3 +210,54 @@ def test_methods_on_a_causal_lm_adapter_starts_as_the_base_and_virtual_tokens_ar
         cfg = build_config({"task": "causal_lm", "method": {"name": name}}).method
         with pytest.raises(ValueError, match=message):
             get_method(name).apply(AutoModelForCausalLM.from_pretrained(str(path)), cfg, "causal_lm")
+
+
+@pytest.mark.parametrize("method", [{"name": "lora", "r": 8}, {"name": "lora", "r": 8, "dora": True}, {"name": "ia3"},
+                                    {"name": "adalora", "init_r": 8, "target_r": 2}, {"name": "adapter"},
+                                    {"name": "prefix"}, {"name": "freeze", "layers": 4}],
+                         ids=["lora", "dora", "ia3", "adalora", "adapter", "prefix", "freeze"])
+def test_frozen_weights_cast_once_to_bf16_train_bit_for_bit_the_same(method, tmp_path, monkeypatch):
+    """The loop holds frozen Linear weights in bf16 during bf16 training (autocast would re-cast them at
+    every use): the trained weights and predictions must equal those of a run without that, exactly."""
+    from contextlib import contextmanager, nullcontext
+
+    import torch
+    from safetensors.torch import load_file
+
+    import tunecraft.train.loop as loop
+    from tunecraft.train import train
+    from tunecraft.train.precision import frozen_linears_cast
+
+    from .conftest import recipe
+
+    held = []
+
+    @contextmanager
+    def spy(model, dtype):
+        with frozen_linears_cast(model, dtype):
+            held.append(sum(m.weight.dtype == torch.bfloat16 for m in model.modules()
+                            if isinstance(m, torch.nn.Linear)))
+            yield
+        assert all(p.dtype == torch.float32 for p in model.parameters())  # fp32 again for export
+
+    def run(name):
+        config = recipe(tmp_path, name, method=method, baselines={"zero_shot": False},
+                        data={"max_train_samples": 96, "max_eval_samples": 32},
+                        train={"lr": 2e-3, "max_steps": 3, "eval_each_epoch": False, "precision": "bf16"})
+        train(config)
+        folder = config.run_dir
+        return (load_file(folder / "model" / "model.safetensors"),
+                (folder / "predictions.jsonl").read_text())
+
+    monkeypatch.setattr(loop, "frozen_linears_cast", spy)
+    cast_weights, cast_predictions = run("cast")
+    if method.get("dora"):  # DoRA layers read their base weight outside autocast: left in fp32
+        assert held and held[0] <= 1, held
+    else:  # the frozen query/key/value/output/FFN layers of 6 blocks, at least
+        assert held and held[0] >= 12, held
+    monkeypatch.setattr(loop, "frozen_linears_cast", lambda model, dtype: nullcontext())
+    plain_weights, plain_predictions = run("plain")
+    assert cast_weights.keys() == plain_weights.keys()
+    for name, tensor in cast_weights.items():
+        assert tensor.dtype == plain_weights[name].dtype and torch.equal(tensor, plain_weights[name]), name
+    assert cast_predictions == plain_predictions

@@ -23,6 +23,7 @@ from ..data.dataset import Encoded, batch_order, collate, pad_multiple
 from ..evaluate.inference import predict_logits
 from ..evaluate.metrics import headline
 from .checkpoint import latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint, save_weights
+from .precision import frozen_linears_cast
 from .regularizers import LossPlugins
 
 logger = logging.getLogger(__name__)
@@ -94,6 +95,12 @@ class TrainingLoop:
 
     # -- the loop ---------------------------------------------------------------------------------
     def run(self, resume: bool = False) -> LoopState:
+        # sharded parameters (FSDP, DeepSpeed) are not plain tensors to swap
+        sharded = self.acc.distributed_type.value in ("FSDP", "DEEPSPEED")
+        with frozen_linears_cast(self.acc.unwrap_model(self.model), None if sharded else self.autocast_dtype):
+            return self._run(resume)
+
+    def _run(self, resume: bool) -> LoopState:
         if resume:
             self.restore()
         s = self.state
