@@ -271,68 +271,59 @@ def _cmd_report(args) -> int:
     return 0
 
 
+def recipe_command(sub, name: str, func, example: str, *, resume: bool = False, overwrite: str | None = None,
+                   progress: bool = True, **parser_kwargs) -> argparse.ArgumentParser:
+    """A subcommand that takes a recipe and dotted.key=value overrides (train, plan, tune, tokenizer, ...)."""
+    p = sub.add_parser(name, **parser_kwargs)
+    p.add_argument("recipe")
+    p.add_argument("overrides", nargs="*", help=f"dotted.key=value, e.g. {example}")
+    if resume:
+        p.add_argument("--resume", action="store_true", help="continue the run from its latest checkpoint")
+    if overwrite:
+        p.add_argument("--overwrite", action="store_true", help=f"replace an existing {overwrite}")
+    if progress:
+        p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=func)
+    return p
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tunecraft", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("train", help="fine-tune and evaluate from a recipe")
-    p.add_argument("recipe")
-    p.add_argument("overrides", nargs="*", help="dotted.key=value, e.g. train.lr=3e-4 method.r=16")
-    p.add_argument("--resume", action="store_true", help="continue the run from its latest checkpoint")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
-    p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=_cmd_train)
+    recipe_command(sub, "train", _cmd_train, "train.lr=3e-4 method.r=16", resume=True, overwrite="run folder",
+                   help="fine-tune and evaluate from a recipe")
 
-    p = sub.add_parser("plan", help="measure a few real steps: memory split, tokens/s, time per epoch and run",
+    p = recipe_command(sub, "plan", _cmd_plan, "train.batch_size=64", progress=False,
+                       help="measure a few real steps: memory split, tokens/s, time per epoch and run",
                        description="Runs 1 + --steps real optimizer steps of the recipe (nothing is saved) and "
                                    "prints parameter/gradient/optimizer/activation memory, tokens/s and the "
                                    "estimated time per epoch and for the run. --auto measures layouts with the "
                                    "recipe's global batch (micro-batch × accumulation, fp32/bf16, gradient "
                                    "checkpointing) and picks the fastest that fits --memory-budget. Exit status "
                                    "1 when the recipe's layout does not fit the budget.")
-    p.add_argument("recipe")
-    p.add_argument("overrides", nargs="*", help="dotted.key=value, e.g. train.batch_size=64")
     p.add_argument("--steps", type=int, default=5, help="timed optimizer steps per layout (after one warm-up)")
     p.add_argument("--memory-budget", help="e.g. 4GB, 512MB, 8GiB: the model's peak must fit")
     p.add_argument("--auto", action="store_true", help="choose the layout that fits the budget at the best speed")
     p.add_argument("--processes", type=int, default=1, help="estimate time for N data-parallel processes")
     p.add_argument("--out", help="--auto: write the recipe with the chosen layout here")
     p.add_argument("--json", help="write every measurement as JSON here")
-    p.set_defaults(func=_cmd_plan)
 
-    p = sub.add_parser("tune", help="hyper-parameter search (Optuna) with pruning; writes the best recipe",
+    p = recipe_command(sub, "tune", _cmd_tune, "data.max_train_samples=500", overwrite="search folder",
+                       help="hyper-parameter search (Optuna) with pruning; writes the best recipe",
                        description="Searches the recipe's `tune.space` (or --space FILE): each trial is a "
                                    "training run in RUN/trials/; the validation metric is reported after every "
                                    "evaluation and the median pruner stops trailing trials. Writes "
                                    "RUN/results.md, RUN/results.csv and RUN/best.yaml.")
-    p.add_argument("recipe")
-    p.add_argument("overrides", nargs="*", help="dotted.key=value, e.g. data.max_train_samples=500")
     p.add_argument("--space", help="a YAML file with the search settings (a `tune:` mapping)")
     p.add_argument("--trials", type=int, help="number of trials (overrides tune.trials)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing search folder")
-    p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=_cmd_tune)
 
-    p = sub.add_parser("tokenizer", help="train a tokenizer (wordpiece, bpe, chars) from corpora or text files")
-    p.add_argument("recipe")
-    p.add_argument("overrides", nargs="*", help="dotted.key=value, e.g. vocab_size=16000")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing tokenizer folder")
-    p.set_defaults(func=_cmd_tokenizer)
-
-    p = sub.add_parser("pretrain", help="pre-train from scratch or continue pre-training (MLM, NSP/SOP, causal LM)")
-    p.add_argument("recipe")
-    p.add_argument("overrides", nargs="*", help="dotted.key=value, e.g. train.max_steps=100")
-    p.add_argument("--resume", action="store_true", help="continue the run from its latest checkpoint")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
-    p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=_cmd_pretrain)
-
-    p = sub.add_parser("continual", help="learn a stream of tasks one after another; measure what is forgotten")
-    p.add_argument("recipe")
-    p.add_argument("overrides", nargs="*", help="dotted.key=value, e.g. train.max_steps=30 seed=1")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing continual run folder")
-    p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=_cmd_continual)
+    recipe_command(sub, "tokenizer", _cmd_tokenizer, "vocab_size=16000", overwrite="tokenizer folder",
+                   progress=False, help="train a tokenizer (wordpiece, bpe, chars) from corpora or text files")
+    recipe_command(sub, "pretrain", _cmd_pretrain, "train.max_steps=100", resume=True, overwrite="run folder",
+                   help="pre-train from scratch or continue pre-training (MLM, NSP/SOP, causal LM)")
+    recipe_command(sub, "continual", _cmd_continual, "train.max_steps=30 seed=1", overwrite="continual run folder",
+                   help="learn a stream of tasks one after another; measure what is forgotten")
 
     p = sub.add_parser("eval", help="evaluate a run on a bundled dataset or a file")
     p.add_argument("run")
