@@ -265,6 +265,7 @@ def train(config: RunConfig, resume: bool = False, overwrite: bool = False, hook
         "padding_fraction": round(1 - tokens / max(padded, 1), 4),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "precision": mixed, "device": str(acc.device), "processes": acc.num_processes,
+        "distributed": acc.distributed_type.value,
         "versions": {"tunecraft": __version__, "torch": torch.__version__,
                      "transformers": transformers.__version__, "python": platform.python_version()},
     }

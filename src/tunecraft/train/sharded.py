@@ -37,8 +37,11 @@ def enable_fsdp_on_cpu(acc) -> None:
     if plugin.fsdp_version != 2:
         raise TunecraftError("FSDP on CPU needs fsdp_version: 2 in the accelerate config (torch's fully_shard); "
                              "see recipes/accelerate/cpu-fsdp-2proc.yaml")
+    from accelerate.state import PartialState
+
     acc.state.distributed_type = DistributedType.FSDP
     acc.state.fsdp_plugin = plugin
+    PartialState._shared_state["distributed_type"] = DistributedType.FSDP  # as AcceleratorState does on GPU
 
 
 def is_sharded(acc) -> bool:
