@@ -84,7 +84,8 @@ def trainable_weights(acc, model) -> dict[str, torch.Tensor] | None:
         return trainable_state(acc.unwrap_model(model)) if acc.is_main_process else None
     from torch.distributed.checkpoint.state_dict import get_model_state_dict
 
-    full = get_model_state_dict(model, options=_options(cpu_offload=True))
+    # frozen parameters (a LoRA base) are not gathered
+    full = get_model_state_dict(model, options=_options(cpu_offload=True, ignore_frozen_params=True))
     if not acc.is_main_process:
         return None
     names = [n for n, p in model.named_parameters() if p.requires_grad]
