@@ -50,7 +50,7 @@ def is_sharded(acc) -> bool:
 
 def prepare_for_sharding(acc, model: torch.nn.Module, method_name: str) -> torch.nn.Module | None:
     """Before acc.prepare: refuse what is not supported, pick the blocks to wrap, and return (on process 0)
-    an unsharded copy of the model's structure for the export."""
+    an unsharded CPU copy of the model, into which `unsharded` loads the trained weights for the export."""
     if not is_sharded(acc):
         return None
     if not acc.is_fsdp2:
