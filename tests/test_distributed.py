@@ -306,6 +306,7 @@ def test_fsdp_refuses_what_its_checkpoints_do_not_cover(pair):
     done = launch_two(out / "two.yaml", "name=fsdp-ia3", "method.name=ia3", config=CPU_FSDP, ok=False)
     assert done.returncode != 0
     assert "not supported under FSDP" in done.stdout + done.stderr
+    assert not (out / "fsdp-ia3").exists()  # refused before the run folder is touched
 
 
 def test_only_train_accepts_an_fsdp_launch(monkeypatch):

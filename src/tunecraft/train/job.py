@@ -33,9 +33,9 @@ from .precision import resolve as resolve_precision
 from .sharded import (
     enable_fsdp_on_cpu,
     fsdp_requested,
-    is_sharded,
     load_weights_into,
     prepare_for_sharding,
+    refuse_under_fsdp,
     unsharded,
 )
 
@@ -193,24 +193,18 @@ def train(config: RunConfig, resume: bool = False, overwrite: bool = False, hook
     lmap, max_len, method, model = data.label_map, config.model.max_length, job.method, job.model
     train_examples, train_enc, val_enc, test_enc = job.train_examples, job.train_enc, job.val_enc, job.test_enc
     trainable, total = count_parameters(model)
+    eval_name, eval_examples, eval_enc = (("test", data.test, test_enc) if test_enc
+                                          else ("validation", data.validation, val_enc))
+    generative = getattr(task, "GENERATIVE", False) and eval_enc is not None
+    gen = config.generation.model_dump()
+    if fsdp_requested():
+        refuse_under_fsdp(config, generative, extras=[*hooks, *loss_terms, *method.loss_terms(model, task)])
 
     # everything above only reads; the run folder is touched once the inputs are known to be good
     acc, run_dir, optimizer, steps, scheduler = open_run(config, resume, mixed, model, train_enc.lengths, fsdp=True)
     hooks = [*method.hooks(model, steps), *hooks]
     loss_terms = [*method.loss_terms(model, task), *loss_terms]
-    eval_name, eval_examples, eval_enc = (("test", data.test, test_enc) if test_enc
-                                          else ("validation", data.validation, val_enc))
-    generative = getattr(task, "GENERATIVE", False) and eval_enc is not None
-    gen = config.generation.model_dump()
-    spare = None  # under FSDP, process 0's unsharded copy of the model, for the export
-    if is_sharded(acc):
-        if hooks or loss_terms or config.train.adversarial.method != "none":
-            raise TunecraftError("FSDP: step hooks, extra loss terms (distillation, regularisers) and "
-                                 "train.adversarial are not supported under FSDP; use a DDP config")
-        if generative and gen["eval_samples"]:
-            raise TunecraftError("FSDP: held-out generation is not supported under FSDP; set "
-                                 "generation.eval_samples=0 (perplexity only) or use a DDP config")
-        spare = prepare_for_sharding(acc, model, config.method.name)
+    spare = prepare_for_sharding(acc, model)  # under FSDP, process 0's unsharded copy, for the export
     model, optimizer = acc.prepare(model, optimizer)
     loop = TrainingLoop(accelerator=acc, model=model, optimizer=optimizer, scheduler=scheduler, task=task,
                         train_enc=train_enc, eval_enc=val_enc, label_map=lmap, cfg=config.train,

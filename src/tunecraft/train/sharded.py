@@ -48,17 +48,29 @@ def is_sharded(acc) -> bool:
     return acc.distributed_type == DistributedType.FSDP
 
 
-def prepare_for_sharding(acc, model: torch.nn.Module, method_name: str) -> torch.nn.Module | None:
-    """Before acc.prepare: refuse what is not supported, pick the blocks to wrap, and return (on process 0)
-    an unsharded CPU copy of the model, into which `unsharded` loads the trained weights for the export."""
+def refuse_under_fsdp(config, generative: bool, extras: list) -> None:
+    """Before the run folder is touched: what these functions do not cover under FSDP. `extras`: step hooks
+    and extra loss terms (distillation, pruning and the like change or read the model outside the step)."""
+    if config.method.name not in FSDP_METHODS:
+        raise TunecraftError(f"method '{config.method.name}' is not supported under FSDP (only "
+                             f"{', '.join(FSDP_METHODS)}); use a DDP config such as recipes/accelerate/gpu-ddp.yaml")
+    if extras or config.train.adversarial.method != "none":
+        raise TunecraftError("FSDP: step hooks, extra loss terms (distillation, regularisers) and "
+                             "train.adversarial are not supported under FSDP; use a DDP config")
+    if generative and config.generation.eval_samples:
+        # generation is process 0's alone, and under FSDP every forward needs every process
+        raise TunecraftError("FSDP: held-out generation is not supported under FSDP; set "
+                             "generation.eval_samples=0 (perplexity only) or use a DDP config")
+
+
+def prepare_for_sharding(acc, model: torch.nn.Module) -> torch.nn.Module | None:
+    """Before acc.prepare: pick the blocks to wrap and return (on process 0) an unsharded CPU copy of the
+    model, into which `unsharded` loads the trained weights for the export. None when not sharded."""
     if not is_sharded(acc):
         return None
     if not acc.is_fsdp2:
         raise TunecraftError("tunecraft supports FSDP2 only: set fsdp_version: 2 in the accelerate config "
                              "(recipes/accelerate/fsdp.yaml)")
-    if method_name not in FSDP_METHODS:
-        raise TunecraftError(f"method '{method_name}' is not supported under FSDP (only {', '.join(FSDP_METHODS)});"
-                             " use a DDP config such as recipes/accelerate/gpu-ddp.yaml")
     from torch.distributed.fsdp.wrap import transformer_auto_wrap_policy
 
     plugin = acc.state.fsdp_plugin
