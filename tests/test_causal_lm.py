@@ -164,3 +164,12 @@ def test_smollm2_is_converted_once_into_a_plain_folder_with_the_source_checksum(
     assert resolve_base("smollm2-135m") == folder and (folder / "model.safetensors").stat().st_mtime_ns == stamp
     assert {"config.json", "tokenizer.json", "chat_template.jinja"} <= {p.name for p in folder.iterdir()}
     assert resolve_base(str(folder)) == folder  # a local HF causal-LM folder works the same way
+
+
+def test_generation_eval_with_eval_samples_zero_generates_nothing():
+    """0 means perplexity only (config.py); it used to generate for every held-out chat, and under FSDP process
+    0 generating alone hung the run (a sharded forward needs every process)."""
+    from tunecraft.data.chat import Conversation
+
+    chats = [Conversation(messages=[{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}])]
+    assert causal_lm.generation_eval(None, None, chats, {"eval_samples": 0}) == {}

@@ -275,7 +275,7 @@ def held_out_prompts(conversations: list[Conversation], limit: int) -> list[tupl
 
 def generation_eval(model, tokenizer, conversations: list[Conversation], gen: dict, dtype=None) -> dict:
     """Exact match and ROUGE-L (LCS F1) of the generated answers against the held-out answers."""
-    pairs = held_out_prompts(conversations, gen["eval_samples"])
+    pairs = held_out_prompts(conversations, gen["eval_samples"]) if gen["eval_samples"] else []  # 0: none
     if not pairs:
         return {}
     answers = generate(model, tokenizer, [p for p, _ in pairs], gen, gen["batch_size"], dtype)

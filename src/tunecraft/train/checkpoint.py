@@ -58,18 +58,26 @@ def write_text_atomically(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def save_weights(target: Path, model: torch.nn.Module) -> None:
-    _write_atomically(target, lambda d: save_file(trainable_state(model), d / "trainable.safetensors"))
+def save_weights(target: Path, weights: dict[str, torch.Tensor]) -> None:
+    """`weights`: trainable_state(model), or sharded.trainable_weights under FSDP."""
+    _write_atomically(target, lambda d: save_file(weights, d / "trainable.safetensors"))
+
+
+def read_weights(source: Path) -> dict[str, torch.Tensor]:
+    return load_file(source / "trainable.safetensors")
 
 
 def load_weights(source: Path, model: torch.nn.Module) -> None:
-    load_trainable_state(model, load_file(source / "trainable.safetensors"))
+    load_trainable_state(model, read_weights(source))
 
 
-def save_checkpoint(target: Path, model, optimizer, scheduler, state: dict) -> None:
+def save_checkpoint(target: Path, weights: dict[str, torch.Tensor], optimizer_state: dict, scheduler,
+                    state: dict) -> None:
+    """Full (unsharded) tensors only, as one process holds them: see sharded.trainable_weights and
+    sharded.optimizer_state, which gather them under FSDP."""
     def write(d: Path) -> None:
-        save_file(trainable_state(model), d / "trainable.safetensors")
-        torch.save(optimizer.state_dict(), d / "optimizer.pt")
+        save_file(weights, d / "trainable.safetensors")
+        torch.save(optimizer_state, d / "optimizer.pt")
         torch.save(scheduler.state_dict(), d / "scheduler.pt")
         rng = {"python": random.getstate(), "torch": torch.get_rng_state().tolist()}
         if torch.cuda.is_available():
@@ -80,10 +88,12 @@ def save_checkpoint(target: Path, model, optimizer, scheduler, state: dict) -> N
     _write_atomically(target, write)
 
 
-def load_checkpoint(source: Path, model, optimizer, scheduler) -> dict:
-    """Restore everything save_checkpoint wrote; nothing is unpickled (weights_only loading)."""
-    load_weights(source, model)
-    optimizer.load_state_dict(torch.load(source / "optimizer.pt", weights_only=True))
+def load_checkpoint(source: Path, scheduler) -> tuple[dict, dict, dict]:
+    """Restore the scheduler and the RNG; return (trainable weights, optimizer state, loop state) for the
+    caller to load into the model and optimizer (sharded.load_weights_into, sharded.load_optimizer_state).
+    Nothing is unpickled (weights_only loading)."""
+    weights = read_weights(source)
+    optimizer_state = torch.load(source / "optimizer.pt", weights_only=True)
     scheduler.load_state_dict(torch.load(source / "scheduler.pt", weights_only=True))
     rng = json.loads((source / "rng.json").read_text())
     version, internal, gauss = rng["python"]
@@ -91,7 +101,7 @@ def load_checkpoint(source: Path, model, optimizer, scheduler) -> dict:
     torch.set_rng_state(torch.tensor(rng["torch"], dtype=torch.uint8))
     if "cuda" in rng and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in rng["cuda"]])
-    return json.loads((source / STATE).read_text())
+    return weights, optimizer_state, json.loads((source / STATE).read_text())
 
 
 def latest_checkpoint(folder: Path) -> Path | None:

@@ -25,21 +25,36 @@ from ..evaluate.report import write_predictions, write_report
 from ..methods import count_parameters, get_method
 from ..models import META, prepare_base
 from ..tasks import get_task
-from .checkpoint import load_weights, prune_checkpoints, write_json_atomically
+from .checkpoint import prune_checkpoints, read_weights, write_json_atomically
 from .loop import TrainingLoop, planned_steps
 from .memory import keep_freed_memory
 from .optim import build_optimizer, build_scheduler
 from .precision import resolve as resolve_precision
+from .sharded import (
+    enable_fsdp_on_cpu,
+    fsdp_requested,
+    load_weights_into,
+    prepare_for_sharding,
+    refuse_under_fsdp,
+    unsharded,
+)
 
 
-def make_accelerator(mixed_precision: str) -> Accelerator:
+def make_accelerator(mixed_precision: str, fsdp: bool = False) -> Accelerator:
+    """`fsdp`: the caller gathers sharded weights and optimizer state through train/sharded.py (`train`
+    does; the others refuse an FSDP launch rather than write checkpoints or models that hold one shard)."""
     AcceleratorState._reset_state()  # allow several runs (with different precisions) in one process
     acc = Accelerator(mixed_precision=mixed_precision, cpu=not torch.cuda.is_available())
-    if acc.distributed_type.value in ("FSDP", "DEEPSPEED"):
+    if fsdp_requested() and not fsdp:
+        raise TunecraftError("accelerate FSDP is supported by `tunecraft train` only; use a DDP config such as "
+                             "recipes/accelerate/gpu-ddp.yaml or cpu-2proc.yaml")
+    enable_fsdp_on_cpu(acc)
+    if acc.distributed_type.value == "DEEPSPEED":
         # each process holds only a shard of the weights and optimizer state there, and our checkpoints and export
         # read the process's own tensors: refuse rather than write checkpoints that cannot be resumed or exported
-        raise TunecraftError(f"accelerate {acc.distributed_type.value} is not supported by tunecraft's checkpoints "
-                             "and export yet (they would hold one process's shard); use a DDP config such as "
+        raise TunecraftError("accelerate DEEPSPEED is not supported by tunecraft's checkpoints and export yet "
+                             "(they would hold one process's shard); for sharding use FSDP "
+                             "(recipes/accelerate/fsdp.yaml), otherwise a DDP config such as "
                              "recipes/accelerate/gpu-ddp.yaml or cpu-2proc.yaml")
     return acc
 
@@ -146,10 +161,10 @@ def set_gradient_checkpointing(model: torch.nn.Module, on: bool) -> None:
         inner.gradient_checkpointing_disable()
 
 
-def open_run(config, resume: bool, mixed: str, model, lengths: list[int]):
+def open_run(config, resume: bool, mixed: str, model, lengths: list[int], fsdp: bool = False):
     """The accelerator, the run folder (with the resolved recipe in config.yaml), the optimizer, the planned
     number of steps and the schedule: what `train` and `pretrain` set up once their inputs are known good."""
-    acc = make_accelerator(mixed)
+    acc = make_accelerator(mixed, fsdp)
     run_dir = prepare_run_dir(config, resume) if acc.is_main_process else config.run_dir
     acc.wait_for_everyone()
     if acc.is_main_process and not resume:
@@ -178,20 +193,23 @@ def train(config: RunConfig, resume: bool = False, overwrite: bool = False, hook
     lmap, max_len, method, model = data.label_map, config.model.max_length, job.method, job.model
     train_examples, train_enc, val_enc, test_enc = job.train_examples, job.train_enc, job.val_enc, job.test_enc
     trainable, total = count_parameters(model)
+    eval_name, eval_examples, eval_enc = (("test", data.test, test_enc) if test_enc
+                                          else ("validation", data.validation, val_enc))
+    generative = getattr(task, "GENERATIVE", False) and eval_enc is not None
+    gen = config.generation.model_dump()
+    if fsdp_requested():
+        refuse_under_fsdp(config, generative, extras=[*hooks, *loss_terms, *method.loss_terms(model, task)])
 
     # everything above only reads; the run folder is touched once the inputs are known to be good
-    acc, run_dir, optimizer, steps, scheduler = open_run(config, resume, mixed, model, train_enc.lengths)
+    acc, run_dir, optimizer, steps, scheduler = open_run(config, resume, mixed, model, train_enc.lengths, fsdp=True)
     hooks = [*method.hooks(model, steps), *hooks]
     loss_terms = [*method.loss_terms(model, task), *loss_terms]
+    spare = prepare_for_sharding(acc, model)  # under FSDP, process 0's unsharded copy, for the export
     model, optimizer = acc.prepare(model, optimizer)
     loop = TrainingLoop(accelerator=acc, model=model, optimizer=optimizer, scheduler=scheduler, task=task,
                         train_enc=train_enc, eval_enc=val_enc, label_map=lmap, cfg=config.train,
                         seed=config.seed, run_dir=run_dir, pad_id=tokenizer.pad_token_id,
                         autocast_dtype=dtype, hooks=hooks, loss_terms=loss_terms)
-    eval_name, eval_examples, eval_enc = (("test", data.test, test_enc) if test_enc
-                                          else ("validation", data.validation, val_enc))
-    generative = getattr(task, "GENERATIVE", False) and eval_enc is not None
-    gen = config.generation.model_dump()
     if generative and not resume:  # the base model on the same held-out split and prompts, for before/after
         before = loop.evaluate(eval_enc)  # every process takes part; generation is the main process's alone
         if acc.is_main_process:
@@ -201,7 +219,7 @@ def train(config: RunConfig, resume: bool = False, overwrite: bool = False, hook
 
     plain = acc.unwrap_model(model)
     if state.best_step is not None:
-        load_weights(run_dir / "checkpoints" / "best", plain)
+        load_weights_into(acc, model, read_weights(run_dir / "checkpoints" / "best"))
     # all processes' work (each counted only its own batches); train_seconds is process 0's wall time
     counts = torch.tensor([state.train_tokens, state.padded_tokens, state.train_examples], device=acc.device)
     tokens, padded, examples = (int(v) for v in (acc.reduce(counts, reduction="sum") if acc.num_processes > 1
@@ -241,16 +259,18 @@ def train(config: RunConfig, resume: bool = False, overwrite: bool = False, hook
         "padding_fraction": round(1 - tokens / max(padded, 1), 4),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "precision": mixed, "device": str(acc.device), "processes": acc.num_processes,
+        "distributed": acc.distributed_type.value,
         "versions": {"tunecraft": __version__, "torch": torch.__version__,
                      "transformers": transformers.__version__, "python": platform.python_version()},
     }
+    exported = unsharded(acc, model, spare)  # every process: under FSDP it gathers the full model
     if acc.is_main_process:
         if eval_enc:
             rows = task.prediction_rows(eval_examples, logits, eval_enc, lmap)
             write_predictions(run_dir / "predictions.jsonl", rows)
         if generations:
             write_predictions(run_dir / "generations.jsonl", generations)
-        export(method, acc.unwrap_model(model, keep_fp32_wrapper=False), tokenizer, run_dir, meta)
+        export(method, exported, tokenizer, run_dir, meta)
         write_json_atomically(run_dir / "summary.json", summary)
         summary["report"] = str(write_report(run_dir, summary, loop.state.history, task))
         prune_checkpoints(run_dir / "checkpoints", 1)

@@ -25,6 +25,7 @@ from ..evaluate.metrics import headline
 from .checkpoint import latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint, save_weights
 from .precision import frozen_linears_cast
 from .regularizers import LossPlugins
+from .sharded import is_sharded, load_optimizer_state, load_weights_into, optimizer_state, trainable_weights
 
 logger = logging.getLogger(__name__)
 
@@ -205,8 +206,10 @@ class TrainingLoop:
         # process 0, a collective that hangs when processes run different numbers of eval batches
         model = self.acc.unwrap_model(self.model)
         infer = getattr(self.task, "infer", predict_logits)  # causal_lm keeps per-example sums, not logits
+        # under FSDP each forward all-gathers the parameters, a collective: every process runs every batch
+        rank, world = (0, 1) if is_sharded(self.acc) else (self.acc.process_index, self.acc.num_processes)
         return infer(model, enc, self.cfg.batch_size * 2, self.pad_id, self.acc.device,
-                              self.autocast_dtype, self.acc.process_index, self.acc.num_processes, _gather_object)
+                     self.autocast_dtype, rank, world, _gather_object)
 
     def evaluate(self, enc: Encoded, logits=None) -> dict:
         logits = self.evaluate_logits(enc) if logits is None else logits
@@ -222,8 +225,9 @@ class TrainingLoop:
         better = s.best_metric is None or (value > s.best_metric if es.mode == "max" else value < s.best_metric)
         if better:
             s.best_metric, s.best_step, s.bad_evals = value, s.global_step, 0
+            weights = trainable_weights(self.acc, self.model)  # every process: under FSDP it gathers
             if self.acc.is_main_process:
-                save_weights(self.ckpt_dir / "best", self.acc.unwrap_model(self.model))
+                save_weights(self.ckpt_dir / "best", weights)
         else:
             s.bad_evals += 1
             if es.patience and s.bad_evals >= es.patience:
@@ -245,10 +249,12 @@ class TrainingLoop:
                     self.writer.add_scalar(f"{record['type']}/{key}", value, record["step"])
 
     def checkpoint(self) -> None:
+        # every process: under FSDP these gather the shards (process 0 gets the full tensors)
+        weights = trainable_weights(self.acc, self.model)
+        optim = optimizer_state(self.acc, self.model, self.optimizer)
         if self.acc.is_main_process:
             target = self.ckpt_dir / f"step-{self.state.global_step}"
-            save_checkpoint(target, self.acc.unwrap_model(self.model), self.optimizer, self.scheduler,
-                            asdict(self.state))
+            save_checkpoint(target, weights, optim, self.scheduler, asdict(self.state))
             prune_checkpoints(self.ckpt_dir, self.cfg.keep_checkpoints)
         self.acc.wait_for_everyone()
 
@@ -256,7 +262,9 @@ class TrainingLoop:
         found = latest_checkpoint(self.ckpt_dir)
         if found is None:
             raise FileNotFoundError(f"no checkpoint to resume from in {self.ckpt_dir}")
-        saved = load_checkpoint(found, self.acc.unwrap_model(self.model), self.optimizer, self.scheduler)
+        weights, optim, saved = load_checkpoint(found, self.scheduler)
+        load_weights_into(self.acc, self.model, weights)
+        load_optimizer_state(self.acc, self.model, self.optimizer, optim)
         self.state = LoopState(**saved)
         self.resize(self.acc.num_processes, self.cfg.grad_accum)
         # metrics logged after that checkpoint belong to the lost part of the run: drop them
