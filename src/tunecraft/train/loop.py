@@ -96,9 +96,9 @@ class TrainingLoop:
 
     # -- the loop ---------------------------------------------------------------------------------
     def run(self, resume: bool = False) -> LoopState:
-        # sharded parameters (FSDP, DeepSpeed) are not plain tensors to swap
-        sharded = self.acc.distributed_type.value in ("FSDP", "DEEPSPEED")
-        with frozen_linears_cast(self.acc.unwrap_model(self.model), None if sharded else self.autocast_dtype):
+        # sharded parameters (FSDP) are not plain tensors to swap
+        dtype = None if is_sharded(self.acc) else self.autocast_dtype
+        with frozen_linears_cast(self.acc.unwrap_model(self.model), dtype):
             return self._run(resume)
 
     def _run(self, resume: bool) -> LoopState:
