@@ -92,3 +92,28 @@ def test_auto_refuses_a_budget_nothing_fits(tmp_path):
     config = build_config(tiny(tmp_path, batch_size=2, grad_accum=1, precision="fp32"))
     with pytest.raises(ConfigError, match="no layout fits"):
         plan(config, steps=1, memory_budget=1000, auto=True, log=lambda _: None)
+
+
+@pytest.mark.skipif(not cpu_has_bf16(), reason="bf16 autocast needs avx512_bf16/amx_bf16 on CPU")
+def test_lora_bf16_counts_the_frozen_weights_cast_copies_once(tmp_path):
+    """Training holds frozen Linear weights in bf16 beside their fp32 values (train.precision.frozen_linears_cast):
+    plan counts those copies with the parameters, and not again among the tensors saved for backward."""
+    import torch
+
+    def lora(precision):
+        config = build_config({**tiny(tmp_path, precision=precision, batch_size=4), "method": {"name": "lora"}})
+        return config, prepare_job(config)
+
+    config, job = lora("bf16")
+    frozen_linear = sum(p.numel() for m in job.model.modules() if isinstance(m, torch.nn.Linear)
+                        for p in m.parameters(recurse=False) if not p.requires_grad)
+    # the classifier head and LoRA matrices train; the attention and MLP base weights are frozen
+    assert frozen_linear > 0
+    bf16 = measure(config, job, steps=1)
+    config32, job32 = lora("fp32")
+    fp32 = measure(config32, job32, steps=1)
+    # the tiny scratch encoder's word embeddings are not tied to a Linear layer, so every frozen Linear is cast
+    assert bf16.parameter_bytes - fp32.parameter_bytes == 2 * frozen_linear
+    assert bf16.gradient_bytes == fp32.gradient_bytes and bf16.optimizer_bytes == fp32.optimizer_bytes
+    # the weights autograd keeps for backward are the held copies: bf16 activations are below fp32's
+    assert bf16.activation_bytes < fp32.activation_bytes

@@ -23,7 +23,7 @@ from .job import make_accelerator, prepare_job, set_gradient_checkpointing
 from .loop import TrainingLoop, epoch_windows, planned_steps
 from .memory import keep_freed_memory
 from .optim import build_optimizer, build_scheduler
-from .precision import cpu_has_bf16
+from .precision import cpu_has_bf16, frozen_linears_cast
 from .precision import resolve as resolve_precision
 
 _UNITS = {"": 1, "b": 1, "k": 1e3, "kb": 1e3, "m": 1e6, "mb": 1e6, "g": 1e9, "gb": 1e9, "t": 1e12, "tb": 1e12,
@@ -51,7 +51,8 @@ class Measurement:
     precision: str
     gradient_checkpointing: bool
     parameter_bytes: int
-    """All weights (frozen ones too), as held in memory."""
+    """All weights (frozen ones too), as held in memory, plus the copies of frozen Linear weights that training
+    under autocast holds in the autocast dtype (train.precision.frozen_linears_cast)."""
     gradient_bytes: int
     """Gradients of the trainable weights (same dtype as the weights)."""
     optimizer_bytes: int
@@ -86,15 +87,19 @@ def _tensor_bytes(tensors) -> int:
 
 
 class _SavedTensors:
-    """Count the bytes autograd saves for backward (activations), each storage once."""
+    """Count the bytes autograd saves for backward (activations), each storage once, leaving out the `held`
+    tensors (the frozen weights' cast copies, counted with the parameters)."""
 
-    def __init__(self):
+    def __init__(self, held=()):
         self.storages: dict = {}
+        self.held = {(t.untyped_storage().data_ptr(), t.device) for t in held}
 
     def pack(self, t: torch.Tensor):
         if t.device.type != "meta":
             storage = t.untyped_storage()
-            self.storages[(storage.data_ptr(), t.device)] = storage.nbytes()
+            key = (storage.data_ptr(), t.device)
+            if key not in self.held:
+                self.storages[key] = storage.nbytes()
         return t
 
     @property
@@ -124,7 +129,10 @@ def measure(config: RunConfig, job, steps: int = 5, reference_activations: dict 
     total = planned_steps(job.train_enc.lengths, cfg, config.seed, acc.num_processes)
     scheduler = build_scheduler(optimizer, cfg, total)
     prepared, optimizer = acc.prepare(model, optimizer)
-    with tempfile.TemporaryDirectory(prefix="tunecraft-plan-") as tmp:
+    params = _tensor_bytes(model.parameters())
+    # the loop's run() holds frozen Linear weights in the autocast dtype: time and count the steps the same way
+    with tempfile.TemporaryDirectory(prefix="tunecraft-plan-") as tmp, frozen_linears_cast(model, dtype) as held:
+        params += _tensor_bytes(held)
         loop = TrainingLoop(accelerator=acc, model=prepared, optimizer=optimizer, scheduler=scheduler,
                             task=job.task, train_enc=job.train_enc, eval_enc=None, label_map=job.data.label_map,
                             cfg=cfg, seed=config.seed, run_dir=Path(tmp), pad_id=job.tokenizer.pad_token_id,
@@ -136,7 +144,7 @@ def measure(config: RunConfig, job, steps: int = 5, reference_activations: dict 
         if cuda:
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
-        saved = _SavedTensors()
+        saved = _SavedTensors(held)
         with torch.autograd.graph.saved_tensors_hooks(saved.pack, lambda t: t):
             loop.train_step([longest])
         activations = saved.bytes
@@ -155,7 +163,6 @@ def measure(config: RunConfig, job, steps: int = 5, reference_activations: dict 
             timed.append(time.perf_counter() - start)
         tokens = loop.state.train_tokens - tokens_before
         seconds = loop.state.train_seconds - seconds_before
-        params = _tensor_bytes(model.parameters())
         grads = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
         opt = _tensor_bytes(t for state in optimizer.state.values() for t in state.values())
         peak = params + grads + opt + activations

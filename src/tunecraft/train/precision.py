@@ -39,9 +39,10 @@ def frozen_linears_cast(model: torch.nn.Module, dtype: torch.dtype | None):
     were re-cast in every forward (10% of a LoRA step on CPU, docs/benchmarks.md). Casting once gives autocast
     the very same bf16 values, so the training is bit-for-bit the same (tested for every method). Left alone:
     parameters that a non-Linear module also holds (an output layer tied to the word embeddings: the lookup is
-    not cast) and the base layers of DoRA, which computes its weight norm from the base weight outside autocast."""
+    not cast) and the base layers of DoRA, which computes its weight norm from the base weight outside autocast.
+    Yields the cast copies (held in memory beside the fp32 weights until the block ends)."""
     if dtype is None:
-        yield
+        yield []
         return
     owners: dict[int, list[torch.nn.Module]] = {}
     skip = set()
@@ -60,7 +61,7 @@ def frozen_linears_cast(model: torch.nn.Module, dtype: torch.dtype | None):
                 kept.append((param, param.data))
                 param.data = param.data.to(dtype)
     try:
-        yield
+        yield [param.data for param, _ in kept]
     finally:
         for param, data in kept:
             param.data = data
