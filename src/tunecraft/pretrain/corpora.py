@@ -7,6 +7,7 @@ import random
 import re
 from pathlib import Path
 
+from ..assets import package_dir
 from ..errors import DataError, TunecraftError
 
 Document = list[str]
@@ -16,9 +17,7 @@ _EN_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
 
 
 def _gensim_test_data() -> Path:
-    from ..assets import _package_dir
-
-    folder = _package_dir("gensim")  # located without importing it
+    folder = package_dir("gensim")  # located without importing it
     if folder is None:
         raise TunecraftError("the wiki-en corpus needs the gensim package: pip install gensim==4.4.0")
     return folder / "test" / "test_data"
