@@ -38,13 +38,14 @@ def main() -> None:
     from tunecraft.data import LabelMap, load_classification_data
     from tunecraft.data.dataset import batch_order, collate, encode
     from tunecraft.methods import get_method
-    from tunecraft.tasks import classification
+    from tunecraft.tasks.classification import TASK as classification
     from tunecraft.train.precision import frozen_linears_cast
 
     torch.manual_seed(0)
     labels = LabelMap(["negative", "positive"])
     cfg = build_config({"method": {"name": args.method}})
-    model = get_method(args.method).apply(classification.build_model(model_path("minilm-l6"), labels), cfg.method)
+    model = get_method(args.method).apply(classification.build_model(model_path("minilm-l6"), labels), cfg.method,
+                                          classification)
     model.train()
     tokenizer = AutoTokenizer.from_pretrained(model_path("minilm-l6"))
     data = load_classification_data(build_config({"data": {"dataset": "mr"}}).data)

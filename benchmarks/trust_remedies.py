@@ -74,7 +74,7 @@ def cmd_sanity(args) -> None:
     import random
 
     from tunecraft.evaluate.explain import deletion_check
-    from tunecraft.models import load_trained
+    from tunecraft.trained import load_trained
 
     folder = run_dir("plain", args.seeds[0])
     trained = load_trained(folder)

@@ -7,7 +7,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import pytest  # noqa: E402
 
 from tunecraft.config import build_config  # noqa: E402
-from tunecraft.train import train  # noqa: E402
+from tunecraft.experiment import experiment  # noqa: E402
 
 
 @pytest.fixture
@@ -42,12 +42,12 @@ def runs(tmp_path_factory):
 @pytest.fixture(scope="session")
 def lora_run(runs):
     config = recipe(runs, "lora", method={"name": "lora", "r": 8, "alpha": 16}, train={"lr": 1e-3})
-    return config.run_dir, train(config)
+    return config.run_dir, experiment(config)
 
 
 @pytest.fixture(scope="session")
 def full_run(runs):
     config = recipe(runs, "full", method={"name": "full"}, train={"lr": 5e-5, "epochs": 1})
-    return config.run_dir, train(config)
+    return config.run_dir, experiment(config)
 
 

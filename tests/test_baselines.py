@@ -5,8 +5,8 @@ from tunecraft.config import build_config
 from tunecraft.data.readers import Example
 from tunecraft.errors import ConfigError
 from tunecraft.evaluate.baselines import embed, prototypes, zero_shot
+from tunecraft.experiment import experiment
 from tunecraft.models import load_tokenizer, resolve_base
-from tunecraft.train import train
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +47,7 @@ def test_descriptions_must_cover_every_label(tmp_path):
     config = build_config({"output_dir": str(tmp_path), "data": {"max_train_samples": 50},
                            "baselines": {"descriptions": [{"negative": "bad"}]}})
     with pytest.raises(ConfigError, match=r"baselines.descriptions\[0\]: no description for positive"):
-        train(config)
+        experiment(config)
     assert not (tmp_path / "run").exists()
 
 
@@ -64,12 +64,12 @@ def test_every_classification_report_shows_the_zero_shot_baseline(lora_run):
 @pytest.mark.slow
 def test_zero_shot_on_mr_reaches_70_percent_with_the_recipe_descriptions(encoder):
     from tunecraft.config import load_config
-    from tunecraft.evaluate.baselines import run_baselines
-    from tunecraft.tasks import classification
+    from tunecraft.evaluate.baselines import classification_baselines
+    from tunecraft.tasks.classification import TASK as classification
 
     config = load_config("recipes/mr-lora.yaml", ["baselines.shots=[]"])
     data = classification.load_data(config.data)
-    (result,) = run_baselines(resolve_base("minilm-l6"), config, data)
+    (result,) = classification_baselines(config, data, resolve_base("minilm-l6"))
     assert result["metrics"]["samples"] == 1004 and result["metrics"]["accuracy"] >= 0.70
 
 
@@ -80,7 +80,7 @@ def test_few_shot_fine_tunes_learn_from_k_examples_and_leave_only_numbers(runs):
     config = recipe(runs, "kshot", method={"name": "lora", "r": 8, "alpha": 16},
                     train={"lr": 1e-3, "max_steps": 5, "eval_each_epoch": False},
                     baselines={"zero_shot": False, "finetune_shots": [32], "finetune_epochs": 5})
-    summary = train(config)
+    summary = experiment(config)
     (shot,) = [b for b in summary["baselines"] if b["name"].startswith("few-shot fine-tune")]
     assert shot["name"] == "few-shot fine-tune (lora, k=32 per class)" and len(shot["accuracies"]) == 3
     assert len(set(shot["accuracies"])) > 1  # three different draws of 64 examples
@@ -99,13 +99,13 @@ def test_cloze_baseline_refuses_a_model_without_mlm_head_and_multi_token_verbali
                     baselines={"cloze": cloze})
     # all-MiniLM-L6-v2 ships no masked-LM head: a fresh one would score noise, so the run stops before training
     with pytest.raises(ConfigError, match="baselines.cloze: the base model at .* has no masked-LM head"):
-        train(config)
+        experiment(config)
     assert not config.run_dir.exists()
     bad = recipe(runs, "cloze-bad", method={"name": "lora"}, train={"max_steps": 2},
                  baselines={"cloze": {"verbalizers": {"negative": ["terrible"], "positive": ["superduperfantastic"]}}})
     with pytest.raises(ConfigError, match=r"verbalizers.positive: 'superduperfantastic' is not one token"):
-        train(bad)
+        experiment(bad)
     missing = recipe(runs, "cloze-missing", method={"name": "lora"}, train={"max_steps": 2},
                      baselines={"cloze": {"verbalizers": {"negative": ["terrible"]}}})
     with pytest.raises(ConfigError, match="verbalizers: no words for positive"):
-        train(missing)
+        experiment(missing)

@@ -12,9 +12,10 @@ import torch
 from tunecraft.config import build_config
 from tunecraft.data.chat import BUNDLED_CHAT
 from tunecraft.evaluate.runs import predict
-from tunecraft.models import load_trained, resolve_base
+from tunecraft.models import resolve_base
 from tunecraft.tasks import causal_lm
 from tunecraft.train import train
+from tunecraft.trained import load_trained
 
 
 def jsonl(rows) -> str:

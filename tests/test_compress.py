@@ -13,8 +13,8 @@ from tunecraft.compress import Options, compress, parse_variants
 from tunecraft.compress.prune import sparsity_of
 from tunecraft.errors import ConfigError, TunecraftError
 from tunecraft.methods.base import transformer_layers
-from tunecraft.models import load_trained
 from tunecraft.serve.app import ServeSettings, create_app
+from tunecraft.trained import load_trained
 
 VARIANTS = ["int8", "onnx", "onnx-int8-dynamic", "onnx-int8-static", "prune-30", "heads-25", "layers-2",
             "distill-3l"]

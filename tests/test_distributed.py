@@ -311,7 +311,7 @@ def test_fsdp_refuses_what_its_checkpoints_do_not_cover(pair):
 
 def test_only_train_accepts_an_fsdp_launch(monkeypatch):
     from tunecraft.errors import TunecraftError
-    from tunecraft.train.job import make_accelerator
+    from tunecraft.train.session import make_accelerator
 
     monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
     with pytest.raises(TunecraftError, match="only"):

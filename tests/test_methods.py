@@ -5,7 +5,8 @@ from tunecraft.config import build_config
 from tunecraft.data import LabelMap
 from tunecraft.errors import ConfigError
 from tunecraft.methods import count_parameters, get_method
-from tunecraft.tasks import classification
+from tunecraft.tasks import CAUSAL_LM
+from tunecraft.tasks.classification import TASK as classification
 
 
 @pytest.fixture
@@ -19,14 +20,14 @@ def trainable_names(model):
 
 def test_full_trains_everything(model):
     cfg = build_config({"method": {"name": "full"}}).method
-    model = get_method("full").apply(model, cfg)
+    model = get_method("full").apply(model, cfg, classification)
     trainable, total = count_parameters(model)
     assert trainable == total
 
 
 def test_freeze_freezes_embeddings_and_the_lowest_layers(model):
     cfg = build_config({"method": {"name": "freeze", "layers": 4}}).method
-    names = trainable_names(get_method("freeze").apply(model, cfg))
+    names = trainable_names(get_method("freeze").apply(model, cfg, classification))
     assert not any(n.startswith("bert.embeddings") for n in names)
     for layer in range(6):
         assert any(f"encoder.layer.{layer}." in n for n in names) == (layer >= 4), layer
@@ -36,12 +37,12 @@ def test_freeze_freezes_embeddings_and_the_lowest_layers(model):
 def test_freeze_refuses_more_layers_than_the_model_has(model):
     cfg = build_config({"method": {"name": "freeze", "layers": 7}}).method
     with pytest.raises(ValueError, match="has 6 layers"):
-        get_method("freeze").apply(model, cfg)
+        get_method("freeze").apply(model, cfg, classification)
 
 
 def test_lora_trains_adapters_and_the_head_only(model):
     cfg = build_config({"method": {"name": "lora", "r": 4}}).method
-    peft_model = get_method("lora").apply(model, cfg)
+    peft_model = get_method("lora").apply(model, cfg, classification)
     names = trainable_names(peft_model)
     assert names and all("lora_" in n or "classifier" in n for n in names)
     assert any("query.lora_A" in n for n in names) and any("output.dense.lora_B" in n for n in names)
@@ -51,13 +52,13 @@ def test_lora_trains_adapters_and_the_head_only(model):
 
 def test_lora_with_explicit_targets(model):
     cfg = build_config({"method": {"name": "lora", "target_modules": ["query", "value"]}}).method
-    names = trainable_names(get_method("lora").apply(model, cfg))
+    names = trainable_names(get_method("lora").apply(model, cfg, classification))
     assert not any("key.lora" in n or "dense.lora" in n for n in names)
 
 
 def test_ia3_trains_scaling_vectors_and_the_head_only(model):
     cfg = build_config({"method": {"name": "ia3"}}).method
-    peft_model = get_method("ia3").apply(model, cfg)
+    peft_model = get_method("ia3").apply(model, cfg, classification)
     names = trainable_names(peft_model)
     assert any("key.ia3_l" in n for n in names) and any("output.dense.ia3_l" in n for n in names)
     assert all("ia3_l" in n or "classifier" in n for n in names)
@@ -67,14 +68,14 @@ def test_ia3_trains_scaling_vectors_and_the_head_only(model):
 
 def test_dora_adds_a_magnitude_vector_per_adapted_layer(model):
     cfg = build_config({"method": {"name": "lora", "r": 4, "dora": True, "target_modules": ["query"]}}).method
-    names = trainable_names(get_method("lora").apply(model, cfg))
+    names = trainable_names(get_method("lora").apply(model, cfg, classification))
     assert sum("query.lora_magnitude_vector" in n for n in names) == 6
 
 
 def test_adalora_settings_are_checked(model):
     cfg = build_config({"method": {"name": "adalora", "init_r": 4, "target_r": 8}}).method
     with pytest.raises(ValueError, match=r"target_r \(8\) must be smaller than method.init_r \(4\)"):
-        get_method("adalora").apply(model, cfg)
+        get_method("adalora").apply(model, cfg, classification)
     with pytest.raises(ConfigError, match="unknown key 'method.rank'"):
         build_config({"method": {"name": "adalora", "rank": 4}})
 
@@ -146,7 +147,7 @@ def test_inserted_methods_pad_safely_train_only_their_part_and_reload_exactly(se
     with torch.no_grad():
         before = model(**batch).logits
     method = get_method(settings["name"])
-    model = method.apply(model, build_config({"method": settings}).method)
+    model = method.apply(model, build_config({"method": settings}).method, classification)
     names = trainable_names(model)
     assert "classifier.weight" in names and "bert.encoder.layer.0.attention.self.inner.query.weight" not in names
     assert not any(".inner." in n and "LayerNorm" not in n for n in names), sorted(names)[:5]
@@ -179,11 +180,11 @@ def test_inserted_methods_pad_safely_train_only_their_part_and_reload_exactly(se
 def test_prefix_keeps_token_positions_for_ner():
     from transformers import AutoTokenizer
 
-    from tunecraft.tasks import token_classification
+    from tunecraft.tasks.token_classification import TASK as token_classification
 
     model = token_classification.build_model(model_path("minilm-l6"), LabelMap(["O", "B-PER", "I-PER"]))
     model = get_method("prefix").apply(model, build_config({"method": {"name": "prefix"}}).method,
-                                       "token_classification")
+                                       token_classification)
     batch = AutoTokenizer.from_pretrained(model_path("minilm-l6"))(["Ada Lovelace met Babbage"], return_tensors="pt")
     assert model(**batch).logits.shape[:2] == batch["input_ids"].shape
 
@@ -201,7 +202,7 @@ def test_methods_on_a_causal_lm_adapter_starts_as_the_base_and_virtual_tokens_ar
     with torch.no_grad():
         before = model(**batch).logits
     settings = build_config({"task": "causal_lm", "method": {"name": "adapter"}}).method
-    model = get_method("adapter").apply(model, settings, "causal_lm")
+    model = get_method("adapter").apply(model, settings, CAUSAL_LM)
     trainable, total = count_parameters(model)
     assert 0 < trainable < 0.05 * total  # bottlenecks after o_proj and down_proj, and the RMS norms
     with torch.no_grad():
@@ -209,7 +210,7 @@ def test_methods_on_a_causal_lm_adapter_starts_as_the_base_and_virtual_tokens_ar
     for name, message in (("prompt", "not 'causal_lm'"), ("prefix", "supports BERT-style encoders")):
         cfg = build_config({"task": "causal_lm", "method": {"name": name}}).method
         with pytest.raises(ValueError, match=message):
-            get_method(name).apply(AutoModelForCausalLM.from_pretrained(str(path)), cfg, "causal_lm")
+            get_method(name).apply(AutoModelForCausalLM.from_pretrained(str(path)), cfg, CAUSAL_LM)
 
 
 @pytest.mark.parametrize("method", [{"name": "lora", "r": 8}, {"name": "lora", "r": 8, "dora": True}, {"name": "ia3"},

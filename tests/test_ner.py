@@ -20,7 +20,9 @@ from tunecraft.data.ner import (
     tags_to_spans,
 )
 from tunecraft.errors import DataError, TunecraftError
+from tunecraft.evaluate.metrics import entity_metrics
 from tunecraft.evaluate.runs import evaluate_run, predict
+from tunecraft.experiment import experiment
 from tunecraft.models import load_tokenizer, resolve_base
 from tunecraft.tasks import token_classification as ner
 from tunecraft.train import train
@@ -130,7 +132,7 @@ def test_unknown_tag_at_eval_time_names_file_and_line(write, tmp_path):
     test_file = write("test.conll", "Ana B-PER\n\nat O\nAcme B-ORG\n")
     config = ner_config(tmp_path, "x", train_file, test_file, data={"split": {"validation": 0.0}})
     with pytest.raises(DataError, match=r"test.conll, line 4, field 'tag': unknown tag 'B-ORG'"):
-        ner.load_data(config.data)
+        ner.TASK.load_data(config.data)
 
 
 # -- alignment, windows, metrics -------------------------------------------------------------------------------
@@ -144,20 +146,21 @@ def test_labels_sit_on_the_first_sub_token_only(tokenizer):
     sentence = normalise(Sentence(["Tokenization", "works", "in", "Reykjavik"], ["O", "O", "O", "B-LOC"]), "bio",
                          "error")
     label_map = LabelMap(["O", "B-LOC", "I-LOC"])
-    enc = ner.encode(tokenizer, [sentence], META, label_map)
+    enc = ner.TASK.encode(tokenizer, [sentence], META, label_map)
     words, labels = enc.word_ids[0], enc.labels[0]
     firsts = [i for i, w in enumerate(words) if w is not None and (i == 0 or words[i - 1] != w)]
     assert [labels[i] for i in firsts] == [0, 0, 0, 1]
     assert all(lab == IGNORE for i, lab in enumerate(labels) if i not in firsts)
     assert len(words) > 6  # the long words were split into several sub-tokens
-    every = ner.encode(tokenizer, [sentence], {**META, "ner": {**META["ner"], "label_subtokens": "all"}}, label_map)
+    every = ner.TASK.encode(tokenizer, [sentence], {**META, "ner": {**META["ner"], "label_subtokens": "all"}},
+                            label_map)
     assert IGNORE not in [lab for lab, w in zip(every.labels[0], every.word_ids[0]) if w is not None]
 
 
 def test_long_sentences_become_overlapping_windows_and_merge_back(tokenizer):
     words = [f"w{i}" for i in range(150)]
     meta = {"max_length": 32, "ner": {**META["ner"], "stride": 8}}
-    enc = ner.encode(tokenizer, [Sentence(words), Sentence(["short"])], meta)
+    enc = ner.TASK.encode(tokenizer, [Sentence(words), Sentence(["short"])], meta)
     assert max(len(ids) for ids in enc.input_ids) <= 32
     assert enc.sample.count(0) > 5 and enc.sample.count(1) == 1
     # logits that say "I am word w" in column w: merging must give every word its own row
@@ -170,14 +173,14 @@ def test_long_sentences_become_overlapping_windows_and_merge_back(tokenizer):
 def test_entity_metrics_match_seqeval_and_count_type_confusions():
     gold = [["B-PER", "I-PER", "O", "B-LOC"], ["B-ORG", "O", "B-LOC"]]
     pred = [["B-PER", "I-PER", "O", "B-ORG"], ["I-ORG", "O", "O"]]
-    m = ner.entity_metrics(gold, pred)
+    m = entity_metrics(gold, pred)
     assert m["f1"] == pytest.approx(f1_score(gold, pred))
     assert m["per_type"]["PER"]["f1"] == 1.0 and m["per_type"]["LOC"]["recall"] == 0.0
     assert m["token_accuracy"] == pytest.approx(4 / 7)
     names, matrix = m["confusion_types"], m["confusion_matrix"]
     cell = {(names[i], names[j]): v for i, row in enumerate(matrix) for j, v in enumerate(row) if v}
     assert cell == {("PER", "PER"): 1, ("LOC", "ORG"): 1, ("ORG", "ORG"): 1, ("LOC", "none"): 1}
-    strict = ner.entity_metrics(gold, pred, strict=True)
+    strict = entity_metrics(gold, pred, strict=True)
     assert strict["f1"] < m["f1"]  # strict mode does not accept the I-ORG that starts an entity
 
 
@@ -188,7 +191,7 @@ def english_run(tmp_path_factory):
     folder = tmp_path_factory.mktemp("ner")
     train_file, test_file = write_english_ner(folder)
     config = ner_config(folder / "runs", "en", train_file, test_file)
-    return config, train(config)
+    return config, experiment(config)
 
 
 @pytest.mark.slow
@@ -217,12 +220,12 @@ def test_predicted_spans_on_text_match_the_tags_predicted_on_its_tokens(english_
              "Flights from Havana to Bogota were cancelled on Friday."]
     rows = predict(config.run_dir, texts)
     assert any(e["type"] == "PER" and e["text"] == "Grace Okafor" for e in rows[0]["entities"])
-    from tunecraft.models import load_trained
+    from tunecraft.trained import load_trained
 
     trained = load_trained(config.run_dir)
     for text, row in zip(texts, rows):
         tokens, _ = split_words(text)
-        by_tokens = ner.predict_sentences(trained, [Sentence(tokens)], 8, None)[0]
+        by_tokens = ner.TASK.predict_sentences(trained, [Sentence(tokens)], 8, None)[0]
         assert by_tokens["tags"] == row["tags"]
         for e in row["entities"]:
             assert text[e["start"]:e["end"]] == e["text"] and 0 < e["score"] <= 1
@@ -257,7 +260,7 @@ def test_chinese_character_model_trains_from_scratch_on_people_daily(tmp_path):
     losses = [e["loss"] for e in evals if e["type"] == "eval"]
     assert losses[-1] < losses[0]
     # chance: tags drawn at the training data's tag frequencies
-    data = ner.load_data(config.data)
+    data = ner.TASK.load_data(config.data)
     tags = [t for s in data.train for t in s.tags]
     rng = random.Random(0)
     chance = f1_score([s.tags for s in data.test], [rng.choices(tags, k=len(s.tags)) for s in data.test])

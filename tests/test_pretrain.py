@@ -9,6 +9,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from tunecraft.config import build_config
 from tunecraft.data.dataset import IGNORE
 from tunecraft.errors import ConfigError
+from tunecraft.plugins import AfterStep
 from tunecraft.pretrain.config import ObjectiveConfig, PretrainRecipe, TokenizerRecipe
 from tunecraft.pretrain.corpora import load_corpus, pd_text, sentences, wiki_en, zh_reviews
 from tunecraft.pretrain.job import pretrain, unigram_baseline
@@ -198,7 +199,7 @@ def test_pretraining_resume_reproduces_the_uninterrupted_run_and_feeds_train(tmp
             raise Interrupt
 
     with pytest.raises(Interrupt):
-        pretrain(cut, hooks=[stop])
+        pretrain(cut, plugins=[AfterStep(stop)])
     assert latest_checkpoint(cut.run_dir / "checkpoints").name == "step-4"
     resumed = pretrain(cut, resume=True)
     assert resumed["heldout"] == whole["heldout"]

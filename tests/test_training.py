@@ -9,6 +9,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from tunecraft import predict
 from tunecraft.assets import model_path
+from tunecraft.plugins import AfterStep
 from tunecraft.train import train
 from tunecraft.train.checkpoint import latest_checkpoint
 
@@ -114,7 +115,7 @@ def test_resume_after_an_interruption_ends_exactly_like_an_uninterrupted_run(run
             raise Interrupt
 
     with pytest.raises(Interrupt):
-        train(cut, hooks=[stop_mid_epoch])
+        train(cut, plugins=[AfterStep(stop_mid_epoch)])
     assert latest_checkpoint(cut.run_dir / "checkpoints").name == "step-14"
     resumed = train(cut, resume=True)
 

@@ -18,11 +18,12 @@ from tunecraft.errors import ConfigError
 from tunecraft.evaluate.explain import attribute_text, deletion_check, integrated_gradients, pad_baseline
 from tunecraft.evaluate.robustness import expected_calibration_error, perturb, robustness
 from tunecraft.methods import get_method
-from tunecraft.models import load_tokenizer, load_trained
-from tunecraft.tasks import classification
+from tunecraft.models import load_tokenizer
+from tunecraft.tasks.classification import TASK as classification
 from tunecraft.train import train
 from tunecraft.train.optim import build_optimizer
-from tunecraft.train.regularizers import EmbeddingAdversary, LabelSmoothing, LossPlugins, RDrop, symmetric_kl_sum
+from tunecraft.train.regularizers import EmbeddingAdversary, LabelSmoothing, RDrop, config_plugins, symmetric_kl_sum
+from tunecraft.trained import load_trained
 
 from .conftest import recipe
 
@@ -60,7 +61,7 @@ def test_label_smoothing_term_makes_the_loss_torchs_smoothed_cross_entropy():
     out.logits = logits
     batch = {"labels": labels}
     plain = F.cross_entropy(logits.reshape(-1, 3), labels.reshape(-1), reduction="sum")
-    total = plain + LabelSmoothing(0.2).extra_loss(None, batch, out, None)
+    total = plain + LabelSmoothing(0.2).loss(None, out, batch, None)
     expected = F.cross_entropy(logits.reshape(-1, 3), labels.reshape(-1), reduction="sum", label_smoothing=0.2)
     torch.testing.assert_close(total, expected)
     assert not torch.allclose(total, plain)
@@ -73,7 +74,7 @@ def test_rdrop_term_is_zero_without_dropout_and_positive_with_it(tokenizer):
         inputs = {k: v for k, v in batch.items() if k != "labels"}
         outputs = model(**inputs)
         rdrop = RDrop(alpha=1.0)
-        term = rdrop.extra_loss(model, batch, outputs, classification)
+        term = rdrop.loss(model, outputs, batch, classification)
         if zero:  # both passes agree: no KL, and the two CE terms cancel
             assert abs(term.item()) < 1e-6 and rdrop.last_kl < 1e-7
         else:
@@ -123,10 +124,10 @@ def test_adversary_perturbs_the_embeddings_and_leaves_the_model_exactly_as_it_wa
     assert adversary.delta is None
 
 
-def test_loss_plugins_follow_the_config():
-    assert not LossPlugins.from_config(TrainConfig(), _model())
+def test_step_plugins_follow_the_config():
+    assert not config_plugins(TrainConfig(), _model())
     cfg = TrainConfig(label_smoothing=0.1, rdrop={"alpha": 0.5}, adversarial={"method": "pgd", "steps": 2})
-    kinds = [type(p) for p in LossPlugins.from_config(cfg, _model()).plugins]
+    kinds = [type(p) for p in config_plugins(cfg, _model())]
     assert kinds == [LabelSmoothing, RDrop, EmbeddingAdversary]
 
 
@@ -136,7 +137,7 @@ def test_loss_plugins_follow_the_config():
 def test_layer_wise_lr_decay_gives_each_layer_its_lr(method):
     model = _model()
     m = get_method(method)
-    model = m.apply(model, m.Config())
+    model = m.apply(model, m.Config(), classification)
     cfg = TrainConfig(lr=1.0, layer_lr_decay=0.5)
     lr_of = {id(p): g["lr"] for g in build_optimizer(model, cfg).param_groups for p in g["params"]}
     seen = set()

@@ -9,6 +9,10 @@ def __getattr__(name):
         from .train import train
 
         return train
+    if name == "experiment":
+        from .experiment import experiment
+
+        return experiment
     if name in ("evaluate_run", "predict"):
         from .evaluate import runs
 

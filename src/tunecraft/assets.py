@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tarfile
@@ -13,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 from .errors import AssetError
+from .io import write_folder, write_json
 
 VADER_SDIST = "vaderSentiment-3.3.2.tar.gz"
 VADER_SHA256 = "5d7c06e027fc8b99238edb0d53d970cf97066ef97654009890b83703849632f9"
@@ -95,18 +95,11 @@ def gguf_model_path(name: str) -> Path:
         if recorded.get("file") == filename and recorded.get("bytes") == size:
             return dest
     digest = _sha256(source)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{name}-"))
-    try:
+    def write(tmp: Path) -> None:
         _convert_gguf(source, tmp)
-        (tmp / "source.json").write_text(json.dumps({"package": requirement, "file": filename, "bytes": size,
-                                                     "sha256": digest}, indent=2), encoding="utf-8")
-        if dest.exists():
-            shutil.rmtree(dest)
-        os.replace(tmp, dest)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return dest
+        write_json(tmp / "source.json", {"package": requirement, "file": filename, "bytes": size, "sha256": digest})
+
+    return write_folder(dest, write)
 
 
 def _convert_gguf(source: Path, out: Path) -> None:
@@ -133,18 +126,14 @@ def _convert_gguf(source: Path, out: Path) -> None:
 
 def _extract_vader(sdist: Path, dest: Path) -> None:
     """Pull the four GroundTruth files out of the nested tarball into `dest`, atomically."""
-    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=".vader-"))
-    try:
+    def write(tmp: Path) -> None:
         with tarfile.open(sdist) as outer:
             inner_file = outer.extractfile("vaderSentiment-3.3.2/additional_resources/hutto_ICWSM_2014.tar.gz")
             with tarfile.open(fileobj=inner_file) as inner:
                 for filename in VADER_FILES.values():
                     (tmp / filename).write_bytes(inner.extractfile(f"hutto_ICWSM_2014/{filename}").read())
-        if dest.exists():
-            shutil.rmtree(dest)
-        os.replace(tmp, dest)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+
+    write_folder(dest, write)
 
 
 def vader_file(name: str) -> Path:

@@ -13,14 +13,13 @@ from .errors import TunecraftError
 
 def _cmd_train(args) -> int:
     from .config import load_config
-    from .train import train
+    from .experiment import experiment
+    from .tasks import get_task
 
     config = load_config(args.recipe, args.overrides)
     if args.no_progress:
         config.train.progress = False
-    from .tasks import get_task
-
-    summary = train(config, resume=args.resume, overwrite=args.overwrite)
+    summary = experiment(config, resume=args.resume, overwrite=args.overwrite)
     if os.environ.get("RANK", "0") != "0":  # under accelerate launch: process 0 prints
         return 0
     m = summary.get("metrics") or {}
@@ -37,7 +36,7 @@ def _cmd_plan(args) -> int:
     import json
 
     from .config import dump_config, load_config
-    from .train.checkpoint import write_text_atomically
+    from .io import write_text
     from .train.plan import format_plan, parse_bytes, plan
 
     config = load_config(args.recipe, args.overrides)
@@ -46,10 +45,10 @@ def _cmd_plan(args) -> int:
     print(format_plan(result))
     chosen = result.pop("config", None)
     if args.out and chosen is not None:
-        write_text_atomically(Path(args.out), dump_config(chosen))
+        write_text(Path(args.out), dump_config(chosen))
         print(f"planned recipe: {args.out}")
     if args.json:
-        write_text_atomically(Path(args.json), json.dumps(result, indent=2))
+        write_text(Path(args.json), json.dumps(result, indent=2))
     return 0 if result["fits"] else 1
 
 
@@ -157,13 +156,11 @@ def _cmd_predict(args) -> int:
 
 
 def _cmd_chat(args) -> int:
-    from .models import load_trained
     from .tasks import get_task
+    from .trained import load_trained
 
     trained = load_trained(args.run)
     task = get_task(trained.meta["task"])
-    if not hasattr(task, "chat"):
-        raise TunecraftError(f"{args.run} is a {trained.meta['task']} run; chat needs a causal_lm run")
     for key in ("max_new_tokens", "temperature", "top_p"):
         if getattr(args, key) is not None:
             trained.meta["generation"][key] = getattr(args, key)

@@ -282,7 +282,8 @@ class RunConfig(Strict):
     name: str = "run"
     output_dir: str = "runs"
     seed: int = 42
-    task: Literal["classification", "token_classification", "causal_lm"] = "classification"
+    task: str = "classification"
+    """The task (tunecraft.tasks): classification, token_classification or causal_lm."""
     model: ModelConfig = ModelConfig()
     data: DataConfig = DataConfig()
     method: Annotated[MethodConfig, Field(discriminator="name")] = Field(
@@ -296,9 +297,17 @@ class RunConfig(Strict):
 
     @model_validator(mode="after")
     def _task_defaults(self):
+        from .tasks import TASKS
+
+        if self.task not in TASKS:
+            raise ValueError(f"task: unknown task '{self.task}'; tasks: {', '.join(TASKS)}")
+        task = TASKS[self.task]
         es = self.train.early_stopping
         if es.metric is None:
-            es.metric = {"token_classification": "f1", "causal_lm": "loss"}.get(self.task, "accuracy")
+            es.metric = task.EARLY_STOPPING[0]
+        if es.metric not in task.METRICS:
+            raise ValueError(f"train.early_stopping.metric: unknown metric '{es.metric}' for {self.task}; "
+                             f"choose one of {', '.join(task.METRICS)}")
         if es.mode is None:
             es.mode = "min" if es.metric in ("loss", "perplexity") else "max"
         return self
@@ -377,6 +386,8 @@ def _format_errors(err: ValidationError, source: str, root: type[BaseModel] | No
             lines.append(f"  unknown key '{key}'{hint}; valid keys here: {', '.join(valid)}")
         elif e["type"] == "union_tag_invalid":
             lines.append(f"  {key}: {e['msg']}")
+        elif not loc:  # a check across sections (RunConfig's own validator): the message names the key
+            lines.append(f"  {e['msg'].removeprefix('Value error, ')}")
         else:
             lines.append(f"  {key}: {e['msg']} (got {e.get('input')!r})")
     return "\n".join(lines)

@@ -17,8 +17,9 @@ import yaml
 
 from .config import RunConfig, TuneConfig, apply_overrides, build_config, dump_config
 from .errors import ConfigError, TunecraftError
+from .io import refuse_existing, write_text
+from .plugins import AfterStep
 from .train import train
-from .train.checkpoint import write_text_atomically
 
 logger = logging.getLogger(__name__)
 
@@ -109,13 +110,12 @@ def tune(config: RunConfig, tune_config: TuneConfig | None = None, overwrite: bo
     direction = tc.direction or ("maximize" if config.train.early_stopping.mode == "max" else "minimize")
     check_space(config, tc)
     out = config.run_dir
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise TunecraftError(f"{out} already exists: pass --overwrite to replace it, or name=... for a new search")
+    refuse_existing(out, overwrite, "or name=... for a new search")
     shutil.rmtree(out, ignore_errors=True)
     (out / "trials").mkdir(parents=True)
     raw = recipe_without_tune(config)
     raw["train"]["early_stopping"].update({"metric": metric, "mode": "max" if direction == "maximize" else "min"})
-    (out / "tune.yaml").write_text(dump_config(config), encoding="utf-8")
+    write_text(out / "tune.yaml", dump_config(config))
 
     seed = config.seed if tc.seed is None else tc.seed
     sampler = (optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(tc.startup_trials, 1))
@@ -138,7 +138,7 @@ def tune(config: RunConfig, tune_config: TuneConfig | None = None, overwrite: bo
         rows.append(row)
         started = time.time()
         try:
-            summary = train(trial_config, overwrite=True, hooks=[reporter])
+            summary = train(trial_config, overwrite=True, plugins=[AfterStep(reporter)])
         except optuna.TrialPruned:
             row.update(state="pruned", evaluations=reporter.reported, seconds=round(time.time() - started, 1),
                        value=reporter.last)
@@ -172,14 +172,14 @@ def tune(config: RunConfig, tune_config: TuneConfig | None = None, overwrite: bo
     best = study.best_trial
     best_config = with_params({**raw, "name": f"{config.name}-best"}, best.params, "best")
     best_path = out / "best.yaml"
-    write_text_atomically(best_path, f"# best of {len(study.trials)} trials of {config.name} (trial "
+    write_text(best_path, f"# best of {len(study.trials)} trials of {config.name} (trial "
                                      f"{best.number}, validation {metric} {best.value:.4f}); train it with "
                                      f"`tunecraft train {best_path}`\n" + dump_config(best_config))
     summary = {"name": config.name, "metric": metric, "direction": direction, "trials": len(study.trials),
                "complete": len(complete), "pruned": sum(r["state"] == "pruned" for r in rows),
                "best_trial": best.number, "best_value": best.value, "best_params": best.params,
                "best_recipe": str(best_path), "results": str(out / "results.md")}
-    write_text_atomically(out / "tune.json", json.dumps(summary, indent=2))
+    write_text(out / "tune.json", json.dumps(summary, indent=2))
     return summary
 
 
@@ -198,13 +198,13 @@ def write_results(out: Path, rows: list[dict], metric: str, direction: str) -> N
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     writer.writerows(ordered)
-    write_text_atomically(out / "results.csv", buffer.getvalue())
+    write_text(out / "results.csv", buffer.getvalue())
     header = [c if c != "value" else f"validation {metric}" for c in columns]
     lines = [f"# Hyper-parameter search: {out.name}", "",
              f"Validation {metric} ({direction}); pruned trials show their last reported value.", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(_cell(row.get(c)) for c in columns) + " |" for row in ordered]
-    write_text_atomically(out / "results.md", "\n".join(lines) + "\n")
+    write_text(out / "results.md", "\n".join(lines) + "\n")
 
 
 def _cell(value) -> str:

@@ -20,9 +20,10 @@ import torch
 from ..data import LabelMap
 from ..data.dataset import Encoded, collate
 from ..evaluate.inference import predict_logits
-from ..models import load_trained
+from ..io import write_json, write_text
+from ..report import plt, save_figure
 from ..tasks import get_task
-from ..train.checkpoint import write_json_atomically
+from ..trained import load_trained
 from .variant import count_params, gzip_mb, size_mb
 
 
@@ -169,8 +170,6 @@ def table(result: dict) -> str:
 
 
 def plot(result: dict, path: Path) -> Path:
-    from ..evaluate.report import plt, save_figure  # the Agg backend
-
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for r in result["rows"]:
         ax.scatter(r["p50_ms"], 100 * r["accuracy"])
@@ -195,8 +194,6 @@ def write(result: dict, out: Path, run: Path) -> Path:
             f"throughput over {s['throughput_examples']} examples in batches of 32, {s['rounds']} interleaved "
             f"rounds after warm-up. Speed-ups are against the first row.\n\n{table(result)}\n\n{notes}\n\n"
             f"![accuracy vs latency]({image.name})\n")
-    tmp = out / ".report.md.tmp"
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, out / "report.md")
-    write_json_atomically(out / "report.json", result)
+    write_text(out / "report.md", text)
+    write_json(out / "report.json", result)
     return out / "report.md"

@@ -29,8 +29,12 @@ from ..config import build_config, load_config
 from ..data import load_classification_data
 from ..data.dataset import encode
 from ..errors import ConfigError, TunecraftError
-from ..models import load_trained, run_model_dir
+from ..io import refuse_existing, write_text
+from ..models import run_model_dir
+from ..plugins import AfterStep, LossTerm
+from ..tasks import get_task
 from ..train.precision import resolve as resolve_precision
+from ..trained import load_trained
 from . import bench
 from .distill import DistillationLoss, DistillSettings, build_student
 from .onnx_export import OnnxSettings
@@ -131,7 +135,7 @@ class Context:
         self.original = load_trained(run)
         if self.original.meta.get("format", "transformers") != "transformers":
             raise TunecraftError(f"{run}: compress starts from a fine-tuned run, not from a compressed variant")
-        if self.original.meta["task"] != "classification" or self.original.meta.get("adapter_required"):
+        if "compress" not in get_task(self.original.meta["task"]).OFFERS or self.original.meta.get("adapter_required"):
             raise TunecraftError(f"{run}: compress takes classification runs with a plain model/ folder (this one: "
                                  f"{self.original.meta['task']}, method {self.original.meta.get('method')})")
         data = load_classification_data(self.config.data)
@@ -169,7 +173,7 @@ def run_distill(ctx: Context, v: Variant) -> dict:
     _, dtype = resolve_precision(ctx.config.train.precision)
     loss = DistillationLoss(ctx.original.model, s.temperature, s.weight, dtype)
     config = ctx.train_config(v.name, epochs=s.epochs, max_steps=s.max_steps, lr=s.lr, batch_size=s.batch_size)
-    summary = train(config, overwrite=ctx.overwrite, loss_terms=[loss], model=student)
+    summary = train(config, overwrite=ctx.overwrite, plugins=[LossTerm(loss)], model=student)
     update_meta(config.run_dir, distillation={**info, "student_layers": s.layers, "temperature": s.temperature,
                                               "weight": s.weight, "teacher": str(ctx.run)})
     return {"test_accuracy": summary["metrics"].get("accuracy"), "train_seconds": summary["train_seconds"]}
@@ -186,10 +190,10 @@ def run_prune(ctx: Context, v: Variant) -> dict:
     if not s.recover_steps:
         meta = save_pruned(model, source, ctx.out / v.name, info, ctx.overwrite)
         return {k: x for k, x in meta["pruning"].items() if k == "measured_sparsity"}
-    hooks = [mask_hook(info["masks"])] if "masks" in info else []
+    plugins = [AfterStep(mask_hook(info["masks"]))] if "masks" in info else []
     config = ctx.train_config(v.name, max_steps=s.recover_steps, lr=s.recover_lr, eval_every=None,
                               warmup_ratio=0.0)
-    train(config, overwrite=ctx.overwrite, hooks=hooks, model=model)
+    train(config, overwrite=ctx.overwrite, plugins=plugins, model=model)
     meta = pruned_meta(model, info)
     if "kept_heads" in info:
         meta["format"] = "pruned-heads"
@@ -228,8 +232,7 @@ def compress(run: str | Path, variants: list[str], out: str | Path | None = None
     plan = parse_variants(variants, options)
     out = Path(out) if out else run / "compressed"
     for v in plan:
-        if (out / v.name).exists() and not overwrite:
-            raise TunecraftError(f"{out / v.name} already exists: pass --overwrite to replace it")
+        refuse_existing(out / v.name, overwrite)
     ctx = Context(run, out, overwrite, progress)
     made = {}
     try:
@@ -244,5 +247,5 @@ def compress(run: str | Path, variants: list[str], out: str | Path | None = None
                                    latency_samples=latency_samples, rounds=rounds)
         result["measured"] = measured
         result["report"] = str(bench.write(measured, out, run))
-    (out / "made.json").write_text(json.dumps(made, indent=2, default=str), encoding="utf-8")
+    write_text(out / "made.json", json.dumps(made, indent=2, default=str))
     return result

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 import zlib
 from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import TunecraftError
+from ..io import refuse_existing, write_folder, write_json
 from ..models import META, TrainedModel, run_model_dir
-from ..train.checkpoint import write_json_atomically
 
 # meta["format"] of a model folder → the module whose load(folder, meta) builds its model
 FORMATS = {
@@ -36,28 +34,21 @@ def write_variant(target: Path, source: TrainedModel, fmt: str, write: Callable[
                   overwrite: bool) -> Path:
     """Write a variant model folder atomically: `write(tmp)` puts the weights there and returns the meta
     additions; the tokenizer and the source's meta (labels, columns, max_length) are copied alongside."""
-    if target.exists() and not overwrite:
-        raise TunecraftError(f"{target} already exists: pass --overwrite to replace it")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
-    try:
+    refuse_existing(target, overwrite)
+
+    def fill(tmp: Path) -> None:
         extra = write(tmp)
         source.tokenizer.save_pretrained(tmp)
-        meta = {**source.meta, "format": fmt, "compressed_from": str(source.path), **extra}
-        (tmp / META).write_text(json.dumps(meta, indent=2), encoding="utf-8")
-        if target.exists():
-            shutil.rmtree(target)
-        tmp.rename(target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
+        write_json(tmp / META, {**source.meta, "format": fmt, "compressed_from": str(source.path), **extra})
+
+    return write_folder(target, fill)
 
 
 def update_meta(folder: Path, **changes) -> None:
     """Add keys to a model folder's tunecraft.json (e.g. the format of a model a training run exported)."""
     folder = run_model_dir(folder)
     meta = json.loads((folder / META).read_text(encoding="utf-8"))
-    write_json_atomically(folder / META, {**meta, **changes})
+    write_json(folder / META, {**meta, **changes})
 
 
 def weight_files(folder: Path) -> list[Path]:

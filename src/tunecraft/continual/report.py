@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
 from pathlib import Path
 
-from ..evaluate.report import _html, _markdown, fmt, plt, save_figure
+from ..report import fmt, plt, save_figure, write_pages
 
 
 def plot_matrix(matrix: list[list[float | None]], tasks: list[str], title: str, path: Path) -> Path:
@@ -74,8 +73,4 @@ def write_continual_report(run_dir: Path, results: dict) -> Path:
         ("extra memory", "what the strategy holds beyond the model being trained"),
     ])]))
     title = f"tunecraft continual '{results['name']}' — {dt.date.today().isoformat()}"
-    for name, text in (("report.md", _markdown(title, sections, run_dir)), ("report.html", _html(title, sections))):
-        tmp = run_dir / f".{name}.tmp"
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, run_dir / name)
-    return run_dir / "report.md"
+    return write_pages(run_dir, title, sections)

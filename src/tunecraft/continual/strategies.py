@@ -19,7 +19,8 @@ from torch import nn
 from ..data.dataset import LabelMap, collate
 from ..errors import ConfigError
 from ..evaluate.inference import autocast_context, predict_logits
-from ..tasks import classification
+from ..plugins import LossTerm
+from ..tasks.classification import TASK as classification
 from ..train import train
 
 
@@ -146,7 +147,7 @@ class Sequential(Strategy):
         self.before(i)
         config = self.stream.config.task_config(i, self.name)
         summary = train(config, overwrite=self.stream.overwrite, model=self.model,
-                        data=training_data(task, self.replayed(i)), loss_terms=self.loss_terms(i))
+                        data=training_data(task, self.replayed(i)), plugins=self.plugins(i))
         # accelerate leaves a plain forward bound on the instance after unwrapping; the class's is the same
         self.model.__dict__.pop("forward", None)
         self.after(i)
@@ -170,7 +171,8 @@ class Sequential(Strategy):
     def replayed(self, i: int) -> list:
         return []
 
-    def loss_terms(self, i: int) -> list:
+    def plugins(self, i: int) -> list:
+        """The step plug-ins (tunecraft/plugins.py) that keep task i from overwriting the earlier ones."""
         return []
 
 
@@ -255,8 +257,8 @@ class Replay(Sequential):
             total = total + F.cross_entropy(logits.float(), targets, reduction="sum")
         return total
 
-    def loss_terms(self, i: int) -> list:
-        return [self.foreign_replay] if self.foreign else []
+    def plugins(self, i: int) -> list:
+        return [LossTerm(self.foreign_replay)] if self.foreign else []
 
     def after(self, i: int) -> None:
         if self.tap:
@@ -332,8 +334,8 @@ class Ewc(Sequential):
         self.last_penalty = float(penalty.detach())
         return penalty * batch["input_ids"].shape[0]
 
-    def loss_terms(self, i: int) -> list:
-        return [self.term] if self.fisher else []
+    def plugins(self, i: int) -> list:
+        return [LossTerm(self.term)] if self.fisher else []
 
     def extra_memory(self) -> tuple[int, str]:
         return tensor_bytes([*self.fisher.values(), *self.anchor.values()]), "diagonal Fisher + anchor weights"
@@ -383,8 +385,8 @@ class Lwf(Sequential):
                                      reduction="sum") * T * T
         return self.cfg.strength * total
 
-    def loss_terms(self, i: int) -> list:
-        return [self.distillation] if self.previous is not None else []
+    def plugins(self, i: int) -> list:
+        return [LossTerm(self.distillation)] if self.previous is not None else []
 
     def extra_memory(self) -> tuple[int, str]:
         if self.previous is None:

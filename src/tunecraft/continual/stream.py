@@ -10,9 +10,9 @@ import time
 import torch
 
 from ..errors import TunecraftError
+from ..io import refuse_existing, write_json, write_text
 from ..models import prepare_base
-from ..tasks import classification
-from ..train.checkpoint import write_json_atomically
+from ..tasks.classification import TASK as classification
 from ..train.precision import resolve as resolve_precision
 from .metrics import summarize
 from .recipe import ContinualConfig, dump_continual
@@ -44,8 +44,7 @@ def run_continual(config: ContinualConfig, overwrite: bool = False) -> dict:
     """Learn the stream with every strategy of the recipe; write continual.json, report.md/.html and one
     heatmap per strategy to <output_dir>/<name>/, and each task's run folder to <strategy>/<i>-<task>/."""
     run_dir = config.run_dir
-    if run_dir.exists() and any(run_dir.iterdir()) and not overwrite:
-        raise TunecraftError(f"{run_dir} already exists: pass --overwrite to replace it, or name=... for a new run")
+    refuse_existing(run_dir, overwrite, "or name=... for a new run")
     num_threads = config.task_config(0, "load").train.num_threads
     if num_threads:
         torch.set_num_threads(num_threads)
@@ -55,7 +54,7 @@ def run_continual(config: ContinualConfig, overwrite: bool = False) -> dict:
         strategy.check()
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)
-    (run_dir / "config.yaml").write_text(dump_continual(config), encoding="utf-8")
+    write_text(run_dir / "config.yaml", dump_continual(config))
 
     names = [t.name for t in stream.tasks]
     results = {"name": config.name, "tasks": names, "seed": config.seed,
@@ -81,7 +80,7 @@ def run_continual(config: ContinualConfig, overwrite: bool = False) -> dict:
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             **strategy.diagnostics(),
         }
-        write_json_atomically(run_dir / "continual.json", results)
+        write_json(run_dir / "continual.json", results)
     results["report"] = str(write_continual_report(run_dir, results))
-    write_json_atomically(run_dir / "continual.json", results)
+    write_json(run_dir / "continual.json", results)
     return results

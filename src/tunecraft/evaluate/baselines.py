@@ -11,7 +11,7 @@ import random
 import torch
 import torch.nn.functional as F
 
-from .metrics import classification_metrics
+from .metrics import classification_metrics, entity_metrics
 
 
 @torch.no_grad()
@@ -136,7 +136,6 @@ def lexicon_ner(train, test, scheme: str = "bio", strict: bool = False) -> dict:
     from collections import Counter
 
     from ..data.ner import Span, spans_to_tags, tags_to_spans
-    from ..tasks.token_classification import entity_metrics
 
     seen: dict[tuple, Counter] = {}
     for sentence in train:
@@ -227,7 +226,7 @@ def run_icl_baselines(config, data) -> list[dict]:
     """The in-context baselines with the causal LM named by baselines.icl_model, on a seeded sample of at most
     baselines.icl_max_samples test texts."""
     cfg = config.baselines
-    if config.task != "classification" or not cfg.icl_shots:
+    if not cfg.icl_shots:
         return []
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -244,16 +243,30 @@ def run_icl_baselines(config, data) -> list[dict]:
                        calibrate=cfg.icl_calibrate) for k in cfg.icl_shots]
 
 
-def run_baselines(base_path, config, data) -> list[dict]:
-    """The baselines the recipe asks for, on the run's own validation/test splits, with the base encoder."""
+def check_classification_baselines(config, data, base) -> None:
+    """Refuse a description set that misses a label, or a cloze set-up without a masked-LM head or with a
+    verbalizer that is not one token, before training."""
+    from ..errors import ConfigError
+
+    for i, described in enumerate(config.baselines.descriptions or []):
+        missing = sorted(set(data.label_map.labels) - set(described))
+        if missing:
+            raise ConfigError(f"baselines.descriptions[{i}]: no description for {', '.join(missing)}")
+    if config.baselines.cloze:
+        verbalizer_ids(base.tokenizer, data.label_map.labels, config.baselines.cloze.verbalizers)
+        if base.path is None:
+            raise ConfigError("baselines.cloze: needs a pre-trained base model with a masked-LM head")
+        masked_lm(base.path)
+
+
+def classification_baselines(config, data, base_path) -> list[dict]:
+    """The embedding (zero-shot, prototypes), cloze and in-context baselines the recipe asks for, on the run's
+    own validation/test splits, with the base encoder."""
+    cfg = config.baselines
+    if base_path is None or not (cfg.zero_shot or cfg.shots or cfg.cloze):
+        return run_icl_baselines(config, data)
     from transformers import AutoModel, AutoTokenizer
 
-    cfg = config.baselines
-    if config.task == "token_classification" and cfg.lexicon:
-        ner = config.data.ner
-        return [lexicon_ner(data.train, data.test or data.validation, ner.scheme, ner.strict)]
-    if config.task != "classification" or base_path is None or not (cfg.zero_shot or cfg.shots or cfg.cloze):
-        return run_icl_baselines(config, data)
     tokenizer = AutoTokenizer.from_pretrained(str(base_path))
     model = AutoModel.from_pretrained(str(base_path))
 
@@ -277,14 +290,13 @@ def run_baselines(base_path, config, data) -> list[dict]:
     return out + run_icl_baselines(config, data)
 
 
-def finetune_shots(config, data, run_dir) -> list[dict]:
+def finetune_shots(config, data, run_dir, fit) -> list[dict]:
     """Few-shot fine-tunes: the run's model and method trained on k random training examples per class for
-    `finetune_epochs` epochs (batch at most 8), 3 draws per k, scored on the same test split. The sub-runs
-    write under run_dir/few-shot/ and are removed once their numbers are read."""
+    `finetune_epochs` epochs (batch at most 8), 3 draws per k, scored on the same test split. `fit(config,
+    data)` trains one (tunecraft.train). The sub-runs write under run_dir/few-shot/ and are removed once their
+    numbers are read."""
     import shutil
     from dataclasses import replace
-
-    from ..train.job import train
 
     cfg, out = config.baselines, []
     labels = data.label_map.labels
@@ -301,7 +313,7 @@ def finetune_shots(config, data, run_dir) -> list[dict]:
             sub.train = sub.train.model_copy(update={"epochs": cfg.finetune_epochs, "max_steps": None,
                                                      "batch_size": min(sub.train.batch_size, 8),
                                                      "eval_each_epoch": False, "progress": False})
-            summary = train(sub, overwrite=True, data=replace(data, train=subset))
+            summary = fit(sub, data=replace(data, train=subset))
             last = summary["metrics"]
             accuracies.append(last["accuracy"])
             shutil.rmtree(sub.run_dir, ignore_errors=True)

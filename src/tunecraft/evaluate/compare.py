@@ -7,15 +7,15 @@ import csv
 import datetime as dt
 import io
 import json
-import os
 from pathlib import Path
 
 import yaml
 
 from ..errors import TunecraftError
-from .report import plt, save_figure
+from ..io import write_text
+from ..report import plt, save_figure
+from ..tasks import TASKS
 
-HEADLINES = {"classification": ("accuracy", "macro_f1"), "token_classification": ("f1", "token_accuracy")}
 COLUMNS = ["run", "method", "settings", "trainable", "trainable %", "score", "second", "train s", "tokens/s",
            "peak RSS MB", "epochs", "steps"]
 
@@ -52,9 +52,11 @@ def collect(runs: list[str | Path]) -> tuple[str, list[dict], list[dict]]:
     rows, baselines, tasks, seen = [], [], set(), set()
     for run in map(Path, runs):
         s = _read_summary(run)
-        task = s.get("task", "classification")
+        task = s.get("task")
+        if task not in TASKS:
+            raise TunecraftError(f"{run}: not a fine-tuning run (its summary.json names no known task)")
         tasks.add(task)
-        first, second = HEADLINES.get(task, ("accuracy", "macro_f1"))
+        first, second = TASKS[task].HEADLINE
         metrics = s.get("metrics") or {}
         rows.append({
             "run": s.get("name", run.name), "path": str(run), "method": s.get("method", "?"),
@@ -79,71 +81,79 @@ def collect(runs: list[str | Path]) -> tuple[str, list[dict], list[dict]]:
     return tasks.pop(), rows, baselines
 
 
-def _pct(value) -> str:
-    return "–" if value is None else f"{100 * value:.2f}"
+RAW_METRICS = ("loss", "perplexity")
+"""Shown as they are and ranked lowest first; every other headline metric is a fraction, shown in %."""
+
+
+def _pct(value, metric: str = "accuracy") -> str:
+    if value is None:
+        return "–"
+    return f"{value:.3f}" if metric in RAW_METRICS else f"{100 * value:.2f}"
+
+
+def _scale(metric: str) -> float:
+    return 1.0 if metric in RAW_METRICS else 100.0
 
 
 def _num(value, fmt="{:,.0f}") -> str:
     return "–" if value is None else fmt.format(value)
 
 
-def table_rows(rows: list[dict]) -> list[list[str]]:
+def table_rows(rows: list[dict], first: str, second: str) -> list[list[str]]:
     out = []
     for r in rows:
         frac = r["trainable"] / r["total"] if r["trainable"] is not None and r["total"] else None
         out.append([r["run"], r["method"], r["settings"], _num(r["trainable"]), _num(frac and 100 * frac, "{:.2f}"),
-                    _pct(r["score"]), _pct(r["second"]), _num(r["train_seconds"], "{:,.0f}"),
+                    _pct(r["score"], first), _pct(r["second"], second), _num(r["train_seconds"], "{:,.0f}"),
                     _num(r["tokens_per_second"]), _num(r["peak_rss_mb"]), _num(r["epochs"]), _num(r["steps"])])
     return out
 
 
 def markdown(task: str, rows: list[dict], baselines: list[dict], sort: bool = True) -> str:
-    first, second = HEADLINES.get(task, ("accuracy", "macro_f1"))
+    first, second = TASKS[task].HEADLINE
     if sort:
-        rows = sorted(rows, key=lambda r: -(r["score"] or 0))
+        worst = float("inf") if first in RAW_METRICS else 0.0
+        sign = 1 if first in RAW_METRICS else -1
+        rows = sorted(rows, key=lambda r: sign * (worst if r["score"] is None else r["score"]))
     header = [c if c not in ("score", "second") else (first if c == "score" else second) for c in COLUMNS]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(cells) + " |" for cells in table_rows(rows)]
+    lines += ["| " + " | ".join(cells) + " |" for cells in table_rows(rows, first, second)]
     text = "\n".join(lines)
     splits = {(r["eval_split"], r["samples"]) for r in rows}
     note = ", ".join(f"{split} split, {n} examples" for split, n in sorted(splits, key=str))
-    text += f"\n\nScores in % on the {note}; `{second}` beside `{first}`. Train s: wall time of training only."
+    unit = "" if first in RAW_METRICS else " in %"
+    text += f"\n\nScores{unit} on the {note}; `{second}` beside `{first}`. Train s: wall time of training only."
     if baselines:
         text += ("\n\nBaselines (scored on the same split; only the few-shot fine-tunes train):\n\n"
                  f"| baseline | {first} | {second} |\n|---|---|---|\n")
-        text += "\n".join(f"| {b['name']} | {_pct(b['score'])}{b['spread']} | {_pct(b['second'])} |"
+        text += "\n".join(f"| {b['name']} | {_pct(b['score'], first)}{b['spread']} | {_pct(b['second'], second)} |"
                           for b in baselines)
     return text + "\n"
 
 
 def plot(task: str, rows: list[dict], baselines: list[dict], path: Path) -> Path:
-    first = HEADLINES.get(task, ("accuracy",))[0]
+    first = TASKS[task].HEADLINE[0]
+    scale = _scale(first)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     for ax, key, label, log in ((axes[0], "trainable", "trainable parameters", True),
                                 (axes[1], "train_seconds", "training wall time (s)", False)):
         for r in rows:
             if r[key] is None or r["score"] is None:
                 continue
-            ax.scatter(r[key], 100 * r["score"], s=30)
-            ax.annotate(r["run"], (r[key], 100 * r["score"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+            ax.scatter(r[key], scale * r["score"], s=30)
+            ax.annotate(r["run"], (r[key], scale * r["score"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
         for i, b in enumerate(baselines):
             if b["score"] is not None:
-                ax.axhline(100 * b["score"], ls=("--", ":", "-.")[i % 3], lw=1, color=("k", "C3", "C0")[i // 3 % 3],
+                ax.axhline(scale * b["score"], ls=("--", ":", "-.")[i % 3], lw=1, color=("k", "C3", "C0")[i // 3 % 3],
                            label=b["name"])
         if log:
             ax.set_xscale("log")
         ax.set_xlabel(label)
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel(f"{first} (%)")
+    axes[0].set_ylabel(first if first in RAW_METRICS else f"{first} (%)")
     if baselines:
         axes[0].legend(fontsize=7, loc="lower right")
     return save_figure(fig, path)
-
-
-def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def compare_runs(runs: list[str | Path], out: str | Path | None = None) -> dict:
@@ -157,12 +167,13 @@ def compare_runs(runs: list[str | Path], out: str | Path | None = None) -> dict:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-        _write(out / "comparison.md", f"# Comparison of {len(rows)} runs ({stamp})\n\n{text}\n![](comparison.png)\n")
+        write_text(out / "comparison.md",
+                   f"# Comparison of {len(rows)} runs ({stamp})\n\n{text}\n![](comparison.png)\n")
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-        _write(out / "comparison.csv", buf.getvalue())
+        write_text(out / "comparison.csv", buf.getvalue())
         plot(task, rows, baselines, out / "comparison.png")
         result["files"] = [str(out / n) for n in ("comparison.md", "comparison.csv", "comparison.png")]
     return result

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import html
-import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,8 @@ from pathlib import Path
 import torch
 
 from ..errors import TunecraftError
-from ..models import load_trained
+from ..io import write_text
+from ..trained import load_trained
 
 Target = int | tuple[int, int]
 
@@ -170,10 +170,7 @@ def explain(run: str | Path, text: str, target: str | None = None, steps: int = 
         digest = hashlib.sha1(f"{text}\0{attr.target_label}".encode()).hexdigest()[:12]
         html_path = Path(run) / "explanations" / f"{digest}.html"
     html_path = Path(html_path)
-    html_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = html_path.with_name(f".{html_path.name}.tmp")
-    tmp.write_text(to_html(attr), encoding="utf-8")
-    os.replace(tmp, html_path)
+    write_text(html_path, to_html(attr))
     return attr, html_path
 
 

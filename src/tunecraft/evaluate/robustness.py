@@ -21,12 +21,13 @@ from ..data.bundled import LANGUAGE, is_bundled, read_bundled
 from ..data.dataset import encode
 from ..data.readers import Example
 from ..errors import TunecraftError
-from ..models import load_trained
+from ..io import write_json, write_text
+from ..report import markdown, plt, save_figure
 from ..tasks import get_task
-from ..train.checkpoint import write_json_atomically
 from ..train.precision import resolve as resolve_precision
+from ..trained import load_trained
 from .inference import predict_logits
-from .report import _markdown, plt, save_figure, write_report
+from .report import write_report
 
 
 def same_language_sets(dataset: str | None) -> list[str]:
@@ -214,7 +215,7 @@ def robustness(run: str | Path, ood: list[str] | None = None, perturbations: lis
     run = Path(run)
     trained = load_trained(run)
     meta, saved = trained.meta, _saved_config(run)
-    if meta["task"] != "classification":
+    if "robustness" not in get_task(meta["task"]).OFFERS:
         raise TunecraftError(f"{run}: robustness reports are for classification runs (this one is {meta['task']})")
     label_map = LabelMap(meta["labels"])
     data_cfg = DataConfig.model_validate({**saved.get("data", {}), "augment": {}})
@@ -266,17 +267,14 @@ def robustness(run: str | Path, ood: list[str] | None = None, perturbations: lis
     out = run / "robustness"
     out.mkdir(exist_ok=True)
     image = reliability_plot(result["calibration"], out / "reliability.png")
-    write_json_atomically(out / "robustness.json", result)
+    write_json(out / "robustness.json", result)
     sections = robustness_sections(result, image)
-    md = out / "robustness.md"
-    tmp = out / ".robustness.md.tmp"
-    tmp.write_text(_markdown(f"Robustness of {run}", sections, out), encoding="utf-8")
-    tmp.replace(md)
+    md = write_text(out / "robustness.md", markdown(f"Robustness of {run}", sections, out))
     if (run / "summary.json").is_file():
         summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
         history = [json.loads(line) for line in (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
                    if line.strip()] if (run / "metrics.jsonl").is_file() else []
-        task = get_task(summary.get("task", "classification"))
+        task = get_task(summary["task"])
         result["report"] = str(write_report(run, summary, history, task, extra_sections=sections))
     result["markdown"] = str(md)
     return result

@@ -11,12 +11,11 @@ import yaml
 from ..data import LabelMap
 from ..data.readers import Columns, read_examples
 from ..errors import DataError, TunecraftError
-from ..models import load_trained
+from ..io import write_json, write_jsonl
 from ..tasks import get_task
-from ..train.checkpoint import write_json_atomically
 from ..train.precision import resolve as resolve_precision
-from .inference import predict_logits
-from .report import write_eval_report, write_predictions
+from ..trained import load_trained
+from .report import write_eval_report
 
 
 def _split_settings(run: Path) -> tuple[int, tuple[float, float]]:
@@ -39,21 +38,21 @@ def evaluate_run(run: str | Path, data: str, split: str = "test", batch_size: in
     label_map = LabelMap(meta["labels"])
     enc = task.encode(trained.tokenizer, examples, meta, label_map)
     _, dtype = resolve_precision(precision)
-    logits = getattr(task, "infer", predict_logits)(trained.model, enc, batch_size, trained.tokenizer.pad_token_id,
-                            torch.device("cpu"), dtype)
+    logits = task.infer(trained.model, enc, batch_size, trained.tokenizer.pad_token_id, torch.device("cpu"), dtype)
     metrics = task.evaluate(logits, enc, label_map)
-    generations = []
-    if getattr(task, "GENERATIVE", False):  # exact match and ROUGE-L of generated answers too
-        metrics.update(task.generation_eval(trained.model, trained.tokenizer, examples, meta["generation"], dtype))
-        generations = metrics.pop("generations", [])
-        metrics["samples_shown"] = generations[: meta["generation"]["report_samples"]]
+    # a generative task also scores generated answers (exact match, ROUGE-L); the others add nothing
+    gen = meta.get("generation") or {}
+    metrics.update(task.generation_eval(trained.model, trained.tokenizer, examples, gen, dtype))
+    generations = metrics.pop("generations", [])
+    if generations:
+        metrics["samples_shown"] = generations[: gen["report_samples"]]
     name = (Path(data).stem if Path(data).exists() else data) + ("" if Path(data).exists() else f"-{split}")
     out = run / "evals" / name
     out.mkdir(parents=True, exist_ok=True)
-    write_json_atomically(out / "metrics.json", metrics)
-    write_predictions(out / "predictions.jsonl", task.prediction_rows(examples, logits, enc, label_map))
+    write_json(out / "metrics.json", metrics)
+    write_jsonl(out / "predictions.jsonl", task.prediction_rows(examples, logits, enc, label_map))
     if generations:
-        write_predictions(out / "generations.jsonl", generations)
+        write_jsonl(out / "generations.jsonl", generations)
     report = write_eval_report(out / "report.md", f"Evaluation of {run} on {name}", metrics, label_map.labels, task)
     return {"metrics": metrics, "report": str(report), "samples": len(examples), "task": meta["task"]}
 
@@ -86,7 +85,7 @@ def predict(run: str | Path, texts: list[str], batch_size: int = 64, precision: 
     return get_task(trained.meta["task"]).predict(trained, texts, batch_size, dtype)
 
 
-def format_predictions(rows: list[dict], as_json: bool, task: str = "classification") -> str:
+def format_predictions(rows: list[dict], as_json: bool, task: str) -> str:
     if as_json:
         return "\n".join(json.dumps(r, ensure_ascii=False) for r in rows)
     return "\n".join(get_task(task).format_prediction(r) for r in rows)

@@ -9,8 +9,9 @@ from peft import AdaLoraConfig as PeftAdaLoraConfig
 from peft import get_peft_model
 from pydantic import Field
 
+from ..plugins import StepPlugin
 from .base import Method, MethodSettings
-from .lora import DEFAULT_TARGETS, PEFT_TASK_TYPES, merge_export
+from .lora import DEFAULT_TARGETS, merge_export
 
 
 class AdaLoraSettings(MethodSettings):
@@ -38,7 +39,7 @@ class AdaLora(Method):
     name = "adalora"
     Config = AdaLoraSettings
 
-    def apply(self, model, cfg, task="classification"):
+    def apply(self, model, cfg, task):
         if cfg.target_r >= cfg.init_r:
             raise ValueError(f"method.target_r ({cfg.target_r}) must be smaller than method.init_r ({cfg.init_r}): "
                              "the budget schedule prunes ranks (use lora for a fixed rank)")
@@ -49,7 +50,7 @@ class AdaLora(Method):
             raise ValueError(f"no default targets for model type '{model.config.model_type}'; "
                              "set method.target_modules")
         # total_step/tinit/tfinal are set in steps once the loop knows them (see hooks)
-        config = PeftAdaLoraConfig(task_type=PEFT_TASK_TYPES[task], init_r=cfg.init_r, target_r=cfg.target_r,
+        config = PeftAdaLoraConfig(task_type=task.PEFT_TASK_TYPE, init_r=cfg.init_r, target_r=cfg.target_r,
                                    lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=targets,
                                    total_step=1000, tinit=0, tfinal=0, deltaT=cfg.delta_t, beta1=cfg.beta1,
                                    beta2=cfg.beta2, orth_reg_weight=cfg.orth_reg_weight)
@@ -59,41 +60,41 @@ class AdaLora(Method):
         model.tunecraft_adalora = cfg
         return model
 
-    def hooks(self, model, total_steps: int) -> list:
-        """The budget schedule: after each optimizer step (gradients still in place), update importance
-        scores and mask the least important singular values."""
+    def plugins(self, model, task, total_steps: int) -> list:
         cfg = model.tunecraft_adalora
         peft_cfg = model.peft_config[model.active_adapter]
         peft_cfg.total_step = total_steps
         peft_cfg.tinit = int(cfg.tinit * total_steps)
         peft_cfg.tfinal = int(cfg.tfinal * total_steps)
-
-        def allocate(loop) -> None:
-            loop.acc.unwrap_model(loop.model).base_model.update_and_allocate(loop.state.global_step)
-
-        return [allocate]
-
-    def loss_terms(self, model, task) -> list:
-        """AdaLoRA's orthogonality penalty on P and Q (peft adds it only to a loss the model computes itself,
-        and ours is computed outside); scaled by the batch's loss-term count, so it is weight * penalty per
-        step like peft's, whatever the accumulation."""
-        weight = model.tunecraft_adalora.orth_reg_weight
-        if not weight:
-            return []
-
-        def orthogonality(model, outputs, batch) -> torch.Tensor:
-            total, count = 0.0, 0
-            for name, p in model.named_parameters():
-                if p.requires_grad and ("lora_A" in name or "lora_B" in name):
-                    cov = p @ p.T if "lora_A" in name else p.T @ p
-                    total = total + torch.norm(cov - torch.eye(*cov.shape, device=p.device), p="fro")
-                    count += 1
-            return weight * total / max(count, 1) * task.count(batch)
-
-        return [orthogonality]
+        return [AdaLoraBudget(cfg.orth_reg_weight)]
 
     def export(self, model, model_dir, adapter_dir):
         with warnings.catch_warnings():
             # the budget may prune a matrix to rank 0; peft mistakes those empty tensors for unsharded ones
             warnings.filterwarnings("ignore", message=".*invalid shape.*")
             return merge_export(model, model_dir, adapter_dir)
+
+
+class AdaLoraBudget(StepPlugin):
+    """AdaLoRA's training-time work. After each optimizer step (gradients still in place): update the
+    importance scores and mask the least important singular values on the budget schedule. In each loss: the
+    orthogonality penalty on P and Q (peft adds it only to a loss the model computes itself, and ours is
+    computed outside), scaled by the batch's loss-term count, so it is weight * penalty per step like peft's,
+    whatever the accumulation."""
+
+    def __init__(self, orth_reg_weight: float):
+        self.weight = orth_reg_weight
+
+    def loss(self, model, outputs, batch, objective) -> torch.Tensor | None:
+        if not self.weight:
+            return None
+        total, count = 0.0, 0
+        for name, p in model.named_parameters():
+            if p.requires_grad and ("lora_A" in name or "lora_B" in name):
+                cov = p @ p.T if "lora_A" in name else p.T @ p
+                total = total + torch.norm(cov - torch.eye(*cov.shape, device=p.device), p="fro")
+                count += 1
+        return self.weight * total / max(count, 1) * objective.count(batch)
+
+    def after_step(self, loop) -> None:
+        loop.acc.unwrap_model(loop.model).base_model.update_and_allocate(loop.state.global_step)

@@ -21,16 +21,13 @@ class Method:
     merged: bool = True
     """Whether model/ alone is the trained model; if not, eval/predict/serve apply adapter/ to it."""
 
-    def apply(self, model: nn.Module, cfg: MethodSettings, task: str = "classification") -> nn.Module:
-        """Return the model to train, with requires_grad set on exactly the trainable parameters."""
+    def apply(self, model: nn.Module, cfg: MethodSettings, task) -> nn.Module:
+        """Return the model to train for `task` (tasks/base.py), with requires_grad set on exactly the
+        trainable parameters."""
         raise NotImplementedError
 
-    def hooks(self, model: nn.Module, total_steps: int) -> list:
-        """Callables(loop) the loop runs after each optimizer step (gradients are still in place)."""
-        return []
-
-    def loss_terms(self, model: nn.Module, task) -> list:
-        """Callables(model, outputs, batch) whose result, summed over the batch, adds to the task loss."""
+    def plugins(self, model: nn.Module, task, total_steps: int) -> list:
+        """The step plug-ins (tunecraft/plugins.py) the method needs during training, e.g. AdaLoRA's budget."""
         return []
 
     def export(self, model: nn.Module, model_dir: Path, adapter_dir: Path) -> nn.Module:

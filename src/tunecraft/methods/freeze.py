@@ -18,7 +18,7 @@ class Freeze(Method):
     name = "freeze"
     Config = FreezeConfig
 
-    def apply(self, model, cfg, task="classification"):
+    def apply(self, model, cfg, task):
         model.requires_grad_(True)
         layers = transformer_layers(model)
         if cfg.layers > len(layers):

@@ -13,6 +13,6 @@ class Full(Method):
     name = "full"
     Config = FullConfig
 
-    def apply(self, model, cfg, task="classification"):
+    def apply(self, model, cfg, task):
         model.requires_grad_(True)
         return model

@@ -7,7 +7,7 @@ from peft import IA3Config as PeftIA3Config
 from peft import get_peft_model
 
 from .base import Method, MethodSettings
-from .lora import PEFT_TASK_TYPES, merge_export
+from .lora import merge_export
 
 # (target modules, the feed-forward ones among them) per architecture family, as in peft's defaults
 DEFAULT_TARGETS = {
@@ -27,13 +27,13 @@ class IA3(Method):
     name = "ia3"
     Config = IA3Settings
 
-    def apply(self, model, cfg, task="classification"):
+    def apply(self, model, cfg, task):
         targets, feedforward = DEFAULT_TARGETS.get(model.config.model_type, (None, None))
         targets, feedforward = cfg.target_modules or targets, cfg.feedforward_modules or feedforward
         if targets is None:
             raise ValueError(f"no default IA3 targets for model type '{model.config.model_type}'; set "
                              "method.target_modules and method.feedforward_modules")
-        config = PeftIA3Config(task_type=PEFT_TASK_TYPES[task], target_modules=targets,
+        config = PeftIA3Config(task_type=task.PEFT_TASK_TYPE, target_modules=targets,
                                feedforward_modules=feedforward or [])
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)

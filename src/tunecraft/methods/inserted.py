@@ -72,7 +72,7 @@ class InsertedMethod(Method):
         """Whether a base-model parameter (outside the inserted modules and the head) trains too."""
         return False
 
-    def apply(self, model, cfg, task="classification"):
+    def apply(self, model, cfg, task):
         _, head = head_and_base(model)
         model.requires_grad_(False)
         self.insert(model, cfg)

@@ -5,13 +5,10 @@ import warnings
 from typing import Literal
 
 from peft import LoraConfig as PeftLoraConfig
-from peft import TaskType, get_peft_model
+from peft import get_peft_model
 from pydantic import Field
 
 from .base import Method, MethodSettings
-
-PEFT_TASK_TYPES = {"classification": TaskType.SEQ_CLS, "token_classification": TaskType.TOKEN_CLS,
-                   "causal_lm": TaskType.CAUSAL_LM}
 
 # Default targets per architecture family: every linear layer inside the transformer blocks.
 DEFAULT_TARGETS = {
@@ -42,7 +39,7 @@ class Lora(Method):
     name = "lora"
     Config = LoraSettings
 
-    def apply(self, model, cfg, task="classification"):
+    def apply(self, model, cfg, task):
         if cfg.quantize == "4bit":
             model = quantized_4bit(model)
         targets = cfg.target_modules or DEFAULT_TARGETS.get(model.config.model_type)
@@ -51,7 +48,7 @@ class Lora(Method):
                 f"no default LoRA targets for model type '{model.config.model_type}'; set method.target_modules"
             )
         peft_cfg = PeftLoraConfig(
-            task_type=PEFT_TASK_TYPES[task],
+            task_type=task.PEFT_TASK_TYPE,
             r=cfg.r,
             lora_alpha=cfg.alpha,
             lora_dropout=cfg.dropout,

@@ -10,7 +10,6 @@ from peft import PromptEncoderConfig, PromptTuningConfig, get_peft_model
 from pydantic import Field
 
 from .base import Method, MethodSettings
-from .lora import PEFT_TASK_TYPES
 
 
 class PromptSettings(MethodSettings):
@@ -31,13 +30,13 @@ class _VirtualTokens(Method):
     def peft_config(self, cfg, task_type):
         raise NotImplementedError
 
-    def apply(self, model, cfg, task="classification"):
-        if task not in ("classification", "token_classification"):
-            raise ValueError(f"'{self.name}' supports classification and token_classification, not '{task}' "
+    def apply(self, model, cfg, task):
+        if task.PEFT_TASK_TYPE not in ("SEQ_CLS", "TOKEN_CLS"):
+            raise ValueError(f"'{self.name}' supports classification and token_classification, not '{task.NAME}' "
                              "(for causal LMs use lora or adapter)")
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-            peft_model = get_peft_model(model, self.peft_config(cfg, PEFT_TASK_TYPES[task]))
+            peft_model = get_peft_model(model, self.peft_config(cfg, task.PEFT_TASK_TYPE))
         return strip_virtual_positions(peft_model)
 
     def load_adapter(self, model, adapter_dir):

@@ -1,4 +1,4 @@
-"""Load a base model's folder and tokenizer (bundled asset or local HF folder), or a trained run's model."""
+"""Load a base model's folder and tokenizer (bundled asset or local HF folder); find a trained run's model folder."""
 
 from __future__ import annotations
 
@@ -98,27 +98,3 @@ def read_meta(run: str | Path) -> dict:
 
 def run_task(run: str | Path) -> str:
     return read_meta(run)["task"]
-
-
-def load_trained(run: str | Path) -> TrainedModel:
-    folder = run_model_dir(run)
-    meta = read_meta(folder)
-    from ..tasks import TASKS
-
-    if meta.get("task") not in TASKS:
-        raise TunecraftError(f"{folder}/{META}: unknown task '{meta.get('task')}'")
-    if meta.get("format", "transformers") != "transformers":  # a compressed variant: int8, head-pruned, ONNX
-        from ..compress.variant import load_model
-
-        model = load_model(folder, meta)
-    else:
-        model = TASKS[meta["task"]].MODEL_CLASS.from_pretrained(str(folder))
-    if meta.get("adapter_required"):  # prompt, prefix, adapter: model/ is the base, adapter/ the trained part
-        from ..methods import get_method
-
-        adapter = folder.parent / "adapter"
-        if not adapter.is_dir():
-            raise TunecraftError(f"{folder}: a '{meta['method']}' model needs its adapter in {adapter}")
-        model = get_method(meta["method"]).load_adapter(model, adapter)
-    model.eval()
-    return TrainedModel(model, AutoTokenizer.from_pretrained(str(folder)), meta, folder)

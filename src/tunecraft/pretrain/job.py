@@ -3,11 +3,7 @@ pre-training objective → held-out perplexity → run folder whose model/ `tune
 
 from __future__ import annotations
 
-import json
 import math
-import platform
-import resource
-import shutil
 import time
 from collections import Counter
 from pathlib import Path
@@ -16,17 +12,14 @@ import torch
 import transformers
 from tqdm.auto import tqdm
 
-from .. import __version__
 from ..errors import ConfigError
-from ..evaluate.report import _html, _line_plot, _markdown, _plot_curves, fmt
-from ..models import META, SCRATCH, load_tokenizer, resolve_base
-from ..train.checkpoint import load_weights, prune_checkpoints, write_json_atomically
-from ..train.job import check_run_dir, open_run
+from ..models import SCRATCH, load_tokenizer, resolve_base
+from ..report import fmt, line_plot, plot_curves, write_pages
 from ..train.loop import TrainingLoop
-from ..train.precision import resolve as resolve_precision
+from ..train.session import RunSession
 from .config import PretrainRecipe
 from .corpora import load_corpus, sentences
-from .objectives import OBJECTIVES, evaluate
+from .objectives import OBJECTIVES
 
 
 def measure_peak_flops(dtype: torch.dtype | None, n: int = 1024, repeats: int = 5) -> float:
@@ -53,15 +46,11 @@ def flops_per_token(model, seq_len: float) -> float:
 
 
 class PretrainLoop(TrainingLoop):
-    """The training loop, scored by held-out loss / perplexity / token accuracy, with MFU in each train log."""
+    """The training loop with model FLOP/s and MFU in each train log, and every log line on the terminal."""
 
-    def __init__(self, *, objective, flops_token: float, peak: float | None, **kwargs):
-        super().__init__(task=objective, label_map=None, **kwargs)
+    def __init__(self, *args, flops_token: float, peak: float | None):
+        super().__init__(*args)
         self.flops_token, self.peak = flops_token, peak
-
-    def evaluate(self, enc, logits=None) -> dict:
-        return evaluate(self.task, self.model, enc, self.cfg.batch_size * 2, self.pad_id, self.acc.device,
-                        self.autocast_dtype)
 
     def log(self, record: dict) -> None:
         if record["type"] == "train":
@@ -138,15 +127,10 @@ def generate_samples(model, tokenizer, prompts: list[str], max_new_tokens: int =
     return out
 
 
-def pretrain(recipe: PretrainRecipe, resume: bool = False, overwrite: bool = False, hooks=()) -> dict:
-    """Pre-train as the recipe says; returns the run summary (also in summary.json). `hooks(loop)` run after
-    each optimizer step, as in `tunecraft.train`."""
-    started = time.time()
-    check_run_dir(recipe, resume, overwrite)
-    if recipe.train.num_threads:
-        torch.set_num_threads(recipe.train.num_threads)
-    transformers.set_seed(recipe.seed)
-    mixed, dtype = resolve_precision(recipe.train.precision)
+def pretrain(recipe: PretrainRecipe, resume: bool = False, overwrite: bool = False, plugins=()) -> dict:
+    """Pre-train as the recipe says; returns the run summary (also in summary.json). `plugins`
+    (tunecraft/plugins.py) reach into each step, as in `tunecraft.train`."""
+    session = RunSession(recipe, resume, overwrite)  # refuses a run folder it would lose; seed, threads, precision
     train_docs, held_docs = load_corpus(recipe.corpus)
     tokenizer, model = build_model(recipe, train_docs)
     objective = OBJECTIVES[recipe.objective.name](tokenizer, recipe.objective, recipe.seed)
@@ -155,75 +139,48 @@ def pretrain(recipe: PretrainRecipe, resume: bool = False, overwrite: bool = Fal
     if not len(train_enc):
         raise ConfigError("corpus: too little text for one training sequence")
 
-    acc, run_dir, optimizer, steps, scheduler = open_run(recipe, resume, mixed, model, train_enc.lengths)
+    steps = session.start(model, train_enc.lengths)  # the first write
     mean_len = sum(train_enc.lengths) / len(train_enc)
-    peak = measure_peak_flops(dtype) if recipe.mfu_probe else None
+    peak = measure_peak_flops(session.dtype) if recipe.mfu_probe else None
     fpt = flops_per_token(model, mean_len)
-    if acc.is_main_process:
+    if session.acc.is_main_process:
         print(f"pretrain {recipe.name}: {len(train_enc):,} sequences (mean {mean_len:.1f} tokens), {steps} steps, "
               f"{sum(p.numel() for p in model.parameters()):,} parameters, {fpt / 1e6:.1f} MFLOP/token"
-              + (f", matmul peak {peak / 1e9:.0f} GFLOP/s ({dtype or torch.float32})" if peak else ""))
-    model, optimizer = acc.prepare(model, optimizer)
-    loop = PretrainLoop(accelerator=acc, model=model, optimizer=optimizer, scheduler=scheduler, objective=objective,
-                        train_enc=train_enc, eval_enc=held_enc, cfg=recipe.train, seed=recipe.seed, run_dir=run_dir,
-                        pad_id=tokenizer.pad_token_id, autocast_dtype=dtype, flops_token=fpt, peak=peak, hooks=hooks)
-    state = loop.run(resume=resume)
+              + (f", matmul peak {peak / 1e9:.0f} GFLOP/s ({session.dtype or torch.float32})" if peak else ""))
+    loop = session.loop(model, objective, train_enc, held_enc, None, tokenizer.pad_token_id, plugins,
+                        loop_class=PretrainLoop, flops_token=fpt, peak=peak)
+    loop.run(resume=resume)
+    session.restore_best(loop)
 
-    plain = acc.unwrap_model(model)
-    if state.best_step is not None:
-        load_weights(run_dir / "checkpoints" / "best", plain)
+    plain = session.acc.unwrap_model(loop.model)
     final = loop.evaluate(held_enc) if held_enc is not None and len(held_enc) else {}
-    baseline = (unigram_baseline(train_enc.input_ids, held_enc.input_ids, len(tokenizer))
-                if recipe.objective.name == "clm" and final else None)
-    samples = generate_samples(plain, tokenizer, recipe.prompts) if recipe.objective.name == "clm" else []
-    trains = [h for h in state.history if h["type"] == "train"]
+    causal = recipe.objective.name == "clm"
+    baseline = unigram_baseline(train_enc.input_ids, held_enc.input_ids, len(tokenizer)) if causal and final else None
+    trains = [h for h in loop.state.history if h["type"] == "train"]
     summary = {
         "name": recipe.name, "objective": recipe.objective.model_dump(), "base_model": recipe.model.base,
         "corpus": {"sources": recipe.corpus.sources, "files": recipe.corpus.files,
                    "train_documents": len(train_docs), "heldout_documents": len(held_docs),
                    "train_sequences": len(train_enc), "heldout_sequences": len(held_enc) if held_enc else 0},
         "vocab_size": len(tokenizer), "total_params": sum(p.numel() for p in plain.parameters()),
-        "steps": state.global_step, "planned_steps": state.total_steps, "best_step": state.best_step,
-        "heldout": final, "unigram_baseline": baseline, "samples": samples,
-        "flops_per_token": fpt, "peak_flops": peak,
-        "mfu": (trains[-1].get("mfu") if trains else None),
-        "train_seconds": round(state.train_seconds, 2), "wall_seconds": round(time.time() - started, 2),
-        "train_tokens": state.train_tokens,
-        "tokens_per_second": round(state.train_tokens / max(state.train_seconds, 1e-9), 1),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "precision": mixed, "device": str(acc.device), "threads": torch.get_num_threads(),
-        "versions": {"tunecraft": __version__, "torch": torch.__version__,
-                     "transformers": transformers.__version__, "python": platform.python_version()},
+        "heldout": final, "unigram_baseline": baseline,
+        "samples": generate_samples(plain, tokenizer, recipe.prompts) if causal else [],
+        "flops_per_token": fpt, "peak_flops": peak, "mfu": (trains[-1].get("mfu") if trains else None),
+        **session.run_summary(loop),
     }
-    if acc.is_main_process:
-        export(plain, tokenizer, run_dir, recipe)
-        write_json_atomically(run_dir / "summary.json", summary)
-        summary["report"] = str(write_pretrain_report(run_dir, summary, state.history))
-        prune_checkpoints(run_dir / "checkpoints", 1)
-    acc.wait_for_everyone()
-    return summary
-
-
-def export(model, tokenizer, run_dir: Path, recipe: PretrainRecipe) -> None:
-    """model/: a plain transformers folder with its tokenizer, written to a temporary folder and renamed."""
-    tmp, final = run_dir / ".model-tmp", run_dir / "model"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
     meta = {"task": f"pretrain:{recipe.objective.name}", "max_length": recipe.model.max_length,
             "base_model": recipe.model.base}
-    (tmp / META).write_text(json.dumps(meta, indent=2), encoding="utf-8")
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
+    return session.close(summary, lambda tmp: plain.save_pretrained(tmp["model"]), ("model",),
+                         lambda s: write_pretrain_report(session.run_dir, s, loop.state.history), tokenizer, meta)
 
 
 def write_pretrain_report(run_dir: Path, summary: dict, history: list[dict]) -> Path:
     plots = run_dir / "plots"
     plots.mkdir(exist_ok=True)
-    images = _plot_curves(history, plots, ("accuracy", "pair_accuracy"))
+    images = plot_curves(history, plots, ("accuracy", "pair_accuracy"))
     evals = [h for h in history if h["type"] == "eval"]
     if evals:
-        images.append(_line_plot([("held-out perplexity", evals, "perplexity", "o-")], "perplexity",
+        images.append(line_plot([("held-out perplexity", evals, "perplexity", "o-")], "perplexity",
                                  plots / "perplexity.png"))
     held = summary["heldout"]
     rows = [("held-out loss", fmt(held.get("loss"))), ("held-out perplexity", fmt(held.get("perplexity"))),
@@ -244,7 +201,4 @@ def write_pretrain_report(run_dir: Path, summary: dict, history: list[dict]) -> 
         sections.append(("Samples", [("table", ["prompt", "generated"],
                                       [(s["prompt"], s["text"].replace("\n", " ")) for s in summary["samples"]])]))
     title = f"{summary['name']}: {summary['objective']['name']} pre-training of {summary['base_model']}"
-    (run_dir / "report.html").write_text(_html(title, sections), encoding="utf-8")
-    path = run_dir / "report.md"
-    path.write_text(_markdown(title, sections, run_dir), encoding="utf-8")
-    return path
+    return write_pages(run_dir, title, sections)

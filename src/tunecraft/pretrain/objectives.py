@@ -1,5 +1,6 @@
-"""Pre-training objectives with the task-layer shape the training loop calls (collate, count, loss_sum,
-evaluate): masked LM (+ NSP / sentence order) over packed sentences, causal LM over packed token streams."""
+"""Pre-training objectives, each an `Objective` (tasks/base.py), the contract the training loop calls
+(collate, count, loss_sum, infer, evaluate): masked LM (+ NSP / sentence order) over packed sentences, causal
+LM over packed token streams."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import torch
 import torch.nn.functional as F
 
 from ..data.dataset import IGNORE, Encoded, collate
+from ..tasks.base import Objective
+from ..tasks.causal_lm import next_token_count, next_token_loss_sum
 from .corpora import Document
 
 
@@ -32,11 +35,49 @@ def _pieces(sent: list[tuple], budget: int):
     return [(ids[i : i + budget], words[i : i + budget] if words else None) for i in range(0, len(ids), budget)]
 
 
-class MaskedLM:
+class PretrainObjective(Objective):
+    """Held-out scoring shared by the pre-training objectives: loss, perplexity and token accuracy (masked
+    tokens, or next tokens) with fixed masks, summed over batches in order (every process scores all of them)."""
+
+    METRICS = ["loss", "perplexity", "accuracy"]
+    HEADLINE = ("accuracy", "pair_accuracy")
+    EARLY_STOPPING = ("loss", "min")
+
+    def batch_stats(self, outputs, batch) -> dict[str, float]:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def infer(self, model, enc: Encoded, batch_size: int, pad_id: int, device, dtype=None, rank: int = 0,
+              world: int = 1, gather=None) -> dict[str, float]:
+        model.eval()
+        totals: dict[str, float] = {}
+        for start in range(0, len(enc), batch_size):
+            batch = self.collate(enc, list(range(start, min(start + batch_size, len(enc)))), pad_id)
+            batch = {k: v.to(device) for k, v in batch.items()}
+            ctx = torch.autocast(device.type, dtype=dtype) if dtype is not None else torch.autocast(device.type,
+                                                                                                      enabled=False)
+            with ctx:
+                outputs = model(**{k: v for k, v in batch.items() if k not in ("labels", "next_sentence_label")})
+            for key, value in self.batch_stats(outputs, batch).items():
+                totals[key] = totals.get(key, 0) + value
+        return totals
+
+    def evaluate(self, totals: dict[str, float], enc: Encoded, label_map=None) -> dict:
+        loss = totals["loss_sum"] / max(totals["count"], 1)
+        out = {"loss": loss, "perplexity": math.exp(min(loss, 50)),
+               "accuracy": totals["correct"] / max(totals["count"], 1), "tokens": int(totals["count"])}
+        if "pairs" in totals:
+            out["pair_accuracy"] = totals["pair_correct"] / totals["pairs"]
+        return out
+
+
+class MaskedLM(PretrainObjective):
     """BERT's masked LM: mlm_probability of the tokens are chosen, 80% become [MASK], 10% a random token,
     10% stay; with `whole_word`, words are chosen and all their tokens masked. Masks are drawn per batch from a
     generator seeded by (seed, batch indices), so a resumed run masks exactly as the uninterrupted one would.
     Written by hand rather than with DataCollatorForLanguageModeling for that seeded, resumable draw."""
+
+    NAME = "mlm"
 
     def __init__(self, tokenizer, cfg, seed: int):
         self.cfg, self.seed = cfg, seed
@@ -140,8 +181,7 @@ class MaskedLM:
         return torch.gather(draw, 1, words.clamp(min=0)) & (words >= 0)
 
     # -- loss -------------------------------------------------------------------------------------
-    @staticmethod
-    def count(batch: dict[str, torch.Tensor]) -> int:
+    def count(self, batch: dict[str, torch.Tensor]) -> int:
         return int((batch["labels"] != IGNORE).sum())
 
     @staticmethod
@@ -169,9 +209,11 @@ class MaskedLM:
         return stats
 
 
-class CausalLM:
+class CausalLM(PretrainObjective):
     """Next-token prediction over documents packed end to end (an end-of-text token between them) into
     blocks of exactly max_length tokens: no padding."""
+
+    NAME = "clm"
 
     def __init__(self, tokenizer, cfg, seed: int):
         self.eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
@@ -192,15 +234,11 @@ class CausalLM:
         batch["labels"] = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, IGNORE)
         return batch
 
-    @staticmethod
-    def count(batch: dict[str, torch.Tensor]) -> int:
-        return int((batch["labels"][:, 1:] != IGNORE).sum())
+    def count(self, batch: dict[str, torch.Tensor]) -> int:
+        return next_token_count(batch)
 
-    @staticmethod
-    def loss_sum(outputs, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        logits = outputs.logits[:, :-1].float()
-        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch["labels"][:, 1:].reshape(-1),
-                               ignore_index=IGNORE, reduction="sum")
+    def loss_sum(self, outputs, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return next_token_loss_sum(outputs, batch)
 
     def batch_stats(self, outputs, batch) -> dict[str, float]:
         logits, target = outputs.logits[:, :-1].float(), batch["labels"][:, 1:]
@@ -210,25 +248,3 @@ class CausalLM:
 
 
 OBJECTIVES = {"mlm": MaskedLM, "clm": CausalLM}
-
-
-@torch.no_grad()
-def evaluate(objective, model, enc: Encoded, batch_size: int, pad_id: int, device, dtype) -> dict:
-    """Held-out loss, perplexity and accuracy (masked tokens, or next tokens) with fixed masks."""
-    model.eval()
-    totals: dict[str, float] = {}
-    for start in range(0, len(enc), batch_size):
-        batch = objective.collate(enc, list(range(start, min(start + batch_size, len(enc)))), pad_id)
-        batch = {k: v.to(device) for k, v in batch.items()}
-        ctx = torch.autocast(device.type, dtype=dtype) if dtype is not None else torch.autocast(device.type,
-                                                                                                  enabled=False)
-        with ctx:
-            outputs = model(**{k: v for k, v in batch.items() if k not in ("labels", "next_sentence_label")})
-        for key, value in objective.batch_stats(outputs, batch).items():
-            totals[key] = totals.get(key, 0) + value
-    loss = totals["loss_sum"] / max(totals["count"], 1)
-    out = {"loss": loss, "perplexity": math.exp(min(loss, 50)), "accuracy": totals["correct"] / max(totals["count"], 1),
-           "tokens": int(totals["count"])}
-    if "pairs" in totals:
-        out["pair_accuracy"] = totals["pair_correct"] / totals["pairs"]
-    return out

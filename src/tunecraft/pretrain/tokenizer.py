@@ -3,12 +3,10 @@ save it as a Hugging Face tokenizer folder, and measure it on held-out text."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
-from ..errors import TunecraftError
+from ..io import refuse_existing, write_folder, write_json
 from ..models.sizes import SPECIAL, char_tokenizer
-from ..train.checkpoint import write_json_atomically
 from .config import TokenizerRecipe
 from .corpora import load_corpus, sentences
 
@@ -63,18 +61,16 @@ def tokenizer_stats(tokenizer, texts: list[str]) -> dict:
 def train_tokenizer(recipe: TokenizerRecipe, overwrite: bool = False) -> dict:
     """Train, save (atomically) into runs/<name>/ and measure on the corpus's held-out documents."""
     target = recipe.run_dir
-    if target.exists() and any(target.iterdir()) and not overwrite:
-        raise TunecraftError(f"{target} already exists: pass --overwrite to replace it, or name=... for a new one")
+    refuse_existing(target, overwrite, "or name=... for a new one")
     train_docs, held_docs = load_corpus(recipe.corpus)
     tokenizer = build_tokenizer(recipe, sentences(train_docs))
     result = {"name": recipe.name, "kind": recipe.kind, "vocab_size": len(tokenizer),
               "corpus": {"sources": recipe.corpus.sources, "files": recipe.corpus.files,
                          "train_documents": len(train_docs), "heldout_documents": len(held_docs)},
               "heldout": tokenizer_stats(tokenizer, sentences(held_docs)), "path": str(target)}
-    tmp = target.with_name(f".{target.name}-tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tokenizer.save_pretrained(tmp)
-    write_json_atomically(tmp / "tokenizer_report.json", result)
-    shutil.rmtree(target, ignore_errors=True)
-    Path(tmp).rename(target)
+    def write(tmp: Path) -> None:
+        tokenizer.save_pretrained(tmp)
+        write_json(tmp / "tokenizer_report.json", result)
+
+    write_folder(target, write)
     return result

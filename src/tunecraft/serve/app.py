@@ -1,4 +1,5 @@
-"""The HTTP server for a run folder: FastAPI routes, limits, API-key auth, Prometheus metrics, access logs."""
+"""The HTTP server for a run folder: the core (limits, API-key auth, Prometheus metrics, access logs, /health)
+and the routes the run's task brings (Task.routes: serve/classify.py, serve/entities.py)."""
 
 from __future__ import annotations
 
@@ -11,18 +12,18 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import torch
-from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..data import LabelMap
-from ..data.dataset import Encoded, tokenize
-from ..data.ner import Sentence, split_words
-from ..evaluate.inference import predict_logits
-from ..models import load_trained
+from ..errors import TunecraftError
+from ..models import read_meta
 from ..tasks import get_task
 from ..train.precision import resolve as resolve_precision
+from ..trained import load_trained
 from .batching import MicroBatcher
 from .feedback import FeedbackStore
 
@@ -61,64 +62,7 @@ class ServeSettings(BaseModel):
     drain_seconds: float = Field(30, ge=0)
 
 
-# -- request and response types ---------------------------------------------------------------------------
-
-class ClassifyRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"example": {"texts": ["a gorgeous, witty film"]}})
-    texts: list[str] = Field(min_length=1)
-    text_pairs: list[str] | None = None
-
-
-class Prediction(BaseModel):
-    label: str
-    score: float
-    probabilities: dict[str, float]
-
-
-class ClassifyResponse(BaseModel):
-    model: str
-    predictions: list[Prediction]
-
-
-class EntitiesRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid",
-                              json_schema_extra={"example": {"texts": ["Ana Lima flew to New York."]}})
-    texts: list[str] = Field(min_length=1)
-
-
-class Entity(BaseModel):
-    type: str
-    start: int
-    """Character offset of the first character in the text."""
-    end: int
-    """One past the last character."""
-    text: str
-    score: float
-
-
-class TaggedText(BaseModel):
-    entities: list[Entity]
-    tokens: list[str]
-    tags: list[str]
-
-
-class EntitiesResponse(BaseModel):
-    model: str
-    results: list[TaggedText]
-
-
-class FeedbackRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    text: str = Field(min_length=1)
-    text_pair: str | None = None
-    prediction: str | None = None
-    label: str = Field(min_length=1)
-
-
-class FeedbackResponse(BaseModel):
-    id: int
-    stored: bool = True
-
+# -- the core's own routes ---------------------------------------------------------------------------------
 
 class Health(BaseModel):
     status: str
@@ -129,58 +73,63 @@ class Health(BaseModel):
     batching: bool
 
 
-# -- the model behind the endpoint ------------------------------------------------------------------------
+# -- the server core a task's routes use ------------------------------------------------------------------
 
-class ClassifierService:
-    """Tokenizes and checks requests; runs batches of pre-tokenized items through the model. A token
-    classification (NER) model's items are sentences split into words, and its results are entities."""
+class Server:
+    """What a task's routes (Task.routes) build on: the settings, the run's model once loaded (`trained`,
+    `dtype`, `name`), the micro-batcher (`serve_batches` registers the task's batch function, `submit` queues
+    items), the API-key check, the request-size check, the feedback store and the Prometheus metrics."""
 
-    def __init__(self, settings: ServeSettings):
-        trained = load_trained(settings.run)
-        self.trained = trained
-        self.model, self.tokenizer, self.meta = trained.model, trained.tokenizer, trained.meta
+    def __init__(self, settings: ServeSettings, metrics: Metrics):
+        self.settings, self.metrics = settings, metrics
+        self.task = get_task(read_meta(settings.run)["task"])
         self.name = str(Path(settings.run).resolve().name)
-        self.labels = LabelMap(self.meta["labels"])
-        self.task = get_task(self.meta["task"])
-        self.pairs = self.meta.get("text_pair_column") is not None
-        self.max_input_tokens = settings.max_input_tokens
         _, self.dtype = resolve_precision(settings.precision)
+        self.trained = None
+        self.feedback: FeedbackStore | None = None
+        self.ready = False
+        self._infer, self._warm_up = None, None
+        self.batcher: MicroBatcher | None = None
 
-    @property
-    def ner(self) -> bool:
-        return self.meta["task"] == "token_classification"
+    def serve_batches(self, infer, warm_up) -> None:
+        """`infer(items) -> results` runs batches of prepared request items on the inference thread;
+        `warm_up()` runs there once the model is loaded."""
+        self._infer, self._warm_up = infer, warm_up
 
-    def warm_up(self) -> None:
-        for size in (1, 8):
-            self.infer(self.tokenize(["warm-up"] * size, ["warm-up"] * size if self.pairs else None))
+    async def start(self) -> None:
+        s = self.settings
+        self.batcher = MicroBatcher(self._infer, s.max_batch_size if s.batching else 1,
+                                    s.max_wait_ms if s.batching else 0, self.metrics.on_batch)
+        self.trained = await self.batcher.run(load_trained, s.run)
+        if self._warm_up is not None:
+            await self.batcher.run(self._warm_up)
+        self.batcher.start()
+        self.feedback = FeedbackStore(s.feedback_db or Path(s.run) / "feedback.sqlite")
+        self.ready = True
 
-    def tokenize(self, texts: list[str], pairs: list[str] | None) -> list:
-        if self.ner:
-            return self.split(texts)
-        ids, types, lengths = tokenize(self.tokenizer, texts, pairs, self.meta["max_length"])
-        for i, n in enumerate(lengths):
-            if n > self.max_input_tokens:
-                raise HTTPException(422, f"texts[{i}] has {n} tokens; the limit is {self.max_input_tokens}")
-        return [(x, types[i] if types else None) for i, x in enumerate(ids)]
+    async def stop(self) -> None:
+        self.ready = False
+        await self.batcher.stop()
+        self.feedback.close()
 
-    def split(self, texts: list[str]) -> list[Sentence]:
-        sentences = []
-        for i, text in enumerate(texts):
-            words, offsets = split_words(text)
-            n = len(self.tokenizer(words, is_split_into_words=True)["input_ids"])
-            if n > self.max_input_tokens:
-                raise HTTPException(422, f"texts[{i}] has {n} tokens; the limit is {self.max_input_tokens}")
-            sentences.append(Sentence(words, None, given_text=text, given_offsets=offsets))
-        return sentences
+    async def submit(self, items: list) -> list:
+        return await self.batcher.submit(items)
 
-    def infer(self, items: list) -> list[dict]:
-        if self.ner:
-            return self.task.predict_sentences(self.trained, items, len(items), self.dtype)
-        enc = Encoded([ids for ids, _ in items], [t for _, t in items] if items[0][1] is not None else None,
-                      None, 0)
-        logits = predict_logits(self.model, enc, len(items), self.tokenizer.pad_token_id, torch.device("cpu"),
-                                self.dtype)
-        return self.task.decode(logits, self.labels)
+    def check_count(self, texts: list) -> None:
+        if len(texts) > self.settings.max_texts:
+            raise HTTPException(413, f"{len(texts)} texts in one request; the limit is {self.settings.max_texts}")
+
+    def require_key(self, request: Request) -> None:
+        key = self.settings.api_key
+        if key is None:
+            return
+        given = request.headers.get("x-api-key")
+        auth = request.headers.get("authorization", "")
+        if given is None and auth.lower().startswith("bearer "):
+            given = auth[7:]
+        if given is None or not hmac.compare_digest(given.encode(), key.encode()):
+            raise HTTPException(401, "missing or wrong API key (send it as X-API-Key or Authorization: Bearer)",
+                                headers={"WWW-Authenticate": "Bearer"})
 
 
 # -- metrics ------------------------------------------------------------------------------------------------
@@ -256,39 +205,25 @@ class BodyLimit:
 # -- the app ------------------------------------------------------------------------------------------------
 
 def create_app(settings: ServeSettings) -> FastAPI:
+    """The app: the core routes (/health, /metrics), limits, auth and access logs, and the routes the run's task
+    brings (Task.routes); the model loads in the lifespan, on the inference thread."""
     configure_access_log()
     metrics = Metrics()
-    state: dict = {"ready": False}
+    server = Server(settings, metrics)
+    router = server.task.routes(server)
+    if router is None:
+        raise TunecraftError(f"{settings.run}: {server.task.NAME} runs cannot be served yet (the task brings no "
+                             "HTTP routes)")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        batcher = MicroBatcher(None, settings.max_batch_size if settings.batching else 1,
-                               settings.max_wait_ms if settings.batching else 0, metrics.on_batch)
-        service = await batcher.run(ClassifierService, settings)
-        batcher.infer = service.infer
-        await batcher.run(service.warm_up)
-        batcher.start()
-        feedback = FeedbackStore(settings.feedback_db or Path(settings.run) / "feedback.sqlite")
-        state.update(service=service, batcher=batcher, feedback=feedback, ready=True)
+        await server.start()
         yield
-        state["ready"] = False
-        await batcher.stop()
-        feedback.close()
+        await server.stop()
 
     app = FastAPI(title="tunecraft", version="1", lifespan=lifespan,
                   description=f"Serving the tunecraft run {settings.run}")
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)  # inside `observe`, so 413s are counted
-
-    def require_key(request: Request) -> None:
-        if settings.api_key is None:
-            return
-        given = request.headers.get("x-api-key")
-        auth = request.headers.get("authorization", "")
-        if given is None and auth.lower().startswith("bearer "):
-            given = auth[7:]
-        if given is None or not hmac.compare_digest(given.encode(), settings.api_key.encode()):
-            raise HTTPException(401, "missing or wrong API key (send it as X-API-Key or Authorization: Bearer)",
-                                headers={"WWW-Authenticate": "Bearer"})
 
     @app.middleware("http")
     async def observe(request: Request, call_next):
@@ -312,65 +247,29 @@ def create_app(settings: ServeSettings) -> FastAPI:
                 "client": request.client.host if request.client else None, "pid": os.getpid(),
             }))
 
+    @app.exception_handler(StarletteHTTPException)
+    async def not_found(request: Request, exc: StarletteHTTPException):
+        """A route this run's task does not bring: say which routes it serves."""
+        if exc.status_code == 404 and exc.detail == "Not Found":
+            served = sorted({r.path for r in app.routes if r.path.startswith("/v1/") or r.path in ("/health",
+                                                                                               "/metrics")})
+            detail = (f"no route {request.method} {request.url.path} for this {server.task.NAME} run; it serves: "
+                      f"{', '.join(served)}")
+            return JSONResponse({"detail": detail}, status_code=404)
+        return await http_exception_handler(request, exc)
+
     @app.get("/health", response_model=Health, responses={503: {"description": "loaded but not ready"}})
     async def health():
-        service = state.get("service")
-        body = Health(status="ok" if state["ready"] else "starting", ready=state["ready"],
-                      model=service.name if service else "", task=service.meta["task"] if service else "",
-                      labels=service.labels.labels if service else [], batching=settings.batching)
-        return JSONResponse(body.model_dump(), status_code=200 if state["ready"] else 503)
+        meta = server.trained.meta if server.trained else {}
+        body = Health(status="ok" if server.ready else "starting", ready=server.ready, model=server.name,
+                      task=server.task.NAME, labels=meta.get("labels", []), batching=settings.batching)
+        return JSONResponse(body.model_dump(), status_code=200 if server.ready else 503)
 
     @app.get("/metrics", response_class=PlainTextResponse)
     async def prometheus():
         return PlainTextResponse(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.post("/v1/classify", response_model=ClassifyResponse, dependencies=[Depends(require_key)],
-              responses={401: {}, 413: {}, 422: {}})
-    async def classify(req: ClassifyRequest):
-        service: ClassifierService = state["service"]
-        if service.ner:
-            raise HTTPException(404, "this model tags entities: use POST /v1/entities")
-        if len(req.texts) > settings.max_texts:
-            raise HTTPException(413, f"{len(req.texts)} texts in one request; the limit is {settings.max_texts}")
-        for i, text in enumerate(req.texts):
-            if not text.strip():
-                raise HTTPException(422, f"texts[{i}] is empty")
-        if service.pairs != (req.text_pairs is not None):
-            need = "needs text_pairs (one per text)" if service.pairs else "takes no text_pairs"
-            raise HTTPException(422, f"this model {need}")
-        if req.text_pairs is not None and len(req.text_pairs) != len(req.texts):
-            raise HTTPException(422, f"{len(req.text_pairs)} text_pairs for {len(req.texts)} texts")
-        items = service.tokenize(req.texts, req.text_pairs)
-        results = await state["batcher"].submit(items)
-        return ClassifyResponse(model=service.name, predictions=[Prediction(**r) for r in results])
-
-    @app.post("/v1/entities", response_model=EntitiesResponse, dependencies=[Depends(require_key)],
-              responses={401: {}, 404: {}, 413: {}, 422: {}})
-    async def entities(req: EntitiesRequest):
-        service: ClassifierService = state["service"]
-        if not service.ner:
-            raise HTTPException(404, "this model classifies texts: use POST /v1/classify")
-        if len(req.texts) > settings.max_texts:
-            raise HTTPException(413, f"{len(req.texts)} texts in one request; the limit is {settings.max_texts}")
-        for i, text in enumerate(req.texts):
-            if not split_words(text)[0]:
-                raise HTTPException(422, f"texts[{i}] has no words")
-        results = await state["batcher"].submit(service.tokenize(req.texts, None))
-        return EntitiesResponse(model=service.name, results=[TaggedText(**r) for r in results])
-
-    @app.post("/v1/feedback", response_model=FeedbackResponse, dependencies=[Depends(require_key)],
-              responses={401: {}, 422: {}})
-    async def feedback(req: FeedbackRequest):
-        service: ClassifierService = state["service"]
-        if service.ner:
-            raise HTTPException(404, "feedback is stored for classification models only")
-        if req.label not in service.labels.labels:
-            known = ", ".join(service.labels.labels)
-            raise HTTPException(422, f"unknown label '{req.label}'; the model knows: {known}")
-        row = state["feedback"].add(req.text, req.label, req.prediction, req.text_pair, service.name)
-        metrics.feedback.inc()
-        return FeedbackResponse(id=row)
-
+    app.include_router(router)
     return app
 
 
@@ -388,7 +287,7 @@ def app_from_env() -> FastAPI:
 def serve(settings: ServeSettings) -> None:
     import uvicorn
 
-    ClassifierService(settings)  # fail fast, with a clear message, before binding the port
+    load_trained(settings.run)  # fail fast, with a clear message, before binding the port
     # access_log=False: our structured access log (one JSON line per request) replaces uvicorn's
     common = dict(host=settings.host, port=settings.port, timeout_graceful_shutdown=settings.drain_seconds,
                   log_level="info", access_log=False)

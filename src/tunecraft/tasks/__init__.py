@@ -1,10 +1,19 @@
-"""Tasks, one module each with the same shape: data, model + head, loss, metrics, predictions, report."""
+"""Tasks: one module each, every one implementing the contract in `base.py`; this registry is the only place
+that names them."""
 
-from . import causal_lm, classification, token_classification
+from .base import Objective, Task
+from .causal_lm import TASK as CAUSAL_LM
+from .classification import TASK as CLASSIFICATION
+from .token_classification import TASK as TOKEN_CLASSIFICATION
 
-TASKS = {"classification": classification, "token_classification": token_classification,
-         "causal_lm": causal_lm}
+TASKS: dict[str, Task] = {t.NAME: t for t in (CLASSIFICATION, TOKEN_CLASSIFICATION, CAUSAL_LM)}
+
+__all__ = ["TASKS", "Objective", "Task", "get_task"]
 
 
-def get_task(name: str):
+def get_task(name: str) -> Task:
+    if name not in TASKS:
+        from ..errors import TunecraftError
+
+        raise TunecraftError(f"unknown task '{name}'; tasks: {', '.join(TASKS)}")
     return TASKS[name]

@@ -18,14 +18,10 @@ from ..data.chat import BUNDLED_CHAT, Conversation, read_sft_file
 from ..data.dataset import IGNORE, Encoded, batch_order, collate, pad_multiple, seeded_split, task_splits
 from ..errors import DataError, TunecraftError
 from ..evaluate.inference import autocast_context
-from ..evaluate.report import fmt
 from ..evaluate.text_metrics import exact_match, rouge_l
+from ..report import fmt
+from .base import Task
 
-NAME = "causal_lm"
-METRICS = ["loss", "perplexity"]
-MODEL_CLASS = AutoModelForCausalLM
-HEADLINE = ("perplexity", "loss")
-GENERATIVE = True
 log = logging.getLogger(__name__)
 
 
@@ -57,26 +53,6 @@ def bundled_split(name: str, seed: int, fractions: tuple[float, float]) -> dict[
     parts = seeded_split(list(groups.values()), [fractions[1], fractions[0]], seed)
     test, validation, train = ([c for group in part for c in group] for part in parts)
     return {"train": train, "validation": validation, "test": test}
-
-
-def load_data(cfg) -> ChatData:
-    fmt_name = cfg.sft.format
-    parts, description = task_splits(cfg, lambda path: read_sft_file(path, fmt_name), BUNDLED_CHAT, bundled_split,
-                                     "chat", "chatterbot-corpus conversations; split by prompt")
-    return ChatData(parts["train"], parts["validation"], parts["test"], columns=_Columns(), description=description)
-
-
-def load_eval_examples(spec: str, meta: dict, fmt_name: str, split: str, seed: int, fractions) -> list[Conversation]:
-    if spec in BUNDLED_CHAT:
-        return BUNDLED_CHAT[spec]() if split == "all" else bundled_split(spec, seed, fractions)[split]
-    if Path(spec).exists():
-        return read_sft_file(spec, meta["sft"]["format"] if fmt_name == "auto" else fmt_name)
-    raise TunecraftError(f"'{spec}' is neither a bundled chat set ({', '.join(BUNDLED_CHAT)}) nor a file")
-
-
-def options(config) -> dict:
-    return {"sft": config.data.sft.model_dump(), "generation": config.generation.model_dump(),
-            "text_column": "messages", "label_column": None}
 
 
 # -- encoding ---------------------------------------------------------------------------------------------------
@@ -117,35 +93,6 @@ def _encode_one(tokenizer, conv: Conversation, train_on: str) -> tuple[list[int]
     return ids, labels
 
 
-def encode(tokenizer, conversations: list[Conversation], meta: dict, label_map: LabelMap | None = None) -> Encoded:
-    """Tokenize each conversation through the chat template, labels only on the learned tokens (-100 elsewhere).
-    A conversation longer than max_length is an error, dropped or cut at the end (data.sft.overlong), and
-    counted either way; packing then joins whole conversations into rows of up to max_length tokens."""
-    opts, max_len = meta["sft"], meta["max_length"]
-    ids_rows, label_rows, samples, over = [], [], [], 0
-    for index, conv in enumerate(conversations):
-        ids, labels = _encode_one(tokenizer, conv, opts["train_on"])
-        if len(ids) > max_len:
-            over += 1
-            if opts["overlong"] == "error":
-                raise DataError(conv.path, conv.line, None, f"{len(ids)} tokens, more than model.max_length="
-                                f"{max_len}; raise max_length or set data.sft.overlong to drop or truncate")
-            if opts["overlong"] == "drop":
-                continue
-            ids, labels = ids[:max_len], labels[:max_len]
-        if all(t == IGNORE for t in labels[1:]):
-            continue  # nothing left to learn (an assistant answer cut off entirely)
-        ids_rows.append(ids)
-        label_rows.append(labels)
-        samples.append(index)
-    if over:
-        log.warning("%d of %d conversations are longer than max_length=%d: %s", over, len(conversations), max_len,
-                    {"drop": "dropped", "truncate": "cut at the end"}[opts["overlong"]])
-    if opts["packing"]:
-        ids_rows, label_rows, samples = _pack(ids_rows, label_rows, max_len)
-    return Encoded(ids_rows, None, label_rows, over, samples, options={"overlong": opts["overlong"]})
-
-
 def _pack(ids_rows, label_rows, max_len):
     """Whole sequences joined in order into rows of at most max_len tokens (attention spans the row)."""
     out_ids, out_labels, out_samples = [], [], []
@@ -162,62 +109,17 @@ def _pack(ids_rows, label_rows, max_len):
 
 # -- training ---------------------------------------------------------------------------------------------------
 
-def build_model(base, label_map: LabelMap, dropout: float | None = None):
-    if base.path is None:
-        raise TunecraftError("causal_lm needs a pretrained base model (smollm2-135m or a local causal-LM folder)")
-    kwargs = {"attention_dropout": dropout} if dropout is not None else {}
-    # fp32 master weights; bf16 autocast (train.precision) does the fast part
-    return AutoModelForCausalLM.from_pretrained(str(base.path), dtype=torch.float32, **kwargs)
-
-
-def training_texts(conversations: list[Conversation]):
-    return (c.text or " ".join(m["content"] for m in c.messages) for c in conversations)
-
-
-def count(batch: dict[str, torch.Tensor]) -> int:
+@torch.no_grad()
+def next_token_count(batch: dict[str, torch.Tensor]) -> int:
+    """The learned next-token targets of a batch (every label but each row's first, -100 left out)."""
     return int((batch["labels"][:, 1:] != IGNORE).sum())
 
 
-def loss_sum(outputs, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+def next_token_loss_sum(outputs, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Cross-entropy of each position's logits against the next token, summed over the learned targets."""
     logits = outputs.logits[:, :-1].float()
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch["labels"][:, 1:].reshape(-1),
                            ignore_index=IGNORE, reduction="sum")
-
-
-@torch.no_grad()
-def infer(model, enc: Encoded, batch_size: int, pad_id: int, device: torch.device, dtype=None, rank: int = 0,
-          world: int = 1, gather=None) -> torch.Tensor:
-    """Per feature (summed negative log-likelihood of its learned tokens, their count): [N, 2]. Keeps no
-    logits, which for a 49k vocabulary would not fit in memory for a whole split."""
-    model.eval()
-    rows = []
-    for indices in batch_order(enc.lengths, batch_size, seed=0, epoch=0, shuffle=False)[rank::world]:
-        batch = {k: v.to(device) for k, v in collate(enc, indices, pad_id, pad_multiple(device)).items()}
-        labels = batch.pop("labels")
-        with autocast_context(device, dtype):
-            logits = model(**batch).logits[:, :-1].float()
-        nll = F.cross_entropy(logits.transpose(1, 2), labels[:, 1:], ignore_index=IGNORE, reduction="none")
-        counts = (labels[:, 1:] != IGNORE).sum(dim=1)
-        rows.extend(zip(indices, torch.stack([nll.sum(dim=1), counts.float()], dim=1).cpu()))
-    if world > 1 and gather is not None:
-        rows = gather(rows)
-    rows.sort(key=lambda pair: pair[0])
-    return torch.stack([r for _, r in rows]) if rows else torch.zeros(0, 2)
-
-
-def evaluate(scores: torch.Tensor, enc: Encoded, label_map: LabelMap) -> dict:
-    total, tokens = float(scores[:, 0].sum()), float(scores[:, 1].sum())
-    loss = total / max(tokens, 1.0)
-    return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "tokens": int(tokens), "samples": len(enc)}
-
-
-def prediction_rows(conversations: list[Conversation], scores, enc: Encoded, label_map) -> list[dict]:
-    rows = []
-    for sample, (nll, n) in zip(enc.sample, scores.tolist()):
-        conv = conversations[sample]
-        rows.append({**({"text": conv.text} if conv.text is not None else {"messages": conv.messages}),
-                     "tokens": int(n), "loss": round(nll / max(n, 1), 6)})
-    return rows
 
 
 # -- generation -------------------------------------------------------------------------------------------------
@@ -273,57 +175,6 @@ def held_out_prompts(conversations: list[Conversation], limit: int) -> list[tupl
     return out
 
 
-def generation_eval(model, tokenizer, conversations: list[Conversation], gen: dict, dtype=None) -> dict:
-    """Exact match and ROUGE-L (LCS F1) of the generated answers against the held-out answers."""
-    pairs = held_out_prompts(conversations, gen["eval_samples"]) if gen["eval_samples"] else []  # 0: none
-    if not pairs:
-        return {}
-    answers = generate(model, tokenizer, [p for p, _ in pairs], gen, gen["batch_size"], dtype)
-    rows = [{"prompt": p[-1]["content"] if p else "", "reference": ref, "output": a,
-             "exact_match": exact_match(a, ref), "rouge_l": rouge_l(a, ref)} for (p, ref), a in zip(pairs, answers)]
-    return {"exact_match": sum(r["exact_match"] for r in rows) / len(rows),
-            "rouge_l": sum(r["rouge_l"] for r in rows) / len(rows), "generated": len(rows), "generations": rows}
-
-
-def predict(trained, texts: list[str], batch_size: int, dtype) -> list[dict]:
-    gen = trained.meta["generation"]
-    answers = generate(trained.model, trained.tokenizer, [[{"role": "user", "content": t}] for t in texts], gen,
-                       min(batch_size, gen["batch_size"]), dtype)
-    return [{"prompt": t, "response": a} for t, a in zip(texts, answers)]
-
-
-def format_prediction(row: dict) -> str:
-    return row["response"]
-
-
-def summary_line(metrics: dict) -> str:
-    line = f"perplexity {metrics['perplexity']:.3f}  loss {metrics['loss']:.4f}"
-    if "exact_match" in metrics:
-        line += f"  exact match {metrics['exact_match']:.4f}  ROUGE-L {metrics['rouge_l']:.4f}"
-    if "before" in metrics:
-        line += f"  (base model: perplexity {metrics['before']['perplexity']:.3f})"
-    return line + f"  ({metrics['samples']} examples)"
-
-
-def result_blocks(metrics: dict, labels: list[str], plots: Path | None = None) -> list:
-    before = metrics.get("before") or {}
-    names = [n for n in ("perplexity", "loss", "exact_match", "rouge_l", "tokens", "samples", "generated")
-             if n in metrics]
-    header = ["metric", "base model", "trained"] if before else ["metric", "value"]
-    table = [(n, fmt(before[n]), fmt(metrics[n])) if before else (n, fmt(metrics[n]))
-             for n in names if not before or n in before]
-    blocks = [("table", header, table)]
-    shown = metrics.get("samples_shown") or []
-    if shown:
-        if "before" in shown[0]:
-            blocks.append(("table", ["prompt", "reference", "base model", "trained"],
-                           [(r["prompt"], r["reference"], r["before"], r["output"]) for r in shown]))
-        else:
-            blocks.append(("table", ["prompt", "reference", "generated"],
-                           [(r["prompt"], r["reference"], r["output"]) for r in shown]))
-    return blocks
-
-
 def chat(trained, lines, write, system: str | None = None, dtype=None) -> list[dict]:
     """An interactive chat over `lines` (e.g. stdin): each line is the user's turn, the answer is written out and
     kept in the history. `/reset` forgets the history, `/exit` ends. Returns the conversation."""
@@ -344,3 +195,167 @@ def chat(trained, lines, write, system: str | None = None, dtype=None) -> list[d
         history.append({"role": "assistant", "content": answer})
         write(answer)
     return history
+
+
+class CausalLM(Task):
+    """Causal language modelling / instruction tuning: the loss on the learned tokens, scored by perplexity and
+    by generating answers."""
+
+    NAME = "causal_lm"
+    METRICS = ["loss", "perplexity"]
+    HEADLINE = ("perplexity", "loss")
+    EARLY_STOPPING = ("loss", "min")
+    MODEL_CLASS = AutoModelForCausalLM
+    PEFT_TASK_TYPE = "CAUSAL_LM"
+    GENERATIVE = True
+
+    def load_data(self, cfg) -> ChatData:
+        fmt_name = cfg.sft.format
+        parts, description = task_splits(cfg, lambda path: read_sft_file(path, fmt_name), BUNDLED_CHAT, bundled_split,
+                                         "chat", "chatterbot-corpus conversations; split by prompt")
+        return ChatData(parts["train"], parts["validation"], parts["test"], columns=_Columns(), description=description)
+
+    def load_eval_examples(self, spec: str, meta: dict, fmt_name: str, split: str, seed: int,
+                           fractions) -> list[Conversation]:
+        if spec in BUNDLED_CHAT:
+            return BUNDLED_CHAT[spec]() if split == "all" else bundled_split(spec, seed, fractions)[split]
+        if Path(spec).exists():
+            return read_sft_file(spec, meta["sft"]["format"] if fmt_name == "auto" else fmt_name)
+        raise TunecraftError(f"'{spec}' is neither a bundled chat set ({', '.join(BUNDLED_CHAT)}) nor a file")
+
+    def options(self, config) -> dict:
+        return {"sft": config.data.sft.model_dump(), "generation": config.generation.model_dump(),
+                "text_column": "messages", "label_column": None}
+
+    def encode(self, tokenizer, conversations: list[Conversation], meta: dict,
+               label_map: LabelMap | None = None) -> Encoded:
+        """Tokenize each conversation through the chat template, labels only on the learned tokens (-100 elsewhere).
+        A conversation longer than max_length is an error, dropped or cut at the end (data.sft.overlong), and
+        counted either way; packing then joins whole conversations into rows of up to max_length tokens."""
+        opts, max_len = meta["sft"], meta["max_length"]
+        ids_rows, label_rows, samples, over = [], [], [], 0
+        for index, conv in enumerate(conversations):
+            ids, labels = _encode_one(tokenizer, conv, opts["train_on"])
+            if len(ids) > max_len:
+                over += 1
+                if opts["overlong"] == "error":
+                    raise DataError(conv.path, conv.line, None, f"{len(ids)} tokens, more than model.max_length="
+                                    f"{max_len}; raise max_length or set data.sft.overlong to drop or truncate")
+                if opts["overlong"] == "drop":
+                    continue
+                ids, labels = ids[:max_len], labels[:max_len]
+            if all(t == IGNORE for t in labels[1:]):
+                continue  # nothing left to learn (an assistant answer cut off entirely)
+            ids_rows.append(ids)
+            label_rows.append(labels)
+            samples.append(index)
+        if over:
+            log.warning("%d of %d conversations are longer than max_length=%d: %s", over, len(conversations), max_len,
+                        {"drop": "dropped", "truncate": "cut at the end"}[opts["overlong"]])
+        if opts["packing"]:
+            ids_rows, label_rows, samples = _pack(ids_rows, label_rows, max_len)
+        return Encoded(ids_rows, None, label_rows, over, samples, options={"overlong": opts["overlong"]})
+
+    def build_model(self, base, label_map: LabelMap, dropout: float | None = None):
+        if base.path is None:
+            raise TunecraftError("causal_lm needs a pretrained base model (smollm2-135m or a local causal-LM folder)")
+        kwargs = {"attention_dropout": dropout} if dropout is not None else {}
+        # fp32 master weights; bf16 autocast (train.precision) does the fast part
+        return AutoModelForCausalLM.from_pretrained(str(base.path), dtype=torch.float32, **kwargs)
+
+    def training_texts(self, conversations: list[Conversation]):
+        return (c.text or " ".join(m["content"] for m in c.messages) for c in conversations)
+
+    def count(self, batch: dict[str, torch.Tensor]) -> int:
+        return next_token_count(batch)
+
+    def loss_sum(self, outputs, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return next_token_loss_sum(outputs, batch)
+
+    def infer(self, model, enc: Encoded, batch_size: int, pad_id: int, device: torch.device, dtype=None, rank: int = 0,
+              world: int = 1, gather=None) -> torch.Tensor:
+        """Per feature (summed negative log-likelihood of its learned tokens, their count): [N, 2]. Keeps no
+        logits, which for a 49k vocabulary would not fit in memory for a whole split."""
+        model.eval()
+        rows = []
+        for indices in batch_order(enc.lengths, batch_size, seed=0, epoch=0, shuffle=False)[rank::world]:
+            batch = {k: v.to(device) for k, v in collate(enc, indices, pad_id, pad_multiple(device)).items()}
+            labels = batch.pop("labels")
+            with autocast_context(device, dtype):
+                logits = model(**batch).logits[:, :-1].float()
+            nll = F.cross_entropy(logits.transpose(1, 2), labels[:, 1:], ignore_index=IGNORE, reduction="none")
+            counts = (labels[:, 1:] != IGNORE).sum(dim=1)
+            rows.extend(zip(indices, torch.stack([nll.sum(dim=1), counts.float()], dim=1).cpu()))
+        if world > 1 and gather is not None:
+            rows = gather(rows)
+        rows.sort(key=lambda pair: pair[0])
+        return torch.stack([r for _, r in rows]) if rows else torch.zeros(0, 2)
+
+    def evaluate(self, scores: torch.Tensor, enc: Encoded, label_map: LabelMap) -> dict:
+        total, tokens = float(scores[:, 0].sum()), float(scores[:, 1].sum())
+        loss = total / max(tokens, 1.0)
+        return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "tokens": int(tokens), "samples": len(enc)}
+
+    def prediction_rows(self, conversations: list[Conversation], scores, enc: Encoded, label_map) -> list[dict]:
+        rows = []
+        for sample, (nll, n) in zip(enc.sample, scores.tolist()):
+            conv = conversations[sample]
+            rows.append({**({"text": conv.text} if conv.text is not None else {"messages": conv.messages}),
+                         "tokens": int(n), "loss": round(nll / max(n, 1), 6)})
+        return rows
+
+    def generation_eval(self, model, tokenizer, conversations: list[Conversation], gen: dict, dtype=None) -> dict:
+        """Exact match and ROUGE-L (LCS F1) of the generated answers against the held-out answers."""
+        pairs = held_out_prompts(conversations, gen["eval_samples"]) if gen["eval_samples"] else []  # 0: none
+        if not pairs:
+            return {}
+        answers = generate(model, tokenizer, [p for p, _ in pairs], gen, gen["batch_size"], dtype)
+        rows = [{"prompt": p[-1]["content"] if p else "", "reference": ref, "output": a,
+                 "exact_match": exact_match(a, ref), "rouge_l": rouge_l(a, ref)} for (p, ref), a in zip(pairs, answers)]
+        return {"exact_match": sum(r["exact_match"] for r in rows) / len(rows),
+                "rouge_l": sum(r["rouge_l"] for r in rows) / len(rows), "generated": len(rows), "generations": rows}
+
+    def predict(self, trained, texts: list[str], batch_size: int, dtype) -> list[dict]:
+        gen = trained.meta["generation"]
+        answers = generate(trained.model, trained.tokenizer, [[{"role": "user", "content": t}] for t in texts], gen,
+                           min(batch_size, gen["batch_size"]), dtype)
+        return [{"prompt": t, "response": a} for t, a in zip(texts, answers)]
+
+    def length_row(self, summary: dict) -> tuple[str, object]:
+        return (f"training examples longer than max_length ({summary.get('overlong', 'drop')})",
+                f"{summary['truncated']['train']} (max_length {summary['truncated']['max_length']})")
+
+    def chat(self, trained, lines, write, system: str | None = None, dtype=None) -> list[dict]:
+        return chat(trained, lines, write, system, dtype)
+
+    def format_prediction(self, row: dict) -> str:
+        return row["response"]
+
+    def summary_line(self, metrics: dict) -> str:
+        line = f"perplexity {metrics['perplexity']:.3f}  loss {metrics['loss']:.4f}"
+        if "exact_match" in metrics:
+            line += f"  exact match {metrics['exact_match']:.4f}  ROUGE-L {metrics['rouge_l']:.4f}"
+        if "before" in metrics:
+            line += f"  (base model: perplexity {metrics['before']['perplexity']:.3f})"
+        return line + f"  ({metrics['samples']} examples)"
+
+    def result_blocks(self, metrics: dict, labels: list[str], plots: Path | None = None) -> list:
+        before = metrics.get("before") or {}
+        names = [n for n in ("perplexity", "loss", "exact_match", "rouge_l", "tokens", "samples", "generated")
+                 if n in metrics]
+        header = ["metric", "base model", "trained"] if before else ["metric", "value"]
+        table = [(n, fmt(before[n]), fmt(metrics[n])) if before else (n, fmt(metrics[n]))
+                 for n in names if not before or n in before]
+        blocks = [("table", header, table)]
+        shown = metrics.get("samples_shown") or []
+        if shown:
+            if "before" in shown[0]:
+                blocks.append(("table", ["prompt", "reference", "base model", "trained"],
+                               [(r["prompt"], r["reference"], r["before"], r["output"]) for r in shown]))
+            else:
+                blocks.append(("table", ["prompt", "reference", "generated"],
+                               [(r["prompt"], r["reference"], r["output"]) for r in shown]))
+        return blocks
+
+
+TASK = CausalLM()

@@ -12,54 +12,10 @@ from ..data import LabelMap, load_classification_data
 from ..data.dataset import encode as encode_examples
 from ..data.dataset import load_eval_examples as load_examples
 from ..data.readers import Columns, Example
+from ..evaluate.baselines import check_classification_baselines, classification_baselines, finetune_shots
 from ..evaluate.metrics import classification_metrics
-from ..evaluate.report import fmt, plot_confusion
-
-NAME = "classification"
-METRICS = ["accuracy", "loss", *(f"{avg}_{m}" for avg in ("macro", "micro", "weighted")
-                                 for m in ("precision", "recall", "f1"))]
-MODEL_CLASS = AutoModelForSequenceClassification
-HEADLINE = ("accuracy", "macro_f1")
-"""The metrics the CLI prints and the report plots over training."""
-
-
-def load_data(data_cfg):
-    return load_classification_data(data_cfg)
-
-
-def load_eval_examples(spec: str, meta: dict, fmt: str, split: str, seed: int, fractions) -> list[Example]:
-    columns = Columns(meta["text_column"], meta["label_column"], meta["text_pair_column"])
-    return load_examples(spec, columns, fmt, split, seed, fractions)
-
-
-def options(config) -> dict:
-    """Task settings stored with the model (tunecraft.json), so eval/predict/serve encode the same way."""
-    return {}
-
-
-def encode(tokenizer, examples: list[Example], meta: dict, label_map: LabelMap | None = None):
-    return encode_examples(tokenizer, examples, meta["max_length"], label_map, meta.get("label_column") or "label")
-
-
-def build_model(base, label_map: LabelMap, dropout: float | None = None):
-    from ..models import instantiate
-
-    model = instantiate(AutoModelForSequenceClassification, base, label_map, dropout)
-    model.config.problem_type = "single_label_classification"
-    return model
-
-
-def training_texts(examples: list[Example]):
-    return (e.text for e in examples)
-
-
-def count(batch: dict[str, torch.Tensor]) -> int:
-    """How many loss terms a batch contributes (the denominator of the mean loss)."""
-    return int(batch["labels"].numel())
-
-
-def loss_sum(outputs, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    return F.cross_entropy(outputs.logits.float(), batch["labels"], reduction="sum")
+from ..report import fmt, plot_confusion
+from .base import Task
 
 
 def decode(logits: torch.Tensor, label_map: LabelMap) -> list[dict]:
@@ -72,53 +28,111 @@ def decode(logits: torch.Tensor, label_map: LabelMap) -> list[dict]:
     return out
 
 
-def evaluate(logits: torch.Tensor, enc, label_map: LabelMap) -> dict:
-    result = classification_metrics(enc.labels, logits.argmax(dim=-1).tolist(), label_map.labels)
-    result["loss"] = float(F.cross_entropy(logits, torch.tensor(enc.labels)))
-    return result
+class Classification(Task):
+    """Sequence classification (single text or sentence pair): a head on the [CLS]/pooled representation."""
+
+    NAME = "classification"
+    METRICS = ["accuracy", "loss", *(f"{avg}_{m}" for avg in ("macro", "micro", "weighted")
+                                     for m in ("precision", "recall", "f1"))]
+    HEADLINE = ("accuracy", "macro_f1")
+    EARLY_STOPPING = ("accuracy", "max")
+    MODEL_CLASS = AutoModelForSequenceClassification
+    PEFT_TASK_TYPE = "SEQ_CLS"
+    OFFERS = frozenset({"robustness", "compress"})
+
+    def load_data(self, data_cfg):
+        return load_classification_data(data_cfg)
+
+    def load_eval_examples(self, spec: str, meta: dict, fmt: str, split: str, seed: int, fractions) -> list[Example]:
+        columns = Columns(meta["text_column"], meta["label_column"], meta["text_pair_column"])
+        return load_examples(spec, columns, fmt, split, seed, fractions)
+
+    def encode(self, tokenizer, examples: list[Example], meta: dict, label_map: LabelMap | None = None):
+        return encode_examples(tokenizer, examples, meta["max_length"], label_map, meta.get("label_column") or "label")
+
+    def check_config(self, config) -> None:
+        """Text augmentation (data.augment) is offered here, unlike the base contract."""
+
+    def build_model(self, base, label_map: LabelMap, dropout: float | None = None):
+        from ..models import instantiate
+
+        model = instantiate(AutoModelForSequenceClassification, base, label_map, dropout)
+        model.config.problem_type = "single_label_classification"
+        return model
+
+    def training_texts(self, examples: list[Example]):
+        return (e.text for e in examples)
+
+    def count(self, batch: dict[str, torch.Tensor]) -> int:
+        return int(batch["labels"].numel())
+
+    def loss_sum(self, outputs, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return F.cross_entropy(outputs.logits.float(), batch["labels"], reduction="sum")
+
+    def evaluate(self, logits: torch.Tensor, enc, label_map: LabelMap) -> dict:
+        result = classification_metrics(enc.labels, logits.argmax(dim=-1).tolist(), label_map.labels)
+        result["loss"] = float(F.cross_entropy(logits, torch.tensor(enc.labels)))
+        return result
+
+    def prediction_rows(self, examples: list[Example], logits: torch.Tensor, enc, label_map: LabelMap) -> list[dict]:
+        rows = []
+        for example, decoded in zip(examples, decode(logits, label_map)):
+            row = {"text": example.text}
+            if example.text_pair is not None:
+                row["text_pair"] = example.text_pair
+            row.update({"label": example.label, "prediction": decoded["label"], "score": round(decoded["score"], 6),
+                        "probabilities": {k: round(v, 6) for k, v in decoded["probabilities"].items()}})
+            rows.append(row)
+        return rows
+
+    def predict(self, trained, texts: list[str], batch_size: int, dtype) -> list[dict]:
+        from ..evaluate.inference import predict_logits
+
+        enc = self.encode(trained.tokenizer, [Example(text=t) for t in texts], trained.meta)
+        logits = predict_logits(trained.model, enc, batch_size, trained.tokenizer.pad_token_id, torch.device("cpu"),
+                                dtype)
+        return [{"text": t, **d} for t, d in zip(texts, decode(logits, LabelMap(trained.meta["labels"])))]
+
+    def length_row(self, summary: dict) -> tuple[str, object]:
+        return ("truncated training texts",
+                f"{summary['truncated']['train']} (max_length {summary['truncated']['max_length']})")
+
+    def check_baselines(self, config, data, base) -> None:
+        check_classification_baselines(config, data, base)
+
+    def baselines(self, config, data, base, run_dir: Path, fit=None) -> list[dict]:
+        found = classification_baselines(config, data, base.path)
+        if config.baselines.finetune_shots and fit is not None:
+            found += finetune_shots(config, data, run_dir, fit)
+        return found
+
+    def routes(self, server):
+        from ..serve.classify import classification_routes
+
+        return classification_routes(server, decode)
+
+    def format_prediction(self, row: dict) -> str:
+        probs = "  ".join(f"{k}={v:.3f}" for k, v in row["probabilities"].items())
+        return f"{row['label']}\t{row['score']:.3f}\t[{probs}]\t{row['text']}"
+
+    def summary_line(self, metrics: dict) -> str:
+        return (f"accuracy {metrics['accuracy']:.4f}  macro-F1 {metrics['macro_f1']:.4f}  "
+                f"micro-F1 {metrics['micro_f1']:.4f}  ({metrics['samples']} examples)")
+
+    def result_blocks(self, metrics: dict, labels: list[str], plots: Path | None = None) -> list:
+        """The headline metrics, the per-class report and the confusion matrix, as report blocks."""
+        names = [n for n in ("accuracy", "macro_precision", "macro_recall", "macro_f1", "micro_f1", "weighted_f1",
+                             "loss", "samples") if n in metrics]
+        per_class = [(label, fmt(v["precision"]), fmt(v["recall"]), fmt(v["f1"]), v["support"])
+                     for label, v in metrics["per_class"].items()]
+        confusion = [(f"true {label}", *row) for label, row in zip(labels, metrics["confusion_matrix"])]
+        blocks = [("table", ["metric", "value"], [(n, fmt(metrics[n])) for n in names]),
+                  ("table", ["class", "precision", "recall", "F1", "support"], per_class),
+                  ("table", ["", *(f"pred {label}" for label in labels)], confusion)]
+        if plots is not None:
+            blocks.append(("image", plot_confusion(metrics["confusion_matrix"], labels, labels,
+                                                   plots / "confusion.png")))
+        return blocks
 
 
-def prediction_rows(examples: list[Example], logits: torch.Tensor, enc, label_map: LabelMap) -> list[dict]:
-    rows = []
-    for example, decoded in zip(examples, decode(logits, label_map)):
-        row = {"text": example.text}
-        if example.text_pair is not None:
-            row["text_pair"] = example.text_pair
-        row.update({"label": example.label, "prediction": decoded["label"], "score": round(decoded["score"], 6),
-                    "probabilities": {k: round(v, 6) for k, v in decoded["probabilities"].items()}})
-        rows.append(row)
-    return rows
-
-
-def predict(trained, texts: list[str], batch_size: int, dtype) -> list[dict]:
-    from ..evaluate.inference import predict_logits
-
-    enc = encode(trained.tokenizer, [Example(text=t) for t in texts], trained.meta)
-    logits = predict_logits(trained.model, enc, batch_size, trained.tokenizer.pad_token_id, torch.device("cpu"),
-                            dtype)
-    return [{"text": t, **d} for t, d in zip(texts, decode(logits, LabelMap(trained.meta["labels"])))]
-
-
-def format_prediction(row: dict) -> str:
-    probs = "  ".join(f"{k}={v:.3f}" for k, v in row["probabilities"].items())
-    return f"{row['label']}\t{row['score']:.3f}\t[{probs}]\t{row['text']}"
-
-
-def summary_line(metrics: dict) -> str:
-    return (f"accuracy {metrics['accuracy']:.4f}  macro-F1 {metrics['macro_f1']:.4f}  "
-            f"micro-F1 {metrics['micro_f1']:.4f}  ({metrics['samples']} examples)")
-
-
-def result_blocks(metrics: dict, labels: list[str], plots: Path | None = None) -> list:
-    """The headline metrics, the per-class report and the confusion matrix, as report blocks."""
-    names = [n for n in ("accuracy", "macro_precision", "macro_recall", "macro_f1", "micro_f1", "weighted_f1",
-                         "loss", "samples") if n in metrics]
-    per_class = [(label, fmt(v["precision"]), fmt(v["recall"]), fmt(v["f1"]), v["support"])
-                 for label, v in metrics["per_class"].items()]
-    confusion = [(f"true {label}", *row) for label, row in zip(labels, metrics["confusion_matrix"])]
-    blocks = [("table", ["metric", "value"], [(n, fmt(metrics[n])) for n in names]),
-              ("table", ["class", "precision", "recall", "F1", "support"], per_class),
-              ("table", ["", *(f"pred {label}" for label in labels)], confusion)]
-    if plots is not None:
-        blocks.append(("image", plot_confusion(metrics["confusion_matrix"], labels, labels, plots / "confusion.png")))
-    return blocks
+TASK = Classification()

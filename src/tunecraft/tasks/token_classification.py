@@ -7,20 +7,16 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from seqeval.metrics import classification_report
-from seqeval.scheme import IOB2, IOBES
 from transformers import AutoModelForTokenClassification
 
 from ..data import LabelMap
 from ..data.dataset import IGNORE, Encoded, seeded_split, task_splits
 from ..data.ner import BUNDLED_NER, Sentence, normalise, read_ner_file, split_words, tags_to_spans
 from ..errors import DataError, TunecraftError
-from ..evaluate.report import fmt, plot_confusion
-
-NAME = "token_classification"
-METRICS = ["f1", "precision", "recall", "macro_f1", "macro_precision", "macro_recall", "token_accuracy", "loss"]
-MODEL_CLASS = AutoModelForTokenClassification
-HEADLINE = ("f1", "token_accuracy")
+from ..evaluate.baselines import lexicon_ner
+from ..evaluate.metrics import entity_metrics
+from ..report import fmt, plot_confusion
+from .base import Task
 
 
 @dataclass
@@ -78,71 +74,7 @@ def entity_counts(sentences: list[Sentence]) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
-def load_data(cfg) -> NerData:
-    ner = cfg.ner
-
-    def read(path):
-        return read_ner_file(path, "auto" if cfg.format == "auto" else cfg.format, ner.token_column, ner.tag_column)
-
-    parts, description = task_splits(cfg, read, BUNDLED_NER, bundled_split, "NER",
-                                     "People's Daily 1998-01, character-level; split by line")
-    for part in parts.values():
-        for sentence in part:
-            normalise(sentence, ner.scheme, ner.on_invalid)
-    label_map = label_map_for(parts["train"])
-    check_known(parts["validation"] + parts["test"], label_map)
-    counts = {name: entity_counts(part) for name, part in parts.items()}
-    return NerData(parts["train"], parts["validation"], parts["test"], label_map, _Columns(), description, counts)
-
-
-def load_eval_examples(spec: str, meta: dict, fmt: str, split: str, seed: int, fractions) -> list[Sentence]:
-    opts = meta["ner"]
-    if spec in BUNDLED_NER:
-        sentences = BUNDLED_NER[spec]() if split == "all" else bundled_split(spec, seed, fractions)[split]
-    elif Path(spec).exists():
-        sentences = read_ner_file(spec, "auto" if fmt == "auto" else fmt, opts["token_column"], opts["tag_column"])
-    else:
-        raise TunecraftError(f"'{spec}' is neither a bundled NER set ({', '.join(BUNDLED_NER)}) nor a file")
-    for sentence in sentences:
-        normalise(sentence, opts["scheme"], opts["on_invalid"])
-    check_known(sentences, LabelMap(meta["labels"]))
-    return sentences
-
-
-def options(config) -> dict:
-    return {"ner": config.data.ner.model_dump(), "text_column": "tokens", "label_column": "tags"}
-
-
 # -- encoding: sub-word alignment and sliding windows -------------------------------------------------------------
-
-def encode(tokenizer, sentences: list[Sentence], meta: dict, label_map: LabelMap | None = None) -> Encoded:
-    """Words → sub-words, with the word's label on its first sub-token (all sub-tokens with
-    label_subtokens: all; the rest -100). A sentence longer than the model's window becomes several windows
-    that overlap by `stride` tokens; evaluation merges them back, so nothing is cut off."""
-    if not getattr(tokenizer, "is_fast", False):
-        raise TunecraftError("token classification needs a fast (Rust) tokenizer, for word alignment")
-    opts = meta["ner"]
-    max_len = meta["max_length"]
-    stride = min(opts["stride"], max_len // 2)
-    out = tokenizer([s.tokens for s in sentences], is_split_into_words=True, truncation=True, max_length=max_len,
-                    stride=stride, return_overflowing_tokens=True)
-    samples = list(out["overflow_to_sample_mapping"])
-    word_ids = [out.word_ids(i) for i in range(len(samples))]
-    labels = None
-    if label_map is not None and sentences and sentences[0].tags is not None:
-        ids = label_map.label2id
-        labels = []
-        for sample, words in zip(samples, word_ids):
-            tags, row, previous = sentences[sample].tags, [], None
-            for w in words:
-                first = w is not None and w != previous
-                row.append(ids[tags[w]] if first or (w is not None and opts["label_subtokens"] == "all") else IGNORE)
-                previous = w
-            labels.append(row)
-    gold = [s.tags for s in sentences] if sentences and sentences[0].tags is not None else None
-    return Encoded(list(out["input_ids"]), out.get("token_type_ids"), labels, 0, samples, word_ids, gold,
-                   {"scheme": opts["scheme"], "strict": opts["strict"]})
-
 
 def word_logits(logits: list[torch.Tensor], enc: Encoded, sizes: list[int]) -> list[torch.Tensor]:
     """Per sentence, one row of logits per word, read at the word's first sub-token in the window where that
@@ -167,74 +99,8 @@ def word_logits(logits: list[torch.Tensor], enc: Encoded, sizes: list[int]) -> l
 
 # -- training -------------------------------------------------------------------------------------------------
 
-def build_model(base, label_map: LabelMap, dropout: float | None = None):
-    from ..models import instantiate
-
-    return instantiate(AutoModelForTokenClassification, base, label_map, dropout)
-
-
-def training_texts(sentences: list[Sentence]):
-    return (s.text for s in sentences)
-
-
-def count(batch: dict[str, torch.Tensor]) -> int:
-    return int((batch["labels"] != IGNORE).sum())
-
-
-def loss_sum(outputs, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    logits = outputs.logits.float()
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch["labels"].reshape(-1), ignore_index=IGNORE,
-                           reduction="sum")
-
-
-# -- metrics ----------------------------------------------------------------------------------------------------
-
-def entity_metrics(gold: list[list[str]], pred: list[list[str]], scheme: str = "bio", strict: bool = False) -> dict:
-    """Entity-level P/R/F1 per type, micro and macro (seqeval), token accuracy, and an entity-type confusion
-    matrix over exact-boundary matches (row/column 'none': a missed or a spurious entity)."""
-    kwargs = {"mode": "strict", "scheme": IOBES if scheme == "bioes" else IOB2} if strict else {}
-    report = classification_report(gold, pred, output_dict=True, zero_division=0, **kwargs)
-    types = sorted({s.type for seq in gold for s in tags_to_spans(seq)[0]}
-                   | {s.type for seq in pred for s in tags_to_spans(seq)[0]})
-    words = sum(len(g) for g in gold)
-    out = {
-        "f1": float(report["micro avg"]["f1-score"]), "precision": float(report["micro avg"]["precision"]),
-        "recall": float(report["micro avg"]["recall"]), "macro_f1": float(report["macro avg"]["f1-score"]),
-        "macro_precision": float(report["macro avg"]["precision"]),
-        "macro_recall": float(report["macro avg"]["recall"]),
-        "token_accuracy": sum(a == b for g, p in zip(gold, pred) for a, b in zip(g, p)) / max(words, 1),
-        "samples": len(gold), "tokens": words,
-        "per_type": {t: {"precision": float(report[t]["precision"]), "recall": float(report[t]["recall"]),
-                         "f1": float(report[t]["f1-score"]), "support": int(report[t]["support"])}
-                     for t in types if t in report},
-        "mode": "strict" if strict else "conlleval",
-    }
-    names = [*types, "none"]
-    index = {t: i for i, t in enumerate(names)}
-    matrix = [[0] * len(names) for _ in names]
-    for g, p in zip(gold, pred):
-        gs = {(s.start, s.end): s.type for s in tags_to_spans(g)[0]}
-        ps = {(s.start, s.end): s.type for s in tags_to_spans(p)[0]}
-        for key, kind in gs.items():
-            matrix[index[kind]][index[ps.get(key, "none")]] += 1
-        for key, kind in ps.items():
-            if key not in gs:
-                matrix[index["none"]][index[kind]] += 1
-    out["confusion_types"], out["confusion_matrix"] = names, matrix
-    return out
-
-
 def _predicted_tags(per_word: list[torch.Tensor], labels: list[str]) -> list[list[str]]:
     return [[labels[i] for i in rows.argmax(dim=-1).tolist()] for rows in per_word]
-
-
-def evaluate(logits: list[torch.Tensor], enc: Encoded, label_map: LabelMap) -> dict:
-    per_word = word_logits(logits, enc, [len(g) for g in enc.gold])
-    pred = _predicted_tags(per_word, label_map.labels)
-    result = entity_metrics(enc.gold, pred, enc.options.get("scheme", "bio"), enc.options.get("strict", False))
-    labels = torch.cat([torch.tensor(row) for row in enc.labels])
-    result["loss"] = float(F.cross_entropy(torch.cat(logits), labels, ignore_index=IGNORE))
-    return result
 
 
 # -- predictions ------------------------------------------------------------------------------------------------
@@ -252,65 +118,173 @@ def spans_with_offsets(sentence: Sentence, tags: list[str], probs: torch.Tensor 
     return out
 
 
-def prediction_rows(sentences: list[Sentence], logits, enc: Encoded, label_map: LabelMap) -> list[dict]:
-    per_word = word_logits(logits, enc, [len(s.tokens) for s in sentences])
-    rows = []
-    for sentence, scores in zip(sentences, per_word):
-        probs = torch.softmax(scores, dim=-1)
-        tags = [label_map.labels[i] for i in probs.argmax(dim=-1).tolist()]
-        row = {"text": sentence.text, "tokens": sentence.tokens}
-        if sentence.tags is not None:
-            row.update(tags=sentence.tags, entities=spans_with_offsets(sentence, sentence.tags))
-        row.update(predicted_tags=tags, predicted_entities=spans_with_offsets(sentence, tags, probs))
-        rows.append(row)
-    return rows
+class TokenClassification(Task):
+    """Token classification (NER): a label per word, entity-level scores."""
+
+    NAME = "token_classification"
+    METRICS = ["f1", "precision", "recall", "macro_f1", "macro_precision", "macro_recall", "token_accuracy", "loss"]
+    HEADLINE = ("f1", "token_accuracy")
+    EARLY_STOPPING = ("f1", "max")
+    MODEL_CLASS = AutoModelForTokenClassification
+    PEFT_TASK_TYPE = "TOKEN_CLS"
+
+    def load_data(self, cfg) -> NerData:
+        ner = cfg.ner
+
+        def read(path):
+            return read_ner_file(path, "auto" if cfg.format == "auto" else cfg.format, ner.token_column, ner.tag_column)
+
+        parts, description = task_splits(cfg, read, BUNDLED_NER, bundled_split, "NER",
+                                         "People's Daily 1998-01, character-level; split by line")
+        for part in parts.values():
+            for sentence in part:
+                normalise(sentence, ner.scheme, ner.on_invalid)
+        label_map = label_map_for(parts["train"])
+        check_known(parts["validation"] + parts["test"], label_map)
+        counts = {name: entity_counts(part) for name, part in parts.items()}
+        return NerData(parts["train"], parts["validation"], parts["test"], label_map, _Columns(), description, counts)
+
+    def load_eval_examples(self, spec: str, meta: dict, fmt: str, split: str, seed: int, fractions) -> list[Sentence]:
+        opts = meta["ner"]
+        if spec in BUNDLED_NER:
+            sentences = BUNDLED_NER[spec]() if split == "all" else bundled_split(spec, seed, fractions)[split]
+        elif Path(spec).exists():
+            sentences = read_ner_file(spec, "auto" if fmt == "auto" else fmt, opts["token_column"], opts["tag_column"])
+        else:
+            raise TunecraftError(f"'{spec}' is neither a bundled NER set ({', '.join(BUNDLED_NER)}) nor a file")
+        for sentence in sentences:
+            normalise(sentence, opts["scheme"], opts["on_invalid"])
+        check_known(sentences, LabelMap(meta["labels"]))
+        return sentences
+
+    def options(self, config) -> dict:
+        return {"ner": config.data.ner.model_dump(), "text_column": "tokens", "label_column": "tags"}
+
+    def encode(self, tokenizer, sentences: list[Sentence], meta: dict, label_map: LabelMap | None = None) -> Encoded:
+        """Words → sub-words, with the word's label on its first sub-token (all sub-tokens with
+        label_subtokens: all; the rest -100). A sentence longer than the model's window becomes several windows
+        that overlap by `stride` tokens; evaluation merges them back, so nothing is cut off."""
+        if not getattr(tokenizer, "is_fast", False):
+            raise TunecraftError("token classification needs a fast (Rust) tokenizer, for word alignment")
+        opts = meta["ner"]
+        max_len = meta["max_length"]
+        stride = min(opts["stride"], max_len // 2)
+        out = tokenizer([s.tokens for s in sentences], is_split_into_words=True, truncation=True, max_length=max_len,
+                        stride=stride, return_overflowing_tokens=True)
+        samples = list(out["overflow_to_sample_mapping"])
+        word_ids = [out.word_ids(i) for i in range(len(samples))]
+        labels = None
+        if label_map is not None and sentences and sentences[0].tags is not None:
+            ids = label_map.label2id
+            labels = []
+            for sample, words in zip(samples, word_ids):
+                tags, row, previous = sentences[sample].tags, [], None
+                for w in words:
+                    first = w is not None and w != previous
+                    learned = first or (w is not None and opts["label_subtokens"] == "all")
+                    row.append(ids[tags[w]] if learned else IGNORE)
+                    previous = w
+                labels.append(row)
+        gold = [s.tags for s in sentences] if sentences and sentences[0].tags is not None else None
+        return Encoded(list(out["input_ids"]), out.get("token_type_ids"), labels, 0, samples, word_ids, gold,
+                       {"scheme": opts["scheme"], "strict": opts["strict"]})
+
+    def build_model(self, base, label_map: LabelMap, dropout: float | None = None):
+        from ..models import instantiate
+
+        return instantiate(AutoModelForTokenClassification, base, label_map, dropout)
+
+    def training_texts(self, sentences: list[Sentence]):
+        return (s.text for s in sentences)
+
+    def count(self, batch: dict[str, torch.Tensor]) -> int:
+        return int((batch["labels"] != IGNORE).sum())
+
+    def loss_sum(self, outputs, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        logits = outputs.logits.float()
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch["labels"].reshape(-1), ignore_index=IGNORE,
+                               reduction="sum")
+
+    def evaluate(self, logits: list[torch.Tensor], enc: Encoded, label_map: LabelMap) -> dict:
+        per_word = word_logits(logits, enc, [len(g) for g in enc.gold])
+        pred = _predicted_tags(per_word, label_map.labels)
+        result = entity_metrics(enc.gold, pred, enc.options.get("scheme", "bio"), enc.options.get("strict", False))
+        labels = torch.cat([torch.tensor(row) for row in enc.labels])
+        result["loss"] = float(F.cross_entropy(torch.cat(logits), labels, ignore_index=IGNORE))
+        return result
+
+    def prediction_rows(self, sentences: list[Sentence], logits, enc: Encoded, label_map: LabelMap) -> list[dict]:
+        per_word = word_logits(logits, enc, [len(s.tokens) for s in sentences])
+        rows = []
+        for sentence, scores in zip(sentences, per_word):
+            probs = torch.softmax(scores, dim=-1)
+            tags = [label_map.labels[i] for i in probs.argmax(dim=-1).tolist()]
+            row = {"text": sentence.text, "tokens": sentence.tokens}
+            if sentence.tags is not None:
+                row.update(tags=sentence.tags, entities=spans_with_offsets(sentence, sentence.tags))
+            row.update(predicted_tags=tags, predicted_entities=spans_with_offsets(sentence, tags, probs))
+            rows.append(row)
+        return rows
+
+    def predict_sentences(self, trained, sentences: list[Sentence], batch_size: int, dtype) -> list[dict]:
+        from ..evaluate.inference import predict_logits
+
+        label_map = LabelMap(trained.meta["labels"])
+        enc = self.encode(trained.tokenizer, sentences, trained.meta)
+        logits = predict_logits(trained.model, enc, batch_size, trained.tokenizer.pad_token_id, torch.device("cpu"),
+                                dtype)
+        rows = self.prediction_rows(sentences, logits, enc, label_map)
+        return [{"text": r["text"], "entities": r["predicted_entities"], "tokens": r["tokens"],
+                 "tags": r["predicted_tags"]} for r in rows]
+
+    def predict(self, trained, texts: list[str], batch_size: int, dtype) -> list[dict]:
+        """Raw text → words (each CJK character one word) → entities with types, character offsets and scores."""
+        sentences = []
+        for i, text in enumerate(texts, start=1):
+            tokens, offsets = split_words(text)
+            if not tokens:
+                raise TunecraftError(f"text {i} has no words")
+            sentences.append(Sentence(tokens, None, given_text=text, given_offsets=offsets))
+        return self.predict_sentences(trained, sentences, batch_size, dtype)
+
+    def length_row(self, summary: dict) -> tuple[str, object]:
+        return ("training windows (sentences longer than max_length are split into overlapping windows, never "
+                "truncated)", summary["features"]["train"])
+
+    def baselines(self, config, data, base, run_dir: Path, fit=None) -> list[dict]:
+        if not config.baselines.lexicon:
+            return []
+        ner = config.data.ner
+        return [lexicon_ner(data.train, data.test or data.validation, ner.scheme, ner.strict)]
+
+    def routes(self, server):
+        from ..serve.entities import entity_routes
+
+        return entity_routes(server, self.predict_sentences)
+
+    def format_prediction(self, row: dict) -> str:
+        found = "  ".join(f"{e['type']}:{e['text']}[{e['start']}:{e['end']}]={e['score']:.3f}" for e in row["entities"])
+        return f"{row['text']}\n  {found or '(no entities)'}"
+
+    def summary_line(self, metrics: dict) -> str:
+        return (f"entity F1 {metrics['f1']:.4f}  precision {metrics['precision']:.4f}  recall {metrics['recall']:.4f}  "
+                f"macro-F1 {metrics['macro_f1']:.4f}  token accuracy {metrics['token_accuracy']:.4f}  "
+                f"({metrics['samples']} sentences)")
+
+    def result_blocks(self, metrics: dict, labels: list[str], plots: Path | None = None) -> list:
+        names = [n for n in ("f1", "precision", "recall", "macro_f1", "macro_precision", "macro_recall",
+                             "token_accuracy", "loss", "samples", "tokens", "mode") if n in metrics]
+        per_type = [(t, fmt(v["precision"]), fmt(v["recall"]), fmt(v["f1"]), v["support"])
+                    for t, v in metrics["per_type"].items()]
+        types = metrics["confusion_types"]
+        confusion = [(f"true {t}", *row) for t, row in zip(types, metrics["confusion_matrix"])]
+        blocks = [("table", ["metric (entity-level unless named)", "value"], [(n, fmt(metrics[n])) for n in names]),
+                  ("table", ["entity type", "precision", "recall", "F1", "support"], per_type),
+                  ("table", ["", *(f"pred {t}" for t in types)], confusion)]
+        if plots is not None:
+            blocks.append(("image", plot_confusion(metrics["confusion_matrix"], types, types, plots / "confusion.png",
+                                                   "predicted entity type", "true entity type")))
+        return blocks
 
 
-def predict_sentences(trained, sentences: list[Sentence], batch_size: int, dtype) -> list[dict]:
-    from ..evaluate.inference import predict_logits
-
-    label_map = LabelMap(trained.meta["labels"])
-    enc = encode(trained.tokenizer, sentences, trained.meta)
-    logits = predict_logits(trained.model, enc, batch_size, trained.tokenizer.pad_token_id, torch.device("cpu"),
-                            dtype)
-    rows = prediction_rows(sentences, logits, enc, label_map)
-    return [{"text": r["text"], "entities": r["predicted_entities"], "tokens": r["tokens"],
-             "tags": r["predicted_tags"]} for r in rows]
-
-
-def predict(trained, texts: list[str], batch_size: int, dtype) -> list[dict]:
-    """Raw text → words (each CJK character one word) → entities with types, character offsets and scores."""
-    sentences = []
-    for i, text in enumerate(texts, start=1):
-        tokens, offsets = split_words(text)
-        if not tokens:
-            raise TunecraftError(f"text {i} has no words")
-        sentences.append(Sentence(tokens, None, given_text=text, given_offsets=offsets))
-    return predict_sentences(trained, sentences, batch_size, dtype)
-
-
-def format_prediction(row: dict) -> str:
-    found = "  ".join(f"{e['type']}:{e['text']}[{e['start']}:{e['end']}]={e['score']:.3f}" for e in row["entities"])
-    return f"{row['text']}\n  {found or '(no entities)'}"
-
-
-def summary_line(metrics: dict) -> str:
-    return (f"entity F1 {metrics['f1']:.4f}  precision {metrics['precision']:.4f}  recall {metrics['recall']:.4f}  "
-            f"macro-F1 {metrics['macro_f1']:.4f}  token accuracy {metrics['token_accuracy']:.4f}  "
-            f"({metrics['samples']} sentences)")
-
-
-def result_blocks(metrics: dict, labels: list[str], plots: Path | None = None) -> list:
-    names = [n for n in ("f1", "precision", "recall", "macro_f1", "macro_precision", "macro_recall", "token_accuracy",
-                         "loss", "samples", "tokens", "mode") if n in metrics]
-    per_type = [(t, fmt(v["precision"]), fmt(v["recall"]), fmt(v["f1"]), v["support"])
-                for t, v in metrics["per_type"].items()]
-    types = metrics["confusion_types"]
-    confusion = [(f"true {t}", *row) for t, row in zip(types, metrics["confusion_matrix"])]
-    blocks = [("table", ["metric (entity-level unless named)", "value"], [(n, fmt(metrics[n])) for n in names]),
-              ("table", ["entity type", "precision", "recall", "F1", "support"], per_type),
-              ("table", ["", *(f"pred {t}" for t in types)], confusion)]
-    if plots is not None:
-        blocks.append(("image", plot_confusion(metrics["confusion_matrix"], types, types, plots / "confusion.png",
-                                               "predicted entity type", "true entity type")))
-    return blocks
+TASK = TokenClassification()

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
+
+from ..io import write_folder
 
 STATE = "trainer_state.json"
 
@@ -29,38 +29,9 @@ def load_trainable_state(model: torch.nn.Module, state: dict[str, torch.Tensor])
             params[name].copy_(value)
 
 
-def _write_atomically(target: Path, write) -> None:
-    """Write into a temporary sibling folder, then rename it into place."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
-    try:
-        write(tmp)
-        old = None
-        if target.exists():
-            old = target.with_name(f".{target.name}-old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(target, old)
-        os.replace(tmp, target)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def write_json_atomically(path: Path, data) -> None:
-    write_text_atomically(path, json.dumps(data, indent=2))
-
-
-def write_text_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def save_weights(target: Path, weights: dict[str, torch.Tensor]) -> None:
     """`weights`: trainable_state(model), or sharded.trainable_weights under FSDP."""
-    _write_atomically(target, lambda d: save_file(weights, d / "trainable.safetensors"))
+    write_folder(target, lambda d: save_file(weights, d / "trainable.safetensors"))
 
 
 def read_weights(source: Path) -> dict[str, torch.Tensor]:
@@ -85,7 +56,7 @@ def save_checkpoint(target: Path, weights: dict[str, torch.Tensor], optimizer_st
         (d / "rng.json").write_text(json.dumps(rng))
         (d / STATE).write_text(json.dumps(state, indent=2))
 
-    _write_atomically(target, write)
+    write_folder(target, write)
 
 
 def load_checkpoint(source: Path, scheduler) -> tuple[dict, dict, dict]:

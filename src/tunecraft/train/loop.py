@@ -1,8 +1,9 @@
-"""THE training loop: forward → loss → backward → clip → step → hooks → log → eval/early-stop → checkpoint.
+"""THE training loop: forward → loss → backward → clip → step → plug-ins → log → eval/early-stop → checkpoint.
 
-Written out by hand (not a Trainer subclass) so that plug-ins reach into the step: `loss_terms` add to the
-task loss (distillation, regularisers), `hooks` run after each optimizer step, gradients still in place
-(pruning masks, AdaLoRA budgets);
+Written out by hand (not a Trainer subclass) so that step plug-ins (tunecraft/plugins.py) reach into the step:
+extra loss terms (distillation, regularisers, EWC), extra passes after backward (adversarial training), work
+after each optimizer step with the gradients still in place (pruning masks, AdaLoRA budgets); the objective
+(a task or a pre-training objective, tasks/base.py) gives the batches, the loss and the held-out scores;
 accelerate does devices, precision, processes.
 """
 
@@ -14,17 +15,16 @@ import logging
 import math
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
-from ..data.dataset import Encoded, batch_order, collate, pad_multiple
-from ..evaluate.inference import predict_logits
+from ..data.dataset import Encoded, batch_order, pad_multiple
 from ..evaluate.metrics import headline
+from ..io import write_text
 from .checkpoint import latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint, save_weights
 from .precision import frozen_linears_cast
-from .regularizers import LossPlugins
+from .regularizers import config_plugins
 from .sharded import is_sharded, load_optimizer_state, load_weights_into, optimizer_state, trainable_weights
 
 logger = logging.getLogger(__name__)
@@ -71,19 +71,23 @@ class LoopState:
 
 
 class TrainingLoop:
-    def __init__(self, *, accelerator, model, optimizer, scheduler, task, train_enc: Encoded,
-                 eval_enc: Encoded | None, label_map, cfg, seed: int, run_dir: Path, pad_id: int,
-                 autocast_dtype: torch.dtype | None, hooks=(), loss_terms=()):
-        self.acc, self.model, self.optimizer, self.scheduler = accelerator, model, optimizer, scheduler
-        self.task, self.train_enc, self.eval_enc, self.label_map = task, train_enc, eval_enc, label_map
-        self.cfg, self.seed, self.run_dir, self.pad_id = cfg, seed, run_dir, pad_id
-        self.autocast_dtype, self.hooks = autocast_dtype, list(hooks)
-        # each term(model, outputs, batch) returns a loss summed over the batch's examples, like task.loss_sum
-        self.loss_terms = list(loss_terms)
-        self.loss_plugins = LossPlugins.from_config(cfg, model)  # label smoothing, R-Drop, FGM/PGD
-        self.ckpt_dir = run_dir / "checkpoints"
-        self.state = LoopState(total_steps=planned_steps(train_enc.lengths, cfg, seed, accelerator.num_processes),
-                               world_size=accelerator.num_processes, grad_accum=cfg.grad_accum)
+    """`session` (train/session.py) brings the accelerator, the optimizer and schedule, the run folder, the
+    train config, the seed and the autocast dtype; `plugins` reach into each step, followed by those the
+    train config turns on (label smoothing, R-Drop, FGM/PGD)."""
+
+    def __init__(self, session, model, objective, train_enc: Encoded, eval_enc: Encoded | None, label_map,
+                 pad_id: int, plugins=()):
+        self.acc, self.model = session.acc, model
+        self.optimizer, self.scheduler = session.optimizer, session.scheduler
+        self.cfg, self.seed, self.run_dir = session.config.train, session.config.seed, session.run_dir
+        self.autocast_dtype = session.dtype
+        self.task, self.train_enc, self.eval_enc, self.label_map = objective, train_enc, eval_enc, label_map
+        self.pad_id = pad_id
+        self.plugins = [*plugins, *config_plugins(self.cfg, model)]
+        self.ckpt_dir = self.run_dir / "checkpoints"
+        world = self.acc.num_processes
+        self.state = LoopState(total_steps=planned_steps(train_enc.lengths, self.cfg, self.seed, world),
+                               world_size=world, grad_accum=self.cfg.grad_accum)
         self.writer = None
         self._windows: tuple[int | None, list] = (None, [])
 
@@ -119,8 +123,8 @@ class TrainingLoop:
                 s.global_step += 1
                 bar.update(1)
                 bar.set_postfix(loss=f"{stats['loss']:.4f}", refresh=False)
-                for hook in self.hooks:
-                    hook(self)
+                for plugin in self.plugins:
+                    plugin.after_step(self)
                 self.after_step(stats, epoch_end=s.step_in_epoch == len(windows))
                 if s.stopped_early:
                     break
@@ -141,9 +145,7 @@ class TrainingLoop:
         # can still read them
         self.optimizer.zero_grad(set_to_none=True)
         multiple = pad_multiple(self.acc.device)
-        # a task may build its own batches (pre-training objectives mask tokens here)
-        make_batch = getattr(self.task, "collate", collate)
-        batches = [make_batch(self.train_enc, idx, self.pad_id, multiple) for idx in window]
+        batches = [self.task.collate(self.train_enc, idx, self.pad_id, multiple) for idx in window]
         local = sum(self.task.count(b) for b in batches)
         world = self.acc.num_processes
         total = local
@@ -157,12 +159,14 @@ class TrainingLoop:
             with sync:
                 outputs = self.model(**{k: v for k, v in batch.items() if k != "labels"})
                 summed = self.task.loss_sum(outputs, batch)
-                for term in self.loss_terms:
-                    summed = summed + term(self.model, outputs, batch)
-                extra = self.loss_plugins.extra_loss(self.model, batch, outputs, self.task)
-                self.acc.backward((summed + extra) * world / total)
-                self.loss_plugins.after_backward(self.model, batch, self.task,
-                                                 lambda loss: self.acc.backward(loss * world / total))
+                for plugin in self.plugins:
+                    term = plugin.loss(self.model, outputs, batch, self.task)
+                    if term is not None:
+                        summed = summed + term
+                self.acc.backward(summed * world / total)
+                for plugin in self.plugins:
+                    plugin.after_backward(self.model, batch, self.task,
+                                          lambda loss: self.acc.backward(loss * world / total))
             loss_value += summed.item()
             self.state.train_tokens += int(batch["attention_mask"].sum())
             self.state.padded_tokens += batch["attention_mask"].numel()
@@ -205,11 +209,10 @@ class TrainingLoop:
         # the plain module, not the DDP wrapper: DDP's forward broadcasts buffers (BERT's position ids) from
         # process 0, a collective that hangs when processes run different numbers of eval batches
         model = self.acc.unwrap_model(self.model)
-        infer = getattr(self.task, "infer", predict_logits)  # causal_lm keeps per-example sums, not logits
         # under FSDP each forward all-gathers the parameters, a collective: every process runs every batch
         rank, world = (0, 1) if is_sharded(self.acc) else (self.acc.process_index, self.acc.num_processes)
-        return infer(model, enc, self.cfg.batch_size * 2, self.pad_id, self.acc.device,
-                     self.autocast_dtype, rank, world, _gather_object)
+        return self.task.infer(model, enc, self.cfg.batch_size * 2, self.pad_id, self.acc.device,
+                               self.autocast_dtype, rank, world, _gather_object)
 
     def evaluate(self, enc: Encoded, logits=None) -> dict:
         logits = self.evaluate_logits(enc) if logits is None else logits
@@ -272,7 +275,7 @@ class TrainingLoop:
         if self.acc.is_main_process and path.exists():
             kept = [line for line in path.read_text(encoding="utf-8").splitlines()
                     if line and json.loads(line)["step"] <= self.state.global_step]
-            path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+            write_text(path, "".join(line + "\n" for line in kept))
 
 
     def resize(self, world: int, grad_accum: int) -> None:

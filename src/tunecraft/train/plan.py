@@ -11,20 +11,18 @@ import statistics
 import tempfile
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import torch
-import transformers
+from accelerate.utils import extract_model_from_parallel
 
 from ..config import RunConfig
 from ..errors import ConfigError
 from ..methods import count_parameters
-from .job import make_accelerator, prepare_job, set_gradient_checkpointing
-from .loop import TrainingLoop, epoch_windows, planned_steps
-from .memory import keep_freed_memory
-from .optim import build_optimizer, build_scheduler
+from .job import prepare_job, set_gradient_checkpointing
+from .loop import epoch_windows, planned_steps
 from .precision import cpu_has_bf16, frozen_linears_cast
 from .precision import resolve as resolve_precision
+from .session import RunSession, prepare_process
 
 _UNITS = {"": 1, "b": 1, "k": 1e3, "kb": 1e3, "m": 1e6, "mb": 1e6, "g": 1e9, "gb": 1e9, "t": 1e12, "tb": 1e12,
           "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
@@ -118,58 +116,54 @@ def measure(config: RunConfig, job, steps: int = 5, reference_activations: dict 
     saved) and measure them. The first step runs the epoch's longest micro-batch: it is the activation
     peak and warms up the kernels; the next `steps` are timed."""
     cfg = config.train
-    mixed, dtype = resolve_precision(cfg.precision)
-    acc = make_accelerator(mixed)
-    model = acc.unwrap_model(job.model, keep_fp32_wrapper=False)
-    # accelerate marks a prepared model and returns it untouched next time: clear the mark so that this
-    # layout's precision (autocast wrapper) is applied, not the previous layout's
+    # accelerate marks a prepared model and returns it untouched next time: unwrap it and clear the mark so
+    # that this layout's precision (autocast wrapper) is applied, not the previous layout's
+    model = extract_model_from_parallel(job.model, keep_fp32_wrapper=False)
     model.__dict__.pop("_is_accelerate_prepared", None)
     set_gradient_checkpointing(model, cfg.gradient_checkpointing)
-    optimizer = build_optimizer(model, cfg)
-    total = planned_steps(job.train_enc.lengths, cfg, config.seed, acc.num_processes)
-    scheduler = build_scheduler(optimizer, cfg, total)
-    prepared, optimizer = acc.prepare(model, optimizer)
-    params = _tensor_bytes(model.parameters())
-    # the loop's run() holds frozen Linear weights in the autocast dtype: time and count the steps the same way
-    with tempfile.TemporaryDirectory(prefix="tunecraft-plan-") as tmp, frozen_linears_cast(model, dtype) as held:
-        params += _tensor_bytes(held)
-        loop = TrainingLoop(accelerator=acc, model=prepared, optimizer=optimizer, scheduler=scheduler,
-                            task=job.task, train_enc=job.train_enc, eval_enc=None, label_map=job.data.label_map,
-                            cfg=cfg, seed=config.seed, run_dir=Path(tmp), pad_id=job.tokenizer.pad_token_id,
-                            autocast_dtype=dtype, loss_terms=job.method.loss_terms(prepared, job.task))
-        windows = epoch_windows(job.train_enc.lengths, cfg, config.seed, 0)
-        lengths = job.train_enc.lengths
-        longest = max((b for w in windows for b in w), key=lambda b: max(lengths[i] for i in b) * len(b))
-        cuda = acc.device.type == "cuda"
-        if cuda:
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-        saved = _SavedTensors(held)
-        with torch.autograd.graph.saved_tensors_hooks(saved.pack, lambda t: t):
-            loop.train_step([longest])
-        activations = saved.bytes
-        if cfg.gradient_checkpointing:
-            # recomputation holds one block's activations at a time, on top of what stays saved outside them
-            key = (cfg.batch_size, cfg.precision)
-            full = (reference_activations or {}).get(key)
-            activations += (full if full is not None else activations) // _blocks(model)
-        elif reference_activations is not None:
-            reference_activations[(cfg.batch_size, cfg.precision)] = activations
-        timed, tokens_before = [], loop.state.train_tokens
-        seconds_before = loop.state.train_seconds
-        for window in windows[: max(steps, 1)]:
-            start = time.perf_counter()
-            loop.train_step(window)
-            timed.append(time.perf_counter() - start)
-        tokens = loop.state.train_tokens - tokens_before
-        seconds = loop.state.train_seconds - seconds_before
-        grads = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
-        opt = _tensor_bytes(t for state in optimizer.state.values() for t in state.values())
-        peak = params + grads + opt + activations
-        if cuda:
-            peak = max(peak, torch.cuda.max_memory_allocated())
+    with tempfile.TemporaryDirectory(prefix="tunecraft-plan-") as tmp:
+        session = RunSession(config.model_copy(update={"output_dir": tmp}), overwrite=True)
+        session.start(model, job.train_enc.lengths)
+        params = _tensor_bytes(model.parameters())
+        loop = session.loop(model, job.task, job.train_enc, None, job.data.label_map, job.tokenizer.pad_token_id,
+                            job.method.plugins(model, job.task, session.steps))
+        acc, optimizer, dtype = session.acc, session.optimizer, session.dtype
+        # the loop's run() holds frozen Linear weights in the autocast dtype: time and count the steps the same way
+        with frozen_linears_cast(model, dtype) as held:
+            params += _tensor_bytes(held)
+            windows = epoch_windows(job.train_enc.lengths, cfg, config.seed, 0)
+            lengths = job.train_enc.lengths
+            longest = max((b for w in windows for b in w), key=lambda b: max(lengths[i] for i in b) * len(b))
+            cuda = acc.device.type == "cuda"
+            if cuda:
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
+            saved = _SavedTensors(held)
+            with torch.autograd.graph.saved_tensors_hooks(saved.pack, lambda t: t):
+                loop.train_step([longest])
+            activations = saved.bytes
+            if cfg.gradient_checkpointing:
+                # recomputation holds one block's activations at a time, on top of what stays saved outside them
+                key = (cfg.batch_size, cfg.precision)
+                full = (reference_activations or {}).get(key)
+                activations += (full if full is not None else activations) // _blocks(model)
+            elif reference_activations is not None:
+                reference_activations[(cfg.batch_size, cfg.precision)] = activations
+            timed, tokens_before = [], loop.state.train_tokens
+            seconds_before = loop.state.train_seconds
+            for window in windows[: max(steps, 1)]:
+                start = time.perf_counter()
+                loop.train_step(window)
+                timed.append(time.perf_counter() - start)
+            tokens = loop.state.train_tokens - tokens_before
+            seconds = loop.state.train_seconds - seconds_before
+            grads = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+            opt = _tensor_bytes(t for state in optimizer.state.values() for t in state.values())
+            peak = params + grads + opt + activations
+            if cuda:
+                peak = max(peak, torch.cuda.max_memory_allocated())
     optimizer.zero_grad(set_to_none=True)
-    del optimizer, loop, prepared
+    del optimizer, loop, session
     acc.free_memory()
     return Measurement(batch_size=cfg.batch_size, grad_accum=cfg.grad_accum, precision=cfg.precision,
                        gradient_checkpointing=cfg.gradient_checkpointing, parameter_bytes=params,
@@ -220,10 +214,7 @@ def plan(config: RunConfig, steps: int = 5, memory_budget: int | None = None, au
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ConfigError("plan measures one process: run it without accelerate launch and pass --processes N "
                           "for the time estimate on N processes")
-    keep_freed_memory()
-    if config.train.num_threads:
-        torch.set_num_threads(config.train.num_threads)
-    transformers.set_seed(config.seed)
+    prepare_process(config)
     config = copy.deepcopy(config)
     config.train.progress, config.train.tensorboard = False, False
     job = prepare_job(config)

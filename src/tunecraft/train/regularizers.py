@@ -1,9 +1,7 @@
-"""Loss plug-ins of the training step: label smoothing, R-Drop, FGM/PGD adversarial training.
+"""The step plug-ins a training config turns on: label smoothing, R-Drop, FGM/PGD adversarial training.
 
-Each plug-in may add a term to the summed task loss before backward (`extra_loss`, which may run extra
-forward passes) and may run extra forward/backward passes after it (`after_backward`). The loop calls the
-two through `LossPlugins`; every term is a *sum* over the micro-batch's loss terms, like `task.loss_sum`, so
-gradient accumulation stays exact. Logits of shape [..., classes] with labels of shape [...] and -100 for
+Each is a `StepPlugin` (tunecraft/plugins.py): a term added to the summed task loss before backward, or extra
+forward/backward passes after it. Logits of shape [..., classes] with labels of shape [...] and -100 for
 ignored positions cover sequence and token classification alike.
 """
 
@@ -13,6 +11,8 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+
+from ..plugins import StepPlugin
 
 IGNORE = -100
 
@@ -28,22 +28,19 @@ def _flat(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, tor
     return logits[keep], labels[keep]
 
 
-class LabelSmoothing:
+class LabelSmoothing(StepPlugin):
     """Adds eps * (mean_k -log p_k - (-log p_y)) per term, so that task CE + this term is exactly
     torch's `cross_entropy(..., label_smoothing=eps)`, summed."""
 
     def __init__(self, eps: float):
         self.eps = eps
 
-    def extra_loss(self, model, batch, outputs, task) -> torch.Tensor:
+    def loss(self, model, outputs, batch, objective) -> torch.Tensor:
         logits, labels = _flat(outputs.logits, batch["labels"])
         logp = F.log_softmax(logits, dim=-1)
         uniform = -logp.mean(dim=-1)
         gold = -logp.gather(1, labels[:, None]).squeeze(1)
         return self.eps * (uniform - gold).sum()
-
-    def after_backward(self, model, batch, task, backward) -> None:
-        return None
 
 
 def symmetric_kl_sum(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -54,7 +51,7 @@ def symmetric_kl_sum(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return 0.5 * (kl_ab + kl_ba).sum()
 
 
-class RDrop:
+class RDrop(StepPlugin):
     """R-Drop (Liang et al. 2021): a second forward pass with fresh dropout; the loss becomes the mean of
     the two passes' CE plus alpha times their symmetric KL. With dropout 0 the passes agree and the term is 0."""
 
@@ -62,21 +59,18 @@ class RDrop:
         self.alpha = alpha
         self.last_kl: float | None = None  # the KL sum of the last micro-batch
 
-    def extra_loss(self, model, batch, outputs, task) -> torch.Tensor:
+    def loss(self, model, outputs, batch, objective) -> torch.Tensor:
         second = model(**_inputs(batch))
-        first_ce = task.loss_sum(outputs, batch)
-        second_ce = task.loss_sum(second, batch)
+        first_ce = objective.loss_sum(outputs, batch)
+        second_ce = objective.loss_sum(second, batch)
         a, _ = _flat(outputs.logits, batch["labels"])
         b, _ = _flat(second.logits, batch["labels"])
         kl = symmetric_kl_sum(a, b)
         self.last_kl = float(kl.detach())
         return 0.5 * (second_ce - first_ce) + self.alpha * kl
 
-    def after_backward(self, model, batch, task, backward) -> None:
-        return None
 
-
-class EmbeddingAdversary:
+class EmbeddingAdversary(StepPlugin):
     """FGM (Miyato et al. 2017) and PGD (Madry et al. 2018) on the word-embedding *output*, per example.
 
     The embedding weights are never written: a forward hook adds a perturbation r to the embedding layer's
@@ -120,9 +114,6 @@ class EmbeddingAdversary:
             return output + self.probe
         return None
 
-    def extra_loss(self, model, batch, outputs, task) -> None:
-        return None
-
     @staticmethod
     def _unit(g: torch.Tensor) -> torch.Tensor:
         norm = g.float().flatten(1).norm(dim=1).clamp_min(1e-12)
@@ -133,7 +124,7 @@ class EmbeddingAdversary:
         scale = (self.epsilon / norm).clamp(max=1.0)
         return r * scale.view(-1, *([1] * (r.ndim - 1)))
 
-    def after_backward(self, model, batch, task, backward: Callable[[torch.Tensor], None]) -> None:
+    def after_backward(self, model, batch, objective, backward: Callable[[torch.Tensor], None]) -> None:
         probe, self.probe = self.probe, None
         if probe is None or probe.grad is None:
             raise RuntimeError("adversarial training: the embedding layer did not take part in the clean pass")
@@ -148,49 +139,26 @@ class EmbeddingAdversary:
                 for _ in range(self.steps - 1):
                     r = self._project(r + self.alpha * self._unit(g)) * mask
                     self.delta = r.detach().requires_grad_(True)
-                    loss = task.loss_sum(model(**inputs), batch)
+                    loss = objective.loss_sum(model(**inputs), batch)
                     (g,) = torch.autograd.grad(loss, self.delta)
                 r = self._project(r + self.alpha * self._unit(g)) * mask
             self.delta = r.detach()
             self.last_delta = self.delta
-            backward(self.weight * task.loss_sum(model(**inputs), batch))
+            backward(self.weight * objective.loss_sum(model(**inputs), batch))
         finally:
             self.delta = None
 
 
-class LossPlugins:
-    """The loss plug-ins a training config turns on, called by the loop around each micro-batch."""
-
-    def __init__(self, plugins: list):
-        self.plugins = plugins
-
-    @classmethod
-    def from_config(cls, cfg, model) -> LossPlugins:
-        """The plug-ins `cfg` (a TrainConfig) turns on, attached to `model` (which may be wrapped)."""
-        plugins: list = []
-        if cfg.label_smoothing:
-            plugins.append(LabelSmoothing(cfg.label_smoothing))
-        if cfg.rdrop.alpha:
-            plugins.append(RDrop(cfg.rdrop.alpha))
-        adv = cfg.adversarial
-        if adv.method != "none":
-            adversary = EmbeddingAdversary(adv.method, adv.epsilon, adv.alpha, adv.steps, adv.weight)
-            adversary.attach(getattr(model, "module", model))  # DDP keeps the model in .module
-            plugins.append(adversary)
-        return cls(plugins)
-
-    def __bool__(self) -> bool:
-        return bool(self.plugins)
-
-    def extra_loss(self, model, batch, outputs, task) -> torch.Tensor | float:
-        """The sum of every plug-in's extra term (0.0 when none adds one)."""
-        total: torch.Tensor | float = 0.0
-        for plugin in self.plugins:
-            term = plugin.extra_loss(model, batch, outputs, task)
-            if term is not None:
-                total = total + term
-        return total
-
-    def after_backward(self, model, batch, task, backward) -> None:
-        for plugin in self.plugins:
-            plugin.after_backward(model, batch, task, backward)
+def config_plugins(cfg, model) -> list[StepPlugin]:
+    """The plug-ins a TrainConfig turns on, attached to `model` (which may be wrapped)."""
+    plugins: list[StepPlugin] = []
+    if cfg.label_smoothing:
+        plugins.append(LabelSmoothing(cfg.label_smoothing))
+    if cfg.rdrop.alpha:
+        plugins.append(RDrop(cfg.rdrop.alpha))
+    adv = cfg.adversarial
+    if adv.method != "none":
+        adversary = EmbeddingAdversary(adv.method, adv.epsilon, adv.alpha, adv.steps, adv.weight)
+        adversary.attach(getattr(model, "module", model))  # DDP keeps the model in .module
+        plugins.append(adversary)
+    return plugins

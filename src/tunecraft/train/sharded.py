@@ -49,13 +49,13 @@ def is_sharded(acc) -> bool:
 
 
 def refuse_under_fsdp(config, generative: bool, extras: list) -> None:
-    """Before the run folder is touched: what these functions do not cover under FSDP. `extras`: step hooks
-    and extra loss terms (distillation, pruning and the like change or read the model outside the step)."""
+    """Before the run folder is touched: what these functions do not cover under FSDP. `extras`: the caller's
+    step plug-ins (distillation, pruning masks and the like change or read the model outside the step)."""
     if config.method.name not in FSDP_METHODS:
         raise TunecraftError(f"method '{config.method.name}' is not supported under FSDP (only "
                              f"{', '.join(FSDP_METHODS)}); use a DDP config such as recipes/accelerate/gpu-ddp.yaml")
     if extras or config.train.adversarial.method != "none":
-        raise TunecraftError("FSDP: step hooks, extra loss terms (distillation, regularisers) and "
+        raise TunecraftError("FSDP: step plug-ins (distillation, pruning masks, regularisers) and "
                              "train.adversarial are not supported under FSDP; use a DDP config")
     if generative and config.generation.eval_samples:
         # generation is process 0's alone, and under FSDP every forward needs every process

@@ -1,0 +1,101 @@
+"""The classification task's HTTP routes: POST /v1/classify (labels with probabilities) and POST /v1/feedback
+(a corrected label, stored durably for the next training run)."""
+
+from __future__ import annotations
+
+import torch
+from fastapi import APIRouter, Depends, HTTPException
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..data import LabelMap
+from ..data.dataset import Encoded, tokenize
+from ..evaluate.inference import predict_logits
+
+
+class ClassifyRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"example": {"texts": ["a gorgeous, witty film"]}})
+    texts: list[str] = Field(min_length=1)
+    text_pairs: list[str] | None = None
+
+
+class Prediction(BaseModel):
+    label: str
+    score: float
+    probabilities: dict[str, float]
+
+
+class ClassifyResponse(BaseModel):
+    model: str
+    predictions: list[Prediction]
+
+
+class FeedbackRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    text: str = Field(min_length=1)
+    text_pair: str | None = None
+    prediction: str | None = None
+    label: str = Field(min_length=1)
+
+
+class FeedbackResponse(BaseModel):
+    id: int
+    stored: bool = True
+
+
+def classification_routes(server, decode) -> APIRouter:
+    """`server`: the server core (serve/app.py `Server`); `decode(logits, label_map)`: the task's own."""
+    router = APIRouter()
+    settings = server.settings
+
+    def pairs() -> bool:
+        return server.trained.meta.get("text_pair_column") is not None
+
+    def prepare(texts: list[str], text_pairs: list[str] | None) -> list:
+        """Tokenize (cut to the model's max_length, as `tunecraft predict` does); refuse texts over the cap."""
+        trained = server.trained
+        ids, types, lengths = tokenize(trained.tokenizer, texts, text_pairs, trained.meta["max_length"])
+        for i, n in enumerate(lengths):
+            if n > settings.max_input_tokens:
+                raise HTTPException(422, f"texts[{i}] has {n} tokens; the limit is {settings.max_input_tokens}")
+        return [(x, types[i] if types else None) for i, x in enumerate(ids)]
+
+    def infer(items: list) -> list[dict]:
+        trained = server.trained
+        enc = Encoded([ids for ids, _ in items], [t for _, t in items] if items[0][1] is not None else None,
+                      None, 0)
+        logits = predict_logits(trained.model, enc, len(items), trained.tokenizer.pad_token_id,
+                                torch.device("cpu"), server.dtype)
+        return decode(logits, LabelMap(trained.meta["labels"]))
+
+    def warm_up() -> None:
+        for size in (1, 8):
+            infer(prepare(["warm-up"] * size, ["warm-up"] * size if pairs() else None))
+
+    server.serve_batches(infer, warm_up)
+
+    @router.post("/v1/classify", response_model=ClassifyResponse, dependencies=[Depends(server.require_key)],
+                 responses={401: {}, 413: {}, 422: {}})
+    async def classify(req: ClassifyRequest):
+        server.check_count(req.texts)
+        for i, text in enumerate(req.texts):
+            if not text.strip():
+                raise HTTPException(422, f"texts[{i}] is empty")
+        if pairs() != (req.text_pairs is not None):
+            need = "needs text_pairs (one per text)" if pairs() else "takes no text_pairs"
+            raise HTTPException(422, f"this model {need}")
+        if req.text_pairs is not None and len(req.text_pairs) != len(req.texts):
+            raise HTTPException(422, f"{len(req.text_pairs)} text_pairs for {len(req.texts)} texts")
+        results = await server.submit(prepare(req.texts, req.text_pairs))
+        return ClassifyResponse(model=server.name, predictions=[Prediction(**r) for r in results])
+
+    @router.post("/v1/feedback", response_model=FeedbackResponse, dependencies=[Depends(server.require_key)],
+                 responses={401: {}, 422: {}})
+    async def feedback(req: FeedbackRequest):
+        labels = server.trained.meta["labels"]
+        if req.label not in labels:
+            raise HTTPException(422, f"unknown label '{req.label}'; the model knows: {', '.join(labels)}")
+        row = server.feedback.add(req.text, req.label, req.prediction, req.text_pair, server.name)
+        server.metrics.feedback.inc()
+        return FeedbackResponse(id=row)
+
+    return router

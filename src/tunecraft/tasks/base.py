@@ -1,0 +1,152 @@
+"""The task contract: what the training loop, the run lifecycle, the reports, the CLI and the server may ask of
+a task. Nothing outside `tasks/` (and the pre-training objectives) asks which task it is: it asks the task.
+
+Two levels:
+- `Objective`: what the training loop needs to train and score a model (batches, the loss, held-out scoring).
+  The pre-training objectives (pretrain/objectives.py) are objectives.
+- `Task(Objective)`: a fine-tuning task a run folder is made of: data, the model head, inference, the report's
+  sections, the baselines it offers and the server routes it brings.
+
+To add a task, copy the smallest complete one (`classification.py`), implement the abstract members, and
+register the instance in `tasks/__init__.py`: the loop, the run lifecycle, `tunecraft report`, the CLI and the
+server take it from there.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+
+from ..data.dataset import Encoded, collate
+from ..errors import ConfigError, TunecraftError
+from ..evaluate.inference import predict_logits
+
+
+class Objective(ABC):
+    """What the training loop asks of what it trains."""
+
+    NAME: ClassVar[str]
+    METRICS: ClassVar[list[str]]
+    """Scalar metrics `evaluate` returns that train.early_stopping.metric may name."""
+    HEADLINE: ClassVar[tuple[str, str]]
+    """The two metrics the CLI prints, the report plots over training and `tunecraft report` ranks by."""
+    EARLY_STOPPING: ClassVar[tuple[str, str]] = ("loss", "min")
+    """The validation metric (and whether higher is better) early stopping watches unless the recipe says."""
+
+    def collate(self, enc: Encoded, indices: list[int], pad_id: int, multiple: int = 1) -> dict[str, torch.Tensor]:
+        """A padded training batch of the features `indices` (an objective may mask or relabel here)."""
+        return collate(enc, indices, pad_id, multiple)
+
+    @abstractmethod
+    def count(self, batch: dict[str, torch.Tensor]) -> int:
+        """How many loss terms a batch contributes (the denominator of the mean loss)."""
+
+    @abstractmethod
+    def loss_sum(self, outputs, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The batch's loss summed over its `count` terms (so that accumulation windows weigh every term once)."""
+
+    def infer(self, model, enc: Encoded, batch_size: int, pad_id: int, device: torch.device, dtype=None,
+              rank: int = 0, world: int = 1, gather=None):
+        """Held-out scores for `evaluate` (logits by default), in input order."""
+        return predict_logits(model, enc, batch_size, pad_id, device, dtype, rank, world, gather)
+
+    @abstractmethod
+    def evaluate(self, scores, enc: Encoded, label_map) -> dict:
+        """Metrics of held-out `scores` (from `infer`); scalars among them are logged and may steer early stopping."""
+
+
+class Task(Objective):
+    """A fine-tuning task: everything a run folder, `eval`, `predict`, `report` and `serve` need."""
+
+    MODEL_CLASS: ClassVar[type]
+    """The transformers auto class that loads the exported model/ folder."""
+    PEFT_TASK_TYPE: ClassVar[str]
+    """peft's TaskType for this head (SEQ_CLS, TOKEN_CLS, CAUSAL_LM): how the PEFT methods wrap the model."""
+    OFFERS: ClassVar[frozenset[str]] = frozenset()
+    """The run-level commands beyond train/eval/predict/report its runs support: "robustness", "compress"."""
+    GENERATIVE: ClassVar[bool] = False
+    """Also scored by generating text (`generation_eval`), and compared with the base model before training."""
+
+    # -- data ------------------------------------------------------------------------------------------------
+    @abstractmethod
+    def load_data(self, data_cfg):
+        """The train/validation/test splits with their label map, columns and a description (bad data fails here)."""
+
+    @abstractmethod
+    def load_eval_examples(self, spec: str, meta: dict, fmt: str, split: str, seed: int, fractions) -> list:
+        """Examples of a bundled set's split or of a file, read as the run was trained (`tunecraft eval`)."""
+
+    @abstractmethod
+    def training_texts(self, examples: list):
+        """The raw texts of examples (to build a character tokenizer for a scratch model)."""
+
+    @abstractmethod
+    def encode(self, tokenizer, examples: list, meta: dict, label_map=None) -> Encoded:
+        """Examples → features, as the exported model's meta (tunecraft.json) says."""
+
+    def options(self, config) -> dict:
+        """Task settings stored with the model (tunecraft.json), so eval/predict/serve encode the same way."""
+        return {}
+
+    def check_config(self, config) -> None:
+        """Refuse settings this task cannot honour, before any data is read or folder written."""
+        if config.data.augment.copies:
+            raise ConfigError(f"data.augment: text augmentation is not offered for task {self.NAME}")
+
+    # -- model -----------------------------------------------------------------------------------------------
+    @abstractmethod
+    def build_model(self, base, label_map, dropout: float | None = None) -> torch.nn.Module:
+        """A model with this task's head on the base (pretrained weights, or a scratch config)."""
+
+    # -- inference and evaluation ----------------------------------------------------------------------------
+    @abstractmethod
+    def prediction_rows(self, examples: list, scores, enc: Encoded, label_map) -> list[dict]:
+        """One predictions.jsonl row per held-out example."""
+
+    def generation_eval(self, model, tokenizer, examples: list, gen: dict, dtype=None) -> dict:
+        """Metrics of generated text (GENERATIVE tasks), with the rows under "generations"."""
+        return {}
+
+    @abstractmethod
+    def predict(self, trained, texts: list[str], batch_size: int, dtype) -> list[dict]:
+        """Raw texts → one result dict each (`tunecraft predict`)."""
+
+    @abstractmethod
+    def format_prediction(self, row: dict) -> str:
+        """One `predict` result as a terminal line."""
+
+    # -- reporting -------------------------------------------------------------------------------------------
+    @abstractmethod
+    def summary_line(self, metrics: dict) -> str:
+        """The headline metrics in one terminal line."""
+
+    @abstractmethod
+    def result_blocks(self, metrics: dict, labels: list[str], plots: Path | None = None) -> list:
+        """The report's result section as blocks (tables, images written under `plots`)."""
+
+    @abstractmethod
+    def length_row(self, summary: dict) -> tuple[str, object]:
+        """The report's row saying how texts longer than max_length were handled."""
+
+    # -- baselines -------------------------------------------------------------------------------------------
+    def check_baselines(self, config, data, base) -> None:
+        """Refuse a baseline set-up that cannot run (before training), with a ConfigError naming the key."""
+
+    def baselines(self, config, data, base, run_dir: Path, fit=None) -> list[dict]:
+        """The baselines the recipe asks for and this task offers, scored on the run's own held-out split.
+        `fit(config, data)` trains a run (tunecraft.train), for baselines that fine-tune; None where they cannot
+        (under several processes)."""
+        return []
+
+    def chat(self, trained, lines, write, system: str | None = None, dtype=None) -> list[dict]:
+        """An interactive chat over `lines` (`tunecraft chat`), for tasks that generate."""
+        raise TunecraftError(f"{self.NAME} runs do not chat: `tunecraft chat` needs a causal_lm run")
+
+    # -- serving ---------------------------------------------------------------------------------------------
+    def routes(self, server):
+        """The task's HTTP routes as a FastAPI APIRouter, given the server core (serve/app.py `Server`); None
+        if this task cannot be served yet."""
+        return None

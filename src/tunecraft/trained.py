@@ -1,0 +1,32 @@
+"""Load a trained run's model for eval, predict, compress and serve: any task, any variant format (int8,
+head-pruned, ONNX), with its adapter where the method keeps one apart."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from transformers import AutoTokenizer
+
+from .compress.variant import load_model
+from .errors import TunecraftError
+from .methods import get_method
+from .models import META, TrainedModel, read_meta, run_model_dir
+from .tasks import TASKS
+
+
+def load_trained(run: str | Path) -> TrainedModel:
+    folder = run_model_dir(run)
+    meta = read_meta(folder)
+    if meta.get("task") not in TASKS:
+        raise TunecraftError(f"{folder}/{META}: unknown task '{meta.get('task')}'")
+    if meta.get("format", "transformers") != "transformers":  # a compressed variant: int8, head-pruned, ONNX
+        model = load_model(folder, meta)
+    else:
+        model = TASKS[meta["task"]].MODEL_CLASS.from_pretrained(str(folder))
+    if meta.get("adapter_required"):  # prompt, prefix, adapter: model/ is the base, adapter/ the trained part
+        adapter = folder.parent / "adapter"
+        if not adapter.is_dir():
+            raise TunecraftError(f"{folder}: a '{meta['method']}' model needs its adapter in {adapter}")
+        model = get_method(meta["method"]).load_adapter(model, adapter)
+    model.eval()
+    return TrainedModel(model, AutoTokenizer.from_pretrained(str(folder)), meta, folder)
