@@ -4,7 +4,14 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name):
-    # the public functions import torch; keep `import tunecraft` itself light
+    # the public functions import torch; keep `import tunecraft` itself light. The function is kept as the
+    # attribute: importing tunecraft.train (or .experiment) would otherwise leave the module there instead
+    value = _public(name)
+    globals()[name] = value
+    return value
+
+
+def _public(name):
     if name == "train":
         from .train import train
 

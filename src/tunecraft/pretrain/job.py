@@ -22,15 +22,22 @@ from .corpora import load_corpus, sentences
 from .objectives import OBJECTIVES
 
 
-def measure_peak_flops(dtype: torch.dtype | None, n: int = 1024, repeats: int = 5) -> float:
-    """The machine's matmul FLOP/s in the training dtype (bf16 where used), from a short n³ probe."""
-    dtype = dtype or torch.float32
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+def measure_peak_flops(dtype: torch.dtype | None, device: torch.device | None = None, n: int = 1024,
+                       repeats: int = 5) -> float:
+    """The device's matmul FLOP/s in the training dtype (bf16 where used), from a short n³ probe."""
+    dtype, device = dtype or torch.float32, device or torch.device("cpu")
+    if device.type == "cuda":
+        n = 8192  # large enough to fill the GPU
+    a, b = torch.randn(n, n, dtype=dtype, device=device), torch.randn(n, n, dtype=dtype, device=device)
     a @ b  # warm-up
     best = float("inf")
     for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
         start = time.perf_counter()
         a @ b
+        if device.type == "cuda":
+            torch.cuda.synchronize()
         best = min(best, time.perf_counter() - start)
     return 2 * n**3 / best
 
@@ -141,7 +148,7 @@ def pretrain(recipe: PretrainRecipe, resume: bool = False, overwrite: bool = Fal
 
     steps = session.start(model, train_enc.lengths)  # the first write
     mean_len = sum(train_enc.lengths) / len(train_enc)
-    peak = measure_peak_flops(session.dtype) if recipe.mfu_probe else None
+    peak = measure_peak_flops(session.dtype, session.acc.device) if recipe.mfu_probe else None
     fpt = flops_per_token(model, mean_len)
     if session.acc.is_main_process:
         print(f"pretrain {recipe.name}: {len(train_enc):,} sequences (mean {mean_len:.1f} tokens), {steps} steps, "
