@@ -145,8 +145,6 @@ def export_data(dest: Path, wiki_docs: int | None, bpe_vocab: int) -> dict:
         counts[f"mr-{split}"] = len(rows)
     docs = wiki_en()[:wiki_docs] if wiki_docs else wiki_en()
     (dest / "wiki.txt").write_text("\n\n".join("\n".join(d) for d in docs) + "\n", encoding="utf-8")
-    # one document per line: the plain-text format of causal_lm data (QLoRA step)
-    (dest / "wiki-lines.txt").write_text("\n".join(" ".join(d) for d in docs) + "\n", encoding="utf-8")
     counts["wiki_documents"] = len(docs)
     AutoTokenizer.from_pretrained(str(model_path("minilm-l6"))).save_pretrained(dest / "tokenizer-bert")
     recipe = TokenizerRecipe(name="tokenizer-bpe", output_dir=str(dest), kind="bpe", vocab_size=bpe_vocab,
@@ -568,88 +566,114 @@ def make_encoder(ctx: Ctx, name: str, layers: int, hidden: int, heads: int, max_
 
 def step_qlora(ctx: Ctx) -> dict:
     """causal_lm with method.quantize=4bit on a small Llama (random weights) over the carried wiki text: trains,
-    merges, and the merged model/ loads with plain transformers and gives finite logits."""
-    need_cuda(ctx, "QLoRA (bitsandbytes' 4-bit kernels; tunecraft refuses it on CPU)")
+    merges, and the merged model/ loads with plain transformers and gives finite logits. The dry run runs the
+    same job with plain LoRA (tunecraft refuses 4-bit on CPU) and reports the step skipped."""
     need_data(ctx)
-    try:
-        import bitsandbytes
-    except ImportError as err:
-        raise RuntimeError(f"bitsandbytes is not importable ({err}); prepare.sh carries its wheel") from None
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from tunecraft.config import build_config
     from tunecraft.train import train
 
+    bnb = None
+    if ctx.cuda:
+        try:
+            import bitsandbytes
+
+            bnb = bitsandbytes.__version__
+        except ImportError as err:
+            raise RuntimeError(f"bitsandbytes is not importable ({err}); prepare.sh carries its wheel") from None
+    elif not ctx.cpu:
+        need_cuda(ctx, "QLoRA")
     size = ctx.size["qlora"]
     base = make_decoder(ctx, "qlora-llama", "llama", size["layers"], size["hidden"], 4, size["max_length"])
-    lines = ctx.data / "wiki-lines.txt"
+    lines = ctx.runs / "wiki-lines.txt"  # one document per line: causal_lm's plain-text format
+    docs = (ctx.data / "wiki.txt").read_text(encoding="utf-8").split("\n\n")
+    lines.write_text("\n".join(" ".join(d.split("\n")) for d in docs if d.strip()) + "\n", encoding="utf-8")
     config = build_config({
         "name": "qlora", "output_dir": str(ctx.runs), "seed": 42, "task": "causal_lm",
         "model": {"base": str(base), "max_length": size["max_length"]},
         "data": {"dataset": None, "train": str(lines), "validation": str(lines), "test": str(lines),
                  "max_train_samples": size["samples"], "max_eval_samples": 8, "sft": {"overlong": "truncate"}},
-        "method": {"name": "lora", "r": 8, "alpha": 16, "quantize": "4bit"},
-        "train": {"max_steps": size["steps"], "batch_size": size["batch"], "lr": 2e-3, "precision": "bf16",
-                  "log_every": 1, "eval_each_epoch": False, "tensorboard": False, "progress": False},
+        "method": {"name": "lora", "r": 8, "alpha": 16, "quantize": "4bit" if ctx.cuda else "none"},
+        "train": {"max_steps": size["steps"], "batch_size": size["batch"], "lr": 2e-3,
+                  "precision": "bf16" if ctx.cuda else "fp32", "log_every": 1, "eval_each_epoch": False,
+                  "tensorboard": False, "progress": False},
         "generation": {"eval_samples": 0, "report_samples": 0}, "baselines": {"zero_shot": False}}, source="qlora")
-    torch.cuda.reset_peak_memory_stats()
+    device = "cuda" if ctx.cuda else "cpu"
+    if ctx.cuda:
+        torch.cuda.reset_peak_memory_stats()
     summary = train(config, overwrite=True)
     losses = train_losses(config.run_dir)
-    merged = AutoModelForCausalLM.from_pretrained(str(config.run_dir / "model")).to("cuda")
+    merged = AutoModelForCausalLM.from_pretrained(str(config.run_dir / "model")).to(device)
     tokenizer = AutoTokenizer.from_pretrained(str(config.run_dir / "model"))
-    ids = tokenizer("The history of the city", return_tensors="pt").to("cuda")
+    ids = tokenizer("The history of the city", return_tensors="pt").to(device)
     with torch.no_grad():
         logits = merged(**ids).logits
     finite = bool(torch.isfinite(logits.float()).all())
     adapter = (config.run_dir / "adapter" / "adapter_model.safetensors").is_file()
     ok = finite and adapter and all(math.isfinite(x) for x in losses) and summary["steps"] == size["steps"]
-    return judged(ok, "QLoRA did not train, merge or reload cleanly", bitsandbytes=bitsandbytes.__version__,
-                  steps=summary["steps"], losses=[round(x, 4) for x in losses], adapter_saved=adapter,
-                  merged_logits_finite=finite, test_perplexity=summary["metrics"].get("perplexity"),
-                  trainable_params=summary["trainable_params"],
-                  peak_cuda_memory_mb=round(torch.cuda.max_memory_allocated() / 1e6, 1))
+    details = {"quantize": config.method.quantize, "bitsandbytes": bnb, "steps": summary["steps"],
+               "losses": [round(x, 4) for x in losses], "adapter_saved": adapter, "merged_logits_finite": finite,
+               "test_perplexity": summary["metrics"].get("perplexity"),
+               "trainable_params": summary["trainable_params"], "total_params": summary["total_params"]}
+    if not ctx.cuda:
+        return {"status": "skipped", "reason": "CPU dry run: QLoRA needs CUDA (bitsandbytes' 4-bit kernels; "
+                f"tunecraft refuses it on CPU); the same job with plain LoRA {'ran' if ok else 'FAILED'}",
+                "rehearsal_ok": ok, **details}
+    details["peak_cuda_memory_mb"] = round(torch.cuda.max_memory_allocated() / 1e6, 1)
+    return judged(ok, "QLoRA did not train, merge or reload cleanly", **details)
 
 
 def step_plan(ctx: Ctx) -> dict:
-    """`tunecraft plan` (a separate process) against torch.cuda.max_memory_allocated() over the real run of the
-    same recipe (a BERT-base-sized full fine-tune)."""
-    need_cuda(ctx, "the planner's CUDA memory reading")
+    """`tunecraft plan` against torch.cuda.max_memory_allocated() over the real run of the same recipe (a
+    BERT-base-sized full fine-tune), both through the public entry points in this process. The dry run runs both
+    at tiny sizes on the CPU and reports the step skipped (no CUDA allocator to read)."""
     need_data(ctx)
     import torch
 
+    from tunecraft.cli import main as tunecraft_cli
     from tunecraft.config import build_config
     from tunecraft.train import train
 
+    if not ctx.cuda and not ctx.cpu:
+        need_cuda(ctx, "the planner's CUDA memory reading")
     size, enc = ctx.size["plan"], ctx.size["speed_encoder"]
-    base = make_encoder(ctx, "bert-base", enc["layers"], enc["hidden"], enc["heads"], enc["max_length"])
+    base = make_encoder(ctx, "bert-base" if ctx.cuda else "bert-tiny", enc["layers"], enc["hidden"], enc["heads"],
+                        enc["max_length"])
     raw = classification_raw(ctx, "plan-real", {
         "model": {"base": str(base), "tokenizer": None, "max_length": size["max_length"], "dropout": None},
         "data": {"max_train_samples": size["samples"]},
         "train": {"max_steps": size["steps"], "batch_size": size["batch"], "precision": "bf16", "lr": 5e-5,
                   "log_every": 10}})
-    recipe = ctx.runs / "plan.yaml"
+    recipe, plan_json = ctx.runs / "plan.yaml", ctx.runs / "plan.json"
     write_yaml(recipe, raw)
-    plan_json = ctx.runs / "plan.json"
-    proc = subprocess.run([sys.executable, "-m", "tunecraft", "plan", str(recipe), "--steps", "3", "--json",
-                           str(plan_json)], capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"tunecraft plan failed:\n{proc.stderr[-3000:]}")
+    rc = tunecraft_cli(["plan", str(recipe), "--steps", "3", "--json", str(plan_json)])
+    if rc != 0:
+        raise RuntimeError(f"tunecraft plan exited with status {rc}")
     chosen = json.loads(plan_json.read_text(encoding="utf-8"))["chosen"]
-    parts = sum(chosen[k] for k in ("parameter_bytes", "gradient_bytes", "optimizer_bytes", "activation_bytes"))
-    torch.cuda.empty_cache()
-    torch.cuda.reset_peak_memory_stats()
+    keys = ("parameter_bytes", "gradient_bytes", "optimizer_bytes", "activation_bytes")
+    parts = sum(chosen[k] for k in keys)
+    details = {"plan_peak_mb": round(chosen["peak_bytes"] / 1e6, 1), "plan_parts_sum_mb": round(parts / 1e6, 1),
+               "plan_parts_mb": {k: round(chosen[k] / 1e6, 1) for k in keys},
+               "plan_tokens_per_s": chosen["tokens_per_second"], "batch": size["batch"], "steps": size["steps"]}
+    if ctx.cuda:
+        import gc
+
+        gc.collect()
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
     summary = train(build_config(raw), overwrite=True)
+    details["real_tokens_per_s"] = summary["tokens_per_second"]
+    if not ctx.cuda:
+        return {"status": "skipped", "reason": "CPU dry run: no CUDA allocator peak to compare the plan with; plan "
+                "and the real run both ran", **details}
     real = torch.cuda.max_memory_allocated()
     ratio = chosen["peak_bytes"] / real
     ok = PLAN_BAND[0] <= ratio <= PLAN_BAND[1]
     return judged(ok, f"plan's peak is {ratio:.2f} x the real run's (band {PLAN_BAND})",
-                  plan_peak_mb=round(chosen["peak_bytes"] / 1e6, 1), plan_parts_sum_mb=round(parts / 1e6, 1),
-                  plan_parts_mb={k: round(chosen[k] / 1e6, 1) for k in ("parameter_bytes", "gradient_bytes",
-                                                                          "optimizer_bytes", "activation_bytes")},
                   real_max_memory_allocated_mb=round(real / 1e6, 1), peak_ratio=round(ratio, 3),
-                  parts_ratio=round(parts / real, 3), band=PLAN_BAND, plan_tokens_per_s=chosen["tokens_per_second"],
-                  real_tokens_per_s=summary["tokens_per_second"], batch=size["batch"], steps=size["steps"])
+                  parts_ratio=round(parts / real, 3), band=PLAN_BAND, **details)
 
 
 # -- speed: tunecraft against a Trainer script, same job, one side after the other ------------------------------

@@ -56,7 +56,7 @@ fi
 if [ "$MODE" = gpu ]; then
   STEPS="data:30 env:40 precision:90 accumulation:45 resume:60 fsdp:75 qlora:60 plan:70 speed:180 serving:5"
 else
-  STEPS="data:40 env:30 precision:60 accumulation:30 resume:40 fsdp:90 qlora:5 plan:5 speed:60 serving:5"
+  STEPS="data:40 env:30 precision:60 accumulation:30 resume:40 fsdp:90 qlora:30 plan:40 speed:60 serving:5"
 fi
 ORDER="install"
 for item in $STEPS; do ORDER="$ORDER ${item%%:*}"; done
