@@ -112,7 +112,8 @@ def need_cuda(ctx: Ctx, what: str) -> None:
     import torch
 
     if not torch.cuda.is_available():
-        raise RuntimeError(f"no CUDA device visible (torch {torch.__version__}); {what} needs one")
+        raise RuntimeError(f"no CUDA device visible (torch {torch.__version__}); {what} needs one "
+                           "(bash gpu/check.sh --cpu is the dry run)")
 
 
 def need_data(ctx: Ctx) -> None:
@@ -848,10 +849,15 @@ def line(name: str, result: dict) -> str:
     return f"{name}: {status}{f' ({why})' if why else ''}{seconds}"
 
 
+CUDA_STEPS = {"precision", "accumulation", "resume", "fsdp", "qlora", "plan", "speed"}
+
+
 def run_step(name: str) -> int:
     ctx = Ctx()
     start = time.time()
     try:
+        if name in CUDA_STEPS and not ctx.cpu:  # a GPU run without a GPU: say so at once, not after CPU work
+            need_cuda(ctx, f"the {name} step")
         result = STEPS[name](ctx)
     except Skip as why:
         result = {"status": "skipped", "reason": str(why)}

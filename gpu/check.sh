@@ -43,10 +43,31 @@ if [ "$MODE" = cpu ]; then
 elif ! ls "$WHEELS"/*.whl >/dev/null 2>&1; then
   record install skipped "no wheels in $WHEELS: run gpu/prepare.sh here and carry gpu/carry"
 else
-  if timeout -k 5 120 "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-      --target "$SITE" "$WHEELS"/*.whl >>"$LOG" 2>&1; then
+  # a wheel of a package the image already has in a version at least as new stays out: an older copy ahead on
+  # PYTHONPATH would shadow what the image's torch and transformers were installed with
+  wheels=$("$PY" - "$WHEELS" <<'PYEOF'
+import sys
+from importlib import metadata
+from pathlib import Path
+
+from packaging.version import Version
+
+for wheel in sorted(Path(sys.argv[1]).glob("*.whl")):
+    name, version = wheel.name.split("-")[:2]
+    try:
+        if Version(metadata.version(name)) >= Version(version):
+            continue
+    except metadata.PackageNotFoundError:
+        pass
+    print(wheel)
+PYEOF
+)
+  if [ -z "$wheels" ]; then
+    record install passed "the image already has every carried package"
+  elif timeout -k 5 120 "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+      --target "$SITE" $wheels >>"$LOG" 2>&1; then
     export PYTHONPATH=$SITE:$PYTHONPATH
-    record install passed "$(ls "$WHEELS"/*.whl | wc -l) wheels into $SITE"
+    record install passed "$(echo $wheels | wc -w) wheels into $SITE: $(for w in $wheels; do basename "$w" | cut -d- -f1-2; done | tr '\n' ' ')"
   else
     record install failed "pip install of the carried wheels failed (rc $?, see check.log)"
   fi

@@ -27,10 +27,10 @@ mkdir -p "$CARRY/wheels"
 
 "$PY" gpu/check.py export-data "$CARRY/data" >/dev/null
 
-echo "gpu/carry:"
-du -sh "$CARRY/wheels" "$CARRY/data" "$CARRY"
-tracked=$(git ls-files -z | xargs -0 du -cb | tail -1 | cut -f1)
+du -sh "$CARRY/wheels" "$CARRY/data"
+# what travels besides the carry: tracked files and untracked ones that git does not ignore
+tracked=$(git ls-files -z --cached --others --exclude-standard | xargs -0 du -cb | tail -1 | cut -f1)
 carried=$(du -sb "$CARRY" | cut -f1)
 total=$((tracked + carried))
-echo "tracked files $((tracked / 1024)) KiB + gpu/carry $((carried / 1024)) KiB = $((total / 1048576)) MiB (limit 64 MiB)"
+echo "working tree $((tracked / 1024)) KiB + gpu/carry $((carried / 1024)) KiB = $((total / 1048576)) MiB (limit 64 MiB)"
 [ "$total" -lt $((64 * 1048576)) ] || { echo "over the 64 MiB the device tool carries" >&2; exit 1; }
