@@ -25,14 +25,14 @@ ROOT = Path(__file__).resolve().parent.parent
 SERVING_REASON = "serving path for causal LMs not built yet"
 
 # Tolerances: a run under autocast against the same run in fp32 on the CPU (same seed, data order and initial
-# weights, dropout off). `first`: absolute difference of the first step's loss (same weights and batch, so only
+# weights, dropout off). `first`: relative difference of the first step's loss (same weights and batch, so only
 # the forward pass's rounding differs: bf16 keeps 8 significant bits, about 0.4% per operation, fp16 11 bits).
 # `tail`: relative difference of the mean loss over the last 5 logged steps (rounding compounds over the updates).
 # fp32 on CUDA differs from fp32 on CPU by summation order only.
 TOLERANCES = {
     "fp32": {"first": 1e-4, "tail": 0.01},
-    "bf16": {"first": 0.02, "tail": 0.05},
-    "fp16": {"first": 0.005, "tail": 0.03},
+    "bf16": {"first": 0.01, "tail": 0.05},
+    "fp16": {"first": 0.003, "tail": 0.03},
 }
 # accumulation and FSDP compare fp32 runs whose arithmetic differs only in summation order (tests/test_training.py)
 EXACT = {"atol": 2e-5, "rtol": 1e-4}
@@ -46,7 +46,7 @@ GOALS = {"throughput_ratio": 1.5, "encoder_mfu": 0.40}
 SIZES = {
     "gpu": {
         "encoder": "scratch:encoder-mini", "decoder": "scratch:decoder-mini", "max_length": 64,
-        "precision": {"samples": 1024, "steps": 30, "batch": 32, "docs": 400},
+        "precision": {"samples": 1024, "steps": 30, "batch": 32, "docs": 200},
         "accum": {"samples": 256, "steps": 3},
         "resume": {"samples": 384, "batch": 16, "epochs": 2, "cut": 17, "checkpoint_every": 7, "eval_every": 10},
         "fsdp": {"samples": 256, "steps": 6, "batch": 16},
@@ -230,7 +230,12 @@ def step_env(ctx: Ctx) -> dict:
         props = torch.cuda.get_device_properties(0)
         info["gpu"] = {"name": props.name, "capability": f"{props.major}.{props.minor}",
                        "memory_gib": round(props.total_memory / 2**30, 1), "bf16": torch.cuda.is_bf16_supported(),
-                       "cuda": torch.version.cuda, "nccl": ".".join(map(str, torch.cuda.nccl.version()))}
+                       "cuda": torch.version.cuda}
+        try:
+            nccl = torch.cuda.nccl.version()
+            info["gpu"]["nccl"] = ".".join(map(str, nccl)) if isinstance(nccl, tuple) else str(nccl)
+        except Exception as err:  # noted, not fatal: the fsdp step shows whether NCCL works
+            info["gpu"]["nccl"] = f"unknown ({err})"
     elif not ctx.cpu:
         return judged(False, f"no CUDA device visible to torch {torch.__version__}", **info)
     peak = matmul_peak(device, ctx.size["peak_n"])
@@ -359,12 +364,12 @@ def precision_losses(ctx: Ctx, precision: str, tag: str) -> dict:
 
 def compare_losses(ref: list[float], got: list[float], tol: dict) -> dict:
     n = min(len(ref), len(got), 5)
-    first = abs(ref[0] - got[0])
+    first = abs(ref[0] - got[0]) / abs(ref[0])
     tail_ref, tail_got = sum(ref[-n:]) / n, sum(got[-n:]) / n
     tail = abs(tail_got - tail_ref) / abs(tail_ref)
     finite = all(math.isfinite(x) for x in got)
     ok = finite and len(ref) == len(got) and first <= tol["first"] and tail <= tol["tail"]
-    return {"ok": ok, "first_step_abs_diff": round(first, 6), "tail_rel_diff": round(tail, 5),
+    return {"ok": ok, "first_step_rel_diff": round(first, 6), "tail_rel_diff": round(tail, 5),
             "max_abs_diff": round(max(abs(a - b) for a, b in zip(ref, got)), 6), "finite": finite,
             "tolerance": tol, "ref_first_tail": [round(ref[0], 5), round(tail_ref, 5)],
             "got_first_tail": [round(got[0], 5), round(tail_got, 5)]}
@@ -624,11 +629,13 @@ def step_qlora(ctx: Ctx) -> dict:
         torch.cuda.reset_peak_memory_stats()
     summary = train(config, overwrite=True)
     losses = train_losses(config.run_dir)
-    merged = AutoModelForCausalLM.from_pretrained(str(config.run_dir / "model"))
-    quantized = getattr(merged.config, "quantization_config", None) is not None
-    if not quantized:  # a 4-bit model is placed on the GPU as it loads, and refuses .to()
+    model_dir = config.run_dir / "model"
+    quantized = "quantization_config" in json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    # a merged 4-bit model is loaded onto the GPU as it loads (it refuses .to())
+    merged = AutoModelForCausalLM.from_pretrained(str(model_dir), **({"device_map": {"": 0}} if quantized else {}))
+    if not quantized:
         merged.to(device)
-    tokenizer = AutoTokenizer.from_pretrained(str(config.run_dir / "model"))
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     ids = tokenizer("The history of the city", return_tensors="pt").to(next(merged.parameters()).device)
     with torch.no_grad():
         logits = merged(**ids).logits
