@@ -812,8 +812,10 @@ def step_speed(ctx: Ctx) -> dict:
     for job, (folder, data) in folders.items():
         config = AutoConfig.from_pretrained(str(folder))
         rows = {side: run_side(ctx, side, job, folder, data) for side in ("tunecraft", "trainer")}
+        batch = ctx.size[f"speed_{job}"]["batch"]
         for row in rows.values():
             row["tokens_per_s"] = round(row["train_tokens"] / row["train_seconds"], 1)
+            row["tokens_per_step"] = round(row["train_tokens"] / math.ceil(row["examples"] / batch))
             avg_seq = row["train_tokens"] / max(row["examples"], 1)
             row["mfu"] = round(row["tokens_per_s"] * flops_per_token(config, avg_seq) / peak, 4) if peak else None
         ratio = rows["tunecraft"]["tokens_per_s"] / rows["trainer"]["tokens_per_s"]
@@ -822,6 +824,9 @@ def step_speed(ctx: Ctx) -> dict:
                      "batch": ctx.size[f"speed_{job}"]["batch"], "max_length": ctx.size[f"speed_{job}"]["max_length"],
                      "sides": rows, "throughput_ratio": round(ratio, 3)}
         goals[f"{job}_throughput_ratio_ge_{GOALS['throughput_ratio']}"] = ratio >= GOALS["throughput_ratio"]
+        if job == "encoder":  # kept should the decoder job outrun the step's time box
+            write_step(ctx, "speed", {"status": "failed", "reason": "the decoder job did not finish (the encoder's "
+                                      "results are kept)", "jobs": jobs})
     goals["encoder_mfu_ge_40pct"] = bool(peak and jobs["encoder"]["sides"]["tunecraft"]["mfu"] >= GOALS["encoder_mfu"])
     details = {"jobs": jobs, "bf16_matmul_peak_tflops": round(peak / 1e12, 2) if peak else None}
     if ctx.cuda:
@@ -871,6 +876,9 @@ def run_step(name: str) -> int:
     except Exception as err:
         result = {"status": "failed", "error": f"{type(err).__name__}: {err}",
                   "traceback": traceback.format_exc()[-4000:]}
+        partial = ctx.steps / f"{name}.json"  # what the step saved of itself before it failed (speed)
+        if partial.is_file():
+            result["partial"] = json.loads(partial.read_text(encoding="utf-8"))
     result["seconds"] = round(time.time() - start, 1)
     write_step(ctx, name, result)
     print(line(name, result), flush=True)
