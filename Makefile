@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.tunecraft-installed
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench clean gpu-prepare gpu-check gpu-check-cpu
 
 install: $(STAMP)
 
@@ -37,6 +37,16 @@ bench: install
 	$(BIN)/python benchmarks/train_throughput.py
 	test -d runs/mr-lora/model || $(MAKE) demo
 	$(BIN)/python benchmarks/serve_load.py runs/mr-lora
+
+# the GPU check (docs/gpu.md): prepare here, run there (no install: the GPU image's own packages are used)
+gpu-prepare: install
+	PYTHON=$(BIN)/python bash gpu/prepare.sh
+
+gpu-check:
+	bash gpu/check.sh
+
+gpu-check-cpu: install
+	PYTHON=$(BIN)/python bash gpu/check.sh --cpu
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
