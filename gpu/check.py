@@ -337,24 +337,29 @@ def max_diff(a: dict, b: dict) -> tuple[float, bool]:
 
 # -- correctness --------------------------------------------------------------------------------------------------
 
-class PaddedLengths:
-    """A zero loss term that records each training batch's padded length (checks padding to multiples of 8)."""
+def padded_lengths():
+    """A step plug-in that adds no loss and records each training batch's padded length (checks padding to
+    multiples of 8)."""
+    from tunecraft.plugins import StepPlugin
 
-    def __init__(self):
-        self.seen: set[int] = set()
+    class PaddedLengths(StepPlugin):
+        def __init__(self):
+            self.seen: set[int] = set()
 
-    def __call__(self, model, outputs, batch):
-        self.seen.add(int(batch["input_ids"].shape[1]))
-        return 0.0
+        def loss(self, model, outputs, batch, objective):
+            self.seen.add(int(batch["input_ids"].shape[1]))
+            return None
+
+    return PaddedLengths()
 
 
 def precision_losses(ctx: Ctx, precision: str, tag: str) -> dict:
     size = ctx.size["precision"]
-    pads = PaddedLengths()
+    pads = padded_lengths()
     enc, enc_dir = train_run(ctx, f"prec-enc-{tag}", {
         "data": {"max_train_samples": size["samples"]},
         "train": {"max_steps": size["steps"], "batch_size": size["batch"], "precision": precision}},
-        loss_terms=[pads])
+        plugins=[pads])
     dec, dec_dir = pretrain_run(ctx, f"prec-dec-{tag}", precision, size)
     return {"encoder": train_losses(enc_dir), "decoder": train_losses(dec_dir), "device": enc["device"],
             "precision": enc["precision"], "padded_lengths": sorted(pads.seen),
@@ -446,6 +451,7 @@ def step_resume(ctx: Ctx) -> dict:
     import torch
 
     from tunecraft.config import build_config
+    from tunecraft.plugins import AfterStep
     from tunecraft.train import train
 
     size = ctx.size["resume"]
@@ -464,7 +470,7 @@ def step_resume(ctx: Ctx) -> dict:
 
     cut = build_config(classification_raw(ctx, "resume-cut", extra))
     try:
-        train(cut, overwrite=True, hooks=[stop])
+        train(cut, overwrite=True, plugins=[AfterStep(stop)])
         raise RuntimeError(f"the run was not interrupted at step {size['cut']}")
     except Interrupt:
         pass
