@@ -46,7 +46,7 @@ def experiment(config: RunConfig, resume: bool = False, overwrite: bool = False,
         return train(sub_config, overwrite=True, data=data)
 
     summary["baselines"] = task.baselines(config, data, base, run_dir, fit if single else None)
-    write_json(run_dir / "summary.json", summary)
+    write_json(run_dir / "summary.json", {k: v for k, v in summary.items() if k != "report"})
     history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
                if line] if (run_dir / "metrics.jsonl").is_file() else []
     summary["report"] = str(write_report(run_dir, summary, history, task))
