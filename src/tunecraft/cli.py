@@ -123,7 +123,7 @@ def _cmd_continual(args) -> int:
 
     config = load_continual(args.recipe, args.overrides)
     if args.no_progress:
-        config.train["progress"] = False
+        config.train.progress = False
     results = run_continual(config, overwrite=args.overwrite)
     print("\n" + "  ".join(COMPARISON_HEADER[:4]))
     for row in comparison_rows(results):

@@ -23,13 +23,14 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from ..config import build_config, load_config
 from ..data import load_classification_data
 from ..data.dataset import encode
 from ..errors import ConfigError, TunecraftError
 from ..models import load_trained, run_model_dir
+from ..settings import Strict, borrow
 from ..train.precision import resolve as resolve_precision
 from . import bench
 from .distill import DistillationLoss, DistillSettings, build_student
@@ -55,19 +56,26 @@ class Variant:
     needs: list[str] = field(default_factory=list)
 
 
-@dataclass
-class Options:
-    """Settings shared by the variants of one `compress` call."""
+class Options(Strict):
+    """Settings of one `compress` call: those its variants share (each borrowed, with its default and doc,
+    from the job settings class that uses it) and how the variants are measured. `tunecraft compress`'s
+    options are generated from these fields."""
 
-    distill_epochs: float = 3
-    distill_max_steps: int | None = None
-    temperature: float = 2.0
-    distill_weight: float = 1.0
-    distill_lr: float = 1e-4
-    recover_steps: int = 0
-    recover_lr: float = 3e-5
-    calibration_samples: int = 256
-    onnx_tolerance: float = 1e-4
+    distill_epochs: float = borrow(DistillSettings, "epochs")
+    distill_max_steps: int | None = borrow(DistillSettings, "max_steps")
+    distill_lr: float = borrow(DistillSettings, "lr")
+    temperature: float = borrow(DistillSettings, "temperature")
+    distill_weight: float = borrow(DistillSettings, "weight")
+    recover_steps: int = borrow(PruneSettings, "recover_steps")
+    recover_lr: float = borrow(PruneSettings, "recover_lr")
+    calibration_samples: int = borrow(OnnxSettings, "calibration_samples")
+    onnx_tolerance: float = borrow(OnnxSettings, "tolerance")
+    threads: int = Field(2, ge=1)
+    """torch / ONNX Runtime threads while measuring."""
+    latency_samples: int = Field(200, ge=1)
+    """Batch-1 sentences per measuring round."""
+    rounds: int = Field(5, ge=1)
+    """Interleaved measuring rounds over all variants."""
 
 
 PATTERNS = [
@@ -219,11 +227,11 @@ JOBS = {"distill": run_distill, "prune": run_prune, "quantize": run_quantize, "o
 
 
 def compress(run: str | Path, variants: list[str], out: str | Path | None = None, options: Options | None = None,
-             measure: bool = True, threads: int = 2, latency_samples: int = 200, rounds: int = 5,
-             overwrite: bool = False, progress: bool = True) -> dict:
+             measure: bool = True, overwrite: bool = False, progress: bool = True) -> dict:
     """Make each named variant of a fine-tuned run in <out>/<variant>/ (default RUN/compressed/), each a model
     or run folder that eval, predict and serve load; then measure them all against the original."""
     run = Path(run)
+    options = options or Options()
     run_model_dir(run)  # a clear error for a folder that is not a run
     plan = parse_variants(variants, options)
     out = Path(out) if out else run / "compressed"
@@ -240,8 +248,8 @@ def compress(run: str | Path, variants: list[str], out: str | Path | None = None
     result: dict = {"variants": made, "folders": {v.name: str(out / v.name) for v in plan}}
     if measure:
         folders = {"original": run, **{v.name: out / v.name for v in plan}}
-        measured = bench.benchmark(folders, ctx.test_enc, ctx.label_map, threads=threads,
-                                   latency_samples=latency_samples, rounds=rounds)
+        measured = bench.benchmark(folders, ctx.test_enc, ctx.label_map, threads=options.threads,
+                                   latency_samples=options.latency_samples, rounds=options.rounds)
         result["measured"] = measured
         result["report"] = str(bench.write(measured, out, run))
     (out / "made.json").write_text(json.dumps(made, indent=2, default=str), encoding="utf-8")

@@ -14,19 +14,19 @@ from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from ..data.dataset import Encoded, collate
 from ..errors import TunecraftError
 from ..models import TrainedModel
+from ..settings import Strict
 from .variant import write_variant
 
 FORMAT = "onnx"
 WEIGHTS = "model.onnx"
 
 
-class OnnxSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class OnnxSettings(Strict):
     quantize: Literal["none", "dynamic", "static"] = "none"
     tolerance: float = Field(1e-4, gt=0)
     """fp32 export: the largest |logit difference| to PyTorch allowed on the check examples."""

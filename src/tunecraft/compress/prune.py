@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoConfig, AutoModelForSequenceClassification
@@ -22,14 +22,14 @@ from ..data.dataset import Encoded, collate
 from ..errors import ConfigError
 from ..methods.base import transformer_layers
 from ..models import TrainedModel
+from ..settings import Strict
 from .variant import write_variant
 
 FORMAT_HEADS = "pruned-heads"
 WEIGHTS = "model.safetensors"
 
 
-class PruneSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class PruneSettings(Strict):
     kind: Literal["unstructured", "heads", "layers"]
     sparsity: float = Field(0.5, gt=0, lt=1)
     """unstructured: the fraction of the encoder's linear weights set to zero (global magnitude)."""
@@ -42,6 +42,7 @@ class PruneSettings(BaseModel):
     recover_steps: int = Field(0, ge=0)
     """Optimizer steps of recovery fine-tuning after pruning (0: none)."""
     recover_lr: float = Field(3e-5, gt=0)
+    """Learning rate of the recovery fine-tuning."""
 
 
 # -- unstructured -----------------------------------------------------------------------------------------

@@ -21,10 +21,12 @@ from ..data.dataset import Encoded, tokenize
 from ..data.ner import Sentence, split_words
 from ..evaluate.inference import predict_logits
 from ..models import load_trained
+from ..settings import Strict
 from ..tasks import get_task
 from ..train.precision import resolve as resolve_precision
 from .batching import MicroBatcher
 from .feedback import FeedbackStore
+from .settings import ServeSettings
 
 access_log = logging.getLogger("tunecraft.access")
 
@@ -39,32 +41,10 @@ def configure_access_log() -> None:
         access_log.propagate = False
 
 
-class ServeSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    run: str
-    host: str = "127.0.0.1"
-    port: int = Field(8000, ge=0, le=65535)
-    workers: int = Field(1, ge=1)
-    batching: bool = True
-    max_batch_size: int = Field(32, ge=1)
-    max_wait_ms: float = Field(0.0, ge=0)
-    """Extra wait for a fuller batch; 0 batches only what queued up while the last batch ran."""
-    max_body_bytes: int = Field(1_000_000, ge=1)
-    max_texts: int = Field(64, ge=1)
-    max_input_tokens: int = Field(512, ge=1)
-    """Texts longer than this many tokens are refused (422); shorter ones are cut to the model's max_length,
-    exactly as `tunecraft predict` does."""
-    api_key: str | None = None
-    feedback_db: str | None = None
-    """Default: <run>/feedback.sqlite."""
-    precision: str = "auto"
-    drain_seconds: float = Field(30, ge=0)
-
-
 # -- request and response types ---------------------------------------------------------------------------
 
-class ClassifyRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"example": {"texts": ["a gorgeous, witty film"]}})
+class ClassifyRequest(Strict):
+    model_config = ConfigDict(json_schema_extra={"example": {"texts": ["a gorgeous, witty film"]}})
     texts: list[str] = Field(min_length=1)
     text_pairs: list[str] | None = None
 
@@ -80,9 +60,8 @@ class ClassifyResponse(BaseModel):
     predictions: list[Prediction]
 
 
-class EntitiesRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid",
-                              json_schema_extra={"example": {"texts": ["Ana Lima flew to New York."]}})
+class EntitiesRequest(Strict):
+    model_config = ConfigDict(json_schema_extra={"example": {"texts": ["Ana Lima flew to New York."]}})
     texts: list[str] = Field(min_length=1)
 
 
@@ -107,8 +86,7 @@ class EntitiesResponse(BaseModel):
     results: list[TaggedText]
 
 
-class FeedbackRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class FeedbackRequest(Strict):
     text: str = Field(min_length=1)
     text_pair: str | None = None
     prediction: str | None = None
