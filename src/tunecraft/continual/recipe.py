@@ -10,8 +10,16 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
-from ..config import (DataConfig, ModelConfig, RunConfig, TrainConfig, build_config, format_errors, read_recipe,
-                      with_method_name)
+from ..config import (
+    DataConfig,
+    ModelConfig,
+    RunConfig,
+    TrainConfig,
+    build_config,
+    format_errors,
+    read_recipe,
+    with_method_name,
+)
 from ..errors import ConfigError
 from ..methods import MethodConfig
 from ..settings import Strict
