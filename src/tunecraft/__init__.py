@@ -29,6 +29,10 @@ def __getattr__(name):
         from .pretrain.tokenizer import train_tokenizer
 
         return train_tokenizer
+    if name == "compress":  # the subpackage: tunecraft.compress.compress(run, [...]) after `import tunecraft`
+        import importlib
+
+        return importlib.import_module(".compress", __name__)
     if name in ("load_config", "build_config"):
         from . import config
 

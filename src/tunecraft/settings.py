@@ -68,7 +68,7 @@ def add_options(parser: argparse.ArgumentParser, cls: type[BaseModel], *, skip: 
         if kind is bool:
             if default is True:
                 parser.add_argument("--no-" + flag[2:], dest=name, action="store_false", default=None,
-                                    help=_help(field, None) + " (default: on; this turns it off)")
+                                    help=_help(field, "on"))
             else:
                 parser.add_argument(flag, dest=name, action="store_true", default=None, help=_help(field, None))
         elif typing.get_origin(kind) is Literal:

@@ -1,7 +1,17 @@
 """Compression of a fine-tuned run: distillation, pruning, int8 quantization, ONNX export, and the
-measured trade-off report. One module per job (distill, prune, quantize, onnx_export), each with a
-settings class; `variant` holds what their output folders share, `bench` the measurement, `job` the command."""
+measured trade-off report. One module per job (distill, prune, quantize, onnx_export); their settings
+classes in `settings` (light, for the command line); `variant` holds what their output folders share,
+`bench` the measurement, `job` the command."""
 
-from .job import ALL, Options, compress, parse_variants
+from .settings import Options
 
 __all__ = ["ALL", "Options", "compress", "parse_variants"]
+
+
+def __getattr__(name):
+    # the jobs import torch; the settings alone stay light (the command line reads them)
+    if name in ("ALL", "compress", "parse_variants"):
+        from . import job
+
+        return getattr(job, name)
+    raise AttributeError(name)

@@ -4,11 +4,9 @@ loop, through one extra loss term (temperature-scaled KL between the logits) nex
 from __future__ import annotations
 
 import copy
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 from torch import nn
 from transformers import AutoModelForSequenceClassification
 
@@ -16,28 +14,8 @@ from ..errors import ConfigError
 from ..evaluate.inference import autocast_context
 from ..methods.base import transformer_layers
 from ..models import TrainedModel
-from ..settings import Strict
 from .prune import keep_layers
-
-
-class DistillSettings(Strict):
-    layers: int = Field(3, ge=1)
-    """Transformer layers of the student."""
-    init: Literal["teacher", "scratch"] = "teacher"
-    """teacher: copy the embeddings, head and every other teacher layer; scratch: random weights."""
-    layer_map: list[int] | None = None
-    """Which teacher layers the student starts from (default: evenly spaced from the first, 0,2,4 of 6)."""
-    temperature: float = Field(2.0, gt=0)
-    """Distillation temperature T: both distributions are softened by it before the KL term."""
-    weight: float = Field(1.0, ge=0)
-    """Weight of the T²-scaled KL term; the hard-label cross-entropy has weight 1."""
-    epochs: float = Field(3, gt=0)
-    """Epochs of distillation training over the run's training split."""
-    max_steps: int | None = Field(None, ge=1)
-    """Optimizer steps of distillation training; overrides epochs when set."""
-    lr: float = Field(1e-4, gt=0)
-    """Learning rate of the student."""
-    batch_size: int = Field(32, ge=1)
+from .settings import DistillSettings
 
 
 def student_layers(teacher_layers: int, settings: DistillSettings) -> list[int]:

@@ -23,14 +23,13 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
 from ..config import build_config, load_config
 from ..data import load_classification_data
 from ..data.dataset import encode
 from ..errors import ConfigError, TunecraftError
 from ..models import load_trained, run_model_dir
-from ..settings import Strict, borrow
 from ..train.precision import resolve as resolve_precision
 from . import bench
 from .distill import DistillationLoss, DistillSettings, build_student
@@ -41,6 +40,7 @@ from .prune import prune as prune_model
 from .prune import save as save_pruned
 from .quantize import QuantizeSettings
 from .quantize import make as make_int8
+from .settings import Options
 from .variant import update_meta
 
 ALL = ["int8", "onnx", "onnx-int8-dynamic", "onnx-int8-static", "distill-3l", "distill-3l-int8", "prune-50",
@@ -54,28 +54,6 @@ class Variant:
     settings: BaseModel
     source: str | None = None  # another variant's name; None: the run's own model
     needs: list[str] = field(default_factory=list)
-
-
-class Options(Strict):
-    """Settings of one `compress` call: those its variants share (each borrowed, with its default and doc,
-    from the job settings class that uses it) and how the variants are measured. `tunecraft compress`'s
-    options are generated from these fields."""
-
-    distill_epochs: float = borrow(DistillSettings, "epochs")
-    distill_max_steps: int | None = borrow(DistillSettings, "max_steps")
-    distill_lr: float = borrow(DistillSettings, "lr")
-    temperature: float = borrow(DistillSettings, "temperature")
-    distill_weight: float = borrow(DistillSettings, "weight")
-    recover_steps: int = borrow(PruneSettings, "recover_steps")
-    recover_lr: float = borrow(PruneSettings, "recover_lr")
-    calibration_samples: int = borrow(OnnxSettings, "calibration_samples")
-    onnx_tolerance: float = borrow(OnnxSettings, "tolerance")
-    threads: int = Field(2, ge=1)
-    """torch / ONNX Runtime threads while measuring."""
-    latency_samples: int = Field(200, ge=1)
-    """Batch-1 sentences per measuring round."""
-    rounds: int = Field(5, ge=1)
-    """Interleaved measuring rounds over all variants."""
 
 
 PATTERNS = [

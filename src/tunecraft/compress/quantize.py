@@ -18,16 +18,11 @@ from torch import nn
 from transformers import AutoConfig, AutoModelForSequenceClassification
 
 from ..models import TrainedModel
-from ..settings import Strict
+from .settings import QuantizeSettings
 from .variant import write_variant
 
 FORMAT = "torch-int8"
 WEIGHTS = "model.int8.safetensors"
-
-
-class QuantizeSettings(Strict):
-    per_channel: bool = True
-    """One scale per output channel of each weight matrix (off: one per matrix)."""
 
 
 def _quantize(model: nn.Module, per_channel: bool) -> nn.Module:

@@ -17,6 +17,7 @@ class ServeSettings(Strict):
     host: str = "127.0.0.1"
     """The address to bind (0.0.0.0: every interface)."""
     port: int = Field(8000, ge=0, le=65535)
+    """The port to listen on."""
     workers: int = Field(1, ge=1)
     """Server processes (uvicorn workers), each with its own copy of the model and an equal share of the cores."""
     batching: bool = True
