@@ -258,15 +258,13 @@ def _cmd_assets(args) -> int:
 def _cmd_report(args) -> int:
     from .evaluate.compare import compare_runs
 
-    runs = []
-    for run in map(Path, args.runs):  # a glob such as runs/* also catches earlier report folders
-        if (run / "summary.json").is_file() or (run / "config.yaml").is_file():
-            runs.append(run)
-        elif not (args.out and run.resolve() == Path(args.out).resolve()):
-            print(f"note: skipping {run} (not a run folder: no summary.json or config.yaml)", file=sys.stderr)
-    if not runs:
-        raise TunecraftError(f"no run folder among the {len(args.runs)} given (a run folder has a summary.json)")
-    result = compare_runs(runs, args.out)
+    # a glob such as runs/* also catches earlier report folders: skip what is not a run folder, unless
+    # nothing else is left (then compare_runs says what is wrong with the first)
+    runs = [r for r in args.runs if (Path(r) / "summary.json").is_file() or (Path(r) / "config.yaml").is_file()]
+    for skipped in (r for r in args.runs if runs and r not in runs):
+        if not (args.out and Path(skipped).resolve() == Path(args.out).resolve()):
+            print(f"note: skipping {skipped} (not a run folder: no summary.json or config.yaml)", file=sys.stderr)
+    result = compare_runs(runs or args.runs, args.out)
     print(result["markdown"], end="")
     for path in result.get("files", []):
         print(f"wrote {path}")
