@@ -225,10 +225,13 @@ def _cmd_serve(args) -> int:
 
 
 def _cmd_compress(args) -> int:
-    from .compress.job import Options, compress
+    from .compress.settings import Options
 
-    result = compress(args.run, args.variants, out=args.out, options=from_args(Options, args),
-                      measure=not args.no_bench, overwrite=args.overwrite, progress=not args.no_progress)
+    options = from_args(Options, args)  # checked before the jobs (and torch) are imported
+    from .compress.job import compress
+
+    result = compress(args.run, args.variants, out=args.out, options=options, measure=not args.no_bench,
+                      overwrite=args.overwrite, progress=not args.no_progress)
     for name, folder in result["folders"].items():
         print(f"{name}: {folder}")
     if "measured" in result:
