@@ -60,8 +60,10 @@ def add_options(parser: argparse.ArgumentParser, cls: type[BaseModel], *, skip: 
         if name in skip:
             continue
         kind = _value_type(field.annotation)
+        if kind not in (str, int, float, bool) and typing.get_origin(kind) is not Literal:
+            raise TypeError(f"{cls.__name__}.{name}: no command-line form for {field.annotation} (skip it)")
         if field.is_required():
-            parser.add_argument(name, type=kind if kind in (int, float) else str, help=_help(field, None))
+            parser.add_argument(name, type=kind, help=_help(field, None))
             continue
         flag = "--" + name.replace("_", "-")
         default = field.get_default(call_default_factory=False)
@@ -76,8 +78,7 @@ def add_options(parser: argparse.ArgumentParser, cls: type[BaseModel], *, skip: 
             parser.add_argument(flag, dest=name, choices=choices, type=type(choices[0]), default=None,
                                 help=_help(field, default))
         else:
-            parser.add_argument(flag, dest=name, type=kind if kind in (int, float) else str, default=None,
-                                help=_help(field, default))
+            parser.add_argument(flag, dest=name, type=kind, default=None, help=_help(field, default))
 
 
 def from_args(cls: type[BaseModel], args: argparse.Namespace, **values: Any):
@@ -89,7 +90,7 @@ def from_args(cls: type[BaseModel], args: argparse.Namespace, **values: Any):
         problems = []
         for e in err.errors():
             name = str(e["loc"][0]) if e["loc"] else ""
-            flag = name if cls.model_fields.get(name) and cls.model_fields[name].is_required() else \
-                "--" + name.replace("_", "-")
+            field = cls.model_fields.get(name)
+            flag = name if field is not None and field.is_required() else "--" + name.replace("_", "-")
             problems.append(f"{flag}: {e['msg']} (got {e.get('input')!r})")
         raise ConfigError("; ".join(problems)) from None
