@@ -243,7 +243,10 @@ def test_bad_recipes_are_refused_with_a_message_that_names_the_field(tmp_path, c
 
 
 def test_the_shipped_stream_recipes_resolve_to_typed_train_configs():
+    import yaml
+
     from tunecraft.continual import load_continual
+    from tunecraft.continual.recipe import dump_continual
 
     config = load_continual("recipes/sentiment-stream.yaml")
     assert config.train.max_steps == 60 and config.model.max_length == 64 and config.method.name == "full"
@@ -251,7 +254,9 @@ def test_the_shipped_stream_recipes_resolve_to_typed_train_configs():
     assert amazon.data.dataset == "amazon" and amazon.data.max_train_samples == 1000
     assert amazon.train.max_steps == 60 and amazon.train.lr == 5e-5 and amazon.train.tensorboard is False
     assert amazon.data.split.validation == 0.0 and amazon.train.early_stopping.metric == "accuracy"
-    assert load_continual("recipes/mixed-stream.yaml").stream
+    for recipe in ("recipes/sentiment-stream.yaml", "recipes/mixed-stream.yaml"):  # the saved config.yaml reloads
+        config = load_continual(recipe)
+        assert build_continual(yaml.safe_load(dump_continual(config))) == config
 
 
 def test_missing_stream_and_cli_errors(tmp_path, capsys):
