@@ -51,8 +51,8 @@ def test_eval_on_another_dataset_and_predict(lora_run):
     assert metrics["accuracy"] >= 0.70  # movie reviews → Amazon snippets, out of domain
     assert (run_dir / "evals" / "amazon-all" / "predictions.jsonl").is_file()
 
-    proc = tunecraft("predict", str(run_dir), "a gorgeous, witty, deeply moving film",
-                     "a dull, lifeless and boring mess", "--json")
+    proc = tunecraft("predict", str(run_dir), "--json", "a gorgeous, witty, deeply moving film",
+                     "a dull, lifeless and boring mess")  # options may come before the texts (issue #24)
     assert proc.returncode == 0, proc.stderr
     rows = [json.loads(line) for line in proc.stdout.splitlines()]
     assert [r["label"] for r in rows] == ["positive", "negative"]

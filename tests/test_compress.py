@@ -25,8 +25,8 @@ TEXTS = ["a gorgeous, witty, moving film", "a dull, lifeless mess"]
 def made(full_run, tmp_path_factory):
     run_dir, summary = full_run
     out = tmp_path_factory.mktemp("compressed")
-    result = compress(run_dir, VARIANTS, out=out, measure=True, latency_samples=4, rounds=1, progress=False,
-                      options=Options(distill_max_steps=60, calibration_samples=32))
+    result = compress(run_dir, VARIANTS, out=out, measure=True, progress=False,
+                      options=Options(distill_max_steps=60, calibration_samples=32, latency_samples=4, rounds=1))
     return run_dir, summary, out, result
 
 

@@ -226,7 +226,12 @@ def _raw(tmp_path, strategies=({"name": "naive"},), **extra):
     ({"stream": [{"name": "mr", "data": {"dataset": "mr"}}, {"name": "mr", "data": {"dataset": "amazon"}}]},
      "duplicate task name(s) mr"),
     ({"strategies": [{"name": "ewc"}, {"name": "ewc"}]}, "ewc listed twice"),
-    ({"strategies": [{"name": "replay", "memory": 5}]}, "unknown key 'strategies.0.memory'"),
+    ({"strategies": [{"name": "replay", "memory": 5}]},
+     "unknown key 'strategies.0.memory' (did you mean 'memory_size'?)"),
+    ({"train": {"max_steps": 2, "lrr": 1e-3}},
+     "invalid continual recipe\n  unknown key 'train.lrr' (did you mean 'lr'?)"),
+    ({"model": {"bas": "minilm-l6"}}, "unknown key 'model.bas' (did you mean 'base'?)"),
+    ({"method": {"name": "lora", "rank": 4}}, "unknown key 'method.rank' (did you mean 'r'?)"),
     ({"stream": [{"name": "mr", "data": {"dataset": "mr", "max_train_sample": 5}}]},
      "stream[0] (mr): invalid configuration\n"
      "  unknown key 'data.max_train_sample' (did you mean 'max_train_samples'?)"),
@@ -235,6 +240,23 @@ def test_bad_recipes_are_refused_with_a_message_that_names_the_field(tmp_path, c
     with pytest.raises(ConfigError) as err:
         build_continual({**_raw(tmp_path), **change}, source="my.yaml")
     assert message in str(err.value) and str(err.value).startswith("my.yaml")
+
+
+def test_the_shipped_stream_recipes_resolve_to_typed_train_configs():
+    import yaml
+
+    from tunecraft.continual import load_continual
+    from tunecraft.continual.recipe import dump_continual
+
+    config = load_continual("recipes/sentiment-stream.yaml")
+    assert config.train.max_steps == 60 and config.model.max_length == 64 and config.method.name == "full"
+    amazon = config.task_config(1, "naive")
+    assert amazon.data.dataset == "amazon" and amazon.data.max_train_samples == 1000
+    assert amazon.train.max_steps == 60 and amazon.train.lr == 5e-5 and amazon.train.tensorboard is False
+    assert amazon.data.split.validation == 0.0 and amazon.train.early_stopping.metric == "accuracy"
+    for recipe in ("recipes/sentiment-stream.yaml", "recipes/mixed-stream.yaml"):  # the saved config.yaml reloads
+        config = load_continual(recipe)
+        assert build_continual(yaml.safe_load(dump_continual(config))) == config
 
 
 def test_missing_stream_and_cli_errors(tmp_path, capsys):

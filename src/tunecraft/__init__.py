@@ -40,6 +40,10 @@ def _public(name):
         from .pretrain.tokenizer import train_tokenizer
 
         return train_tokenizer
+    if name == "compress":  # the subpackage: tunecraft.compress.compress(run, [...]) after `import tunecraft`
+        import importlib
+
+        return importlib.import_module(".compress", __name__)
     if name in ("load_config", "build_config"):
         from . import config
 

@@ -1,4 +1,8 @@
-"""The command line: a thin layer over tunecraft's Python functions."""
+"""The command line: a thin layer over tunecraft's Python functions.
+
+Recipe commands take `RECIPE [key=value ...]` (the recipe's own settings classes validate them); the options
+of `serve` and `compress` are generated from their settings classes (`settings.add_options`), so each
+default and doc lives once, beside its field."""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ import sys
 from pathlib import Path
 
 from .errors import TunecraftError
+from .settings import add_options, from_args
 
 
 def _cmd_train(args) -> int:
@@ -122,7 +127,7 @@ def _cmd_continual(args) -> int:
 
     config = load_continual(args.recipe, args.overrides)
     if args.no_progress:
-        config.train["progress"] = False
+        config.train.progress = False
     results = run_continual(config, overwrite=args.overwrite)
     print("\n" + "  ".join(COMPARISON_HEADER[:4]))
     for row in comparison_rows(results):
@@ -208,30 +213,22 @@ def _cmd_explain(args) -> int:
 
 
 def _cmd_serve(args) -> int:
-    from .serve.app import ServeSettings, serve
+    from .serve.app import serve
+    from .serve.settings import ServeSettings
 
-    settings = ServeSettings(
-        run=args.run, host=args.host, port=args.port, workers=args.workers, batching=not args.no_batching,
-        max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms, max_body_bytes=args.max_body_bytes,
-        max_texts=args.max_texts, max_input_tokens=args.max_input_tokens,
-        api_key=args.api_key or os.environ.get("TUNECRAFT_API_KEY") or None, feedback_db=args.feedback_db,
-        precision=args.precision, drain_seconds=args.drain_seconds,
-    )
-    serve(settings)
+    key = args.api_key or os.environ.get("TUNECRAFT_API_KEY") or None
+    serve(from_args(ServeSettings, args, api_key=key))
     return 0
 
 
 def _cmd_compress(args) -> int:
-    from .compress import Options, compress
+    from .compress.settings import Options
 
-    options = Options(distill_epochs=args.distill_epochs, distill_max_steps=args.distill_max_steps,
-                      temperature=args.temperature, distill_weight=args.distill_weight, distill_lr=args.distill_lr,
-                      recover_steps=args.recover_steps, calibration_samples=args.calibration_samples,
-                      onnx_tolerance=args.onnx_tolerance)
+    options = from_args(Options, args)  # checked before the jobs (and torch) are imported
+    from .compress.job import compress
+
     result = compress(args.run, args.variants, out=args.out, options=options, measure=not args.no_bench,
-                      threads=args.threads, latency_samples=args.latency_samples, rounds=args.rounds,
-                      overwrite=args.overwrite,
-                      progress=not args.no_progress)
+                      overwrite=args.overwrite, progress=not args.no_progress)
     for name, folder in result["folders"].items():
         print(f"{name}: {folder}")
     if "measured" in result:
@@ -261,11 +258,39 @@ def _cmd_assets(args) -> int:
 def _cmd_report(args) -> int:
     from .evaluate.compare import compare_runs
 
-    result = compare_runs(args.runs, args.out)
+    # a glob such as runs/* also catches earlier report folders: skip what is not a run folder, unless
+    # nothing else is left (then compare_runs says what is wrong with the first)
+    runs = [r for r in args.runs if (Path(r) / "summary.json").is_file() or (Path(r) / "config.yaml").is_file()]
+    for skipped in (r for r in args.runs if runs and r not in runs):
+        if not (args.out and Path(skipped).resolve() == Path(args.out).resolve()):
+            print(f"note: skipping {skipped} (not a run folder: no summary.json or config.yaml)", file=sys.stderr)
+    result = compare_runs(runs or args.runs, args.out)
     print(result["markdown"], end="")
     for path in result.get("files", []):
         print(f"wrote {path}")
     return 0
+
+
+class CommandParser(argparse.ArgumentParser):
+    """A command's parser: options may come anywhere among the positionals (`predict RUN --json TEXT`), and
+    `build` adds the options when the command runs, so that a command whose options come from a settings
+    class imports that class (and torch behind it) only when it is the one asked for."""
+
+    def __init__(self, *args, build=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._build, self._intermixed = build, False
+
+    def parse_known_args(self, args=None, namespace=None):
+        if self._build is not None:
+            build, self._build = self._build, None
+            build(self)
+        if self._intermixed:  # argparse's intermixed parsing calls back into this method
+            return super().parse_known_args(args, namespace)
+        self._intermixed = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixed = False
 
 
 def recipe_command(sub, name: str, func, example: str, *, resume: bool = False, overwrite: str | None = None,
@@ -284,9 +309,27 @@ def recipe_command(sub, name: str, func, example: str, *, resume: bool = False, 
     return p
 
 
+def _serve_options(p: argparse.ArgumentParser) -> None:
+    from .serve.settings import ServeSettings
+
+    add_options(p, ServeSettings)
+
+
+def _compress_options(p: argparse.ArgumentParser) -> None:
+    from .compress.settings import Options
+
+    p.add_argument("run", help="a fine-tuned classification run folder")
+    p.add_argument("variants", nargs="+", help="e.g. int8 onnx distill-3l prune-50 (or all)")
+    p.add_argument("--out", help="folder for the variants and the report (default: RUN/compressed)")
+    add_options(p, Options)
+    p.add_argument("--no-bench", action="store_true", help="make the variants, skip the measurements")
+    p.add_argument("--overwrite", action="store_true", help="replace existing variant folders")
+    p.add_argument("--no-progress", action="store_true")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tunecraft", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(prog="tunecraft", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=CommandParser)
 
     recipe_command(sub, "train", _cmd_train, "train.lr=3e-4 method.r=16", resume=True, overwrite="run folder",
                    help="fine-tune and evaluate from a recipe")
@@ -368,47 +411,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-color", action="store_true")
     p.set_defaults(func=_cmd_explain)
 
-    p = sub.add_parser("serve", help="serve a run over HTTP (FastAPI): /v1/classify, /v1/feedback, /health, /metrics")
-    p.add_argument("run")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--workers", type=int, default=1)
-    p.add_argument("--no-batching", action="store_true", help="one forward pass per request item")
-    p.add_argument("--max-batch-size", type=int, default=32)
-    p.add_argument("--max-wait-ms", type=float, default=0.0,
-                   help="extra wait for a fuller batch (default 0: batch what queued during the last pass)")
-    p.add_argument("--max-body-bytes", type=int, default=1_000_000)
-    p.add_argument("--max-texts", type=int, default=64)
-    p.add_argument("--max-input-tokens", type=int, default=512)
-    p.add_argument("--api-key", help="require this key (X-API-Key or Authorization: Bearer); "
-                                     "default: $TUNECRAFT_API_KEY, else no key")
-    p.add_argument("--feedback-db", help="SQLite file for /v1/feedback (default: RUN/feedback.sqlite)")
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
-    p.add_argument("--drain-seconds", type=float, default=30, help="graceful-shutdown drain limit")
+    p = sub.add_parser("serve", help="serve a run over HTTP (FastAPI): /v1/classify, /v1/feedback, /health, /metrics",
+                       build=_serve_options)
     p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser("compress", help="distil, prune, quantize or export a run; measure every variant",
                        description="Variants: int8, onnx, onnx-int8-dynamic, onnx-int8-static, distill-<N>l, "
                                    "distill-<N>l-int8, prune-<percent>, heads-<percent>, layers-<N>, all. "
                                    "Each is written to RUN/compressed/<variant>/ (a folder eval, predict and "
-                                   "serve accept), then all are measured in one run: RUN/compressed/report.md.")
-    p.add_argument("run")
-    p.add_argument("variants", nargs="+", help="e.g. int8 onnx distill-3l prune-50 (or all)")
-    p.add_argument("--out", help="folder for the variants and the report (default: RUN/compressed)")
-    p.add_argument("--distill-epochs", type=float, default=3)
-    p.add_argument("--distill-max-steps", type=int, help="optimizer steps (overrides --distill-epochs)")
-    p.add_argument("--distill-lr", type=float, default=1e-4)
-    p.add_argument("--temperature", type=float, default=2.0, help="distillation temperature T")
-    p.add_argument("--distill-weight", type=float, default=1.0, help="weight of the T²·KL term (hard CE: 1)")
-    p.add_argument("--recover-steps", type=int, default=0, help="recovery fine-tuning steps after pruning")
-    p.add_argument("--calibration-samples", type=int, default=256, help="training examples for static int8")
-    p.add_argument("--onnx-tolerance", type=float, default=1e-4, help="max |logit difference| ONNX vs PyTorch")
-    p.add_argument("--threads", type=int, default=2, help="torch / ONNX Runtime threads while measuring")
-    p.add_argument("--latency-samples", type=int, default=200, help="batch-1 sentences per measuring round")
-    p.add_argument("--rounds", type=int, default=5, help="interleaved measuring rounds over all variants")
-    p.add_argument("--no-bench", action="store_true", help="make the variants, skip the measurements")
-    p.add_argument("--overwrite", action="store_true", help="replace existing variant folders")
-    p.add_argument("--no-progress", action="store_true")
+                                   "serve accept), then all are measured in one run: RUN/compressed/report.md.",
+                       build=_compress_options)
     p.set_defaults(func=_cmd_compress)
 
     p = sub.add_parser("report", help="compare finished runs in one table (method, parameters, score, time, "

@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import difflib
+import types
 import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from .errors import ConfigError
 from .methods import MethodConfig
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+from .settings import Strict
 
 
 class ModelConfig(Strict):
@@ -345,25 +343,50 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     return raw
 
 
-def _fields_at(loc: tuple, root: type[BaseModel] | None = None) -> list[str]:
-    """The valid field names of the section that `loc` (a pydantic error location) points into."""
-    cls: type[BaseModel] = root or RunConfig
-    for part in loc[:-1]:
-        field = cls.model_fields.get(str(part))
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """The settings classes an annotation holds (through Optional, list, dict, Annotated and unions)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in typing.get_args(annotation) for m in _models_in(arg)]
+
+
+def _tag(cls: type[BaseModel]) -> str | None:
+    """The `name` a class of a tagged union (methods, strategies) answers to."""
+    field = cls.model_fields.get("name")
+    return field.default if field is not None and typing.get_origin(field.annotation) is Literal else None
+
+
+def _walk(loc: tuple, root: type[BaseModel]) -> tuple[str, list[str]]:
+    """A pydantic error location → (the dotted key, without the union tags pydantic inserts; the valid field
+    names of the section the key's last part is in)."""
+    candidates, key, mapping_key = [root], [], False
+    for i, part in enumerate(loc):
+        if isinstance(part, int) or mapping_key:  # a list index or a dict key: stays in the key
+            key.append(str(part))
+            mapping_key = False
+            continue
+        by_tag = {_tag(c): c for c in candidates}
+        if len(candidates) > 1 and part in by_tag:
+            candidates = [by_tag[part]]
+            continue
+        key.append(str(part))
+        field = candidates[0].model_fields.get(str(part)) if len(candidates) == 1 else None
+        if i == len(loc) - 1:
+            break
         if field is None:
-            # a tagged union inserts the tag (method name) into the location
-            by_tag = {c.model_fields["name"].default: c for c in typing.get_args(MethodConfig)}
-            if part in by_tag:
-                cls = by_tag[part]
-                continue
-            return []
-        ann = field.annotation
-        candidates = [ann, *typing.get_args(ann)]
-        models = [c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)]
-        if not models:
-            return []
-        cls = models[0]
-    return list(cls.model_fields)
+            return ".".join(str(p) for p in loc), []
+        candidates = _models_in(field.annotation)
+        mapping_key = typing.get_origin(_plain(field.annotation)) is dict
+        if not candidates:
+            return ".".join(key), []
+    return ".".join(key), list(candidates[0].model_fields) if len(candidates) == 1 else []
+
+
+def _plain(annotation: Any) -> Any:
+    """`X | None` → X."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    return args[0] if typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(args) == 1 \
+        else annotation
 
 
 def _closest(word: str, valid: list[str]) -> list[str]:
@@ -373,40 +396,44 @@ def _closest(word: str, valid: list[str]) -> list[str]:
     return close
 
 
-def _format_errors(err: ValidationError, source: str, root: type[BaseModel] | None = None) -> str:
-    lines = [f"{source}: invalid configuration"]
+def format_errors(err: ValidationError, source: str, root: type[BaseModel] = RunConfig, what: str = "configuration",
+                  tagged: dict[str, str] | None = None) -> str:
+    """A recipe's validation errors, one line each, naming the dotted key (and for an unknown key the closest
+    valid one). `tagged`: a tagged union's section → what its `name` picks, e.g. {"method": "method"}."""
+    tagged = tagged or {"method": "method"}
+    lines = [f"{source}: invalid {what}"]
     for e in err.errors():
-        loc = tuple(e["loc"])
-        tags = _method_tags()
-        key = ".".join(str(p) for i, p in enumerate(loc) if not (i == 1 and loc[0] == "method" and p in tags))
+        key, valid = _walk(tuple(e["loc"]), root)
         if e["type"] == "extra_forbidden":
-            valid = _fields_at(loc, root)
-            close = _closest(str(loc[-1]), valid)
+            close = _closest(key.rsplit(".", 1)[-1], valid)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             lines.append(f"  unknown key '{key}'{hint}; valid keys here: {', '.join(valid)}")
         elif e["type"] == "union_tag_invalid":
-            lines.append(f"  {key}: {e['msg']}")
-        elif not loc:  # a check across sections (RunConfig's own validator): the message names the key
+            kind = tagged.get(key.split(".")[0], "name")
+            expected = ", ".join(t.strip("'") for t in e["ctx"]["expected_tags"].split(", "))
+            lines.append(f"  {key}: unknown {kind} {e['ctx']['tag']!r}; choose one of {expected}")
+        elif e["type"] == "value_error" and not key:
             lines.append(f"  {e['msg'].removeprefix('Value error, ')}")
         else:
             lines.append(f"  {key}: {e['msg']} (got {e.get('input')!r})")
     return "\n".join(lines)
 
 
-def _method_tags() -> set[str]:
-    return {c.model_fields["name"].default for c in typing.get_args(MethodConfig)}
+def with_method_name(raw: dict) -> dict:
+    """A recipe's `method:` section without a name is full fine-tuning."""
+    method = raw.get("method")
+    if isinstance(method, dict) and "name" not in method:
+        method["name"] = "full"
+    return raw
 
 
 def build_config(raw: dict, source: str = "config") -> RunConfig:
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: a recipe must be a YAML mapping of sections, got {type(raw).__name__}")
-    method = raw.get("method")
-    if isinstance(method, dict) and "name" not in method:
-        method["name"] = "full"
     try:
-        return RunConfig.model_validate(raw)
+        return RunConfig.model_validate(with_method_name(raw))
     except ValidationError as err:
-        raise ConfigError(_format_errors(err, source)) from None
+        raise ConfigError(format_errors(err, source)) from None
 
 
 def read_recipe(path: str | Path, overrides: list[str] | None = None):
@@ -433,7 +460,7 @@ def load_recipe(path: str | Path, overrides: list[str] | None, cls: type[BaseMod
     try:
         return cls.model_validate(raw)
     except ValidationError as err:
-        raise ConfigError(_format_errors(err, str(path), cls)) from None
+        raise ConfigError(format_errors(err, str(path), cls)) from None
 
 
 def dump_config(config: BaseModel) -> str:

@@ -4,11 +4,9 @@ loop, through one extra loss term (temperature-scaled KL between the logits) nex
 from __future__ import annotations
 
 import copy
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 from transformers import AutoModelForSequenceClassification
 
@@ -17,23 +15,7 @@ from ..evaluate.inference import autocast_context
 from ..methods.base import transformer_layers
 from ..models import TrainedModel
 from .prune import keep_layers
-
-
-class DistillSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    layers: int = Field(3, ge=1)
-    """Transformer layers of the student."""
-    init: Literal["teacher", "scratch"] = "teacher"
-    """teacher: copy the embeddings, head and every other teacher layer; scratch: random weights."""
-    layer_map: list[int] | None = None
-    """Which teacher layers the student starts from (default: evenly spaced from the first, 0,2,4 of 6)."""
-    temperature: float = Field(2.0, gt=0)
-    weight: float = Field(1.0, ge=0)
-    """Weight of the T²-scaled KL term; the hard-label cross-entropy has weight 1."""
-    epochs: float = Field(3, gt=0)
-    max_steps: int | None = Field(None, ge=1)
-    lr: float = Field(1e-4, gt=0)
-    batch_size: int = Field(32, ge=1)
+from .settings import DistillSettings
 
 
 def student_layers(teacher_layers: int, settings: DistillSettings) -> list[int]:

@@ -44,6 +44,7 @@ from .prune import prune as prune_model
 from .prune import save as save_pruned
 from .quantize import QuantizeSettings
 from .quantize import make as make_int8
+from .settings import Options
 from .variant import update_meta
 
 ALL = ["int8", "onnx", "onnx-int8-dynamic", "onnx-int8-static", "distill-3l", "distill-3l-int8", "prune-50",
@@ -57,21 +58,6 @@ class Variant:
     settings: BaseModel
     source: str | None = None  # another variant's name; None: the run's own model
     needs: list[str] = field(default_factory=list)
-
-
-@dataclass
-class Options:
-    """Settings shared by the variants of one `compress` call."""
-
-    distill_epochs: float = 3
-    distill_max_steps: int | None = None
-    temperature: float = 2.0
-    distill_weight: float = 1.0
-    distill_lr: float = 1e-4
-    recover_steps: int = 0
-    recover_lr: float = 3e-5
-    calibration_samples: int = 256
-    onnx_tolerance: float = 1e-4
 
 
 PATTERNS = [
@@ -223,11 +209,11 @@ JOBS = {"distill": run_distill, "prune": run_prune, "quantize": run_quantize, "o
 
 
 def compress(run: str | Path, variants: list[str], out: str | Path | None = None, options: Options | None = None,
-             measure: bool = True, threads: int = 2, latency_samples: int = 200, rounds: int = 5,
-             overwrite: bool = False, progress: bool = True) -> dict:
+             measure: bool = True, overwrite: bool = False, progress: bool = True) -> dict:
     """Make each named variant of a fine-tuned run in <out>/<variant>/ (default RUN/compressed/), each a model
     or run folder that eval, predict and serve load; then measure them all against the original."""
     run = Path(run)
+    options = options or Options()
     run_model_dir(run)  # a clear error for a folder that is not a run
     plan = parse_variants(variants, options)
     out = Path(out) if out else run / "compressed"
@@ -243,8 +229,8 @@ def compress(run: str | Path, variants: list[str], out: str | Path | None = None
     result: dict = {"variants": made, "folders": {v.name: str(out / v.name) for v in plan}}
     if measure:
         folders = {"original": run, **{v.name: out / v.name for v in plan}}
-        measured = bench.benchmark(folders, ctx.test_enc, ctx.label_map, threads=threads,
-                                   latency_samples=latency_samples, rounds=rounds)
+        measured = bench.benchmark(folders, ctx.test_enc, ctx.label_map, threads=options.threads,
+                                   latency_samples=options.latency_samples, rounds=options.rounds)
         result["measured"] = measured
         result["report"] = str(bench.write(measured, out, run))
     write_text(out / "made.json", json.dumps(made, indent=2, default=str))

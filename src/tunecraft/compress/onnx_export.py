@@ -10,28 +10,18 @@ import tempfile
 import warnings
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 
 from ..data.dataset import Encoded, collate
 from ..errors import TunecraftError
 from ..models import TrainedModel
+from .settings import OnnxSettings
 from .variant import write_variant
 
 FORMAT = "onnx"
 WEIGHTS = "model.onnx"
-
-
-class OnnxSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    quantize: Literal["none", "dynamic", "static"] = "none"
-    tolerance: float = Field(1e-4, gt=0)
-    """fp32 export: the largest |logit difference| to PyTorch allowed on the check examples."""
-    calibration_samples: int = Field(256, ge=1)
-    """static int8: training examples whose activation ranges set the quantization scales."""
 
 
 class OrtModel:

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoConfig, AutoModelForSequenceClassification
@@ -22,26 +20,11 @@ from ..data.dataset import Encoded, collate
 from ..errors import ConfigError
 from ..methods.base import transformer_layers
 from ..models import TrainedModel
+from .settings import PruneSettings
 from .variant import write_variant
 
 FORMAT_HEADS = "pruned-heads"
 WEIGHTS = "model.safetensors"
-
-
-class PruneSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    kind: Literal["unstructured", "heads", "layers"]
-    sparsity: float = Field(0.5, gt=0, lt=1)
-    """unstructured: the fraction of the encoder's linear weights set to zero (global magnitude)."""
-    heads: float = Field(0.25, gt=0, lt=1)
-    """heads: the fraction of all attention heads removed (lowest importance first; each layer keeps one)."""
-    layers: int = Field(2, ge=1)
-    """layers: how many whole transformer layers are removed (those whose removal costs least)."""
-    importance_samples: int = Field(256, ge=8)
-    """Training examples used to score heads, validation examples used to score layers."""
-    recover_steps: int = Field(0, ge=0)
-    """Optimizer steps of recovery fine-tuning after pruning (0: none)."""
-    recover_lr: float = Field(3e-5, gt=0)
 
 
 # -- unstructured -----------------------------------------------------------------------------------------

@@ -13,21 +13,16 @@ import warnings
 from pathlib import Path
 
 import torch
-from pydantic import BaseModel, ConfigDict
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoConfig, AutoModelForSequenceClassification
 
 from ..models import TrainedModel
+from .settings import QuantizeSettings
 from .variant import write_variant
 
 FORMAT = "torch-int8"
 WEIGHTS = "model.int8.safetensors"
-
-
-class QuantizeSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    per_channel: bool = True
 
 
 def _quantize(model: nn.Module, per_channel: bool) -> nn.Module:

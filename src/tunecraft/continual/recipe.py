@@ -3,31 +3,39 @@
 from __future__ import annotations
 
 import copy
+import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
-from ..config import RunConfig, build_config, read_recipe
+from ..config import (
+    DataConfig,
+    ModelConfig,
+    RunConfig,
+    TrainConfig,
+    build_config,
+    format_errors,
+    read_recipe,
+    with_method_name,
+)
 from ..errors import ConfigError
+from ..methods import MethodConfig
+from ..settings import Strict
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
-
-
-class NaiveConfig(_Strict):
+class NaiveConfig(Strict):
     name: Literal["naive"] = "naive"
 
 
-class ReplayConfig(_Strict):
+class ReplayConfig(Strict):
     name: Literal["replay"] = "replay"
     memory_size: int = Field(200, ge=1)
     """Examples kept from earlier tasks (reservoir sampling over every training example seen)."""
 
 
-class EwcConfig(_Strict):
+class EwcConfig(Strict):
     name: Literal["ewc"] = "ewc"
     strength: float = Field(1e7, gt=0)
     """λ of the penalty λ/2 · Σ F_k (θ_k − θ*_k)². The empirical Fisher of a fine-tuned MiniLM-L6 is small
@@ -37,14 +45,14 @@ class EwcConfig(_Strict):
     """Training examples of each finished task whose per-example gradients estimate the diagonal Fisher."""
 
 
-class LwfConfig(_Strict):
+class LwfConfig(Strict):
     name: Literal["lwf"] = "lwf"
     strength: float = Field(1.0, gt=0)
     """Weight of the distillation term (per example, like the task loss)."""
     temperature: float = Field(2.0, gt=0)
 
 
-class AdaptersConfig(_Strict):
+class AdaptersConfig(Strict):
     name: Literal["adapters"] = "adapters"
     r: int = Field(8, ge=1)
     alpha: float = Field(16, gt=0)
@@ -57,23 +65,26 @@ STRATEGY_NAMES = [c.model_fields["name"].default for c in (NaiveConfig, ReplayCo
                                                              AdaptersConfig)]
 
 
-class StreamTask(_Strict):
+class StreamTask(Strict):
     name: str = Field(min_length=1)
     """The task id: names its run folders, its row/column of the accuracy matrix, and its adapter."""
     data: dict[str, Any] = Field(default_factory=dict)
     """A data section (as in `tunecraft train`), laid over the recipe's shared `data` section."""
 
 
-class ContinualConfig(_Strict):
+class ContinualConfig(Strict):
     name: str = "continual"
     output_dir: str = "runs"
     seed: int = 42
     task: Literal["classification"] = "classification"
-    model: dict[str, Any] = Field(default_factory=dict)
-    method: dict[str, Any] = Field(default_factory=lambda: {"name": "full"})
+    model: ModelConfig = ModelConfig()
+    method: Annotated[MethodConfig, Field(discriminator="name")] = Field(
+        default_factory=lambda: typing.get_args(MethodConfig)[0]()
+    )
     """The method the sequential strategies train with (the adapters strategy always uses LoRA)."""
-    train: dict[str, Any] = Field(default_factory=dict)
-    data: dict[str, Any] = Field(default_factory=dict)
+    train: TrainConfig = TrainConfig()
+    """The training settings of every task (as in `tunecraft train`)."""
+    data: DataConfig = DataConfig()
     """Data settings shared by every task of the stream (each task's own `data` wins)."""
     stream: list[StreamTask]
     strategies: list[Annotated[StrategyConfig, Field(discriminator="name")]] = Field(
@@ -103,11 +114,13 @@ class ContinualConfig(_Strict):
                     method: dict | None = None, train: dict | None = None) -> RunConfig:
         """The `tunecraft train` config of stream task `index` under `strategy` (validated, errors name it)."""
         entry = self.stream[index]
+        # the sections as the recipe gave them (unset keys keep the train recipe's defaults)
+        given = self.model_dump(mode="json", exclude_unset=True, include={"model", "train", "data"})
         raw = {"name": f"{index}-{entry.name}", "output_dir": str(self.run_dir / strategy), "seed": self.seed,
-               "task": self.task, "model": copy.deepcopy(self.model),
-               "method": copy.deepcopy(method if method is not None else self.method),
-               "train": {**copy.deepcopy(self.train), **(train or {})},
-               "data": _merge(self.data, entry.data)}
+               "task": self.task, "model": given.get("model", {}),
+               "method": copy.deepcopy(method) if method is not None else self.method.model_dump(mode="json"),
+               "train": {**given.get("train", {}), **(train or {})},
+               "data": _merge(given.get("data", {}), entry.data)}
         # the stream's own test splits are scored by the stream; no validation-based model selection, so
         # every strategy ends a task on the weights of its last step
         raw["data"].setdefault("split", {})["validation"] = 0.0
@@ -125,22 +138,6 @@ def _merge(base: dict, over: dict) -> dict:
     return out
 
 
-def _format(err: ValidationError, source: str) -> str:
-    lines = [f"{source}: invalid continual recipe"]
-    for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"] if not (isinstance(p, str) and p in STRATEGY_NAMES))
-        if e["type"] == "extra_forbidden":
-            lines.append(f"  unknown key '{key}'")
-        elif e["type"] == "union_tag_invalid":
-            lines.append(f"  {key}: unknown strategy {e['input'].get('name')!r}; "
-                         f"choose one of {', '.join(STRATEGY_NAMES)}")
-        elif e["type"] == "value_error":
-            lines.append(f"  {e['msg'].removeprefix('Value error, ')}")
-        else:
-            lines.append(f"  {key}: {e['msg']} (got {e.get('input')!r})")
-    return "\n".join(lines)
-
-
 def build_continual(raw: dict, source: str = "recipe") -> ContinualConfig:
     """Validate a continual recipe and every task's train config (so a bad task fails before any training)."""
     if not isinstance(raw, dict):
@@ -148,9 +145,10 @@ def build_continual(raw: dict, source: str = "recipe") -> ContinualConfig:
     if "stream" not in raw:
         raise ConfigError(f"{source}: missing 'stream' (the list of tasks to learn one after another)")
     try:
-        config = ContinualConfig.model_validate(raw)
+        config = ContinualConfig.model_validate(with_method_name(raw))
     except ValidationError as err:
-        raise ConfigError(_format(err, source)) from None
+        raise ConfigError(format_errors(err, source, ContinualConfig, "continual recipe",
+                                        {"method": "method", "strategies": "strategy"})) from None
     for i in range(len(config.stream)):
         config.task_config(i, "check", source)
     return config

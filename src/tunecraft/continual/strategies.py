@@ -57,7 +57,7 @@ class Stream:
     def fresh_model(self, task: LoadedTask) -> nn.Module:
         """The base with a new head, initialised from the recipe's seed (the same for every strategy)."""
         transformers.set_seed(self.config.seed)
-        return classification.build_model(self.base, task.data.label_map, self.config.model.get("dropout"))
+        return classification.build_model(self.base, task.data.label_map, self.config.model.dropout)
 
 
 def training_data(task: LoadedTask, extra: list | None = None):
@@ -119,7 +119,7 @@ class Sequential(Strategy):
         self.heads: dict[tuple[str, ...], nn.Module] = {}
 
     def check(self) -> None:
-        method = self.stream.config.method.get("name", "full")
+        method = self.stream.config.method.name
         if method not in ("full", "freeze"):
             raise ConfigError(f"method.name: the {self.name} strategy trains one model in place and needs "
                               f"method full or freeze, not '{method}' (per-task LoRA is the adapters strategy)")

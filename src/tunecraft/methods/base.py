@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict
 from torch import nn
 
+from ..settings import Strict
 
-class MethodSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+class MethodSettings(Strict):
+    """The settings of one method (its recipe `method:` section)."""
 
 
 class Method:

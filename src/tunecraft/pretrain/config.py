@@ -7,7 +7,8 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from ..config import EarlyStoppingConfig, SplitConfig, Strict, TrainConfig
+from ..config import EarlyStoppingConfig, SplitConfig, TrainConfig
+from ..settings import Strict
 
 
 class CorpusConfig(Strict):

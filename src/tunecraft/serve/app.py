@@ -16,7 +16,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import TunecraftError
@@ -26,6 +26,7 @@ from ..train.precision import resolve as resolve_precision
 from ..trained import load_trained
 from .batching import MicroBatcher
 from .feedback import FeedbackStore
+from .settings import ServeSettings
 
 access_log = logging.getLogger("tunecraft.access")
 
@@ -38,28 +39,6 @@ def configure_access_log() -> None:
         access_log.addHandler(handler)
         access_log.setLevel(logging.INFO)
         access_log.propagate = False
-
-
-class ServeSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    run: str
-    host: str = "127.0.0.1"
-    port: int = Field(8000, ge=0, le=65535)
-    workers: int = Field(1, ge=1)
-    batching: bool = True
-    max_batch_size: int = Field(32, ge=1)
-    max_wait_ms: float = Field(0.0, ge=0)
-    """Extra wait for a fuller batch; 0 batches only what queued up while the last batch ran."""
-    max_body_bytes: int = Field(1_000_000, ge=1)
-    max_texts: int = Field(64, ge=1)
-    max_input_tokens: int = Field(512, ge=1)
-    """Texts longer than this many tokens are refused (422); shorter ones are cut to the model's max_length,
-    exactly as `tunecraft predict` does."""
-    api_key: str | None = None
-    feedback_db: str | None = None
-    """Default: <run>/feedback.sqlite."""
-    precision: str = "auto"
-    drain_seconds: float = Field(30, ge=0)
 
 
 # -- the core's own routes ---------------------------------------------------------------------------------

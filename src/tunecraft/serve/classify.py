@@ -10,10 +10,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..data import LabelMap
 from ..data.dataset import Encoded, tokenize
 from ..evaluate.inference import predict_logits
+from ..settings import Strict
 
 
-class ClassifyRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"example": {"texts": ["a gorgeous, witty film"]}})
+class ClassifyRequest(Strict):
+    model_config = ConfigDict(json_schema_extra={"example": {"texts": ["a gorgeous, witty film"]}})
     texts: list[str] = Field(min_length=1)
     text_pairs: list[str] | None = None
 
@@ -29,8 +30,7 @@ class ClassifyResponse(BaseModel):
     predictions: list[Prediction]
 
 
-class FeedbackRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class FeedbackRequest(Strict):
     text: str = Field(min_length=1)
     text_pair: str | None = None
     prediction: str | None = None

@@ -7,11 +7,11 @@ from fastapi import APIRouter, Depends, HTTPException
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..data.ner import Sentence, split_words
+from ..settings import Strict
 
 
-class EntitiesRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid",
-                              json_schema_extra={"example": {"texts": ["Ana Lima flew to New York."]}})
+class EntitiesRequest(Strict):
+    model_config = ConfigDict(json_schema_extra={"example": {"texts": ["Ana Lima flew to New York."]}})
     texts: list[str] = Field(min_length=1)
 
 

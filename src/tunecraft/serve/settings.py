@@ -1,0 +1,45 @@
+"""How `tunecraft serve` runs: the server's settings (light: the command line reads them without torch)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from ..settings import Strict
+
+
+class ServeSettings(Strict):
+    """The settings of one server; `tunecraft serve`'s options are generated from these fields."""
+
+    run: str
+    """The run folder (or compressed variant folder) to serve."""
+    host: str = "127.0.0.1"
+    """The address to bind (0.0.0.0: every interface)."""
+    port: int = Field(8000, ge=0, le=65535)
+    """The port to listen on."""
+    workers: int = Field(1, ge=1)
+    """Server processes (uvicorn workers), each with its own copy of the model and an equal share of the cores."""
+    batching: bool = True
+    """Put the items of concurrent requests through the model together (off: one forward pass per request
+    item)."""
+    max_batch_size: int = Field(32, ge=1)
+    """Items per forward pass at most."""
+    max_wait_ms: float = Field(0.0, ge=0)
+    """Extra wait for a fuller batch; 0 batches only what queued up while the last batch ran."""
+    max_body_bytes: int = Field(1_000_000, ge=1)
+    """Larger request bodies are refused (413)."""
+    max_texts: int = Field(64, ge=1)
+    """Texts per request at most (more: 413)."""
+    max_input_tokens: int = Field(512, ge=1)
+    """Texts longer than this many tokens are refused (422); shorter ones are cut to the model's max_length,
+    exactly as `tunecraft predict` does."""
+    api_key: str | None = None
+    """Require this key (X-API-Key or Authorization: Bearer); the command line's default is
+    $TUNECRAFT_API_KEY, else no key."""
+    feedback_db: str | None = None
+    """SQLite file for /v1/feedback (default: <run>/feedback.sqlite)."""
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    """auto: bf16 where the hardware has it, else fp32."""
+    drain_seconds: float = Field(30, ge=0)
+    """Graceful shutdown: how long requests in flight may take to finish."""

@@ -1,0 +1,96 @@
+"""The strict pydantic base every settings class derives from, and the generation of command-line options
+from settings classes.
+
+Why argparse generated from the pydantic models, not typer: typer would build the options from function
+signatures, so every default and doc would live a second time beside the settings class; its parsing also
+differs from the `RECIPE [key=value ...]` commands (which stay argparse). `add_options` is the small piece
+that reads a class's fields instead: flag name, type, choices (a Literal), limits, doc and default all come
+from the field, so they live once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import types
+import typing
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic.fields import FieldInfo
+
+from .errors import ConfigError
+
+
+class Strict(BaseModel):
+    """A settings section that refuses unknown keys (a typo is an error, never a silently ignored value).
+    A field's docstring is its description: the same text in `--help`, the OpenAPI page and the docs."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), use_attribute_docstrings=True)
+
+
+def borrow(cls: type[BaseModel], name: str) -> Any:
+    """Field `name` of `cls` (default, limits, doc), for a class that sets it on that class's behalf: the
+    value has one default, in the class that uses it."""
+    return copy.deepcopy(cls.model_fields[name])
+
+
+def _value_type(annotation: Any) -> Any:
+    """`int | None` → int; other annotations as they are."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return annotation
+
+
+def _help(field: FieldInfo, shown_default: Any) -> str:
+    text = (field.description or "").strip().replace("\n", " ").replace("%", "%%")
+    if shown_default is not None:
+        text = f"{text} (default: {shown_default})" if text else f"default: {shown_default}"
+    return text
+
+
+def add_options(parser: argparse.ArgumentParser, cls: type[BaseModel], *, skip: tuple[str, ...] = ()) -> None:
+    """One command-line option per field of `cls` (required fields become positionals, in order): `--name`
+    typed from the annotation, choices from a Literal, help from the field's doc and default; a bool that is
+    on by default becomes `--no-name`. Options not given are left out (None), so the class fills in its own
+    default; build the settings with `from_args`."""
+    for name, field in cls.model_fields.items():
+        if name in skip:
+            continue
+        kind = _value_type(field.annotation)
+        if kind not in (str, int, float, bool) and typing.get_origin(kind) is not Literal:
+            raise TypeError(f"{cls.__name__}.{name}: no command-line form for {field.annotation} (skip it)")
+        if field.is_required():
+            parser.add_argument(name, type=kind, help=_help(field, None))
+            continue
+        flag = "--" + name.replace("_", "-")
+        default = field.get_default(call_default_factory=False)
+        if kind is bool:
+            if default is True:
+                parser.add_argument("--no-" + flag[2:], dest=name, action="store_false", default=None,
+                                    help=_help(field, "on"))
+            else:
+                parser.add_argument(flag, dest=name, action="store_true", default=None, help=_help(field, None))
+        elif typing.get_origin(kind) is Literal:
+            choices = list(typing.get_args(kind))
+            parser.add_argument(flag, dest=name, choices=choices, type=type(choices[0]), default=None,
+                                help=_help(field, default))
+        else:
+            parser.add_argument(flag, dest=name, type=kind, default=None, help=_help(field, default))
+
+
+def from_args(cls: type[BaseModel], args: argparse.Namespace, **values: Any):
+    """`cls` from the options `add_options` made (those given) and `values`; invalid ones name their flag."""
+    given = {k: getattr(args, k) for k in cls.model_fields if getattr(args, k, None) is not None}
+    try:
+        return cls(**{**given, **values})
+    except ValidationError as err:
+        problems = []
+        for e in err.errors():
+            name = str(e["loc"][0]) if e["loc"] else ""
+            field = cls.model_fields.get(name)
+            flag = name if field is not None and field.is_required() else "--" + name.replace("_", "-")
+            problems.append(f"{flag}: {e['msg']} (got {e.get('input')!r})")
+        raise ConfigError("; ".join(problems)) from None
