@@ -119,7 +119,7 @@ def _limit(examples: list[Example], n: int | None, seed: int) -> list[Example]:
 
 def load_classification_data(cfg) -> ClassificationData:
     """Build train/validation/test from a DataConfig: a bundled set or the user's files."""
-    cols = Columns(cfg.text_column, cfg.label_column, cfg.text_pair_column)
+    cols = Columns(cfg.text_column, cfg.label_column, cfg.text_pair_column, cfg.missing_labels)
     split = cfg.split
     if cfg.train:
         train = read_examples(cfg.train, cols, cfg.format)
