@@ -216,7 +216,8 @@ def _cmd_serve(args) -> int:
     settings = ServeSettings(
         run=args.run, host=args.host, port=args.port, workers=args.workers, batching=not args.no_batching,
         max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms, max_body_bytes=args.max_body_bytes,
-        max_texts=args.max_texts, max_input_tokens=args.max_input_tokens,
+        max_texts=args.max_texts, body_timeout=args.body_timeout, keep_alive=args.keep_alive,
+        max_connections=args.max_connections,
         api_key=args.api_key or os.environ.get("TUNECRAFT_API_KEY") or None, feedback_db=args.feedback_db,
         precision=args.precision, drain_seconds=args.drain_seconds,
     )
@@ -371,7 +372,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-color", action="store_true")
     p.set_defaults(func=_cmd_explain)
 
-    p = sub.add_parser("serve", help="serve a run over HTTP (FastAPI): /v1/classify, /v1/feedback, /health, /metrics")
+    p = sub.add_parser("serve", help="serve a run over HTTP (FastAPI): /v1/classify, /v1/feedback, /health, /metrics",
+                       description="A text longer than the model's max_length tokens is cut to it, as `tunecraft "
+                                   "predict` cuts it, and its prediction says \"truncated\": true. Bad requests get "
+                                   "4xx with a message: docs/serving.md lists them.")
     p.add_argument("run")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
@@ -382,7 +386,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="extra wait for a fuller batch (default 0: batch what queued during the last pass)")
     p.add_argument("--max-body-bytes", type=int, default=1_000_000)
     p.add_argument("--max-texts", type=int, default=64)
-    p.add_argument("--max-input-tokens", type=int, default=512)
+    p.add_argument("--body-timeout", type=float, default=10.0,
+                   help="seconds a request body may take to arrive (then 408 and the connection closes; default 10)")
+    p.add_argument("--keep-alive", type=float, default=5.0, help="seconds an idle connection stays open (default 5)")
+    p.add_argument("--max-connections", type=int, default=128,
+                   help="open connections per worker; requests over it get 503 (default 128)")
     p.add_argument("--api-key", help="require this key (X-API-Key or Authorization: Bearer); "
                                      "default: $TUNECRAFT_API_KEY, else no key")
     p.add_argument("--feedback-db", help="SQLite file for /v1/feedback (default: RUN/feedback.sqlite)")

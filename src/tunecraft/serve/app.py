@@ -23,6 +23,7 @@ from ..evaluate.inference import predict_logits
 from ..models import load_trained
 from ..tasks import get_task
 from ..train.precision import resolve as resolve_precision
+from . import guards
 from .batching import MicroBatcher
 from .feedback import FeedbackStore
 
@@ -51,9 +52,12 @@ class ServeSettings(BaseModel):
     """Extra wait for a fuller batch; 0 batches only what queued up while the last batch ran."""
     max_body_bytes: int = Field(1_000_000, ge=1)
     max_texts: int = Field(64, ge=1)
-    max_input_tokens: int = Field(512, ge=1)
-    """Texts longer than this many tokens are refused (422); shorter ones are cut to the model's max_length,
-    exactly as `tunecraft predict` does."""
+    body_timeout: float = Field(10.0, gt=0)
+    """Seconds a request's body may take to arrive after its headers; then 408 and the connection closes."""
+    keep_alive: float = Field(5.0, gt=0)
+    """Seconds an idle keep-alive connection stays open between requests."""
+    max_connections: int = Field(128, ge=1)
+    """Open connections per worker; a request that arrives over it is answered 503."""
     api_key: str | None = None
     feedback_db: str | None = None
     """Default: <run>/feedback.sqlite."""
@@ -73,6 +77,8 @@ class Prediction(BaseModel):
     label: str
     score: float
     probabilities: dict[str, float]
+    truncated: bool = False
+    """The text (with its pair) was longer than the model's max_length tokens and only its start was read."""
 
 
 class ClassifyResponse(BaseModel):
@@ -143,7 +149,6 @@ class ClassifierService:
         self.labels = LabelMap(self.meta["labels"])
         self.task = get_task(self.meta["task"])
         self.pairs = self.meta.get("text_pair_column") is not None
-        self.max_input_tokens = settings.max_input_tokens
         _, self.dtype = resolve_precision(settings.precision)
 
     @property
@@ -155,28 +160,25 @@ class ClassifierService:
             self.infer(self.tokenize(["warm-up"] * size, ["warm-up"] * size if self.pairs else None))
 
     def tokenize(self, texts: list[str], pairs: list[str] | None) -> list:
+        """Classification: (ids, type ids, whether it was cut) per text; a text longer than the model's max_length
+        is cut to it, as `tunecraft predict` and training cut it. NER: sentences of words, tagged whole in
+        overlapping windows."""
         if self.ner:
             return self.split(texts)
         ids, types, lengths = tokenize(self.tokenizer, texts, pairs, self.meta["max_length"])
-        for i, n in enumerate(lengths):
-            if n > self.max_input_tokens:
-                raise HTTPException(422, f"texts[{i}] has {n} tokens; the limit is {self.max_input_tokens}")
-        return [(x, types[i] if types else None) for i, x in enumerate(ids)]
+        return [(x, types[i] if types else None, lengths[i] > self.meta["max_length"]) for i, x in enumerate(ids)]
 
     def split(self, texts: list[str]) -> list[Sentence]:
         sentences = []
-        for i, text in enumerate(texts):
+        for text in texts:
             words, offsets = split_words(text)
-            n = len(self.tokenizer(words, is_split_into_words=True)["input_ids"])
-            if n > self.max_input_tokens:
-                raise HTTPException(422, f"texts[{i}] has {n} tokens; the limit is {self.max_input_tokens}")
             sentences.append(Sentence(words, None, given_text=text, given_offsets=offsets))
         return sentences
 
     def infer(self, items: list) -> list[dict]:
         if self.ner:
             return self.task.predict_sentences(self.trained, items, len(items), self.dtype)
-        enc = Encoded([ids for ids, _ in items], [t for _, t in items] if items[0][1] is not None else None,
+        enc = Encoded([ids for ids, *_ in items], [t for _, t, _ in items] if items[0][1] is not None else None,
                       None, 0)
         logits = predict_logits(self.model, enc, len(items), self.tokenizer.pad_token_id, torch.device("cpu"),
                                 self.dtype)
@@ -205,54 +207,6 @@ class Metrics:
         self.inference.observe(seconds)
 
 
-class BodyTooLarge(Exception):
-    pass
-
-
-class BodyLimit:
-    """ASGI middleware: 413 for a body over the limit, by Content-Length or by counting a streamed body."""
-
-    def __init__(self, app, limit: int):
-        self.app, self.limit = app, limit
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        headers = dict(scope.get("headers") or [])
-        length = headers.get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.limit:
-            return await self._refuse(send)
-        received = 0
-        started = False
-
-        async def limited_receive():
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.limit:
-                    raise BodyTooLarge
-            return message
-
-        async def tracking_send(message):
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except BodyTooLarge:
-            if not started:
-                await self._refuse(send)
-
-    async def _refuse(self, send):
-        body = json.dumps({"detail": f"request body is larger than {self.limit} bytes"}).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
-
-
 # -- the app ------------------------------------------------------------------------------------------------
 
 def create_app(settings: ServeSettings) -> FastAPI:
@@ -275,9 +229,10 @@ def create_app(settings: ServeSettings) -> FastAPI:
         await batcher.stop()
         feedback.close()
 
+    # the run folder's name only: its path says where the server keeps its files
     app = FastAPI(title="tunecraft", version="1", lifespan=lifespan,
-                  description=f"Serving the tunecraft run {settings.run}")
-    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)  # inside `observe`, so 413s are counted
+                  description=f"Serving the tunecraft run {Path(settings.run).resolve().name}")
+    guards.install(app, settings.max_body_bytes, settings.body_timeout, settings.api_key)  # inside `observe`
 
     def require_key(request: Request) -> None:
         if settings.api_key is None:
@@ -342,7 +297,8 @@ def create_app(settings: ServeSettings) -> FastAPI:
             raise HTTPException(422, f"{len(req.text_pairs)} text_pairs for {len(req.texts)} texts")
         items = service.tokenize(req.texts, req.text_pairs)
         results = await state["batcher"].submit(items)
-        return ClassifyResponse(model=service.name, predictions=[Prediction(**r) for r in results])
+        return ClassifyResponse(model=service.name, predictions=[Prediction(**r, truncated=item[2])
+                                                                 for r, item in zip(results, items)])
 
     @app.post("/v1/entities", response_model=EntitiesResponse, dependencies=[Depends(require_key)],
               responses={401: {}, 404: {}, 413: {}, 422: {}})
@@ -390,8 +346,11 @@ def serve(settings: ServeSettings) -> None:
 
     ClassifierService(settings)  # fail fast, with a clear message, before binding the port
     # access_log=False: our structured access log (one JSON line per request) replaces uvicorn's
+    # uvicorn times out idle keep-alive connections and caps connections; it has no timeout for a client that
+    # never finishes its headers (docs/serving.md: put a proxy in front); the body timeout is guards'
     common = dict(host=settings.host, port=settings.port, timeout_graceful_shutdown=settings.drain_seconds,
-                  log_level="info", access_log=False)
+                  log_level="info", access_log=False, timeout_keep_alive=settings.keep_alive,
+                  limit_concurrency=settings.max_connections)
     if settings.workers > 1:
         os.environ[SETTINGS_ENV] = settings.model_dump_json()
         uvicorn.run("tunecraft.serve.app:app_from_env", factory=True, workers=settings.workers, **common)
