@@ -172,6 +172,7 @@ def test_a_long_text_is_cut_as_predict_cuts_it_and_the_answer_says_so(server):
     served = answer.json()["predictions"]
     assert [p["truncated"] for p in served] == [True, False]
     local = predict(run_dir, texts)
+    assert [p["truncated"] for p in local] == [True, False]
     assert [p["label"] for p in served] == [p["label"] for p in local]
     for s, p in zip(served, local):
         assert s["score"] == pytest.approx(p["score"], abs=2e-3)
