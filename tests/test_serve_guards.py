@@ -1,14 +1,19 @@
 """Hostile input against a real server process on loopback (a tiny scratch model): every case is a 4xx with
 a message, never a 5xx; slow clients are cut off; long texts are cut as predict cuts them."""
 
+import asyncio
+import json
 import signal
 import socket
 
 import httpx
 import pytest
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
 
 from tunecraft import predict
 from tunecraft.config import build_config
+from tunecraft.serve.guards import http_error, validation_error
 from tunecraft.train import train
 
 from .test_serve import start
@@ -185,3 +190,17 @@ def test_feedback_db_is_created_by_the_first_feedback_not_by_serve(server):
     stored = raw(url, b'{"text": "a fine film", "label": "positive"}', path="/v1/feedback")
     assert stored.status_code == 200 and stored.json() == {"id": 1, "stored": True}
     assert db.is_file()
+
+
+def test_the_error_handlers_leave_out_or_escape_what_they_cannot_serialise():
+    errors = [{"type": "float_type", "loc": ["body", "x"], "msg": "bad", "input": float("nan")},
+              {"type": "string_type", "loc": ["body", "y"], "msg": "bad", "input": "\ud800"},
+              {"type": "extra_forbidden", "loc": ["body", "z"], "msg": "bad", "input": "fine"}]
+    answer = asyncio.run(validation_error(None, RequestValidationError(errors)))
+    assert answer.status_code == 422
+    assert json.loads(answer.body)["detail"] == [
+        {"type": "float_type", "loc": ["body", "x"], "msg": "bad"},
+        {"type": "string_type", "loc": ["body", "y"], "msg": "bad"},
+        {"type": "extra_forbidden", "loc": ["body", "z"], "msg": "bad", "input": "fine"}]
+    escaped = asyncio.run(http_error(None, HTTPException(422, "unknown label '\ud800'")))
+    assert escaped.status_code == 422 and json.loads(escaped.body) == {"detail": "unknown label '\\ud800'"}
