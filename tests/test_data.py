@@ -42,6 +42,70 @@ def test_missing_label_is_an_error_with_its_line(write):
         read_examples(path, COLS)
 
 
+@pytest.mark.parametrize("cell", ["NaN", "nan", "NA", "null", "None", ""])
+def test_a_missing_value_spelled_in_a_label_cell_is_an_error_not_a_class(write, cell):
+    path = write("a.csv", f"text,label\nnice film,pos\ndull film,{cell}\nbad film,neg\n")
+    with pytest.raises(DataError) as err:
+        read_examples(path, COLS)
+    assert str(err.value) == (f"{path}, line 3, field 'label': missing label ({cell!r}); set data.missing_labels: "
+                              "drop to leave such rows out")
+
+
+def test_missing_labels_drop_leaves_the_rows_out_and_counts_them(write, caplog):
+    path = write("a.csv", "text,label\nnice film,pos\ndull film,NaN\nbad film,neg\nok film,null\nfine,pos\n")
+    json_path = write("a.jsonl", '{"text": "a", "label": "pos"}\n{"text": "b", "label": NaN}\n'
+                      '{"text": "c", "label": null}\n{"text": "d", "label": "neg"}\n')
+    with caplog.at_level("WARNING", logger="tunecraft.data.readers"):
+        examples = read_examples(path, Columns("text", "label", None, "drop"))
+        from_json = read_examples(json_path, Columns("text", "label", None, "drop"))
+    assert [(e.text, e.label, e.line) for e in examples] == [("nice film", "pos", 2), ("bad film", "neg", 4),
+                                                             ("fine", "pos", 6)]
+    assert [e.label for e in from_json] == ["pos", "neg"]
+    assert f"{path}: left out 2 of 5 rows whose label is missing (data.missing_labels: drop)" in caplog.messages
+    assert f"{json_path}: left out 2 of 4 rows whose label is missing (data.missing_labels: drop)" in caplog.messages
+    data = load_classification_data(data_config(train=path, missing_labels="drop", split={"validation": 0,
+                                                                                          "test": 0}))
+    assert sorted(e.label for e in data.train) == ["neg", "pos", "pos"] and data.label_map.labels == ["neg", "pos"]
+    with pytest.raises(DataError, match="line 3, field 'label': missing label"):
+        load_classification_data(data_config(train=path))
+
+
+@pytest.mark.parametrize("name,header", [("a.csv", "text,label,label"), ("a.tsv", "text\tlabel\tlabel")])
+def test_a_column_named_twice_is_an_error_naming_both_positions(write, name, header):
+    sep = "," if name.endswith("csv") else "\t"
+    path = write(name, f"{header}\nnice film{sep}pos{sep}neg\n")
+    with pytest.raises(DataError) as err:
+        read_examples(path, COLS)
+    assert str(err.value) == (f"{path}, line 1, field 'label': the column name appears twice (columns 2 and 3); "
+                              "rename one")
+
+
+def test_a_json_key_given_twice_is_an_error_in_every_json_reader(write):
+    from tunecraft.data.chat import read_sft_file
+    from tunecraft.data.ner import read_span_jsonl
+
+    path = write("a.jsonl", '{"text": "ok", "label": "pos"}\n{"text": "fine", "label": "pos", "label": "neg"}\n')
+    with pytest.raises(DataError) as err:
+        read_examples(path, COLS)
+    assert str(err.value) == f"{path}, line 2, field 'label': the key appears twice in one object; remove one"
+    ner = write("n.jsonl", '{"text": "Ana flew", "entities": [{"start": 0, "end": 3, "label": "PER", "end": 2}]}\n')
+    with pytest.raises(DataError, match=r"n.jsonl, line 1, field 'end': the key appears twice"):
+        read_span_jsonl(ner)
+    chat = write("c.jsonl", '{"messages": [{"role": "user", "content": "hi"}], "messages": []}\n')
+    with pytest.raises(DataError, match=r"c.jsonl, line 1, field 'messages': the key appears twice"):
+        read_sft_file(chat)
+
+
+def test_a_parquet_column_named_twice_is_an_error(tmp_path):
+    path = tmp_path / "a.parquet"
+    table = pa.Table.from_arrays([pa.array(["nice"]), pa.array(["pos"]), pa.array(["neg"])],
+                                 names=["text", "label", "label"])
+    pq.write_table(table, path)
+    with pytest.raises(DataError) as err:
+        read_examples(path, COLS)
+    assert str(err.value) == f"{path}, field 'label': the column name appears twice (columns 2 and 3); rename one"
+
+
 def test_non_utf8_bytes_name_the_line(write):
     path = write("a.csv", b"text,label\nnice film,pos\ncaf\xe9 noir,neg\n")
     with pytest.raises(DataError) as err:

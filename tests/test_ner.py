@@ -305,7 +305,7 @@ def test_a_served_ner_model_returns_the_entities_predict_returns(english_run):
     from .test_serve import start
 
     config, _ = english_run
-    proc, url = start(config.run_dir, "--max-input-tokens", "40")
+    proc, url = start(config.run_dir)
     try:
         assert httpx.get(url + "/health").json()["task"] == "token_classification"
         texts = ["Yesterday Grace Okafor met Ali Yilmaz at the Crescent Pharma headquarters.", "Nothing here."]
@@ -318,8 +318,12 @@ def test_a_served_ner_model_returns_the_entities_predict_returns(english_run):
         assert wrong.status_code == 404 and "/v1/entities" in wrong.json()["detail"]
         empty = httpx.post(url + "/v1/entities", json={"texts": [" ."[:1]]}, timeout=30)
         assert empty.status_code == 422 and "no words" in empty.json()["detail"]
-        long = httpx.post(url + "/v1/entities", json={"texts": ["word " * 60]}, timeout=30)
-        assert long.status_code == 422 and "the limit is 40" in long.json()["detail"]
+        long_text = " ".join(texts * 20)  # longer than max_length: tagged whole, in overlapping windows
+        long = httpx.post(url + "/v1/entities", json={"texts": [long_text]}, timeout=30)
+        assert long.status_code == 200
+        tags = long.json()["results"][0]["tags"]
+        assert len(tags) == len(split_words(long_text)[0]) > config.model.max_length
+        assert tags == predict(config.run_dir, [long_text])[0]["tags"]
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)

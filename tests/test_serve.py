@@ -49,7 +49,7 @@ def server(lora_run, tmp_path_factory):
     run_dir, _ = lora_run
     db = tmp_path_factory.mktemp("feedback") / "feedback.sqlite"
     proc, url = start(run_dir, "--api-key", KEY, "--max-texts", "8", "--max-body-bytes", "4000",
-                      "--max-input-tokens", "64", "--feedback-db", str(db))
+                      "--feedback-db", str(db))
     yield url, db, run_dir
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=30)
@@ -94,14 +94,14 @@ def test_api_key_is_required_on_v1_routes_only(server):
     assert httpx.get(url + "/health").status_code == 200 and httpx.get(url + "/metrics").status_code == 200
 
 
-def test_limits_answer_413_or_422_with_a_message(server):
+def test_limits_answer_413_or_422_with_a_message_and_long_texts_are_cut(server):
     url, _, _ = server
     many = post(url, "/v1/classify", {"texts": ["ok"] * 9})
     assert many.status_code == 413 and many.json()["detail"] == "9 texts in one request; the limit is 8"
     big = post(url, "/v1/classify", {"texts": ["word " * 1000]})
     assert big.status_code == 413 and "larger than 4000 bytes" in big.json()["detail"]
-    long = post(url, "/v1/classify", {"texts": ["fine", "word " * 100]})
-    assert long.status_code == 422 and long.json()["detail"] == "texts[1] has 102 tokens; the limit is 64"
+    long = post(url, "/v1/classify", {"texts": ["fine", "word " * 600]})  # 602 tokens; max_length is 128
+    assert long.status_code == 200 and [p["truncated"] for p in long.json()["predictions"]] == [False, True]
     empty = post(url, "/v1/classify", {"texts": ["fine", "  "]})
     assert empty.status_code == 422 and empty.json()["detail"] == "texts[1] is empty"
     assert post(url, "/v1/classify", {"texts": []}).status_code == 422
@@ -117,7 +117,8 @@ def test_malformed_and_mistyped_input_is_422_never_5xx(server):
         response = post(url, "/v1/classify", body)
         assert response.status_code == 422, (body, response.text)
     garbage = httpx.post(url + "/v1/classify", content=b"\xff\xfe\x00", headers=headers)
-    assert garbage.status_code in (400, 422)
+    assert garbage.status_code == 422
+    assert garbage.json()["detail"] == "the body is not valid UTF-8 (byte 0xff at offset 0)"
 
 
 def test_feedback_is_durable_before_the_200_and_trains_again(server, tmp_path):

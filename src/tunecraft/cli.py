@@ -412,7 +412,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_explain)
 
     p = sub.add_parser("serve", help="serve a run over HTTP (FastAPI): /v1/classify, /v1/feedback, /health, /metrics",
-                       build=_serve_options)
+                       description="A text longer than the model's max_length tokens is cut to it, as `tunecraft "
+                                   "predict` cuts it, and its prediction says \"truncated\": true. Bad requests get "
+                                   "4xx with a message: docs/serving.md lists them.", build=_serve_options)
     p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser("compress", help="distil, prune, quantize or export a run; measure every variant",

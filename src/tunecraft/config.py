@@ -107,6 +107,9 @@ class DataConfig(Strict):
     text_column: str = "text"
     text_pair_column: str | None = None
     label_column: str = "label"
+    missing_labels: Literal["error", "drop"] = "error"
+    """A label cell that is empty or spells a missing value (NaN, nan, NA, N/A, null, None): "error" names its
+    file, line and field; "drop" leaves the row out and logs how many rows were left out."""
     split: SplitConfig = SplitConfig()
     """Used for the splits that are not given as files."""
     max_train_samples: int | None = Field(None, ge=1)

@@ -119,7 +119,7 @@ def _limit(examples: list[Example], n: int | None, seed: int) -> list[Example]:
 
 def load_classification_data(cfg) -> ClassificationData:
     """Build train/validation/test from a DataConfig: a bundled set or the user's files."""
-    cols = Columns(cfg.text_column, cfg.label_column, cfg.text_pair_column)
+    cols = Columns(cfg.text_column, cfg.label_column, cfg.text_pair_column, cfg.missing_labels)
     split = cfg.split
     if cfg.train:
         train = read_examples(cfg.train, cols, cfg.format)
@@ -181,6 +181,8 @@ class Encoded:
     """Token classification: every sentence's gold tags, one per word (for word-level metrics)."""
     options: dict = field(default_factory=dict)
     """Task settings that scoring needs (the tag scheme, strict entity matching)."""
+    cut: list[bool] | None = None
+    """Classification: whether each example was longer than max_length and cut to it."""
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -215,7 +217,8 @@ def encode(tokenizer, examples: list[Example], max_length: int, label_map: Label
     pairs = [e.text_pair for e in examples] if examples and examples[0].text_pair is not None else None
     ids, types, lengths = tokenize(tokenizer, texts, pairs, max_length)
     labels = [label_map.encode(e, label_field) for e in examples] if label_map else None
-    return Encoded(ids, types, labels, sum(n > max_length for n in lengths))
+    cut = [n > max_length for n in lengths]
+    return Encoded(ids, types, labels, sum(cut), cut=cut)
 
 
 def pad_multiple(device) -> int:

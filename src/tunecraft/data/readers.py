@@ -5,11 +5,17 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import DataError
 
+log = logging.getLogger(__name__)
+MISSING = {"", "nan", "na", "n/a", "null", "none"}
+"""Label cells that spell a missing value (compared lower-cased, stripped): pandas and spreadsheets write
+these for an empty cell, and read as text they would become a class of their own."""
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet",
            ".sqlite": "sqlite", ".db": "sqlite"}
 
@@ -29,6 +35,8 @@ class Columns:
     text: str = "text"
     label: str | None = "label"
     text_pair: str | None = None
+    missing_labels: str = "error"
+    """A row whose label is missing (see MISSING): "error" (naming file, line and field) or "drop" it."""
 
     def required(self) -> list[str]:
         return [c for c in (self.text, self.text_pair, self.label) if c]
@@ -56,7 +64,27 @@ def _decode(path: Path) -> str:
                         "re-save the file as UTF-8") from None
 
 
-def _make_example(path: Path, line: int, row: dict, cols: Columns) -> Example:
+def is_missing(value) -> bool:
+    """None, a float NaN, or a string in MISSING."""
+    if value is None:
+        return True
+    if isinstance(value, float):
+        return math.isnan(value)
+    return isinstance(value, str) and value.strip().lower() in MISSING
+
+
+def check_header(path: Path, line: int | None, names: list[str]) -> None:
+    """Two columns of one name are an error naming both positions (a dict of the row would keep the last)."""
+    first: dict[str, int] = {}
+    for position, name in enumerate(names, start=1):
+        if name in first:
+            raise DataError(path, line, name, f"the column name appears twice (columns {first[name]} and {position}); "
+                            "rename one")
+        first[name] = position
+
+
+def _make_example(path: Path, line: int, row: dict, cols: Columns) -> Example | None:
+    """The example of one row; None for a row left out (a missing label with cols.missing_labels "drop")."""
     def text_field(name: str) -> str:
         value = row.get(name)
         if value is None or (isinstance(value, str) and not value.strip()):
@@ -68,8 +96,11 @@ def _make_example(path: Path, line: int, row: dict, cols: Columns) -> Example:
     label = None
     if cols.label:
         value = row.get(cols.label)
-        if value is None or (isinstance(value, str) and not value.strip()):
-            raise DataError(path, line, cols.label, "missing label")
+        if is_missing(value):
+            if cols.missing_labels == "drop":
+                return None
+            raise DataError(path, line, cols.label, f"missing label ({value!r}); set data.missing_labels: drop "
+                            "to leave such rows out")
         if isinstance(value, float) and value.is_integer():
             value = int(value)
         if isinstance(value, dict | list):
@@ -94,6 +125,7 @@ def _read_delimited(path: Path, cols: Columns, delimiter: str) -> list[Example]:
     reader = csv.reader(io.StringIO(_decode(path), newline=""), delimiter=delimiter, strict=True)
     try:
         header = next(reader)
+        check_header(path, 1, header)
         _check_columns(path, 1, header, cols)
         out = []
         for row in reader:
@@ -108,15 +140,33 @@ def _read_delimited(path: Path, cols: Columns, delimiter: str) -> list[Example]:
     return out
 
 
+class _DuplicateKey(Exception):
+    pass
+
+
+def _unique_keys(pairs: list[tuple]) -> dict:
+    seen = set()
+    for key, _ in pairs:
+        if key in seen:
+            raise _DuplicateKey(key)
+        seen.add(key)
+    return dict(pairs)
+
+
 def json_rows(path: Path):
-    """(line number, object) for each non-blank line of a JSONL file; errors name file and line."""
+    """(line number, object) for each non-blank line of a JSONL file; errors name file and line. A key that
+    appears twice in one object is an error (json.loads would keep the last)."""
     for number, line in enumerate(_decode(path).splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
+            row = json.loads(line, object_pairs_hook=_unique_keys)
         except json.JSONDecodeError as err:
             raise DataError(path, number, None, f"invalid JSON: {err.msg} at column {err.colno}") from None
+        except _DuplicateKey as err:
+            raise DataError(path, number, str(err), "the key appears twice in one object; remove one") from None
+        except (ValueError, RecursionError) as err:
+            raise DataError(path, number, None, f"invalid JSON: {err}") from None
         if not isinstance(row, dict):
             raise DataError(path, number, None, f"expected a JSON object, got {type(row).__name__}")
         yield number, row
@@ -135,6 +185,7 @@ def _read_parquet(path: Path, cols: Columns) -> list[Example]:
     import pyarrow.parquet as pq
 
     try:
+        check_header(path, None, pq.read_schema(path).names)
         table = pq.read_table(path)
     except (pa.ArrowInvalid, OSError) as err:
         raise DataError(path, None, None, f"not a readable Parquet file: {err}") from None
@@ -161,6 +212,8 @@ def _read_sqlite(path: Path, cols: Columns) -> list[Example]:
 
 
 def read_examples(path: str | Path, cols: Columns, fmt: str = "auto") -> list[Example]:
+    """Every example of a file. A missing label (see MISSING) is an error naming file, line and field, or with
+    `cols.missing_labels == "drop"` its row is left out and the count logged as a warning."""
     path = Path(path)
     if not path.is_file():
         raise DataError(path, None, None, "file not found")
@@ -173,6 +226,11 @@ def read_examples(path: str | Path, cols: Columns, fmt: str = "auto") -> list[Ex
         examples = _read_jsonl(path, cols)
     else:
         examples = _read_delimited(path, cols, "," if fmt == "csv" else "\t")
+    dropped = examples.count(None)
+    if dropped:
+        examples = [e for e in examples if e is not None]
+        log.warning("%s: left out %d of %d rows whose label is missing (data.missing_labels: drop)", path, dropped,
+                    dropped + len(examples))
     if not examples:
         raise DataError(path, None, None, "no data rows")
     return examples

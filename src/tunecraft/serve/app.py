@@ -3,7 +3,6 @@ and the routes the run's task brings (Task.routes: serve/classify.py, serve/enti
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 import os
@@ -13,7 +12,6 @@ from pathlib import Path
 
 import torch
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from pydantic import BaseModel
@@ -24,6 +22,7 @@ from ..models import read_meta
 from ..tasks import get_task
 from ..train.precision import resolve as resolve_precision
 from ..trained import load_trained
+from . import guards
 from .batching import MicroBatcher
 from .feedback import FeedbackStore
 from .settings import ServeSettings
@@ -99,16 +98,10 @@ class Server:
             raise HTTPException(413, f"{len(texts)} texts in one request; the limit is {self.settings.max_texts}")
 
     def require_key(self, request: Request) -> None:
+        """The routes' own check; guards.RequestGuard already refused a request without the key, before its body."""
         key = self.settings.api_key
-        if key is None:
-            return
-        given = request.headers.get("x-api-key")
-        auth = request.headers.get("authorization", "")
-        if given is None and auth.lower().startswith("bearer "):
-            given = auth[7:]
-        if given is None or not hmac.compare_digest(given.encode(), key.encode()):
-            raise HTTPException(401, "missing or wrong API key (send it as X-API-Key or Authorization: Bearer)",
-                                headers={"WWW-Authenticate": "Bearer"})
+        if key is not None and not guards.key_matches(dict(request.scope["headers"]), key):
+            raise HTTPException(401, guards.KEY_MESSAGE, headers={"WWW-Authenticate": "Bearer"})
 
 
 # -- metrics ------------------------------------------------------------------------------------------------
@@ -133,54 +126,6 @@ class Metrics:
         self.inference.observe(seconds)
 
 
-class BodyTooLarge(Exception):
-    pass
-
-
-class BodyLimit:
-    """ASGI middleware: 413 for a body over the limit, by Content-Length or by counting a streamed body."""
-
-    def __init__(self, app, limit: int):
-        self.app, self.limit = app, limit
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        headers = dict(scope.get("headers") or [])
-        length = headers.get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.limit:
-            return await self._refuse(send)
-        received = 0
-        started = False
-
-        async def limited_receive():
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.limit:
-                    raise BodyTooLarge
-            return message
-
-        async def tracking_send(message):
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except BodyTooLarge:
-            if not started:
-                await self._refuse(send)
-
-    async def _refuse(self, send):
-        body = json.dumps({"detail": f"request body is larger than {self.limit} bytes"}).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
-
-
 # -- the app ------------------------------------------------------------------------------------------------
 
 def create_app(settings: ServeSettings) -> FastAPI:
@@ -200,9 +145,10 @@ def create_app(settings: ServeSettings) -> FastAPI:
         yield
         await server.stop()
 
+    # the run folder's name only: its path says where the server keeps its files
     app = FastAPI(title="tunecraft", version="1", lifespan=lifespan,
-                  description=f"Serving the tunecraft run {settings.run}")
-    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)  # inside `observe`, so 413s are counted
+                  description=f"Serving the tunecraft run {Path(settings.run).resolve().name}")
+    guards.install(app, settings.max_body_bytes, settings.body_timeout, settings.api_key)  # inside `observe`
 
     @app.middleware("http")
     async def observe(request: Request, call_next):
@@ -235,7 +181,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
             detail = (f"no route {request.method} {request.url.path} for this {server.task.NAME} run; it serves: "
                       f"{', '.join(served)}")
             return JSONResponse({"detail": detail}, status_code=404)
-        return await http_exception_handler(request, exc)
+        return await guards.http_error(request, exc)
 
     @app.get("/health", response_model=Health, responses={503: {"description": "loaded but not ready"}})
     async def health():
@@ -268,8 +214,11 @@ def serve(settings: ServeSettings) -> None:
 
     load_trained(settings.run)  # fail fast, with a clear message, before binding the port
     # access_log=False: our structured access log (one JSON line per request) replaces uvicorn's
+    # uvicorn times out idle keep-alive connections and caps connections; it has no timeout for a client that
+    # never finishes its headers (docs/serving.md: put a proxy in front); the body timeout is guards'
     common = dict(host=settings.host, port=settings.port, timeout_graceful_shutdown=settings.drain_seconds,
-                  log_level="info", access_log=False)
+                  log_level="info", access_log=False, timeout_keep_alive=settings.keep_alive,
+                  limit_concurrency=settings.max_connections)
     if settings.workers > 1:
         os.environ[SETTINGS_ENV] = settings.model_dump_json()
         uvicorn.run("tunecraft.serve.app:app_from_env", factory=True, workers=settings.workers, **common)

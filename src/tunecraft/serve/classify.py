@@ -23,6 +23,8 @@ class Prediction(BaseModel):
     label: str
     score: float
     probabilities: dict[str, float]
+    truncated: bool = False
+    """The text (with its pair) was longer than the model's max_length tokens and only its start was read."""
 
 
 class ClassifyResponse(BaseModel):
@@ -45,23 +47,21 @@ class FeedbackResponse(BaseModel):
 def classification_routes(server, decode) -> APIRouter:
     """`server`: the server core (serve/app.py `Server`); `decode(logits, label_map)`: the task's own."""
     router = APIRouter()
-    settings = server.settings
 
     def pairs() -> bool:
         return server.trained.meta.get("text_pair_column") is not None
 
     def prepare(texts: list[str], text_pairs: list[str] | None) -> list:
-        """Tokenize (cut to the model's max_length, as `tunecraft predict` does); refuse texts over the cap."""
+        """(ids, type ids, whether it was cut) per text: a text longer than the model's max_length is cut to
+        it, as `tunecraft predict` and training cut it."""
         trained = server.trained
-        ids, types, lengths = tokenize(trained.tokenizer, texts, text_pairs, trained.meta["max_length"])
-        for i, n in enumerate(lengths):
-            if n > settings.max_input_tokens:
-                raise HTTPException(422, f"texts[{i}] has {n} tokens; the limit is {settings.max_input_tokens}")
-        return [(x, types[i] if types else None) for i, x in enumerate(ids)]
+        max_length = trained.meta["max_length"]
+        ids, types, lengths = tokenize(trained.tokenizer, texts, text_pairs, max_length)
+        return [(x, types[i] if types else None, lengths[i] > max_length) for i, x in enumerate(ids)]
 
     def infer(items: list) -> list[dict]:
         trained = server.trained
-        enc = Encoded([ids for ids, _ in items], [t for _, t in items] if items[0][1] is not None else None,
+        enc = Encoded([ids for ids, *_ in items], [t for _, t, _ in items] if items[0][1] is not None else None,
                       None, 0)
         logits = predict_logits(trained.model, enc, len(items), trained.tokenizer.pad_token_id,
                                 torch.device("cpu"), server.dtype)
@@ -85,8 +85,10 @@ def classification_routes(server, decode) -> APIRouter:
             raise HTTPException(422, f"this model {need}")
         if req.text_pairs is not None and len(req.text_pairs) != len(req.texts):
             raise HTTPException(422, f"{len(req.text_pairs)} text_pairs for {len(req.texts)} texts")
-        results = await server.submit(prepare(req.texts, req.text_pairs))
-        return ClassifyResponse(model=server.name, predictions=[Prediction(**r) for r in results])
+        items = prepare(req.texts, req.text_pairs)
+        results = await server.submit(items)
+        return ClassifyResponse(model=server.name, predictions=[Prediction(**r, truncated=item[2])
+                                                                 for r, item in zip(results, items)])
 
     @router.post("/v1/feedback", response_model=FeedbackResponse, dependencies=[Depends(server.require_key)],
                  responses={401: {}, 422: {}})

@@ -40,17 +40,15 @@ def entity_routes(server, predict_sentences) -> APIRouter:
     """`server`: the server core (serve/app.py `Server`); `predict_sentences(trained, sentences, batch_size,
     dtype)`: the task's own."""
     router = APIRouter()
-    settings = server.settings
 
     def prepare(texts: list[str]) -> list[Sentence]:
+        """Sentences of words, tagged whole: a sentence longer than max_length goes through overlapping windows,
+        as in training and `tunecraft predict`."""
         sentences = []
         for i, text in enumerate(texts):
             words, offsets = split_words(text)
             if not words:
                 raise HTTPException(422, f"texts[{i}] has no words")
-            n = len(server.trained.tokenizer(words, is_split_into_words=True)["input_ids"])
-            if n > settings.max_input_tokens:
-                raise HTTPException(422, f"texts[{i}] has {n} tokens; the limit is {settings.max_input_tokens}")
             sentences.append(Sentence(words, None, given_text=text, given_offsets=offsets))
         return sentences
 

@@ -21,26 +21,37 @@ CREATE TABLE IF NOT EXISTS feedback (
 
 
 class FeedbackStore:
+    """Opened on the first write, so that a server that gets no feedback leaves no file behind."""
+
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute(SCHEMA)
+        self._db: sqlite3.Connection | None = None
+
+    def _open(self) -> sqlite3.Connection:
+        if self._db is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute(SCHEMA)
+            self._db = db
+        return self._db
 
     def add(self, text: str, label: str, prediction: str | None = None, text_pair: str | None = None,
             model: str | None = None) -> int:
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            cur = self._db.execute(
+            db = self._open()
+            db.execute("BEGIN IMMEDIATE")
+            cur = db.execute(
                 "INSERT INTO feedback (created, text, text_pair, prediction, label, model) VALUES (?, ?, ?, ?, ?, ?)",
                 (time.time(), text, text_pair, prediction, label, model),
             )
-            self._db.execute("COMMIT")
+            db.execute("COMMIT")
             return int(cur.lastrowid)
 
     def close(self) -> None:
         with self._lock:
-            self._db.close()
+            if self._db is not None:
+                self._db.close()
+                self._db = None

@@ -31,9 +31,12 @@ class ServeSettings(Strict):
     """Larger request bodies are refused (413)."""
     max_texts: int = Field(64, ge=1)
     """Texts per request at most (more: 413)."""
-    max_input_tokens: int = Field(512, ge=1)
-    """Texts longer than this many tokens are refused (422); shorter ones are cut to the model's max_length,
-    exactly as `tunecraft predict` does."""
+    body_timeout: float = Field(10.0, gt=0)
+    """Seconds a request's body may take to arrive after its headers; then 408 and the connection closes."""
+    keep_alive: float = Field(5.0, gt=0)
+    """Seconds an idle keep-alive connection stays open between requests."""
+    max_connections: int = Field(128, ge=1)
+    """Open connections per worker; a request that arrives over it is answered 503."""
     api_key: str | None = None
     """Require this key (X-API-Key or Authorization: Bearer); the command line's default is
     $TUNECRAFT_API_KEY, else no key."""

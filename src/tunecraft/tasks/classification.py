@@ -91,7 +91,8 @@ class Classification(Task):
         enc = self.encode(trained.tokenizer, [Example(text=t) for t in texts], trained.meta)
         logits = predict_logits(trained.model, enc, batch_size, trained.tokenizer.pad_token_id, torch.device("cpu"),
                                 dtype)
-        return [{"text": t, **d} for t, d in zip(texts, decode(logits, LabelMap(trained.meta["labels"])))]
+        return [{"text": t, **d, "truncated": cut}  # cut to max_length, as `serve` reports it too
+                for t, d, cut in zip(texts, decode(logits, LabelMap(trained.meta["labels"])), enc.cut)]
 
     def length_row(self, summary: dict) -> tuple[str, object]:
         return ("truncated training texts",
