@@ -160,7 +160,9 @@ def create_app(settings: ServeSettings) -> FastAPI:
             return response
         finally:
             route = request.scope.get("route")
-            path = route.path if route is not None else "other"
+            # a task's routes come in through include_router, whose match may be the included router itself;
+            # its routes have no path parameters, so the URL's path is the route's
+            path = "other" if route is None else (getattr(route, "path", None) or request.url.path)
             seconds = time.perf_counter() - start
             metrics.requests.labels(path, str(status)).inc()
             metrics.latency.labels(path).observe(seconds)
@@ -176,8 +178,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
     async def not_found(request: Request, exc: StarletteHTTPException):
         """A route this run's task does not bring: say which routes it serves."""
         if exc.status_code == 404 and exc.detail == "Not Found":
-            served = sorted({r.path for r in app.routes if r.path.startswith("/v1/") or r.path in ("/health",
-                                                                                               "/metrics")})
+            served = sorted({"/health", "/metrics", *(r.path for r in router.routes)})
             detail = (f"no route {request.method} {request.url.path} for this {server.task.NAME} run; it serves: "
                       f"{', '.join(served)}")
             return JSONResponse({"detail": detail}, status_code=404)
