@@ -180,7 +180,9 @@ class Encoded:
     gold: list[list[str]] | None = None
     """Token classification: every sentence's gold tags, one per word (for word-level metrics)."""
     options: dict = field(default_factory=dict)
-    """Task settings that scoring needs (the tag scheme, strict entity matching)."""
+    """Task settings that scoring needs (the tag scheme, strict entity matching, window pooling)."""
+    source_lengths: list[int] | None = None
+    """Classification: each text's length in tokens before any cut (see long_documents.report_long_texts)."""
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -215,7 +217,7 @@ def encode(tokenizer, examples: list[Example], max_length: int, label_map: Label
     pairs = [e.text_pair for e in examples] if examples and examples[0].text_pair is not None else None
     ids, types, lengths = tokenize(tokenizer, texts, pairs, max_length)
     labels = [label_map.encode(e, label_field) for e in examples] if label_map else None
-    return Encoded(ids, types, labels, sum(n > max_length for n in lengths))
+    return Encoded(ids, types, labels, sum(n > max_length for n in lengths), source_lengths=lengths)
 
 
 def pad_multiple(device) -> int:

@@ -17,9 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..data import LabelMap
-from ..data.dataset import Encoded, tokenize
 from ..data.ner import Sentence, split_words
-from ..evaluate.inference import predict_logits
 from ..models import load_trained
 from ..tasks import get_task
 from ..train.precision import resolve as resolve_precision
@@ -157,11 +155,11 @@ class ClassifierService:
     def tokenize(self, texts: list[str], pairs: list[str] | None) -> list:
         if self.ner:
             return self.split(texts)
-        ids, types, lengths = tokenize(self.tokenizer, texts, pairs, self.meta["max_length"])
+        lengths = [len(ids) for ids in self.tokenizer(texts, pairs)["input_ids"]]
         for i, n in enumerate(lengths):
             if n > self.max_input_tokens:
                 raise HTTPException(422, f"texts[{i}] has {n} tokens; the limit is {self.max_input_tokens}")
-        return [(x, types[i] if types else None) for i, x in enumerate(ids)]
+        return [(text, pairs[i] if pairs else None) for i, text in enumerate(texts)]
 
     def split(self, texts: list[str]) -> list[Sentence]:
         sentences = []
@@ -176,11 +174,9 @@ class ClassifierService:
     def infer(self, items: list) -> list[dict]:
         if self.ner:
             return self.task.predict_sentences(self.trained, items, len(items), self.dtype)
-        enc = Encoded([ids for ids, _ in items], [t for _, t in items] if items[0][1] is not None else None,
-                      None, 0)
-        logits = predict_logits(self.model, enc, len(items), self.tokenizer.pad_token_id, torch.device("cpu"),
-                                self.dtype)
-        return self.task.decode(logits, self.labels)
+        # through the task, which encodes as the run was trained (cut, or windows pooled: long_documents)
+        pairs = [p for _, p in items] if items[0][1] is not None else None
+        return self.task.predict(self.trained, [t for t, _ in items], len(items), self.dtype, pairs, warn=False)
 
 
 # -- metrics ------------------------------------------------------------------------------------------------

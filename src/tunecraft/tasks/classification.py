@@ -11,6 +11,7 @@ from transformers import AutoModelForSequenceClassification
 from ..data import LabelMap, load_classification_data
 from ..data.dataset import encode as encode_examples
 from ..data.dataset import load_eval_examples as load_examples
+from ..data.long_documents import RUN_ADVICE, encode_windows, per_document, report_long_texts
 from ..data.readers import Columns, Example
 from ..evaluate.metrics import classification_metrics
 from ..evaluate.report import fmt, plot_confusion
@@ -34,11 +35,18 @@ def load_eval_examples(spec: str, meta: dict, fmt: str, split: str, seed: int, f
 
 def options(config) -> dict:
     """Task settings stored with the model (tunecraft.json), so eval/predict/serve encode the same way."""
-    return {}
+    m = config.model
+    return {"long_documents": m.long_documents, "window_stride": m.window_stride, "window_pool": m.window_pool}
 
 
 def encode(tokenizer, examples: list[Example], meta: dict, label_map: LabelMap | None = None):
-    return encode_examples(tokenizer, examples, meta["max_length"], label_map, meta.get("label_column") or "label")
+    field = meta.get("label_column") or "label"
+    if meta.get("long_documents") == "windows":
+        pairs = [e.text_pair for e in examples] if examples and examples[0].text_pair is not None else None
+        labels = [label_map.encode(e, field) for e in examples] if label_map else None
+        return encode_windows(tokenizer, [e.text for e in examples], pairs, meta["max_length"],
+                              meta["window_stride"], labels, meta["window_pool"])
+    return encode_examples(tokenizer, examples, meta["max_length"], label_map, field)
 
 
 def build_model(base, label_map: LabelMap, dropout: float | None = None):
@@ -73,14 +81,15 @@ def decode(logits: torch.Tensor, label_map: LabelMap) -> list[dict]:
 
 
 def evaluate(logits: torch.Tensor, enc, label_map: LabelMap) -> dict:
-    result = classification_metrics(enc.labels, logits.argmax(dim=-1).tolist(), label_map.labels)
-    result["loss"] = float(F.cross_entropy(logits, torch.tensor(enc.labels)))
+    logits, labels = per_document(logits, enc)  # windows of a long text → one row per text
+    result = classification_metrics(labels, logits.argmax(dim=-1).tolist(), label_map.labels)
+    result["loss"] = float(F.cross_entropy(logits, torch.tensor(labels)))
     return result
 
 
 def prediction_rows(examples: list[Example], logits: torch.Tensor, enc, label_map: LabelMap) -> list[dict]:
     rows = []
-    for example, decoded in zip(examples, decode(logits, label_map)):
+    for example, decoded in zip(examples, decode(per_document(logits, enc)[0], label_map)):
         row = {"text": example.text}
         if example.text_pair is not None:
             row["text_pair"] = example.text_pair
@@ -90,13 +99,19 @@ def prediction_rows(examples: list[Example], logits: torch.Tensor, enc, label_ma
     return rows
 
 
-def predict(trained, texts: list[str], batch_size: int, dtype) -> list[dict]:
+def predict(trained, texts: list[str], batch_size: int, dtype, pairs: list[str] | None = None,
+            warn: bool = True) -> list[dict]:
+    """`warn`: say on the terminal how many texts are cut (off for the server, which would say it per batch)."""
     from ..evaluate.inference import predict_logits
 
-    enc = encode(trained.tokenizer, [Example(text=t) for t in texts], trained.meta)
+    examples = [Example(text=t, text_pair=pairs[i] if pairs else None) for i, t in enumerate(texts)]
+    enc = encode(trained.tokenizer, examples, trained.meta)
+    if warn:
+        report_long_texts(enc, "texts to predict", trained.meta["max_length"], RUN_ADVICE)
     logits = predict_logits(trained.model, enc, batch_size, trained.tokenizer.pad_token_id, torch.device("cpu"),
                             dtype)
-    return [{"text": t, **d} for t, d in zip(texts, decode(logits, LabelMap(trained.meta["labels"])))]
+    decoded = decode(per_document(logits, enc)[0], LabelMap(trained.meta["labels"]))
+    return [{"text": t, **d} for t, d in zip(texts, decoded)]
 
 
 def format_prediction(row: dict) -> str:

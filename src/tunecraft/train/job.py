@@ -19,6 +19,7 @@ from accelerate.state import AcceleratorState
 from .. import __version__
 from ..config import RunConfig, dump_config
 from ..data.augment import augment_examples
+from ..data.long_documents import report_long_texts
 from ..errors import ConfigError, TunecraftError
 from ..evaluate.baselines import finetune_shots, masked_lm, run_baselines, verbalizer_ids
 from ..evaluate.report import write_predictions, write_report
@@ -138,6 +139,8 @@ def prepare_job(config: RunConfig, model=None, data=None) -> Job:
     train_enc = task.encode(tokenizer, train_examples, meta, lmap)
     val_enc = task.encode(tokenizer, data.validation, meta, lmap) if data.validation else None
     test_enc = task.encode(tokenizer, data.test, meta, lmap) if data.test else None
+    for what, enc in (("training texts", train_enc), ("validation texts", val_enc), ("test texts", test_enc)):
+        report_long_texts(enc, what, config.model.max_length)  # once per split, on the terminal
 
     if model is None:
         model = task.build_model(base, lmap, config.model.dropout)
@@ -294,6 +297,7 @@ def export(method, model, tokenizer, run_dir: Path, meta: dict) -> None:
     tmp_adapter = run_dir / ".adapter-tmp"
     shutil.rmtree(tmp_adapter, ignore_errors=True)
     method.export(model, tmp, tmp_adapter)
+    tokenizer.model_max_length = meta["max_length"]  # plain transformers then cuts where training did
     for folder in (tmp, tmp_adapter):
         if folder.exists():
             tokenizer.save_pretrained(folder)
