@@ -14,6 +14,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from .fonts import use_cjk_font  # noqa: E402
+
 
 def write_predictions(path: Path, rows: list[dict]) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
@@ -61,6 +63,7 @@ def _plot_curves(history: list[dict], out: Path, keys: tuple[str, ...]) -> list[
 
 def plot_confusion(matrix: list[list[int]], rows: list[str], cols: list[str], path: Path,
                    xlabel: str = "predicted", ylabel: str = "true") -> Path:
+    use_cjk_font([*rows, *cols])  # Chinese labels: a CJK fallback font, or a warning, not boxes
     fig, ax = plt.subplots(figsize=(max(3.5, 0.6 * len(cols) + 2), max(3.5, 0.6 * len(rows) + 2)))
     ax.imshow(matrix, cmap="Blues")
     ax.set_xticks(range(len(cols)), cols, rotation=45, ha="right")
