@@ -41,7 +41,8 @@ def per_document(logits: torch.Tensor, enc: Encoded) -> tuple[torch.Tensor, list
     n = enc.options["documents"]
     index = torch.tensor(enc.sample)
     if enc.options["pool"] == "max":
-        pooled = torch.full((n, logits.shape[-1]), float("-inf")).index_reduce_(0, index, logits.float(), "amax")
+        pooled = torch.zeros(n, logits.shape[-1]).scatter_reduce_(0, index.unsqueeze(-1).expand_as(logits),
+                                                                  logits.float(), "amax", include_self=False)
     else:
         pooled = torch.zeros(n, logits.shape[-1]).index_add_(0, index, logits.float())
         pooled /= torch.bincount(index, minlength=n).clamp(min=1).unsqueeze(-1)
