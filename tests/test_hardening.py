@@ -169,6 +169,19 @@ def test_eval_of_the_training_file_scores_the_runs_split_and_never_training_rows
     assert any("scoring every row" in r.getMessage() for r in caplog.records)
 
 
+def test_a_split_given_as_its_own_file_is_that_file_and_is_never_carved_again(tmp_path):
+    from tunecraft.errors import TunecraftError
+    from tunecraft.evaluate.runs import run_file_split
+    from tunecraft.tasks import get_task
+
+    task = get_task("classification")
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump({"data": {"train": "a.csv", "test": "a.csv"}}))
+    assert run_file_split(tmp_path, task, "a.csv", "test") is None  # the test file itself: scored whole
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump({"data": {"train": "a.csv", "test": "b.csv"}}))
+    with pytest.raises(TunecraftError, match="its test split came from b.csv: evaluate on that file"):
+        run_file_split(tmp_path, task, "a.csv", "test")
+
+
 # -- robustness and the resolved config on user data ---------------------------------------------------------
 
 def test_file_data_does_not_carry_the_default_bundled_set():
@@ -266,6 +279,9 @@ def test_resume_without_a_complete_checkpoint_starts_again_and_clears_half_writt
     for path in run.iterdir():
         if path.name not in ("config.yaml", "metrics.jsonl"):
             shutil.rmtree(path) if path.is_dir() else path.unlink()
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    saved["data"]["dataset"] = "mr"  # as versions before this fix wrote it beside data.train
+    (run / "config.yaml").write_text(yaml.safe_dump(saved))
     half = run / "checkpoints" / ".step-2-k1ll3d0"
     half.mkdir(parents=True)
     (half / "trainable.safetensors").write_bytes(b"\0" * 1000)

@@ -49,7 +49,8 @@ def run_file_split(run: Path, task, data: str, split: str) -> tuple[list, str] |
     re-derived as training split it (seed, fractions, sample limits); None for any other file or split
     'all'. Training rows are never scored as test rows."""
     saved = _saved_data(run)
-    if split == "all" or not _same_file(saved.get("train"), data):
+    own_file = split != "train" and _same_file(saved.get(split), data)  # e.g. test: test.csv
+    if split == "all" or own_file or not _same_file(saved.get("train"), data):
         return None
     if saved.get(split) and split != "train":
         raise TunecraftError(f"{data} is the run's training file; its {split} split came from {saved[split]}: "

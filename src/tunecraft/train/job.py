@@ -17,7 +17,7 @@ from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 
 from .. import __version__
-from ..config import RunConfig, dump_config
+from ..config import RunConfig, build_config, dump_config
 from ..data.augment import augment_examples
 from ..data.long_documents import report_long_texts
 from ..errors import ConfigError, TunecraftError
@@ -71,7 +71,8 @@ def check_run_dir(config: RunConfig, resume: bool, overwrite: bool) -> None:
     if resume:
         if not saved.is_file():
             raise TunecraftError(f"cannot resume: {saved} does not exist")
-        before = yaml.safe_load(saved.read_text(encoding="utf-8"))
+        # read back through the schema, so that a default it has since normalised (dataset beside train) is no change
+        before = yaml.safe_load(dump_config(build_config(yaml.safe_load(saved.read_text(encoding="utf-8")))))
         now = yaml.safe_load(dump_config(config))
         for section in (before, now):
             for key in LAYOUT_KEYS:
