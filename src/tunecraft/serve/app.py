@@ -50,8 +50,8 @@ class ServeSettings(BaseModel):
     max_body_bytes: int = Field(1_000_000, ge=1)
     max_texts: int = Field(64, ge=1)
     max_input_tokens: int = Field(512, ge=1)
-    """Texts longer than this many tokens are refused (422); shorter ones are cut to the model's max_length,
-    exactly as `tunecraft predict` does."""
+    """Texts longer than this many tokens are refused (422); shorter ones are cut to the model's max_length (or
+    read as windows: model.long_documents), exactly as `tunecraft predict` does."""
     api_key: str | None = None
     feedback_db: str | None = None
     """Default: <run>/feedback.sqlite."""
