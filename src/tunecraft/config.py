@@ -25,6 +25,14 @@ class ModelConfig(Strict):
     max_length: int = Field(128, ge=8, le=4096)
     dropout: float | None = Field(None, ge=0.0, lt=1.0)
     """Override every dropout probability of the model (0 makes training deterministic per batch)."""
+    long_documents: Literal["truncate", "windows"] = "truncate"
+    """Classification texts longer than max_length: cut them (a warning counts them), or read each as
+    overlapping windows whose logits are pooled, in training (every window carries the text's label),
+    evaluation, predict and serve (see data/long_documents.py)."""
+    window_stride: int = Field(32, ge=0)
+    """long_documents: windows: tokens shared by consecutive windows (at most max_length / 2)."""
+    window_pool: Literal["mean", "max"] = "mean"
+    """long_documents: windows: how a text's window logits become its logits."""
 
 
 class SplitConfig(Strict):
@@ -117,6 +125,14 @@ class DataConfig(Strict):
     ner: NerDataConfig = NerDataConfig()
     sft: SftDataConfig = SftDataConfig()
     augment: AugmentConfig = AugmentConfig()
+
+    @model_validator(mode="after")
+    def _files_replace_the_bundled_set(self):
+        # `train` wins over `dataset` when reading; the resolved config.yaml must not name a set never used
+        # (robustness and plan --auto read it back)
+        if self.train:
+            self.dataset = None
+        return self
 
 
 class EarlyStoppingConfig(Strict):

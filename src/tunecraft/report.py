@@ -1,6 +1,6 @@
 """Report building blocks: number formatting, plots, and markdown / self-contained HTML pages made of sections.
 
-A leaf: it imports nothing of tunecraft but `io`, so tasks, commands and reports of every kind can use it.
+A leaf: it imports nothing of tunecraft but `io` and `fonts`, so tasks, commands and reports of every kind can use it.
 A page is a title and a list of sections `(heading, blocks)`; a block is `("table", header, rows)` or
 `("image", png_path)`.
 """
@@ -16,6 +16,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from .fonts import use_cjk_font  # noqa: E402
 from .io import write_file, write_text  # noqa: E402
 
 __all__ = ["plt", "fmt", "save_figure", "line_plot", "plot_curves", "plot_confusion", "markdown", "html_page",
@@ -65,6 +66,7 @@ def plot_curves(history: list[dict], out: Path, keys: tuple[str, ...]) -> list[P
 
 def plot_confusion(matrix: list[list[int]], rows: list[str], cols: list[str], path: Path,
                    xlabel: str = "predicted", ylabel: str = "true") -> Path:
+    use_cjk_font([*rows, *cols])  # Chinese labels: a CJK fallback font, or a warning, not boxes
     fig, ax = plt.subplots(figsize=(max(3.5, 0.6 * len(cols) + 2), max(3.5, 0.6 * len(rows) + 2)))
     ax.imshow(matrix, cmap="Blues")
     ax.set_xticks(range(len(cols)), cols, rotation=45, ha="right")

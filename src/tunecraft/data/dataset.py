@@ -180,7 +180,9 @@ class Encoded:
     gold: list[list[str]] | None = None
     """Token classification: every sentence's gold tags, one per word (for word-level metrics)."""
     options: dict = field(default_factory=dict)
-    """Task settings that scoring needs (the tag scheme, strict entity matching)."""
+    """Task settings that scoring needs (the tag scheme, strict entity matching, window pooling)."""
+    source_lengths: list[int] | None = None
+    """Classification: each text's length in tokens before any cut (see long_documents.report_long_texts)."""
     cut: list[bool] | None = None
     """Classification: whether each example was longer than max_length and cut to it."""
 
@@ -218,7 +220,7 @@ def encode(tokenizer, examples: list[Example], max_length: int, label_map: Label
     ids, types, lengths = tokenize(tokenizer, texts, pairs, max_length)
     labels = [label_map.encode(e, label_field) for e in examples] if label_map else None
     cut = [n > max_length for n in lengths]
-    return Encoded(ids, types, labels, sum(cut), cut=cut)
+    return Encoded(ids, types, labels, sum(cut), source_lengths=lengths, cut=cut)
 
 
 def pad_multiple(device) -> int:

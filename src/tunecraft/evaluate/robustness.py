@@ -7,6 +7,7 @@ the run's report.md/report.html.
 from __future__ import annotations
 
 import json
+import logging
 import random
 import string
 from collections.abc import Callable
@@ -18,7 +19,7 @@ import yaml
 from ..config import DataConfig
 from ..data import LabelMap, load_classification_data
 from ..data.bundled import LANGUAGE, is_bundled, read_bundled
-from ..data.dataset import encode
+from ..data.long_documents import per_document
 from ..data.readers import Example
 from ..errors import TunecraftError
 from ..io import write_json, write_text
@@ -29,6 +30,7 @@ from ..trained import load_trained
 from .inference import predict_logits
 from .report import write_report
 
+logger = logging.getLogger(__name__)
 
 def same_language_sets(dataset: str | None) -> list[str]:
     """The default out-of-domain sets: the other bundled sets in the same language as the run's own."""
@@ -223,18 +225,28 @@ def robustness(run: str | Path, ood: list[str] | None = None, perturbations: lis
     if not test:
         raise TunecraftError(f"{run}: the run has no test split to perturb")
     test = _limit(test, max_examples, seed)
+    note = None
     if ood is None:
-        ood = same_language_sets(data_cfg.dataset)
+        # a run on the user's own file has no default: its config.yaml names no bundled set (an older one's
+        # `dataset: mr` beside `train:` was the field's default, not the data)
+        ood = [] if data_cfg.train else same_language_sets(data_cfg.dataset)
+        if not ood:
+            note = (f"no out-of-domain sets: the run trained on {data_cfg.train or data_cfg.dataset}, which has "
+                    "no default ones; pass --ood FILE (same columns) to add some. Perturbations and "
+                    "calibration are scored on its test split")
+            logger.warning(note)
     names = list(PERTURBATIONS) if perturbations is None else perturbations
     unknown = [n for n in names if n not in PERTURBATIONS]
     if unknown:
         raise TunecraftError(f"unknown perturbation(s) {', '.join(unknown)}; choose from {', '.join(PERTURBATIONS)}")
     _, dtype = resolve_precision(precision)
 
+    task = get_task(meta["task"])
+
     def logits_of(examples: list[Example]) -> tuple[torch.Tensor, list[int]]:
-        enc = encode(trained.tokenizer, examples, meta["max_length"], label_map, meta["label_column"])
-        return predict_logits(trained.model, enc, batch_size, trained.tokenizer.pad_token_id,
-                              torch.device("cpu"), dtype), enc.labels
+        enc = task.encode(trained.tokenizer, examples, meta, label_map)  # cut or windowed, as in training
+        return per_document(predict_logits(trained.model, enc, batch_size, trained.tokenizer.pad_token_id,
+                                           torch.device("cpu"), dtype), enc)
 
     def accuracy(logits: torch.Tensor, labels: list[int]) -> float:
         return float((logits.argmax(-1) == torch.tensor(labels)).float().mean()) if labels else float("nan")
@@ -243,7 +255,7 @@ def robustness(run: str | Path, ood: list[str] | None = None, perturbations: lis
     clean_correct = (clean_logits.argmax(-1) == torch.tensor(clean_labels)).float()
     result: dict = {"run": str(run), "seed": seed, "test_examples": len(test),
                     "clean": {"accuracy": float(clean_correct.mean()), "samples": len(test)},
-                    "ood": {}, "perturbations": {}}
+                    "ood": {}, "perturbations": {}, **({"ood_note": note} if note else {})}
     for name in ood:
         examples = read_bundled(name) if is_bundled(name) else load_ood_file(name, meta)
         examples = _limit(examples, max_examples, seed)
@@ -304,6 +316,8 @@ def robustness_sections(result: dict, image: Path | None = None) -> list[tuple[s
     header = ["set", "examples", "accuracy %", "reference accuracy % (test split; same examples unperturbed)",
               "drop (points)"]
     blocks: list = [("table", header, rows)]
+    if result.get("ood_note"):
+        blocks.append(("table", ["out-of-domain sets"], [(result["ood_note"],)]))
     cal = result["calibration"]
     blocks.append(("table", ["calibration", "value"],
                    [("expected calibration error (%)", _pct(cal["ece"])), ("confidence bins", cal["bins"])]))

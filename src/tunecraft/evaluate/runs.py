@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import torch
 import yaml
 
+from ..config import DataConfig
 from ..data import LabelMap
+from ..data.long_documents import RUN_ADVICE, report_long_texts
 from ..data.readers import Columns, read_examples
 from ..errors import DataError, TunecraftError
 from ..io import write_json, write_jsonl
@@ -16,6 +19,8 @@ from ..tasks import get_task
 from ..train.precision import resolve as resolve_precision
 from ..trained import load_trained
 from .report import write_eval_report
+
+logger = logging.getLogger(__name__)
 
 
 def _split_settings(run: Path) -> tuple[int, tuple[float, float]]:
@@ -27,16 +32,63 @@ def _split_settings(run: Path) -> tuple[int, tuple[float, float]]:
     return 42, (0.1, 0.1)
 
 
+def _saved_data(run: Path) -> dict:
+    saved = run / "config.yaml"
+    if not saved.is_file():
+        return {}
+    return (yaml.safe_load(saved.read_text(encoding="utf-8")) or {}).get("data") or {}
+
+
+def _same_file(a: str | None, b: str) -> bool:
+    return bool(a) and Path(a).resolve() == Path(b).resolve()
+
+
+def run_file_split(run: Path, task, data: str, split: str) -> tuple[list, str] | None:
+    """When `data` is a file the run trained from: (the examples of the run's own `split` of it, a note),
+    re-derived as training split it (seed, fractions, sample limits); None for any other file or split
+    'all'. Training rows are never scored as test rows."""
+    saved = _saved_data(run)
+    own_file = split != "train" and _same_file(saved.get(split), data)  # e.g. test: test.csv
+    if split == "all" or own_file or not _same_file(saved.get("train"), data):
+        return None
+    if saved.get(split) and split != "train":
+        raise TunecraftError(f"{data} is the run's training file; its {split} split came from {saved[split]}: "
+                             f"evaluate on that file")
+    parts = task.load_data(DataConfig.model_validate({**saved, "augment": {}}))
+    examples = getattr(parts, split)
+    if not examples:
+        raise TunecraftError(f"the run has no {split} split in {data}")
+    seed = (saved.get("split") or {}).get("seed", 42)
+    return examples, (f"{data} is the run's training file: scoring the run's own {split} split of it "
+                      f"({len(examples):,} rows, split by seed {seed} as in training), not every row")
+
+
 def evaluate_run(run: str | Path, data: str, split: str = "test", batch_size: int = 64,
                  precision: str = "auto", fmt: str = "auto") -> dict:
+    """Score a run on a bundled set's split (by the run's own seed) or a file. The run's training file gives
+    the run's own `split` of it; any other file is scored whole (with a warning unless split is 'all')."""
     run = Path(run)
     trained = load_trained(run)
     meta = trained.meta
     task = get_task(meta["task"])
     seed, fractions = _split_settings(run)
-    examples = task.load_eval_examples(data, meta, fmt, split, seed, fractions)
+    is_file = Path(data).exists()
+    own = run_file_split(run, task, data, split) if is_file else None
+    if own is not None:
+        examples, note = own
+        logger.warning(note)
+    else:
+        examples = task.load_eval_examples(data, meta, fmt, split, seed, fractions)
+        saved = _saved_data(run)
+        if is_file and split != "all" and not _same_file(saved.get(split), data):
+            note = (f"scoring every row of {data} ({len(examples):,} rows): it is not the run's training file, so "
+                    f"--split {split} does not apply; make sure it holds no training rows")
+            logger.warning(note)
+        else:
+            note = None
     label_map = LabelMap(meta["labels"])
     enc = task.encode(trained.tokenizer, examples, meta, label_map)
+    report_long_texts(enc, "evaluated texts", meta["max_length"], RUN_ADVICE)
     _, dtype = resolve_precision(precision)
     logits = task.infer(trained.model, enc, batch_size, trained.tokenizer.pad_token_id, torch.device("cpu"), dtype)
     metrics = task.evaluate(logits, enc, label_map)
@@ -46,7 +98,7 @@ def evaluate_run(run: str | Path, data: str, split: str = "test", batch_size: in
     generations = metrics.pop("generations", [])
     if generations:
         metrics["samples_shown"] = generations[: gen["report_samples"]]
-    name = (Path(data).stem if Path(data).exists() else data) + ("" if Path(data).exists() else f"-{split}")
+    name = (Path(data).stem if is_file else data) + ("" if is_file and own is None else f"-{split}")
     out = run / "evals" / name
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "metrics.json", metrics)
@@ -54,7 +106,8 @@ def evaluate_run(run: str | Path, data: str, split: str = "test", batch_size: in
     if generations:
         write_jsonl(out / "generations.jsonl", generations)
     report = write_eval_report(out / "report.md", f"Evaluation of {run} on {name}", metrics, label_map.labels, task)
-    return {"metrics": metrics, "report": str(report), "samples": len(examples), "task": meta["task"]}
+    return {"metrics": metrics, "report": str(report), "samples": len(examples), "task": meta["task"],
+            "note": note}
 
 
 def read_texts(path: str | Path, text_column: str = "text") -> list[str]:

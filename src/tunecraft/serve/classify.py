@@ -3,13 +3,9 @@
 
 from __future__ import annotations
 
-import torch
 from fastapi import APIRouter, Depends, HTTPException
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..data import LabelMap
-from ..data.dataset import Encoded, tokenize
-from ..evaluate.inference import predict_logits
 from ..settings import Strict
 
 
@@ -44,32 +40,22 @@ class FeedbackResponse(BaseModel):
     stored: bool = True
 
 
-def classification_routes(server, decode) -> APIRouter:
-    """`server`: the server core (serve/app.py `Server`); `decode(logits, label_map)`: the task's own."""
+def classification_routes(server, predict) -> APIRouter:
+    """`server`: the server core (serve/app.py `Server`); `predict(trained, texts, batch_size, dtype, pairs,
+    warn)`: the task's own, so a text is read as `tunecraft predict` reads it (cut to max_length, or as pooled
+    windows for a run trained with model.long_documents=windows)."""
     router = APIRouter()
 
     def pairs() -> bool:
         return server.trained.meta.get("text_pair_column") is not None
 
-    def prepare(texts: list[str], text_pairs: list[str] | None) -> list:
-        """(ids, type ids, whether it was cut) per text: a text longer than the model's max_length is cut to
-        it, as `tunecraft predict` and training cut it."""
-        trained = server.trained
-        max_length = trained.meta["max_length"]
-        ids, types, lengths = tokenize(trained.tokenizer, texts, text_pairs, max_length)
-        return [(x, types[i] if types else None, lengths[i] > max_length) for i, x in enumerate(ids)]
-
-    def infer(items: list) -> list[dict]:
-        trained = server.trained
-        enc = Encoded([ids for ids, *_ in items], [t for _, t, _ in items] if items[0][1] is not None else None,
-                      None, 0)
-        logits = predict_logits(trained.model, enc, len(items), trained.tokenizer.pad_token_id,
-                                torch.device("cpu"), server.dtype)
-        return decode(logits, LabelMap(trained.meta["labels"]))
+    def infer(items: list[tuple[str, str | None]]) -> list[dict]:
+        text_pairs = [p for _, p in items] if items[0][1] is not None else None
+        return predict(server.trained, [t for t, _ in items], len(items), server.dtype, text_pairs, warn=False)
 
     def warm_up() -> None:
         for size in (1, 8):
-            infer(prepare(["warm-up"] * size, ["warm-up"] * size if pairs() else None))
+            infer([("warm-up", "warm-up" if pairs() else None)] * size)
 
     server.serve_batches(infer, warm_up)
 
@@ -85,10 +71,9 @@ def classification_routes(server, decode) -> APIRouter:
             raise HTTPException(422, f"this model {need}")
         if req.text_pairs is not None and len(req.text_pairs) != len(req.texts):
             raise HTTPException(422, f"{len(req.text_pairs)} text_pairs for {len(req.texts)} texts")
-        items = prepare(req.texts, req.text_pairs)
+        items = [(text, req.text_pairs[i] if req.text_pairs else None) for i, text in enumerate(req.texts)]
         results = await server.submit(items)
-        return ClassifyResponse(model=server.name, predictions=[Prediction(**r, truncated=item[2])
-                                                                 for r, item in zip(results, items)])
+        return ClassifyResponse(model=server.name, predictions=[Prediction(**r) for r in results])
 
     @router.post("/v1/feedback", response_model=FeedbackResponse, dependencies=[Depends(server.require_key)],
                  responses={401: {}, 422: {}})

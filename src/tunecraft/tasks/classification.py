@@ -11,6 +11,7 @@ from transformers import AutoModelForSequenceClassification
 from ..data import LabelMap, load_classification_data
 from ..data.dataset import encode as encode_examples
 from ..data.dataset import load_eval_examples as load_examples
+from ..data.long_documents import RUN_ADVICE, encode_windows, per_document, report_long_texts
 from ..data.readers import Columns, Example
 from ..evaluate.baselines import check_classification_baselines, classification_baselines, finetune_shots
 from ..evaluate.metrics import classification_metrics
@@ -47,8 +48,18 @@ class Classification(Task):
         columns = Columns(meta["text_column"], meta["label_column"], meta["text_pair_column"])
         return load_examples(spec, columns, fmt, split, seed, fractions)
 
+    def options(self, config) -> dict:
+        m = config.model
+        return {"long_documents": m.long_documents, "window_stride": m.window_stride, "window_pool": m.window_pool}
+
     def encode(self, tokenizer, examples: list[Example], meta: dict, label_map: LabelMap | None = None):
-        return encode_examples(tokenizer, examples, meta["max_length"], label_map, meta.get("label_column") or "label")
+        field = meta.get("label_column") or "label"
+        if meta.get("long_documents") == "windows":
+            pairs = [e.text_pair for e in examples] if examples and examples[0].text_pair is not None else None
+            labels = [label_map.encode(e, field) for e in examples] if label_map else None
+            return encode_windows(tokenizer, [e.text for e in examples], pairs, meta["max_length"],
+                                  meta["window_stride"], labels, meta["window_pool"])
+        return encode_examples(tokenizer, examples, meta["max_length"], label_map, field)
 
     def check_config(self, config) -> None:
         """Text augmentation (data.augment) is offered here, unlike the base contract."""
@@ -70,13 +81,14 @@ class Classification(Task):
         return F.cross_entropy(outputs.logits.float(), batch["labels"], reduction="sum")
 
     def evaluate(self, logits: torch.Tensor, enc, label_map: LabelMap) -> dict:
-        result = classification_metrics(enc.labels, logits.argmax(dim=-1).tolist(), label_map.labels)
-        result["loss"] = float(F.cross_entropy(logits, torch.tensor(enc.labels)))
+        logits, labels = per_document(logits, enc)  # windows of a long text → one row per text
+        result = classification_metrics(labels, logits.argmax(dim=-1).tolist(), label_map.labels)
+        result["loss"] = float(F.cross_entropy(logits, torch.tensor(labels)))
         return result
 
     def prediction_rows(self, examples: list[Example], logits: torch.Tensor, enc, label_map: LabelMap) -> list[dict]:
         rows = []
-        for example, decoded in zip(examples, decode(logits, label_map)):
+        for example, decoded in zip(examples, decode(per_document(logits, enc)[0], label_map)):
             row = {"text": example.text}
             if example.text_pair is not None:
                 row["text_pair"] = example.text_pair
@@ -85,14 +97,21 @@ class Classification(Task):
             rows.append(row)
         return rows
 
-    def predict(self, trained, texts: list[str], batch_size: int, dtype) -> list[dict]:
+    def predict(self, trained, texts: list[str], batch_size: int, dtype, pairs: list[str] | None = None,
+                warn: bool = True) -> list[dict]:
+        """`warn`: say on the terminal how many texts are cut (off for the server, which would say it per batch).
+        Each result says whether its text was cut to max_length (never, when the run reads windows)."""
         from ..evaluate.inference import predict_logits
 
-        enc = self.encode(trained.tokenizer, [Example(text=t) for t in texts], trained.meta)
+        examples = [Example(text=t, text_pair=pairs[i] if pairs else None) for i, t in enumerate(texts)]
+        enc = self.encode(trained.tokenizer, examples, trained.meta)
+        if warn:
+            report_long_texts(enc, "texts to predict", trained.meta["max_length"], RUN_ADVICE)
         logits = predict_logits(trained.model, enc, batch_size, trained.tokenizer.pad_token_id, torch.device("cpu"),
                                 dtype)
-        return [{"text": t, **d, "truncated": cut}  # cut to max_length, as `serve` reports it too
-                for t, d, cut in zip(texts, decode(logits, LabelMap(trained.meta["labels"])), enc.cut)]
+        decoded = decode(per_document(logits, enc)[0], LabelMap(trained.meta["labels"]))
+        cut = enc.cut or [False] * len(texts)
+        return [{"text": t, **d, "truncated": c} for t, d, c in zip(texts, decoded, cut)]
 
     def length_row(self, summary: dict) -> tuple[str, object]:
         return ("truncated training texts",
@@ -110,7 +129,7 @@ class Classification(Task):
     def routes(self, server):
         from ..serve.classify import classification_routes
 
-        return classification_routes(server, decode)
+        return classification_routes(server, self.predict)
 
     def format_prediction(self, row: dict) -> str:
         probs = "  ".join(f"{k}={v:.3f}" for k, v in row["probabilities"].items())

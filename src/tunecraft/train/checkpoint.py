@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
 from pathlib import Path
@@ -81,6 +82,24 @@ def latest_checkpoint(folder: Path) -> Path | None:
 
 
 def prune_checkpoints(folder: Path, keep: int) -> None:
+    """Keep the newest `keep` step checkpoints, and no leftovers of unfinished writes."""
     found = sorted(folder.glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
     for old in found[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
+    remove_unfinished(folder)
+
+
+def remove_unfinished(folder: Path) -> list[Path]:
+    """Clear what a process killed inside io.write_folder left behind: a `.<name>-old` whose <name> is gone
+    is the last complete copy and goes back into place; every other dot-folder (a half-written temporary
+    one) is removed. Returns the removed folders."""
+    removed = []
+    for path in sorted(folder.iterdir()) if folder.is_dir() else []:
+        if not (path.name.startswith(".") and path.is_dir()):
+            continue
+        if path.name.endswith("-old") and not (folder / path.name[1:-4]).exists():
+            os.replace(path, folder / path.name[1:-4])
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed

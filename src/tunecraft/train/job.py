@@ -13,6 +13,7 @@ import torch
 
 from ..config import RunConfig
 from ..data.augment import augment_examples
+from ..data.long_documents import report_long_texts
 from ..errors import ConfigError
 from ..evaluate.report import write_report
 from ..io import write_jsonl
@@ -60,6 +61,8 @@ def prepare_job(config: RunConfig, model=None, data=None) -> Job:
     train_enc = task.encode(tokenizer, train_examples, meta, lmap)
     val_enc = task.encode(tokenizer, data.validation, meta, lmap) if data.validation else None
     test_enc = task.encode(tokenizer, data.test, meta, lmap) if data.test else None
+    for what, enc in (("training texts", train_enc), ("validation texts", val_enc), ("test texts", test_enc)):
+        report_long_texts(enc, what, config.model.max_length)  # once per split, on the terminal
     if model is None:
         model = task.build_model(base, lmap, config.model.dropout)
     method = get_method(config.method.name)

@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import math
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -224,6 +225,11 @@ class TrainingLoop:
         if es.metric not in result:
             raise ValueError(f"train.early_stopping.metric '{es.metric}' is not one of {sorted(result)}")
         self.log({"type": "eval", "split": "validation", "step": s.global_step, **result})
+        keys = [k for k in dict.fromkeys((*self.task.HEADLINE, es.metric)) if k in result]
+        line = f"step {s.global_step}: validation " + "  ".join(f"{k} {result[k]:.4f}" for k in keys)
+        if self.cfg.progress and self.acc.is_main_process:
+            tqdm.write(line)  # above the progress bar, which stays in place
+        logger.info(line)
         value = result[es.metric]
         better = s.best_metric is None or (value > s.best_metric if es.mode == "max" else value < s.best_metric)
         if better:
@@ -262,14 +268,21 @@ class TrainingLoop:
         self.acc.wait_for_everyone()
 
     def restore(self) -> None:
+        if self.acc.is_main_process:  # and the half-written folders of a write that was killed
+            prune_checkpoints(self.ckpt_dir, self.cfg.keep_checkpoints)
+        self.acc.wait_for_everyone()
         found = latest_checkpoint(self.ckpt_dir)
-        if found is None:
-            raise FileNotFoundError(f"no checkpoint to resume from in {self.ckpt_dir}")
-        weights, optim, saved = load_checkpoint(found, self.scheduler)
-        load_weights_into(self.acc, self.model, weights)
-        load_optimizer_state(self.acc, self.model, self.optimizer, optim)
-        self.state = LoopState(**saved)
-        self.resize(self.acc.num_processes, self.cfg.grad_accum)
+        if found is None:  # killed before its first checkpoint was complete: nothing to lose by starting over
+            logger.warning("no complete checkpoint in %s (the run stopped before writing its first one): "
+                           "starting again from step 0", self.ckpt_dir)
+            if self.acc.is_main_process:
+                shutil.rmtree(self.ckpt_dir / "best", ignore_errors=True)
+        else:
+            weights, optim, saved = load_checkpoint(found, self.scheduler)
+            load_weights_into(self.acc, self.model, weights)
+            load_optimizer_state(self.acc, self.model, self.optimizer, optim)
+            self.state = LoopState(**saved)
+            self.resize(self.acc.num_processes, self.cfg.grad_accum)
         # metrics logged after that checkpoint belong to the lost part of the run: drop them
         path = self.run_dir / "metrics.jsonl"
         if self.acc.is_main_process and path.exists():

@@ -68,6 +68,10 @@ def check_run_dir(config, resume: bool, overwrite: bool) -> None:
         if not saved.is_file():
             raise TunecraftError(f"cannot resume: {saved} does not exist")
         before = yaml.safe_load(saved.read_text(encoding="utf-8"))
+        try:  # read back through the schema, so that a default it has since normalised is no change
+            before = yaml.safe_load(dump_config(type(config).model_validate(before)))
+        except ValueError:
+            pass  # compared as written: a key the schema no longer takes is a difference
         now = yaml.safe_load(dump_config(config))
         for section in (before, now):
             for key in LAYOUT_KEYS:
@@ -167,6 +171,8 @@ class RunSession:
                     if not any(tmp.iterdir()):
                         continue
                     if tokenizer is not None:
+                        if meta and "max_length" in meta:  # plain transformers then cuts where training did
+                            tokenizer.model_max_length = meta["max_length"]
                         tokenizer.save_pretrained(tmp)
                     if meta is not None:
                         write_json(tmp / META, meta, ensure_ascii=False)
