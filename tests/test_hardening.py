@@ -246,7 +246,7 @@ def test_chinese_labels_get_a_cjk_font_or_a_warning(tmp_path, caplog, monkeypatc
     from matplotlib import rcParams
 
     from tunecraft import fonts
-    from tunecraft.evaluate.report import plot_confusion
+    from tunecraft.report import plot_confusion
 
     labels = ["正面", "负面"]
     assert fonts.use_cjk_font(["positive", "negative"]) is None  # nothing to do for Latin labels
