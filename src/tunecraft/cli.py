@@ -215,7 +215,8 @@ def _cmd_serve(args) -> int:
         max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms, max_body_bytes=args.max_body_bytes,
         max_texts=args.max_texts, max_input_tokens=args.max_input_tokens,
         api_key=args.api_key or os.environ.get("TUNECRAFT_API_KEY") or None, feedback_db=args.feedback_db,
-        precision=args.precision, drain_seconds=args.drain_seconds,
+        precision=args.precision, drain_seconds=args.drain_seconds, max_new_tokens=args.max_new_tokens,
+        generation_timeout_s=args.generation_timeout_s,
     )
     serve(settings)
     return 0
@@ -385,6 +386,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--feedback-db", help="SQLite file for /v1/feedback (default: RUN/feedback.sqlite)")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     p.add_argument("--drain-seconds", type=float, default=30, help="graceful-shutdown drain limit")
+    p.add_argument("--max-new-tokens", type=int, default=1024, help="generative runs: the largest max_tokens")
+    p.add_argument("--generation-timeout-s", type=float, default=300, help="generative runs: per-request limit")
     p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser("compress", help="distil, prune, quantize or export a run; measure every variant",

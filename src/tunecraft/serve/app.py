@@ -58,6 +58,10 @@ class ServeSettings(BaseModel):
     api_key: str | None = None
     feedback_db: str | None = None
     """Default: <run>/feedback.sqlite."""
+    max_new_tokens: int = Field(1024, ge=1)
+    """Generative runs: the largest max_tokens a request may ask for (more is refused, 422)."""
+    generation_timeout_s: float = Field(300, gt=0)
+    """Generative runs: a request still generating after this long is cancelled (504)."""
     precision: str = "auto"
     drain_seconds: float = Field(30, ge=0)
 
