@@ -17,9 +17,13 @@ from tunecraft import predict
 
 
 @pytest.fixture(scope="module")
-def chat_run(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("openai")
-    return tiny_run(tmp, tiny_base(tmp / "base"), "chat")
+def base(tmp_path_factory):
+    return tiny_base(tmp_path_factory.mktemp("openai") / "base")
+
+
+@pytest.fixture(scope="module")
+def chat_run(base):
+    return tiny_run(base.parent, base, "chat")
 
 
 @pytest.fixture(scope="module")
@@ -176,3 +180,28 @@ def test_greedy_answers_equal_predict_and_plain_transformers_under_concurrency(s
         "tunecraft_time_to_first_token_seconds_count"] + 24
     assert after["tunecraft_inter_token_latency_seconds_count"] > before["tunecraft_inter_token_latency_seconds_count"]
     assert "tunecraft_queue_depth" in after and "tunecraft_running_sequences" in after
+
+
+def test_several_lora_runs_on_one_base_answer_by_model_name(base):
+    a = tiny_run(base.parent, base, "a", seed=1, lr=3e-2)
+    b = tiny_run(base.parent, base, "b", seed=2, lr=3e-2)
+    want = {name: [row["response"] for row in predict(run, PROMPTS, precision="fp32")] for name, run in
+            (("a", a), ("b", b))}
+    assert want["a"] != want["b"]
+    proc, url = start(a, "--lora", f"b={b}", "--precision", "fp32")
+    try:
+        assert [m.id for m in client(url).models.list().data] == ["a", "b"]
+
+        async def fire():
+            c = openai.AsyncOpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=120)
+            return await asyncio.gather(*[c.chat.completions.create(model=name, messages=ask(p))
+                                          for p in PROMPTS for name in ("a", "b")])
+
+        answers = [r.choices[0].message.content for r in asyncio.run(fire())]
+        assert answers[0::2] == want["a"] and answers[1::2] == want["b"]
+        assert [r.model for r in asyncio.run(fire())][:2] == ["a", "b"]
+        with pytest.raises(openai.NotFoundError, match="this server serves: a, b"):
+            client(url).chat.completions.create(model="c", messages=ask("hello"))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)

@@ -29,7 +29,7 @@ def tiny_base(folder):
     return folder
 
 
-def tiny_run(tmp, base, name: str, seed: int = 0, method: str = "lora"):
+def tiny_run(tmp, base, name: str, seed: int = 0, method: str = "lora", lr: float = 1e-3):
     """A causal_lm run of a few steps on 16 chitchat conversations (each seed learns different weights)."""
     convs = [c for c in BUNDLED_CHAT["chitchat-en"]() if len(c.messages) == 2][:16]
     path = tmp / f"{name}.jsonl"
@@ -41,7 +41,7 @@ def tiny_run(tmp, base, name: str, seed: int = 0, method: str = "lora"):
                  "sft": {"overlong": "truncate"}},
         "method": {"name": method, **({"r": 4, "alpha": 8} if method == "lora" else {})},
         "generation": {"max_new_tokens": 12, "eval_samples": 0, "report_samples": 0},
-        "train": {"max_steps": 3, "batch_size": 8, "lr": 1e-3, "warmup_ratio": 0, "num_threads": 1,
+        "train": {"max_steps": 3, "batch_size": 8, "lr": lr, "warmup_ratio": 0, "num_threads": 1,
                   "eval_each_epoch": False, "progress": False, "tensorboard": False}})
     train(config)
     return config.run_dir

@@ -207,6 +207,16 @@ def _cmd_explain(args) -> int:
     return 0
 
 
+def _named_runs(pairs: list[str]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        name, sep, run = pair.partition("=")
+        if not sep or not name or not run:
+            raise TunecraftError(f"--lora {pair}: give NAME=RUN")
+        out[name] = run
+    return out
+
+
 def _cmd_serve(args) -> int:
     from .serve.app import ServeSettings, serve
 
@@ -216,7 +226,7 @@ def _cmd_serve(args) -> int:
         max_texts=args.max_texts, max_input_tokens=args.max_input_tokens,
         api_key=args.api_key or os.environ.get("TUNECRAFT_API_KEY") or None, feedback_db=args.feedback_db,
         precision=args.precision, drain_seconds=args.drain_seconds, max_new_tokens=args.max_new_tokens,
-        generation_timeout_s=args.generation_timeout_s,
+        generation_timeout_s=args.generation_timeout_s, lora=_named_runs(args.lora),
     )
     serve(settings)
     return 0
@@ -388,6 +398,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--drain-seconds", type=float, default=30, help="graceful-shutdown drain limit")
     p.add_argument("--max-new-tokens", type=int, default=1024, help="generative runs: the largest max_tokens")
     p.add_argument("--generation-timeout-s", type=float, default=300, help="generative runs: per-request limit")
+    p.add_argument("--lora", action="append", default=[], metavar="NAME=RUN",
+                   help="serve this LoRA run too, on RUN's base in memory, as the model NAME (repeatable)")
     p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser("compress", help="distil, prune, quantize or export a run; measure every variant",

@@ -41,6 +41,8 @@ class Sequence:
     group: object = None
     """Sequences of one request that sets a seed decode alone, so that the seed reproduces the answer."""
     seed: int | None = None
+    adapter: str | None = None
+    """The named LoRA adapter that answers (serve/adapters.py), or None for the run's own model."""
     cancelled: bool = False
     queued: float = field(default_factory=time.perf_counter)
     text: str = ""
@@ -57,8 +59,8 @@ class Sequence:
     def key(self) -> tuple:
         """Sequences with the same key can share one generate call."""
         if self.temperature == 0:
-            return (0.0, 1.0, None)
-        return (self.temperature, self.top_p, self.group if self.seed is not None else None)
+            return (self.adapter, 0.0, 1.0, None)
+        return (self.adapter, self.temperature, self.top_p, self.group if self.seed is not None else None)
 
     def emit(self, event) -> None:
         self.loop.call_soon_threadsafe(self.events.put_nowait, (self.index, event))
@@ -164,7 +166,9 @@ def generate_batch(model, tokenizer, sequences: list[Sequence], dtype=None, metr
             groups.setdefault(seq.key, []).append(seq)
     device = next(model.parameters()).device
     eos = tokenizer.eos_token_id
-    for (temperature, top_p, _), rows in groups.items():
+    for (adapter, temperature, top_p, _), rows in groups.items():
+        if adapter is not None:
+            model.set_adapter(adapter)
         width = max(len(s.prompt_ids) for s in rows)
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
         ids = torch.tensor([[pad] * (width - len(s.prompt_ids)) + s.prompt_ids for s in rows], device=device)

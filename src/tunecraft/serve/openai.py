@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..tasks.causal_lm import prompt_text
+from .adapters import load_adapters
 from .generation import DONE, GenerationMetrics, Sequence, generate_batch
 
 access_log = logging.getLogger("tunecraft.access")
@@ -95,6 +96,14 @@ def openai_routes(server) -> APIRouter:
     router = APIRouter()
     settings = server.settings
     created = int(time.time())
+    runs = {server.name: settings.run, **settings.lora}
+    metas: dict[str, dict] = {}
+
+    def load(run):
+        """With --lora: the base once, every run's adapter beside it; else the run's own model."""
+        trained, found = load_adapters(runs)
+        metas.update(found)
+        return trained
     metrics = GenerationMetrics(server.metrics.registry,
                                 lambda: server.batcher.queue.qsize() if server.batcher is not None else 0)
 
@@ -111,14 +120,17 @@ def openai_routes(server) -> APIRouter:
         finally:
             loop.close()
 
-    server.serve_batches(infer, warm_up)
+    server.serve_batches(infer, warm_up, load if settings.lora else None)
+
+    def meta(name: str) -> dict:
+        return metas.get(name) or server.trained.meta
 
     def sequences(req: Sampling, prompts: list[list[int]], strip: bool, loop) -> list[Sequence]:
         """The request's sequences (n per prompt), or Refused with the OpenAI-shaped error."""
-        if req.model != server.name:
-            raise Refused(error(404, f"the model '{req.model}' does not exist; this server serves: {server.name}",
-                                "model_not_found", "model"))
-        gen = server.trained.meta["generation"]
+        if req.model not in runs:
+            raise Refused(error(404, f"the model '{req.model}' does not exist; this server serves: "
+                                     f"{', '.join(runs)}", "model_not_found", "model"))
+        gen = meta(req.model)["generation"]
         max_tokens = getattr(req, "max_completion_tokens", None) or req.max_tokens or gen["max_new_tokens"]
         if max_tokens > settings.max_new_tokens:
             raise Refused(error(422, f"max_tokens is {max_tokens}; the limit is {settings.max_new_tokens}",
@@ -134,7 +146,8 @@ def openai_routes(server) -> APIRouter:
         events: asyncio.Queue = asyncio.Queue()
         group = object()
         return [Sequence(ids, max_tokens, temperature, top_p, [*gen["stop"], *stops], strip, events, loop,
-                         index=p * req.n + j, group=group, seed=req.seed)
+                         index=p * req.n + j, group=group, seed=req.seed,
+                         adapter=req.model if settings.lora else None)
                 for p, ids in enumerate(prompts) for j in range(req.n)]
 
     async def run(request: Request, req: Sampling, seqs: list[Sequence], kind: str):
@@ -211,13 +224,13 @@ def openai_routes(server) -> APIRouter:
             else:
                 choices = [{"index": s.index, "text": s.answer, "logprobs": None, "finish_reason": s.finish_reason}
                            for s in seqs]
-            return JSONResponse({"id": rid, "object": obj, "created": int(time.time()), "model": server.name,
+            return JSONResponse({"id": rid, "object": obj, "created": int(time.time()), "model": req.model,
                                  "choices": choices, "usage": usage()})
 
         chunk_obj = "chat.completion.chunk" if kind == "chat" else "text_completion"
 
         def sse(choices: list[dict], **extra) -> str:
-            body = {"id": rid, "object": chunk_obj, "created": int(time.time()), "model": server.name,
+            body = {"id": rid, "object": chunk_obj, "created": int(time.time()), "model": req.model,
                     "choices": choices, **extra}
             return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
 
@@ -252,7 +265,7 @@ def openai_routes(server) -> APIRouter:
 
     @router.get("/v1/models", response_model=ModelList, dependencies=[Depends(server.require_key)])
     async def models():
-        return ModelList(data=[ModelCard(id=server.name, created=created)])
+        return ModelList(data=[ModelCard(id=name, created=created) for name in runs])
 
     @router.post("/v1/chat/completions", dependencies=[Depends(server.require_key)],
                  responses={401: {}, 404: {}, 413: {}, 422: {}})
