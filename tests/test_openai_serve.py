@@ -205,3 +205,34 @@ def test_several_lora_runs_on_one_base_answer_by_model_name(base):
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
+
+
+def test_embeddings_of_an_encoder_run_equal_its_own_pooled_embeddings(tmp_path):
+    from tunecraft.config import build_config
+    from tunecraft.serve.embeddings import run_embeddings
+    from tunecraft.train import train
+    from tunecraft.trained import load_trained
+
+    config = build_config({
+        "name": "enc", "output_dir": str(tmp_path), "seed": 7,
+        "model": {"base": "scratch:encoder-tiny", "tokenizer": "chars", "max_length": 64},
+        "data": {"dataset": "mr", "max_train_samples": 64, "max_eval_samples": 16}, "method": {"name": "full"},
+        "train": {"max_steps": 2, "batch_size": 8, "precision": "fp32", "progress": False, "tensorboard": False,
+                  "num_threads": 1}, "baselines": {"zero_shot": False}})
+    train(config)
+    texts = ["a gorgeous, witty film", "a dull mess", "it is a film " * 3]
+    own = run_embeddings(load_trained(config.run_dir), texts)
+    proc, url = start(config.run_dir, "--precision", "fp32")
+    try:
+        got = client(url).embeddings.create(model="enc", input=texts)  # the client asks for base64
+        assert [d.index for d in got.data] == [0, 1, 2] and got.usage.prompt_tokens > 0
+        assert torch.allclose(torch.tensor([d.embedding for d in got.data]), own, atol=1e-5)
+        floats = httpx.post(url + "/v1/embeddings", json={"model": "enc", "input": texts[0]}).json()
+        assert torch.allclose(torch.tensor(floats["data"][0]["embedding"]), own[0], atol=1e-5)
+        with pytest.raises(openai.NotFoundError):
+            client(url).embeddings.create(model="other", input="x")
+        assert httpx.post(url + "/v1/embeddings", json={"model": "enc", "input": ["ok", " "]}).status_code == 422
+        assert httpx.post(url + "/v1/classify", json={"texts": ["fine"]}).status_code == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
