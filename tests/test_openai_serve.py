@@ -3,7 +3,9 @@ completions, streamed and not; n, stop and seed; limits and errors; a client tha
 `tunecraft predict` and to plain transformers under concurrent, batched requests; the generation metrics."""
 
 import asyncio
+import json
 import signal
+import sqlite3
 import time
 
 import httpx
@@ -122,6 +124,22 @@ def test_errors_are_clear_and_leave_the_server_healthy(server):
         c.chat.completions.create(model="chat", messages=ask("hello"), max_tokens=100)
     assert httpx.get(url + "/health").status_code == 200
     assert c.chat.completions.create(model="chat", messages=ask("hello"), max_tokens=2).choices[0].message.content
+
+
+def test_chat_feedback_is_stored_before_the_200(server):
+    url, run_dir = server
+    body = {"model": "chat", "messages": ask("What is AI?"), "response": "Pe Ital", "rating": -1,
+            "correction": "Artificial intelligence."}
+    ok = httpx.post(url + "/v1/feedback", json=body)
+    assert ok.status_code == 200 and ok.json()["stored"] is True
+    with sqlite3.connect(run_dir / "feedback.sqlite") as conn:
+        row = conn.execute("SELECT messages, response, rating, correction, model FROM chat_feedback WHERE id = ?",
+                           (ok.json()["id"],)).fetchone()
+    assert json.loads(row[0]) == ask("What is AI?") and row[1:] == ("Pe Ital", -1, "Artificial intelligence.", "chat")
+    thumbs = httpx.post(url + "/v1/feedback", json={"model": "chat", "messages": ask("hello"), "rating": 1})
+    assert thumbs.status_code == 200
+    empty = httpx.post(url + "/v1/feedback", json={"model": "chat", "messages": ask("hello")})
+    assert empty.status_code == 422 and "give a rating" in empty.json()["error"]["message"]
 
 
 def test_a_client_that_goes_away_mid_stream_is_cancelled(server):

@@ -19,6 +19,18 @@ CREATE TABLE IF NOT EXISTS feedback (
 )
 """
 
+CHAT_SCHEMA = """
+CREATE TABLE IF NOT EXISTS chat_feedback (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    created REAL NOT NULL,
+    messages TEXT NOT NULL,
+    response TEXT,
+    rating INTEGER,
+    correction TEXT,
+    model TEXT
+)
+"""
+
 
 class FeedbackStore:
     def __init__(self, path: str | Path):
@@ -29,6 +41,7 @@ class FeedbackStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute(SCHEMA)
+        self._db.execute(CHAT_SCHEMA)
 
     def add(self, text: str, label: str, prediction: str | None = None, text_pair: str | None = None,
             model: str | None = None) -> int:
@@ -38,6 +51,17 @@ class FeedbackStore:
                 "INSERT INTO feedback (created, text, text_pair, prediction, label, model) VALUES (?, ?, ?, ?, ?, ?)",
                 (time.time(), text, text_pair, prediction, label, model),
             )
+            self._db.execute("COMMIT")
+            return int(cur.lastrowid)
+
+    def add_chat(self, messages: str, response: str | None, rating: int | None, correction: str | None,
+                 model: str | None = None) -> int:
+        """Feedback on a generated answer: the conversation (JSON), the answer, a rating and/or an edited answer."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            cur = self._db.execute(
+                "INSERT INTO chat_feedback (created, messages, response, rating, correction, model) "
+                "VALUES (?, ?, ?, ?, ?, ?)", (time.time(), messages, response, rating, correction, model))
             self._db.execute("COMMIT")
             return int(cur.lastrowid)
 

@@ -62,6 +62,27 @@ class CompletionRequest(Sampling):
     prompt: str | list[str]
 
 
+class ChatFeedback(BaseModel):
+    """A rating of a generated answer, an edited (better) answer, or both; stored for the next training run."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"example": {
+        "model": "RUN", "messages": [{"role": "user", "content": "What is AI?"}], "response": "...", "rating": -1,
+        "correction": "Artificial intelligence: ..."}})
+    model: str
+    messages: list[Message] = Field(min_length=1)
+    response: str | None = None
+    """The answer the model gave."""
+    rating: int | None = Field(None, ge=-1, le=5)
+    """-1/1 (thumbs down/up) or 1..5."""
+    correction: str | None = Field(None, min_length=1)
+    """The answer as it should have been."""
+
+
+class FeedbackStored(BaseModel):
+    id: int
+    stored: bool = True
+
+
 class Usage(BaseModel):
     prompt_tokens: int
     completion_tokens: int
@@ -262,6 +283,19 @@ def openai_routes(server) -> APIRouter:
                 log(True)
 
         return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+    @router.post("/v1/feedback", response_model=FeedbackStored, dependencies=[Depends(server.require_key)],
+                 responses={401: {}, 404: {}, 422: {}})
+    async def feedback(req: ChatFeedback):
+        if req.model not in runs:
+            return error(404, f"the model '{req.model}' does not exist; this server serves: {', '.join(runs)}",
+                         "model_not_found", "model")
+        if req.rating is None and req.correction is None:
+            return error(422, "give a rating, a correction (an edited answer), or both", "empty_feedback", "rating")
+        row = server.feedback.add_chat(json.dumps([m.model_dump() for m in req.messages], ensure_ascii=False),
+                                       req.response, req.rating, req.correction, req.model)
+        server.metrics.feedback.inc()
+        return FeedbackStored(id=row)
 
     @router.get("/v1/models", response_model=ModelList, dependencies=[Depends(server.require_key)])
     async def models():
