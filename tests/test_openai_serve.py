@@ -254,3 +254,18 @@ def test_embeddings_of_an_encoder_run_equal_its_own_pooled_embeddings(tmp_path):
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
+
+
+def test_a_request_past_the_generation_timeout_is_cancelled_with_504(chat_run):
+    proc, url = start(chat_run, "--generation-timeout-s", "0.01", "--precision", "fp32")
+    try:
+        with pytest.raises(openai.InternalServerError, match="generation took longer than 0.01 s"):
+            client(url).chat.completions.create(model="chat", messages=ask("hello"), max_tokens=48)
+        with httpx.stream("POST", url + "/v1/chat/completions", timeout=60,
+                          json={"model": "chat", "messages": ask("hello"), "max_tokens": 48, "stream": True}) as r:
+            lines = [line for line in r.iter_lines() if line]
+        assert '"code": "timeout"' in lines[-2] and lines[-1] == "data: [DONE]"
+        assert httpx.get(url + "/health").status_code == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
