@@ -212,12 +212,22 @@ def _cmd_explain(args) -> int:
     return 0
 
 
+def _named_runs(pairs: list[str]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        name, sep, run = pair.partition("=")
+        if not sep or not name or not run:
+            raise TunecraftError(f"--lora {pair}: give NAME=RUN")
+        out[name] = run
+    return out
+
+
 def _cmd_serve(args) -> int:
     from .serve.app import serve
     from .serve.settings import ServeSettings
 
     key = args.api_key or os.environ.get("TUNECRAFT_API_KEY") or None
-    serve(from_args(ServeSettings, args, api_key=key))
+    serve(from_args(ServeSettings, args, api_key=key, lora=_named_runs(args.lora)))
     return 0
 
 
@@ -312,7 +322,9 @@ def recipe_command(sub, name: str, func, example: str, *, resume: bool = False, 
 def _serve_options(p: argparse.ArgumentParser) -> None:
     from .serve.settings import ServeSettings
 
-    add_options(p, ServeSettings)
+    add_options(p, ServeSettings, skip=("lora",))
+    p.add_argument("--lora", action="append", default=[], metavar="NAME=RUN",
+                   help=ServeSettings.model_fields["lora"].description)
 
 
 def _compress_options(p: argparse.ArgumentParser) -> None:

@@ -66,19 +66,20 @@ class Server:
         self.trained = None
         self.feedback: FeedbackStore | None = None
         self.ready = False
-        self._infer, self._warm_up = None, None
+        self._infer, self._warm_up, self._load = None, None, load_trained
         self.batcher: MicroBatcher | None = None
 
-    def serve_batches(self, infer, warm_up) -> None:
+    def serve_batches(self, infer, warm_up, load=None) -> None:
         """`infer(items) -> results` runs batches of prepared request items on the inference thread;
-        `warm_up()` runs there once the model is loaded."""
-        self._infer, self._warm_up = infer, warm_up
+        `warm_up()` runs there once the model is loaded; `load(run) -> TrainedModel` loads it (default:
+        load_trained)."""
+        self._infer, self._warm_up, self._load = infer, warm_up, load or load_trained
 
     async def start(self) -> None:
         s = self.settings
         self.batcher = MicroBatcher(self._infer, s.max_batch_size if s.batching else 1,
                                     s.max_wait_ms if s.batching else 0, self.metrics.on_batch)
-        self.trained = await self.batcher.run(load_trained, s.run)
+        self.trained = await self.batcher.run(self._load, s.run)
         if self._warm_up is not None:
             await self.batcher.run(self._warm_up)
         self.batcher.start()

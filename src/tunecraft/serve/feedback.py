@@ -19,6 +19,18 @@ CREATE TABLE IF NOT EXISTS feedback (
 )
 """
 
+CHAT_SCHEMA = """
+CREATE TABLE IF NOT EXISTS chat_feedback (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    created REAL NOT NULL,
+    messages TEXT NOT NULL,
+    response TEXT,
+    rating INTEGER,
+    correction TEXT,
+    model TEXT
+)
+"""
+
 
 class FeedbackStore:
     """Opened on the first write, so that a server that gets no feedback leaves no file behind."""
@@ -35,6 +47,7 @@ class FeedbackStore:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
             db.execute(SCHEMA)
+            db.execute(CHAT_SCHEMA)
             self._db = db
         return self._db
 
@@ -47,6 +60,18 @@ class FeedbackStore:
                 "INSERT INTO feedback (created, text, text_pair, prediction, label, model) VALUES (?, ?, ?, ?, ?, ?)",
                 (time.time(), text, text_pair, prediction, label, model),
             )
+            db.execute("COMMIT")
+            return int(cur.lastrowid)
+
+    def add_chat(self, messages: str, response: str | None, rating: int | None, correction: str | None,
+                 model: str | None = None) -> int:
+        """Feedback on a generated answer: the conversation (JSON), the answer, a rating and/or an edited answer."""
+        with self._lock:
+            db = self._open()
+            db.execute("BEGIN IMMEDIATE")
+            cur = db.execute(
+                "INSERT INTO chat_feedback (created, messages, response, rating, correction, model) "
+                "VALUES (?, ?, ?, ?, ?, ?)", (time.time(), messages, response, rating, correction, model))
             db.execute("COMMIT")
             return int(cur.lastrowid)
 

@@ -31,6 +31,16 @@ class ServeSettings(Strict):
     """Larger request bodies are refused (413)."""
     max_texts: int = Field(64, ge=1)
     """Texts per request at most (more: 413)."""
+    max_input_tokens: int = Field(512, ge=1)
+    """Generative prompts and /v1/embeddings inputs longer than this many tokens are refused (422);
+    classification and NER texts are never refused for length (cut to max_length, as `tunecraft predict` does)."""
+    max_new_tokens: int = Field(1024, ge=1)
+    """Generative runs: the largest max_tokens a request may ask for (more is refused, 422)."""
+    generation_timeout_s: float = Field(300, gt=0)
+    """Generative runs: a request still generating after this long is cancelled (504)."""
+    lora: dict[str, str] = {}
+    """Generative LoRA runs served beside RUN on one base model in memory, by name (the request's `model`);
+    on the command line `--lora NAME=RUN`, repeated."""
     body_timeout: float = Field(10.0, gt=0)
     """Seconds a request's body may take to arrive after its headers; then 408 and the connection closes."""
     keep_alive: float = Field(5.0, gt=0)

@@ -331,6 +331,11 @@ class CausalLM(Task):
     def format_prediction(self, row: dict) -> str:
         return row["response"]
 
+    def routes(self, server):
+        from ..serve.openai import openai_routes
+
+        return openai_routes(server)
+
     def summary_line(self, metrics: dict) -> str:
         line = f"perplexity {metrics['perplexity']:.3f}  loss {metrics['loss']:.4f}"
         if "exact_match" in metrics:

@@ -128,8 +128,11 @@ class Classification(Task):
 
     def routes(self, server):
         from ..serve.classify import classification_routes
+        from ..serve.embeddings import embedding_routes
 
-        return classification_routes(server, self.predict)
+        router = classification_routes(server, self.predict)
+        router.include_router(embedding_routes(server))
+        return router
 
     def format_prediction(self, row: dict) -> str:
         probs = "  ".join(f"{k}={v:.3f}" for k, v in row["probabilities"].items())

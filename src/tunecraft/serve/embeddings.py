@@ -1,0 +1,62 @@
+"""POST /v1/embeddings in the OpenAI API's shape, for encoder runs: the mean-pooled, L2-normalised last hidden
+states of the run's encoder, as the baselines' `embed` (evaluate/baselines.py) computes them."""
+
+from __future__ import annotations
+
+import base64
+from typing import Literal
+
+import numpy as np
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..evaluate.baselines import embed
+from .openai import error
+
+
+class EmbeddingRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"example": {"model": "RUN",
+                                                                             "input": ["a gorgeous, witty film"]}})
+    model: str
+    input: str | list[str] = Field(min_length=1)
+    encoding_format: Literal["float", "base64"] = "float"
+    user: str | None = None
+
+
+def run_embeddings(trained, texts: list[str]):
+    """The run's own pooled embeddings of `texts` (its encoder under the task head), cut to its max_length."""
+    return embed(trained.model.base_model, trained.tokenizer, texts, max_length=trained.meta["max_length"])
+
+
+def embedding_routes(server) -> APIRouter:
+    """`server`: the server core (serve/app.py `Server`)."""
+    router = APIRouter()
+    settings = server.settings
+
+    @router.post("/v1/embeddings", dependencies=[Depends(server.require_key)], responses={401: {}, 404: {}, 422: {}})
+    async def embeddings(req: EmbeddingRequest):
+        if req.model != server.name:
+            return error(404, f"the model '{req.model}' does not exist; this server serves: {server.name}",
+                         "model_not_found", "model")
+        texts = [req.input] if isinstance(req.input, str) else req.input
+        if len(texts) > settings.max_texts:
+            return error(413, f"{len(texts)} inputs in one request; the limit is {settings.max_texts}",
+                         "too_many_inputs", "input")
+        lengths = [len(ids) for ids in server.trained.tokenizer(texts)["input_ids"]]
+        for i, n in enumerate(lengths):
+            if not texts[i].strip():
+                return error(422, f"input[{i}] is empty", "empty_input", "input")
+            if n > settings.max_input_tokens:
+                return error(422, f"input[{i}] has {n} tokens; the limit is {settings.max_input_tokens}",
+                             "input_too_long", "input")
+        vectors = await server.batcher.run(run_embeddings, server.trained, texts)  # on the inference thread
+        data = []
+        for i, vector in enumerate(vectors):
+            value = (base64.b64encode(vector.numpy().astype(np.float32).tobytes()).decode()
+                     if req.encoding_format == "base64" else vector.tolist())
+            data.append({"object": "embedding", "index": i, "embedding": value})
+        used = sum(min(n, server.trained.meta["max_length"]) for n in lengths)
+        return {"object": "list", "data": data, "model": server.name,
+                "usage": {"prompt_tokens": used, "total_tokens": used}}
+
+    return router

@@ -1,0 +1,330 @@
+"""The causal-LM task's HTTP routes, in the OpenAI API's shape (so that the `openai` client works unchanged):
+POST /v1/chat/completions (the run's own chat template), POST /v1/completions (raw text), GET /v1/models;
+streaming as server-sent events ending in `data: [DONE]`. Decoding is batched by serve/generation.py."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from typing import Literal
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..tasks.causal_lm import prompt_text
+from .adapters import load_adapters
+from .generation import DONE, GenerationMetrics, Sequence, generate_batch
+
+access_log = logging.getLogger("tunecraft.access")
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    include_usage: bool = False
+
+
+class Sampling(BaseModel):
+    """The generation settings a request may set; unset ones are the run's own (tunecraft.json "generation")."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: str
+    max_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    n: int = Field(1, ge=1, le=16)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    user: str | None = None
+
+
+class ChatRequest(Sampling):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"example": {
+        "model": "RUN", "messages": [{"role": "user", "content": "What is AI?"}], "max_tokens": 32}})
+    messages: list[Message] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+
+
+class CompletionRequest(Sampling):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"example": {
+        "model": "RUN", "prompt": "Once upon a time", "max_tokens": 32}})
+    prompt: str | list[str]
+
+
+class ChatFeedback(BaseModel):
+    """A rating of a generated answer, an edited (better) answer, or both; stored for the next training run."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"example": {
+        "model": "RUN", "messages": [{"role": "user", "content": "What is AI?"}], "response": "...", "rating": -1,
+        "correction": "Artificial intelligence: ..."}})
+    model: str
+    messages: list[Message] = Field(min_length=1)
+    response: str | None = None
+    """The answer the model gave."""
+    rating: int | None = Field(None, ge=-1, le=5)
+    """-1/1 (thumbs down/up) or 1..5."""
+    correction: str | None = Field(None, min_length=1)
+    """The answer as it should have been."""
+
+
+class FeedbackStored(BaseModel):
+    id: int
+    stored: bool = True
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: str = "model"
+    created: int
+    owned_by: str = "tunecraft"
+
+
+class ModelList(BaseModel):
+    object: str = "list"
+    data: list[ModelCard]
+
+
+def error(status: int, message: str, code: str, param: str | None = None) -> JSONResponse:
+    """An error in the OpenAI API's shape (the client raises it as the matching APIStatusError)."""
+    return JSONResponse({"error": {"message": message, "type": "invalid_request_error", "param": param,
+                                   "code": code}}, status_code=status)
+
+
+class Refused(Exception):
+    def __init__(self, response: JSONResponse):
+        self.response = response
+
+
+def openai_routes(server) -> APIRouter:
+    """`server`: the server core (serve/app.py `Server`)."""
+    router = APIRouter()
+    settings = server.settings
+    created = int(time.time())
+    runs = {server.name: settings.run, **settings.lora}
+    metas: dict[str, dict] = {}
+
+    def load(run):
+        """With --lora: the base once, every run's adapter beside it; else the run's own model."""
+        trained, found = load_adapters(runs)
+        metas.update(found)
+        return trained
+    metrics = GenerationMetrics(server.metrics.registry,
+                                lambda: server.batcher.queue.qsize() if server.batcher is not None else 0)
+
+    def infer(sequences: list[Sequence]) -> list[Sequence]:
+        trained = server.trained
+        return generate_batch(trained.model, trained.tokenizer, sequences, server.dtype, metrics)
+
+    def warm_up() -> None:
+        loop = asyncio.new_event_loop()
+        try:
+            seq = Sequence(server.trained.tokenizer("warm-up", add_special_tokens=False)["input_ids"], 2, 0.0, 1.0,
+                           [], False, asyncio.Queue(), loop)
+            generate_batch(server.trained.model, server.trained.tokenizer, [seq], server.dtype)
+        finally:
+            loop.close()
+
+    server.serve_batches(infer, warm_up, load if settings.lora else None)
+
+    def meta(name: str) -> dict:
+        return metas.get(name) or server.trained.meta
+
+    def sequences(req: Sampling, prompts: list[list[int]], strip: bool, loop) -> list[Sequence]:
+        """The request's sequences (n per prompt), or Refused with the OpenAI-shaped error."""
+        if req.model not in runs:
+            raise Refused(error(404, f"the model '{req.model}' does not exist; this server serves: "
+                                     f"{', '.join(runs)}", "model_not_found", "model"))
+        gen = meta(req.model)["generation"]
+        max_tokens = getattr(req, "max_completion_tokens", None) or req.max_tokens or gen["max_new_tokens"]
+        if max_tokens > settings.max_new_tokens:
+            raise Refused(error(422, f"max_tokens is {max_tokens}; the limit is {settings.max_new_tokens}",
+                                "max_tokens_too_large", "max_tokens"))
+        for i, ids in enumerate(prompts):
+            if len(ids) > settings.max_input_tokens:
+                raise Refused(error(422, f"the prompt{f' [{i}]' if len(prompts) > 1 else ''} has {len(ids)} tokens; "
+                                         f"the limit is {settings.max_input_tokens}", "prompt_too_long",
+                                    "messages" if strip else "prompt"))
+        stops = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
+        temperature = gen["temperature"] if req.temperature is None else req.temperature
+        top_p = gen["top_p"] if req.top_p is None else req.top_p
+        events: asyncio.Queue = asyncio.Queue()
+        group = object()
+        return [Sequence(ids, max_tokens, temperature, top_p, [*gen["stop"], *stops], strip, events, loop,
+                         index=p * req.n + j, group=group, seed=req.seed,
+                         adapter=req.model if settings.lora else None)
+                for p, ids in enumerate(prompts) for j in range(req.n)]
+
+    async def run(request: Request, req: Sampling, seqs: list[Sequence], kind: str):
+        """Queue the sequences; answer all at once, or as a stream of server-sent events."""
+        rid = f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{uuid.uuid4().hex}"
+        obj = "chat.completion" if kind == "chat" else "text_completion"
+        start = time.perf_counter()
+        submitted = asyncio.ensure_future(server.submit(seqs))
+        events = seqs[0].events
+
+        def cancel() -> None:
+            for seq in seqs:
+                seq.cancelled = True
+
+        def log(stream: bool) -> None:
+            first = [s.first_token - s.queued for s in seqs if s.first_token is not None]
+            gaps = [g for s in seqs for g in s.gaps]
+            access_log.info(json.dumps({"event": "generation", "route": request.url.path, "id": rid, "stream": stream,
+                              "n": len(seqs), "prompt_tokens": sum(len(s.prompt_ids) for s in seqs),
+                              "completion_tokens": sum(s.tokens for s in seqs),
+                              "finish_reasons": sorted({s.finish_reason or "error" for s in seqs}),
+                              "ttft_ms": round(min(first) * 1000, 2) if first else None,
+                              "itl_ms": round(sum(gaps) / len(gaps) * 1000, 2) if gaps else None,
+                              "latency_ms": round((time.perf_counter() - start) * 1000, 2)}))
+
+        async def next_event(timeout: float | None):
+            """The next (index, delta or DONE); raises the engine's error, TimeoutError past the deadline."""
+            getter = asyncio.ensure_future(events.get())
+            done, _ = await asyncio.wait({getter, submitted}, timeout=timeout,
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if getter in done:
+                return getter.result()
+            getter.cancel()
+            if submitted in done:
+                submitted.result()  # raises the engine's error if there was one
+                return events.get_nowait()
+            raise TimeoutError
+
+        def usage() -> dict:
+            prompt = sum(len(s.prompt_ids) for s in seqs[:: req.n])
+            completion = sum(s.tokens for s in seqs)
+            return Usage(prompt_tokens=prompt, completion_tokens=completion,
+                         total_tokens=prompt + completion).model_dump()
+
+        def choice(seq: Sequence, text: str | None, finish: str | None, first: bool = False) -> dict:
+            if kind == "chat":
+                delta = {"role": "assistant", "content": ""} if first else ({"content": text} if text else {})
+                return {"index": seq.index, "delta": delta, "logprobs": None, "finish_reason": finish}
+            return {"index": seq.index, "text": text or "", "logprobs": None, "finish_reason": finish}
+
+        deadline = time.monotonic() + settings.generation_timeout_s
+
+        if not req.stream:
+            try:
+                remaining = len(seqs)
+                while remaining:
+                    if await request.is_disconnected():
+                        cancel()
+                        return error(499, "the client closed the request", "client_closed")
+                    try:
+                        _, event = await next_event(min(0.5, max(0.0, deadline - time.monotonic())))
+                    except TimeoutError:
+                        if time.monotonic() < deadline:
+                            continue
+                        cancel()
+                        return error(504, f"generation took longer than {settings.generation_timeout_s} s",
+                                     "timeout")
+                    remaining -= event is DONE
+            finally:
+                log(False)
+            if kind == "chat":
+                choices = [{"index": s.index, "message": {"role": "assistant", "content": s.answer}, "logprobs": None,
+                            "finish_reason": s.finish_reason} for s in seqs]
+            else:
+                choices = [{"index": s.index, "text": s.answer, "logprobs": None, "finish_reason": s.finish_reason}
+                           for s in seqs]
+            return JSONResponse({"id": rid, "object": obj, "created": int(time.time()), "model": req.model,
+                                 "choices": choices, "usage": usage()})
+
+        chunk_obj = "chat.completion.chunk" if kind == "chat" else "text_completion"
+
+        def sse(choices: list[dict], **extra) -> str:
+            body = {"id": rid, "object": chunk_obj, "created": int(time.time()), "model": req.model,
+                    "choices": choices, **extra}
+            return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
+
+        async def stream():
+            try:
+                if kind == "chat":
+                    yield sse([choice(s, None, None, first=True) for s in seqs])
+                remaining = len(seqs)
+                while remaining:
+                    try:
+                        index, event = await next_event(max(0.0, deadline - time.monotonic()))
+                    except TimeoutError:
+                        cancel()
+                        timeout = {"error": {"message": "generation timed out", "code": "timeout"}}
+                        yield f"data: {json.dumps(timeout)}\n\n"
+                        break
+                    seq = seqs[index]
+                    if event is DONE:
+                        remaining -= 1
+                        yield sse([choice(seq, None, seq.finish_reason)])
+                    else:
+                        yield sse([choice(seq, event, None)])
+                else:
+                    if req.stream_options is not None and req.stream_options.include_usage:
+                        yield sse([], usage=usage())
+                yield "data: [DONE]\n\n"
+            finally:  # a client that went away (or a finished stream): nothing more is decoded for it
+                cancel()
+                log(True)
+
+        return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+    @router.post("/v1/feedback", response_model=FeedbackStored, dependencies=[Depends(server.require_key)],
+                 responses={401: {}, 404: {}, 422: {}})
+    async def feedback(req: ChatFeedback):
+        if req.model not in runs:
+            return error(404, f"the model '{req.model}' does not exist; this server serves: {', '.join(runs)}",
+                         "model_not_found", "model")
+        if req.rating is None and req.correction is None:
+            return error(422, "give a rating, a correction (an edited answer), or both", "empty_feedback", "rating")
+        row = server.feedback.add_chat(json.dumps([m.model_dump() for m in req.messages], ensure_ascii=False),
+                                       req.response, req.rating, req.correction, req.model)
+        server.metrics.feedback.inc()
+        return FeedbackStored(id=row)
+
+    @router.get("/v1/models", response_model=ModelList, dependencies=[Depends(server.require_key)])
+    async def models():
+        return ModelList(data=[ModelCard(id=name, created=created) for name in runs])
+
+    @router.post("/v1/chat/completions", dependencies=[Depends(server.require_key)],
+                 responses={401: {}, 404: {}, 413: {}, 422: {}})
+    async def chat_completions(req: ChatRequest, request: Request):
+        tokenizer = server.trained.tokenizer
+        text = prompt_text(tokenizer, [m.model_dump() for m in req.messages])
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        try:
+            seqs = sequences(req, [ids], True, asyncio.get_running_loop())
+        except Refused as refused:
+            return refused.response
+        return await run(request, req, seqs, "chat")
+
+    @router.post("/v1/completions", dependencies=[Depends(server.require_key)],
+                 responses={401: {}, 404: {}, 413: {}, 422: {}})
+    async def completions(req: CompletionRequest, request: Request):
+        prompts = [req.prompt] if isinstance(req.prompt, str) else req.prompt
+        if not prompts or len(prompts) > settings.max_texts:
+            return error(422, f"{len(prompts)} prompts; give 1 to {settings.max_texts}", "bad_prompt", "prompt")
+        tokenizer = server.trained.tokenizer
+        ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        try:
+            seqs = sequences(req, ids, False, asyncio.get_running_loop())
+        except Refused as refused:
+            return refused.response
+        return await run(request, req, seqs, "completion")
+
+    return router
