@@ -12,9 +12,9 @@ import torch
 from tunecraft.config import build_config
 from tunecraft.data.chat import BUNDLED_CHAT
 from tunecraft.evaluate.runs import predict
+from tunecraft.experiment import experiment
 from tunecraft.models import resolve_base
 from tunecraft.tasks import causal_lm
-from tunecraft.train import train
 from tunecraft.trained import load_trained
 
 
@@ -43,7 +43,7 @@ def sft_run(tmp_path_factory):
         "generation": {"max_new_tokens": 12, "eval_samples": 4, "report_samples": 2},
         "train": {"max_steps": 8, "batch_size": 8, "lr": 2e-3, "warmup_ratio": 0, "num_threads": 1,
                   "eval_each_epoch": False, "progress": False, "tensorboard": False}})
-    return config.run_dir, train(config)
+    return config.run_dir, experiment(config)  # the base model before training is scored beside the result
 
 
 @pytest.mark.slow

@@ -18,6 +18,7 @@ from tunecraft.data.dataset import Encoded
 from tunecraft.data.readers import Example
 from tunecraft.errors import ConfigError
 from tunecraft.evaluate.inference import predict_logits
+from tunecraft.tasks import CLASSIFICATION
 
 # -- metrics on a hand-made accuracy matrix ---------------------------------------------------------------
 
@@ -179,7 +180,7 @@ def test_replay_sends_other_label_sets_through_their_own_head():
     replay.use_head(task.labels)
     assert replay.replayed(1) == []  # nothing of this label set to mix into the data
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("tunecraft.tasks.classification.encode",
+        mp.setattr(CLASSIFICATION, "encode",
                    lambda tok, examples, meta, lmap: Encoded([[1 + int(e.text[1:]), 2] for e in examples], None,
                                                              [lmap.label2id[e.label] for e in examples], 0))
         replay.before(1)
