@@ -227,7 +227,7 @@ def _cmd_serve(args) -> int:
     from .serve.settings import ServeSettings
 
     key = args.api_key or os.environ.get("TUNECRAFT_API_KEY") or None
-    serve(from_args(ServeSettings, args, api_key=key, lora=_named_runs(args.lora)))
+    serve(from_args(ServeSettings, args, api_key=key, lora=_named_runs(args.lora_runs)))
     return 0
 
 
@@ -323,7 +323,7 @@ def _serve_options(p: argparse.ArgumentParser) -> None:
     from .serve.settings import ServeSettings
 
     add_options(p, ServeSettings, skip=("lora",))
-    p.add_argument("--lora", action="append", default=[], metavar="NAME=RUN",
+    p.add_argument("--lora", dest="lora_runs", action="append", default=[], metavar="NAME=RUN",
                    help=ServeSettings.model_fields["lora"].description)
 
 

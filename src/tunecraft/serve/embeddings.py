@@ -8,14 +8,15 @@ from typing import Literal
 
 import numpy as np
 from fastapi import APIRouter, Depends
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from ..evaluate.baselines import embed
+from ..settings import Strict
 from .openai import error
 
 
-class EmbeddingRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"example": {"model": "RUN",
+class EmbeddingRequest(Strict):
+    model_config = ConfigDict(json_schema_extra={"example": {"model": "RUN",
                                                                              "input": ["a gorgeous, witty film"]}})
     model: str
     input: str | list[str] = Field(min_length=1)

@@ -15,6 +15,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..settings import Strict
 from ..tasks.causal_lm import prompt_text
 from .adapters import load_adapters
 from .generation import DONE, GenerationMetrics, Sequence, generate_batch
@@ -22,21 +23,18 @@ from .generation import DONE, GenerationMetrics, Sequence, generate_batch
 access_log = logging.getLogger("tunecraft.access")
 
 
-class Message(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class Message(Strict):
     role: Literal["system", "user", "assistant"]
     content: str
 
 
-class StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class StreamOptions(Strict):
     include_usage: bool = False
 
 
-class Sampling(BaseModel):
+class Sampling(Strict):
     """The generation settings a request may set; unset ones are the run's own (tunecraft.json "generation")."""
 
-    model_config = ConfigDict(extra="forbid")
     model: str
     max_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0, le=2)
@@ -50,22 +48,22 @@ class Sampling(BaseModel):
 
 
 class ChatRequest(Sampling):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"example": {
+    model_config = ConfigDict(json_schema_extra={"example": {
         "model": "RUN", "messages": [{"role": "user", "content": "What is AI?"}], "max_tokens": 32}})
     messages: list[Message] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1)
 
 
 class CompletionRequest(Sampling):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"example": {
+    model_config = ConfigDict(json_schema_extra={"example": {
         "model": "RUN", "prompt": "Once upon a time", "max_tokens": 32}})
     prompt: str | list[str]
 
 
-class ChatFeedback(BaseModel):
+class ChatFeedback(Strict):
     """A rating of a generated answer, an edited (better) answer, or both; stored for the next training run."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"example": {
+    model_config = ConfigDict(json_schema_extra={"example": {
         "model": "RUN", "messages": [{"role": "user", "content": "What is AI?"}], "response": "...", "rating": -1,
         "correction": "Artificial intelligence: ..."}})
     model: str
