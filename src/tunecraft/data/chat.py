@@ -137,3 +137,22 @@ def read_chatterbot(language: str) -> list[Conversation]:
 
 
 BUNDLED_CHAT = {"chitchat-en": lambda: read_chatterbot("english"), "chitchat-zh": lambda: read_chatterbot("chinese")}
+
+
+# -- rendering a conversation for a model ----------------------------------------------------------------------
+
+def render(tokenizer, messages: list[dict], add_generation_prompt: bool = False) -> str:
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+
+
+def prompt_text(tokenizer, messages: list[dict]) -> str:
+    """What the model continues: the chat template with the assistant's generation prompt (or the raw text
+    for a tokenizer without a template)."""
+    if tokenizer.chat_template:
+        return render(tokenizer, messages, add_generation_prompt=True)
+    return "\n".join(m["content"] for m in messages)
+
+
+def cut_at_stops(text: str, stops: list[str]) -> str:
+    ends = [text.find(s) for s in stops if s and s in text]
+    return text[: min(ends)] if ends else text

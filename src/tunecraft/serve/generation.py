@@ -17,8 +17,8 @@ import torch
 from prometheus_client import Counter, Gauge, Histogram
 from transformers import StoppingCriteria, StoppingCriteriaList
 
+from ..data.chat import cut_at_stops
 from ..evaluate.inference import autocast_context
-from ..tasks.causal_lm import cut_at_stops
 
 DONE = None
 """The event that ends a sequence's stream (after its last text delta)."""

@@ -15,8 +15,8 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..data.chat import prompt_text
 from ..settings import Strict
-from ..tasks.causal_lm import prompt_text
 from .adapters import load_adapters
 from .generation import DONE, GenerationMetrics, Sequence, generate_batch
 

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from transformers import AutoModelForCausalLM
 
 from ..data import LabelMap
-from ..data.chat import BUNDLED_CHAT, Conversation, read_sft_file
+from ..data.chat import BUNDLED_CHAT, Conversation, cut_at_stops, prompt_text, read_sft_file, render
 from ..data.dataset import IGNORE, Encoded, batch_order, collate, pad_multiple, seeded_split, task_splits
 from ..errors import DataError, TunecraftError
 from ..evaluate.inference import autocast_context
@@ -56,10 +56,6 @@ def bundled_split(name: str, seed: int, fractions: tuple[float, float]) -> dict[
 
 
 # -- encoding ---------------------------------------------------------------------------------------------------
-
-def render(tokenizer, messages: list[dict], add_generation_prompt: bool = False) -> str:
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
-
 
 def _assistant_spans(tokenizer, conv: Conversation, full: str) -> list[tuple[int, int]]:
     """Character spans of `full` (the rendered conversation) written by the assistant: from after each
@@ -123,19 +119,6 @@ def next_token_loss_sum(outputs, batch: dict[str, torch.Tensor]) -> torch.Tensor
 
 
 # -- generation -------------------------------------------------------------------------------------------------
-
-def prompt_text(tokenizer, messages: list[dict]) -> str:
-    """What the model continues: the chat template with the assistant's generation prompt (or the raw text
-    for a tokenizer without a template)."""
-    if tokenizer.chat_template:
-        return render(tokenizer, messages, add_generation_prompt=True)
-    return "\n".join(m["content"] for m in messages)
-
-
-def cut_at_stops(text: str, stops: list[str]) -> str:
-    ends = [text.find(s) for s in stops if s and s in text]
-    return text[: min(ends)] if ends else text
-
 
 @torch.no_grad()
 def generate(model, tokenizer, conversations: list[list[dict]], gen: dict, batch_size: int = 8,
