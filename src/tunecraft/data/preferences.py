@@ -1,0 +1,179 @@
+"""Preference data: pairs (`prompt`/`chosen`/`rejected`) and judged single answers (KTO's
+`prompt`/`completion`/`label`), as plain text or as OpenAI `messages` lists, the conventions TRL documents.
+Every error names file, line and field; nothing is silently repaired."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import DataError, TunecraftError
+from .chat import ROLES, check_messages, prompt_text, render
+from .readers import json_rows
+
+Prompt = str | list[dict]
+"""Plain text the model continues, or a conversation (messages) that the chat template renders."""
+
+
+@dataclass
+class PreferencePair:
+    """One prompt, a preferred and a dispreferred answer; `margin` (optional) says by how much."""
+
+    prompt: Prompt
+    chosen: str
+    rejected: str
+    margin: float | None = None
+    path: str = ""
+    line: int | None = None
+
+
+@dataclass
+class Judgement:
+    """One prompt and one answer judged good (`desirable`) or bad: thumbs up/down data (KTO)."""
+
+    prompt: Prompt
+    completion: str
+    desirable: bool
+    path: str = ""
+    line: int | None = None
+
+
+KINDS = ("auto", "pairs", "judgements")
+
+
+def _text(path, line, field, value) -> str:
+    if not isinstance(value, str):
+        raise DataError(path, line, field, f"expected a string, got {type(value).__name__}")
+    if not value.strip():
+        raise DataError(path, line, field, "is empty")
+    return value
+
+
+def _prompt(path, line, value, field="prompt") -> Prompt:
+    if isinstance(value, list):
+        if not value:
+            raise DataError(path, line, field, "expected a non-empty list of messages")
+        for i, m in enumerate(value):
+            if not isinstance(m, dict) or "role" not in m or "content" not in m:
+                raise DataError(path, line, f"{field}[{i}]", "expected an object with 'role' and 'content'")
+            if m["role"] not in ROLES:
+                raise DataError(path, line, f"{field}[{i}].role", f"unknown role '{m['role']}'; roles: "
+                                f"{', '.join(ROLES)}")
+            _text(path, line, f"{field}[{i}].content", m["content"])
+        if value[-1]["role"] == "assistant":
+            raise DataError(path, line, field, "the prompt ends with an assistant turn; the answer goes in "
+                            "chosen/rejected or completion")
+        return [{"role": m["role"], "content": m["content"]} for m in value]
+    return _text(path, line, field, value)
+
+
+def _answer(path, line, field, value) -> str:
+    """A plain string, or TRL's conversational form: a list ending in one assistant message."""
+    if isinstance(value, list):
+        messages = check_messages(path, line, value, field)
+        if messages[-1]["role"] != "assistant":
+            raise DataError(path, line, field, "the last message must be the assistant's answer")
+        return messages[-1]["content"]
+    return _text(path, line, field, value)
+
+
+def _implicit_prompt(path, line, row) -> tuple[Prompt, str, str]:
+    """TRL's implicit-prompt form: chosen and rejected are whole conversations sharing every turn but the last."""
+    chosen = check_messages(path, line, row["chosen"], "chosen")
+    rejected = check_messages(path, line, row["rejected"], "rejected")
+    if chosen[:-1] != rejected[:-1] or not chosen[:-1]:
+        raise DataError(path, line, "prompt", "missing, and chosen and rejected do not share a prompt (every turn "
+                        "but the last) to take it from")
+    for field, messages in (("chosen", chosen), ("rejected", rejected)):
+        if messages[-1]["role"] != "assistant":
+            raise DataError(path, line, field, "the last message must be the assistant's answer")
+    return chosen[:-1], chosen[-1]["content"], rejected[-1]["content"]
+
+
+def _pair(path, line, row: dict) -> PreferencePair:
+    for field in ("chosen", "rejected"):
+        if field not in row:
+            raise DataError(path, line, field, "missing (preference rows have prompt, chosen, rejected)")
+    if "prompt" in row:
+        prompt = _prompt(path, line, row["prompt"])
+        chosen = _answer(path, line, "chosen", row["chosen"])
+        rejected = _answer(path, line, "rejected", row["rejected"])
+    elif isinstance(row["chosen"], list) and isinstance(row["rejected"], list):
+        prompt, chosen, rejected = _implicit_prompt(path, line, row)
+    else:
+        raise DataError(path, line, "prompt", "missing (preference rows have prompt, chosen, rejected)")
+    if chosen.strip() == rejected.strip():
+        raise DataError(path, line, "rejected", "the same text as chosen: nothing to prefer")
+    margin = row.get("margin")
+    if margin is not None and (isinstance(margin, bool) or not isinstance(margin, int | float)):
+        raise DataError(path, line, "margin", f"expected a number, got {type(margin).__name__}")
+    return PreferencePair(prompt, chosen, rejected, None if margin is None else float(margin), str(path), line)
+
+
+def _judgement(path, line, row: dict) -> Judgement:
+    for field in ("prompt", "completion", "label"):
+        if field not in row:
+            raise DataError(path, line, field, "missing (judged rows have prompt, completion, label)")
+    if not isinstance(row["label"], bool):
+        raise DataError(path, line, "label", f"expected true (a good answer) or false (a bad one), got "
+                        f"{row['label']!r}")
+    return Judgement(_prompt(path, line, row["prompt"]), _answer(path, line, "completion", row["completion"]),
+                     row["label"], str(path), line)
+
+
+def _kind_of(path, line, row: dict) -> str:
+    if "chosen" in row or "rejected" in row:
+        return "pairs"
+    if "completion" in row or "label" in row:
+        return "judgements"
+    raise DataError(path, line, None, f"cannot tell the kind from the fields {sorted(row)}: expected "
+                    "prompt/chosen/rejected (pairs) or prompt/completion/label (judged answers)")
+
+
+def read_preference_file(path: str | Path, kind: str = "auto") -> list[PreferencePair] | list[Judgement]:
+    """A JSONL file of preference pairs or judged answers (one kind per file, told by the first row when
+    `kind` is auto)."""
+    if kind not in KINDS:
+        raise TunecraftError(f"unknown preference data kind '{kind}'; kinds: {', '.join(KINDS)}")
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, None, None, "file not found")
+    out: list = []
+    for line, row in json_rows(path):
+        if kind == "auto":
+            kind = _kind_of(path, line, row)
+        elif _kind_of(path, line, row) != kind:
+            raise DataError(path, line, None, f"a row of another kind in a file of {kind}: one kind per file")
+        out.append(_pair(path, line, row) if kind == "pairs" else _judgement(path, line, row))
+    if not out:
+        raise DataError(path, None, None, "no examples")
+    return out
+
+
+def as_judgements(pairs: list[PreferencePair]) -> list[Judgement]:
+    """Each pair as two judged answers (chosen good, rejected bad): how paired data trains KTO."""
+    out = []
+    for p in pairs:
+        out += [Judgement(p.prompt, p.chosen, True, p.path, p.line), Judgement(p.prompt, p.rejected, False, p.path,
+                                                                               p.line)]
+    return out
+
+
+# -- text for a model ----------------------------------------------------------------------------------------------
+
+def render_prompt(tokenizer, prompt: Prompt) -> str:
+    """What the model continues: a conversation through the chat template's generation prompt; plain text as is."""
+    return prompt if isinstance(prompt, str) else prompt_text(tokenizer, prompt)
+
+
+def render_completion(tokenizer, prompt: Prompt, answer: str) -> str:
+    """The text the model would write after `render_prompt`: for a conversation, the answer as the template
+    closes an assistant turn (its end-of-turn token included); for plain text, the answer and end of sequence."""
+    if isinstance(prompt, str) or not tokenizer.chat_template:
+        return answer + (tokenizer.eos_token or "")
+    head = render_prompt(tokenizer, prompt)
+    full = render(tokenizer, [*prompt, {"role": "assistant", "content": answer}])
+    if not full.startswith(head):
+        raise TunecraftError("the chat template does not render the prompt as a prefix of the answered "
+                             "conversation; preference training needs it to")
+    return full[len(head):]
