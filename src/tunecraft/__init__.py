@@ -1,6 +1,10 @@
 """tunecraft: the whole life of a transformer model, from one recipe."""
 
+from .cpus import wait_passively
+
 __version__ = "0.1.0"
+
+wait_passively()  # before torch is imported (see cpus.py)
 
 
 def __getattr__(name):

@@ -195,6 +195,7 @@ class TrainConfig(Strict):
     tensorboard: bool = True
     progress: bool = True
     num_threads: int | None = Field(None, ge=1)
+    """Torch's threads; default: the CPUs this process may use (affinity, capped by a cgroup quota)."""
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
     """Mix this much of the uniform distribution into the target (0 is off)."""
     rdrop: RDropConfig = RDropConfig()

@@ -17,6 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ..cpus import usable_cpus
 from ..errors import TunecraftError
 from ..models import read_meta
 from ..tasks import get_task
@@ -205,9 +206,9 @@ SETTINGS_ENV = "TUNECRAFT_SERVE_SETTINGS"
 
 def app_from_env() -> FastAPI:
     """Factory for uvicorn's worker processes (--workers > 1): settings travel in an environment variable.
-    Each worker gets an equal share of the cores for torch, so N workers do not oversubscribe them."""
+    Each worker gets an equal share of the usable CPUs for torch, so N workers do not oversubscribe them."""
     settings = ServeSettings.model_validate_json(os.environ[SETTINGS_ENV])
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // settings.workers))
+    torch.set_num_threads(max(1, usable_cpus() // settings.workers))
     return create_app(settings)
 
 
@@ -225,4 +226,5 @@ def serve(settings: ServeSettings) -> None:
         os.environ[SETTINGS_ENV] = settings.model_dump_json()
         uvicorn.run("tunecraft.serve.app:app_from_env", factory=True, workers=settings.workers, **common)
     else:
+        torch.set_num_threads(usable_cpus())
         uvicorn.run(create_app(settings), **common)
