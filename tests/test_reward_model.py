@@ -227,8 +227,13 @@ def test_a_short_real_run_learns_human_rating_pairs_well_above_its_untrained_hea
     assert 0.0 <= baselines["text length"]["accuracy"] <= 1.0
     report = (config.run_dir / "report.md").read_text(encoding="utf-8")
     assert "| pairwise accuracy |" in report and "calibration.png" in report and "| untrained head |" in report
-    again = evaluate_run(config.run_dir, "mr-pairs", precision=summary["precision"])  # the run's own test split
-    assert again["samples"] == metrics["samples"]
+    # `tunecraft eval` on a file of the run's own held-out pairs (prompt-less) scores them as training did
+    rows = [json.loads(line) for line in (config.run_dir / "predictions.jsonl").read_text().splitlines()]
+    held_out = config.run_dir.parent / "held-out.jsonl"
+    held_out.write_text(jsonl({"chosen": r["chosen"], "rejected": r["rejected"], "margin": r["margin"]}
+                              for r in rows), encoding="utf-8")
+    again = evaluate_run(config.run_dir, str(held_out), precision=summary["precision"])
+    assert again["samples"] == metrics["samples"] == len(rows)
     assert again["metrics"]["accuracy"] == pytest.approx(metrics["accuracy"], abs=0.02)
 
 

@@ -334,8 +334,9 @@ class RewardModel(Task):
         if warn and any(cut):
             log.warning("%d of %d texts are longer than max_length=%d tokens: they are cut", sum(cut), len(cut),
                         max_len)
+        device = next(trained.model.parameters()).device  # where the caller put it (a policy's GPU, say)
         rewards = predict_logits(trained.model, Encoded(ids, types, None, sum(cut)), batch_size,
-                                 tokenizer.pad_token_id, torch.device("cpu"), dtype)
+                                 tokenizer.pad_token_id, device, dtype)
         return [{**({"prompt": p} if p else {}), "text": t, "reward": float(r), "truncated": c}
                 for p, t, r, c in zip(prompts, texts, rewards.reshape(-1).tolist(), cut)]
 
