@@ -388,7 +388,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("predict", help="label texts with a run's model (NER runs: entities with character offsets; "
-                                       "causal_lm runs: the answer to each prompt)")
+                                       "causal_lm runs: the answer to each prompt; reward_model runs: the reward "
+                                       "of each text, or of the answer in 'PROMPT<TAB>ANSWER')")
     p.add_argument("run")
     p.add_argument("texts", nargs="*")
     p.add_argument("--file", help="a .txt file (one text per line) or CSV/TSV/JSONL/Parquet")

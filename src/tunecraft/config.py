@@ -91,6 +91,20 @@ class GenerationSettings(Strict):
     batch_size: int = Field(16, ge=1)
 
 
+class RewardModelSettings(Strict):
+    """Reward models (task: reward_model): pairs scored by a scalar head, trained with the Bradley–Terry loss."""
+
+    margin_scale: float = Field(0.0, ge=0.0)
+    """The loss is −log σ(r_chosen − r_rejected − margin_scale × the pair's `margin`) (Llama 2's margin loss):
+    pairs the data says differ more must be scored further apart. 0 ignores the margins; a pair without one
+    counts as margin 0."""
+    overlong: Literal["error", "drop", "truncate"] = "drop"
+    """A pair whose chosen or rejected text (with its prompt) is longer than model.max_length tokens: stop with
+    its file and line, drop the pair, or cut the texts to max_length (an encoder's prompt/answer pair loses
+    tokens from the longer of the two first). Dropped and cut pairs are counted in the log and in summary.json
+    (truncated). `predict` and `serve` always cut, and say so per text."""
+
+
 class AugmentConfig(Strict):
     """EDA-style augmentation of the training split only (Wei & Zou 2019): each copy applies synonym
     replacement, random insertion, random swap and random deletion, each to about `alpha` of the words."""
@@ -301,7 +315,7 @@ class RunConfig(Strict):
     output_dir: str = "runs"
     seed: int = 42
     task: str = "classification"
-    """The task (tunecraft.tasks): classification, token_classification or causal_lm."""
+    """The task (tunecraft.tasks): classification, token_classification, causal_lm or reward_model."""
     model: ModelConfig = ModelConfig()
     data: DataConfig = DataConfig()
     method: Annotated[MethodConfig, Field(discriminator="name")] = Field(
@@ -312,6 +326,7 @@ class RunConfig(Strict):
     tune: TuneConfig | None = None
     """Read by `tunecraft tune` only; `train` ignores it."""
     generation: GenerationSettings = GenerationSettings()
+    reward_model: RewardModelSettings = RewardModelSettings()
 
     @model_validator(mode="after")
     def _task_defaults(self):

@@ -41,8 +41,8 @@ def read_bundled(name: str) -> list[Example]:
     return read_vader(name)
 
 
-def read_vader(name: str) -> list[Example]:
-    """Binary sentiment: mean rating > +0.5 is positive, < -0.5 negative, the rest dropped."""
+def read_vader_ratings(name: str) -> list[tuple[str, float, Path, int]]:
+    """Every rated sentence of a vaderSentiment set: (text, mean human rating in -4..+4, file, line)."""
     path = vader_file(name)
     out = []
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
@@ -52,11 +52,15 @@ def read_vader(name: str) -> list[Example]:
         if len(parts) != 3:
             raise DataError(path, number, None, "expected id<TAB>score<TAB>text")
         _, score, text = parts
-        value = float(score)
-        if abs(value) <= THRESHOLD or not text.strip():
-            continue
-        out.append(Example(text=text.strip(), label=LABELS[value > 0], path=str(path), line=number))
+        if text.strip():
+            out.append((text.strip(), float(score), path, number))
     return out
+
+
+def read_vader(name: str) -> list[Example]:
+    """Binary sentiment: mean rating > +0.5 is positive, < -0.5 negative, the rest dropped."""
+    return [Example(text=text, label=LABELS[value > 0], path=str(path), line=number)
+            for text, value, path, number in read_vader_ratings(name) if abs(value) > THRESHOLD]
 
 
 def read_zh_reviews() -> list[Example]:

@@ -90,11 +90,15 @@ def _implicit_prompt(path, line, row) -> tuple[Prompt, str, str]:
     return chosen[:-1], chosen[-1]["content"], rejected[-1]["content"]
 
 
-def _pair(path, line, row: dict) -> PreferencePair:
+def _pair(path, line, row: dict, prompt_required: bool = True) -> PreferencePair:
     for field in ("chosen", "rejected"):
         if field not in row:
             raise DataError(path, line, field, "missing (preference rows have prompt, chosen, rejected)")
-    if "prompt" in row:
+    if not prompt_required and row.get("prompt", "") == "" and not isinstance(row["chosen"], list):
+        prompt = ""  # two texts compared on their own (a reward model scores each alone)
+        chosen = _answer(path, line, "chosen", row["chosen"])
+        rejected = _answer(path, line, "rejected", row["rejected"])
+    elif "prompt" in row:
         prompt = _prompt(path, line, row["prompt"])
         chosen = _answer(path, line, "chosen", row["chosen"])
         rejected = _answer(path, line, "rejected", row["rejected"])
@@ -130,9 +134,11 @@ def _kind_of(path, line, row: dict) -> str:
                     "prompt/chosen/rejected (pairs) or prompt/completion/label (judged answers)")
 
 
-def read_preference_file(path: str | Path, kind: str = "auto") -> list[PreferencePair] | list[Judgement]:
+def read_preference_file(path: str | Path, kind: str = "auto",
+                         prompt_required: bool = True) -> list[PreferencePair] | list[Judgement]:
     """A JSONL file of preference pairs or judged answers (one kind per file, told by the first row when
-    `kind` is auto)."""
+    `kind` is auto). `prompt_required=False`: a pair of plain texts may have no prompt (or an empty one); its
+    prompt is then ""."""
     if kind not in KINDS:
         raise TunecraftError(f"unknown preference data kind '{kind}'; kinds: {', '.join(KINDS)}")
     path = Path(path)
@@ -144,7 +150,7 @@ def read_preference_file(path: str | Path, kind: str = "auto") -> list[Preferenc
             kind = _kind_of(path, line, row)
         elif _kind_of(path, line, row) != kind:
             raise DataError(path, line, None, f"a row of another kind in a file of {kind}: one kind per file")
-        out.append(_pair(path, line, row) if kind == "pairs" else _judgement(path, line, row))
+        out.append(_pair(path, line, row, prompt_required) if kind == "pairs" else _judgement(path, line, row))
     if not out:
         raise DataError(path, None, None, "no examples")
     return out

@@ -35,7 +35,9 @@ def _sections(summary: dict, images: dict[str, Path], results: list, task) -> li
         first, second = task.HEADLINE
         rows = [("fine-tuned: " + summary["method"], fmt(m[first]), fmt(m[second]), "")]
         for b in summary["baselines"]:
-            if "accuracy_std" in b:
+            if "note" in b:
+                note = b["note"]
+            elif "accuracy_std" in b:
                 note = f"± {b['accuracy_std']:.4f} over {len(b['accuracies'])} draws"
             elif "entries" in b:
                 note = f"{b['entries']:,} entity strings from the training split"
