@@ -362,14 +362,14 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     return raw
 
 
-def _models_in(annotation: Any) -> list[type[BaseModel]]:
+def models_in(annotation: Any) -> list[type[BaseModel]]:
     """The settings classes an annotation holds (through Optional, list, dict, Annotated and unions)."""
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return [annotation]
-    return [m for arg in typing.get_args(annotation) for m in _models_in(arg)]
+    return [m for arg in typing.get_args(annotation) for m in models_in(arg)]
 
 
-def _tag(cls: type[BaseModel]) -> str | None:
+def tag_of(cls: type[BaseModel]) -> str | None:
     """The `name` a class of a tagged union (methods, strategies) answers to."""
     field = cls.model_fields.get("name")
     return field.default if field is not None and typing.get_origin(field.annotation) is Literal else None
@@ -384,7 +384,7 @@ def _walk(loc: tuple, root: type[BaseModel]) -> tuple[str, list[str]]:
             key.append(str(part))
             mapping_key = False
             continue
-        by_tag = {_tag(c): c for c in candidates}
+        by_tag = {tag_of(c): c for c in candidates}
         if len(candidates) > 1 and part in by_tag:
             candidates = [by_tag[part]]
             continue
@@ -394,7 +394,7 @@ def _walk(loc: tuple, root: type[BaseModel]) -> tuple[str, list[str]]:
             break
         if field is None:
             return ".".join(str(p) for p in loc), []
-        candidates = _models_in(field.annotation)
+        candidates = models_in(field.annotation)
         mapping_key = typing.get_origin(_plain(field.annotation)) is dict
         if not candidates:
             return ".".join(key), []
