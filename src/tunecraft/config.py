@@ -192,7 +192,12 @@ class TrainConfig(Strict):
     """Write a resumable checkpoint every N optimizer steps (and at each evaluation)."""
     keep_checkpoints: int = Field(2, ge=1)
     early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
+    trackers: list[Literal["tensorboard", "mlflow", "wandb"]] = ["tensorboard"]
+    """Where the training curves go besides metrics.jsonl: TensorBoard (RUN/tensorboard), MLflow (a local SQLite
+    store, <output_dir>/mlflow.db, unless $MLFLOW_TRACKING_URI names another), Weights & Biases (offline unless
+    $WANDB_MODE says otherwise; needs the wandb package)."""
     tensorboard: bool = True
+    """false: no TensorBoard even where `trackers` lists it (the short form of leaving it out)."""
     progress: bool = True
     num_threads: int | None = Field(None, ge=1)
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
@@ -202,6 +207,12 @@ class TrainConfig(Strict):
     layer_lr_decay: float | None = Field(None, gt=0.0, le=1.0)
     """Layer-wise LR decay: the head trains at lr, block i of L at lr * decay^(L-i), embeddings at
     lr * decay^(L+1). null is off."""
+
+    @model_validator(mode="after")
+    def _tensorboard_off(self):
+        if not self.tensorboard and "tensorboard" in self.trackers:
+            self.trackers = [t for t in self.trackers if t != "tensorboard"]
+        return self
 
 
 class ClozeConfig(Strict):
