@@ -24,8 +24,8 @@ KEY = "studio-key-123"
 SHOTS = os.environ.get("TUNECRAFT_STUDIO_SCREENSHOTS")
 TINY = {"task": "classification", "seed": 7,
         "model": {"base": "scratch:encoder-tiny", "tokenizer": "chars", "max_length": 64},
-        "data": {"dataset": "mr", "max_train_samples": 600, "max_eval_samples": 200},
-        "train": {"max_steps": 40, "batch_size": 32, "eval_every": 10, "log_every": 5, "progress": False,
+        "data": {"dataset": "mr", "max_train_samples": 400, "max_eval_samples": 100},
+        "train": {"max_steps": 20, "batch_size": 32, "eval_every": 10, "log_every": 5, "progress": False,
                   "tensorboard": False, "num_threads": 1},
         "baselines": {"zero_shot": False}}
 
@@ -46,7 +46,7 @@ def studio_runs(tmp_path_factory):
                                                                                           ("tiny-b", 1e-3))}
     recipes = folder / "recipes"
     recipes.mkdir()
-    recipe = tiny("from-form", "runs", max_steps=60, eval_every=6, log_every=2)
+    recipe = tiny("from-form", "runs", max_steps=120, eval_every=10, log_every=2, checkpoint_every=10)
     (recipes / "tiny.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False), encoding="utf-8")
     return folder, runs, recipes / "tiny.yaml", summaries
 
@@ -161,6 +161,7 @@ def test_invalid_override_shows_the_schema_message(page, studio_runs):
     page.click("#check")
     error = page.locator(".field[data-key='train.lr'] .field-error")
     error.wait_for()
+    error.scroll_into_view_if_needed()
     with pytest.raises(Exception) as cli:  # the message `tunecraft train recipe train.lr=-1` prints
         load_config(recipe, ["train.lr=-1"])
     line = str(cli.value).splitlines()[1].strip()
@@ -168,25 +169,32 @@ def test_invalid_override_shows_the_schema_message(page, studio_runs):
     shot(page, "launch-invalid")
 
 
-def test_launch_from_the_form_and_watch_the_curve(page, studio_runs):
+def test_launch_from_the_form_watch_the_curve_stop_and_resume(page, studio_runs):
     folder, runs, recipe, _ = studio_runs
     page.goto("/launch")
     page.fill("input[data-key='name']", "launched")
     shot(page, "launch")
     page.click("#go")
     page.wait_for_url("**/runs/launched")
-    points = page.locator("#loss-plot circle.point")
-    points.first.wait_for()
-    first = points.count()
-    page.wait_for_function(f"document.querySelectorAll('#loss-plot circle.point').length > {first}")
-    page.wait_for_function("document.querySelector('#status').textContent === 'finished'", timeout=120_000)
-    assert page.locator("#loss-plot circle.point").count() > first
+    count = "document.querySelectorAll('#loss-plot circle.point').length"
+    page.wait_for_function(f"{count} > 0")
+    first = page.evaluate(count)
+    page.wait_for_function(f"{count} > {first}")  # the curve gains points while the run trains
+    page.wait_for_function("document.querySelector('#status').textContent === 'running'")
+    page.click("#stop")  # SIGINT: the CLI's own interruption, exit status 130
+    page.wait_for_function("document.querySelector('#status').textContent === 'stopped'")
+    stopped = yaml.safe_load((runs / ".studio" / "launches" / "launched.json").read_text())["returncode"]
+    assert stopped == 130 and not (runs / "launched" / "summary.json").exists()
+    page.click("#resume")  # the same command with --resume
+    page.wait_for_function("document.querySelector('#status').textContent === 'finished'", timeout=180_000)
+    history = [yaml.safe_load(line) for line in (runs / "launched" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in history if r["type"] == "train"] == list(range(2, 121, 2))  # no step twice
     shot(page, "live")
-    # the run is the CLI's: the command recorded is `tunecraft train RECIPE overrides`, and its config.yaml is what
-    # the CLI writes for that recipe and those overrides
+    # the run is the CLI's: the command recorded is `tunecraft train RECIPE overrides --resume`, and its
+    # config.yaml is what the CLI writes for that recipe and those overrides
     overrides = ["name=launched", f"output_dir={runs}"]
     record = yaml.safe_load((runs / ".studio" / "launches" / "launched.json").read_text())
-    assert record["command"][1:] == ["-m", "tunecraft", "train", "recipes/tiny.yaml", *overrides]
+    assert record["command"][1:] == ["-m", "tunecraft", "train", "recipes/tiny.yaml", *overrides, "--resume"]
     with_cwd = os.getcwd()
     os.chdir(folder)
     try:

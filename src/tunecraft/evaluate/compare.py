@@ -16,6 +16,8 @@ from ..io import write_text
 from ..report import plt, save_figure
 from ..tasks import TASKS
 
+SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+"""libyaml's safe loader where PyYAML has it: a config.yaml read in 1 ms instead of 30 (the studio reads hundreds)."""
 COLUMNS = ["run", "method", "settings", "trainable", "trainable %", "score", "second", "train s", "tokens/s",
            "peak RSS MB", "epochs", "steps"]
 
@@ -36,7 +38,7 @@ def _method_settings(run: Path, method: str) -> str:
     saved = run / "config.yaml"
     if not saved.is_file():
         return ""
-    settings = (yaml.safe_load(saved.read_text(encoding="utf-8")) or {}).get("method") or {}
+    settings = (yaml.load(saved.read_text(encoding="utf-8"), Loader=SAFE_LOADER) or {}).get("method") or {}
     from ..methods import get_method
 
     try:

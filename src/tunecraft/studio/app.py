@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import threading
 import time
 import urllib.parse
 from contextlib import asynccontextmanager
@@ -91,6 +92,8 @@ def create_app(settings: StudioSettings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        # read every run's row once in the background, so that the first page load finds them cached
+        threading.Thread(target=index.rows, daemon=True, name="studio-index").start()
         yield
         await apps.close()
         launches.close()
@@ -206,7 +209,10 @@ def create_app(settings: StudioSettings) -> FastAPI:
     async def api_metrics(name: str, after: int = 0):
         run = run_dir(name)
         records = read_history(run, after)
-        return {"records": records, "next": after + len(records), "status": index.row(run)["status"]}
+        row = index.row(run)
+        return {"records": records, "next": after + len(records), "status": row["status"],
+                "headline": [m for m in (row["metric"], row["second_metric"]) if m],
+                "about": " · ".join(row[k] for k in ("task", "base", "method") if row[k])}
 
     @app.get("/api/runs/{name}/log")
     async def api_log(name: str, after: int = 0):

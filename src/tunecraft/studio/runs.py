@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from ..evaluate.compare import read_summary, summary_row
+from ..evaluate.compare import SAFE_LOADER, read_summary, summary_row
 from ..tasks import TASKS
 
 RUNNING_WITHIN_S = 120
@@ -71,7 +71,7 @@ class RunIndex:
 
     def _unfinished(self, run: Path) -> dict:
         config = run / "config.yaml"
-        raw = (yaml.safe_load(config.read_text(encoding="utf-8")) or {}) if config.is_file() else {}
+        raw = (yaml.load(config.read_text(encoding="utf-8"), Loader=SAFE_LOADER) or {}) if config.is_file() else {}
         task = raw.get("task", "")
         history = run / "metrics.jsonl"
         changed = max((p.stat().st_mtime for p in (config, history) if p.is_file()), default=0)

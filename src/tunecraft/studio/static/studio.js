@@ -97,7 +97,8 @@ function drawPlot(svg, series) {
 
 // -- the run page: live curves, progress, log, stop / resume ------------------------------------------------------
 function runPage(root) {
-  const name = root.dataset.name, headline = root.dataset.headline.split(",").filter(Boolean);
+  const name = root.dataset.name;
+  let headline = root.dataset.headline.split(",").filter(Boolean);
   const records = [];
   let next = 0, logNext = 0, status = root.dataset.status;
   const redraw = () => {
@@ -111,18 +112,24 @@ function runPage(root) {
     $("#progress").textContent = last ? `step ${last.step}` + (last.total_steps ? ` of ${last.total_steps}` : "")
       + (last.loss !== undefined ? ` · loss ${last.loss.toFixed(4)}` : "") + ` · ${status}` : status;
   };
+  const setStatus = value => {
+    status = value;
+    $("#status").textContent = status;
+    $("#status").className = "status " + status.replace(" ", "-");
+    if ($("#stop")) $("#stop").hidden = status !== "running";
+    if ($("#resume")) $("#resume").hidden = !["stopped", "failed"].includes(status);
+  };
   const poll = async () => {
     const data = await call(`/api/runs/${encodeURIComponent(name)}/metrics?after=${next}`);
     if (data.records) {
+      if (!headline.length && data.headline.length) {  // a run launched before its folder existed
+        headline = data.headline;
+        $("#metric-caption").textContent = "validation " + headline.join(", ");
+        $("#about").textContent = data.about;
+      }
       records.push(...data.records);
       next = data.next;
-      if (data.status !== status) {
-        status = data.status;
-        $("#status").textContent = status;
-        $("#status").className = "status " + status.replace(" ", "-");
-        if ($("#stop")) $("#stop").hidden = status !== "running";
-        if ($("#resume")) $("#resume").hidden = !["stopped", "failed"].includes(status);
-      }
+      if (data.status !== status) setStatus(data.status);
       redraw();
     }
     if ($("#log")) {
@@ -143,7 +150,13 @@ function runPage(root) {
     button.addEventListener("click", async () => {
       const data = await call(`/api/runs/${encodeURIComponent(name)}/${action}`, {});
       $("#action-message").textContent = data.error || (action === "stop" ? "stopping (SIGINT)…" : "resumed");
-      if (action === "resume" && !data.error) { status = "running"; setTimeout(poll, 500); }
+      if (action === "resume" && !data.error) {
+        // a resume drops the records logged after the checkpoint it starts from: read the history again
+        records.length = 0;
+        next = 0;
+        setStatus("running");
+        setTimeout(poll, 500);
+      }
     });
   }
   const tryIt = $("#try");
