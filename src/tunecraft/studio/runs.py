@@ -5,6 +5,7 @@ metrics history, its predictions with the errors first. Rows of finished runs ar
 from __future__ import annotations
 
 import json
+import threading
 import time
 from pathlib import Path
 
@@ -39,11 +40,13 @@ class RunIndex:
     def __init__(self, folder: Path, launches):
         self.folder, self.launches = folder, launches
         self._rows: dict[Path, tuple[float, dict]] = {}
+        self._lock = threading.Lock()  # the studio's start-up read and a first page load share the work
 
     def rows(self) -> list[dict]:
         found = sorted((p for p in self.folder.iterdir() if not p.name.startswith(".") and is_run(p)),
                        key=lambda p: p.name) if self.folder.is_dir() else []
-        return [self.row(p) for p in found]
+        with self._lock:
+            return [self.row(p) for p in found]
 
     def row(self, run: Path) -> dict:
         summary = run / "summary.json"
