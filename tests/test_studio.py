@@ -101,9 +101,18 @@ def page(browser, studio):
 
 
 def shot(page, name: str, full_page: bool = False) -> None:
+    """The page as a small PNG (a 64-colour palette: a UI has few colours) for docs/studio.md."""
     if SHOTS:
-        Path(SHOTS).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(SHOTS) / f"studio-{name}.png"), full_page=full_page)
+        path = Path(SHOTS) / f"studio-{name}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(path), full_page=full_page)
+        small(path)
+
+
+def small(path: Path) -> None:
+    from PIL import Image
+
+    Image.open(path).convert("RGB").quantize(colors=64).save(path, optimize=True)
 
 
 def test_runs_page_shows_each_run_and_its_accuracy(page, studio_runs):

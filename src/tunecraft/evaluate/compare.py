@@ -48,13 +48,14 @@ def _method_settings(run: Path, method: str) -> str:
     return " ".join(f"{k}={v}" for k, v in settings.items() if k != "name" and defaults.get(k, object()) != v)
 
 
-def summary_row(run: Path, s: dict) -> dict:
-    """A finished run's row of the comparison: method, parameters, the task's two headline metrics, time."""
+def summary_row(run: Path, s: dict, settings: bool = True) -> dict:
+    """A finished run's row of the comparison: method, parameters, the task's two headline metrics, time.
+    `settings`: also the method settings that differ from the defaults (read from config.yaml)."""
     first, second = TASKS[s["task"]].HEADLINE
     metrics = s.get("metrics") or {}
     return {
         "run": s.get("name", run.name), "path": str(run), "method": s.get("method", "?"),
-        "settings": _method_settings(run, s.get("method", "")), "data": s.get("data", ""),
+        "settings": _method_settings(run, s.get("method", "")) if settings else "", "data": s.get("data", ""),
         "trainable": s.get("trainable_params"), "total": s.get("total_params"),
         "score": metrics.get(first), "second": metrics.get(second), "train_seconds": s.get("train_seconds"),
         "tokens_per_second": s.get("tokens_per_second"), "peak_rss_mb": s.get("peak_rss_mb"),

@@ -62,11 +62,11 @@ class RunIndex:
         s = read_summary(run)
         if s.get("task") not in TASKS:
             return self._unfinished(run)
-        r = summary_row(run, s)
+        r = summary_row(run, s, settings=False)  # they are in the run page's recipe and in comparisons
         first, second = TASKS[s["task"]].HEADLINE
         frac = r["trainable"] / r["total"] if r["trainable"] is not None and r["total"] else None
         return {"name": run.name, "task": s["task"], "base": s.get("base_model", ""), "method": r["method"],
-                "settings": r["settings"], "metric": first, "score": r["score"], "second_metric": second,
+                "metric": first, "score": r["score"], "second_metric": second,
                 "second": r["second"], "trainable_pct": frac and 100 * frac, "train_seconds": r["train_seconds"],
                 "tokens_per_second": r["tokens_per_second"], "steps": r["steps"],
                 "status": "stopped early" if s.get("stopped_early") else "finished",
@@ -87,7 +87,7 @@ class RunIndex:
             steps = max((r.get("step", 0) for r in records), default=None)
         first, second = TASKS[task].HEADLINE if task in TASKS else ("", "")
         return {"name": run.name, "task": task, "base": (raw.get("model") or {}).get("base", ""),
-                "method": (raw.get("method") or {}).get("name", ""), "settings": "", "metric": first, "score": None,
+                "method": (raw.get("method") or {}).get("name", ""), "metric": first, "score": None,
                 "second_metric": second, "second": None, "trainable_pct": None, "train_seconds": None,
                 "tokens_per_second": None, "steps": steps, "status": status,
                 "started": config.stat().st_mtime if config.is_file() else None}
