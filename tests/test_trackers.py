@@ -42,7 +42,7 @@ def summary_history(run_dir):
 
 
 @pytest.mark.skipif(importlib.util.find_spec("wandb") is not None, reason="wandb is installed here")
-def test_wandb_without_its_package_is_refused_before_any_work(tmp_path):
+def test_wandb_without_its_package_is_refused_before_the_run_folder_is_written(tmp_path):
     config = build_config(tiny("wb", tmp_path, trackers=["tensorboard", "wandb"]))
     with pytest.raises(ConfigError, match=r"train.trackers: 'wandb' needs the wandb package, which is not installed"):
         experiment(config)

@@ -17,7 +17,7 @@ PROJECT = "tunecraft"
 
 
 def check(trackers: list[str]) -> None:
-    """Refuse, before any work, a tracker whose package is not installed."""
+    """Refuse a tracker whose package is not installed (the session opens: nothing written yet)."""
     for name in trackers:
         package = THROUGH_ACCELERATE.get(name)
         if package is not None and importlib.util.find_spec(name) is None:
