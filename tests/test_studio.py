@@ -2,6 +2,7 @@
 page, a comparison, a launch from the form with its live curve, try it, the schema's message for a bad override,
 and the key. With TUNECRAFT_STUDIO_SCREENSHOTS=DIR the pages are saved there as studio-*.png (docs/studio.md)."""
 
+import csv
 import os
 import shutil
 import signal
@@ -16,6 +17,7 @@ import yaml
 
 from tunecraft.config import build_config, dump_config, load_config
 from tunecraft.experiment import experiment
+from tunecraft.serve.feedback import FeedbackStore
 
 from .test_serve import free_port
 
@@ -211,6 +213,34 @@ def test_launch_from_the_form_watch_the_curve_stop_and_resume(page, studio_runs)
     finally:
         os.chdir(with_cwd)
     assert (runs / "launched" / "config.yaml").read_text(encoding="utf-8") == expected
+
+
+def test_feedback_queue_confirm_correct_and_train_on_the_reviewed_rows(page, studio_runs):
+    _, runs, _, _ = studio_runs
+    store = FeedbackStore(runs / "tiny-b" / "feedback.sqlite")  # what the run's server stores on /v1/feedback
+    store.add("a dull, lifeless mess", "negative", "positive", None, "tiny-b")
+    store.add("one of the best films of the year", "negative", "negative", None, "tiny-b")
+    store.close()
+    page.goto("/runs/tiny-b")
+    rows = page.locator("#feedback-queue tr[data-id]")
+    assert rows.count() == 2
+    rows.nth(0).locator("button.review").click()  # confirm: negative
+    rows.nth(1).locator("select").select_option("positive")  # correct
+    rows.nth(1).locator("button.review").click()
+    page.wait_for_function("[...document.querySelectorAll('#feedback-queue button.review')]"
+                           ".every(b => b.textContent === 'Saved')")
+    page.locator("#feedback").scroll_into_view_if_needed()
+    shot(page, "feedback")
+    page.click("#feedback-run")
+    page.wait_for_url("**/launch?**")
+    csv_path = runs / ".studio" / "feedback" / "tiny-b.csv"
+    with open(csv_path, newline="", encoding="utf-8") as fh:
+        assert list(csv.reader(fh)) == [["text", "label"], ["a dull, lifeless mess", "negative"],
+                                        ["one of the best films of the year", "positive"]]
+    assert page.input_value("#extra") == f"name=tiny-b-feedback\ndata.train={csv_path.resolve()}"
+    page.click("#check")  # the run's own recipe with the reviewed rows as its training file: valid
+    page.wait_for_function("document.querySelector('#command').textContent.includes('data.train=')")
+    assert page.locator("#launch-error").is_hidden()
 
 
 def test_a_request_without_the_key_is_refused(browser, studio):

@@ -21,11 +21,13 @@ from pydantic import Field
 from ..config import load_config
 from ..errors import ConfigError, TunecraftError
 from ..evaluate.compare import RAW_METRICS, baseline_cells, compare_runs, header, ranked, score_text, table_rows
+from ..models import read_meta
 from ..report import fmt, html_sections
 from ..serve import guards
 from ..settings import Strict
 from ..tasks import TASKS
 from . import form
+from .feedback import FeedbackQueue
 from .launch import Launches, train_command
 from .runs import STUDIO_DIR, RunIndex, is_run, predictions, read_history
 from .settings import StudioSettings
@@ -83,6 +85,7 @@ def create_app(settings: StudioSettings) -> FastAPI:
     runs.mkdir(parents=True, exist_ok=True)
     cache = runs / STUDIO_DIR / "cache"
     launches = Launches(runs)
+    queue = FeedbackQueue(runs)
     index = RunIndex(runs, launches)
     apps = RunApps(runs, settings.loaded_models, settings.max_body_bytes, settings.body_timeout)
     reports: dict[str, tuple[float, str]] = {}  # run → (summary.json's time, its report as HTML)
@@ -137,7 +140,9 @@ def create_app(settings: StudioSettings) -> FastAPI:
             if run.is_dir() else []
         config = (run / "config.yaml").read_text(encoding="utf-8") if (run / "config.yaml").is_file() else ""
         task = TASKS.get(row["task"])
+        labels = read_meta(run).get("labels") or [] if summary else []
         return page(request, "run.html", run=row, report=report, config=config, files=files,
+                    feedback=queue.rows(run), labels=labels,
                     pred_columns=columns, pred_rows=rows, pred_errors=errors, pred_total=total,
                     try_routes=apps.routes(name) if summary else [], launched=launches.record(name) is not None,
                     headline=list(task.HEADLINE) if task else [], robustness=_robustness_html(run, name))
@@ -164,11 +169,13 @@ def create_app(settings: StudioSettings) -> FastAPI:
                     markdown=result and result["markdown"])
 
     @app.get("/launch", response_class=HTMLResponse)
-    async def launch_page(request: Request, recipe: str | None = None):
+    async def launch_page(request: Request, recipe: str | None = None, extra: str = ""):
         folder = Path(settings.recipes)
         recipes = sorted(p.as_posix() for p in folder.glob("*.yaml")) if folder.is_dir() else []
         recipes += sorted(p.as_posix() for p in (runs / STUDIO_DIR / "recipes").glob("*.yaml"))
         chosen = recipe or (recipes[0] if recipes else None)
+        if chosen and chosen not in recipes:  # e.g. a run's own config.yaml, to train again on its feedback
+            recipes.append(chosen)
         sections, error = [], None
         if chosen:
             try:
@@ -176,7 +183,7 @@ def create_app(settings: StudioSettings) -> FastAPI:
             except TunecraftError as err:
                 error = str(err)
         return page(request, "launch.html", recipes=recipes, chosen=chosen, sections=sections, error=error,
-                    output_dir=str(runs))
+                    output_dir=str(runs), extra=extra)
 
     @app.get("/key", response_class=HTMLResponse)
     async def key_page(request: Request):
@@ -261,6 +268,30 @@ def create_app(settings: StudioSettings) -> FastAPI:
         except TunecraftError as err:
             raise HTTPException(409, str(err)) from None
         return {"resumed": name, "url": f"/runs/{name}"}
+
+    @app.post("/api/runs/{name}/feedback/{row}")
+    async def api_review(name: str, row: int, request: Request):
+        run = run_dir(name)
+        label = (json.loads(await request.body() or b"{}") or {}).get("label")
+        labels = read_meta(run).get("labels") or []
+        if label not in labels:  # the server's own message for a label the model does not know
+            raise HTTPException(422, f"unknown label '{label}'; the model knows: {', '.join(labels)}")
+        if row not in {r["id"] for r in queue.rows(run)}:
+            raise HTTPException(404, f"no feedback row {row} in {name}/feedback.sqlite")
+        queue.review(run, row, label)
+        return {"id": row, "label": label}
+
+    @app.post("/api/runs/{name}/feedback-run")
+    async def api_feedback_run(name: str):
+        """The reviewed rows as data.train of the run's own recipe, on the launch page."""
+        run = run_dir(name)
+        meta = read_meta(run)
+        path, count = queue.export(run, meta.get("text_column") or "text", meta.get("label_column") or "label")
+        if not count:
+            raise HTTPException(409, "no reviewed feedback yet: confirm or correct some rows first")
+        extra = f"name={name}-feedback\ndata.train={path.resolve()}"
+        query = urllib.parse.urlencode({"recipe": str(run / "config.yaml"), "extra": extra})
+        return {"rows": count, "url": f"/launch?{query}"}
 
     @app.post("/api/runs/{name}/explain")
     async def api_explain(name: str, request: Request):

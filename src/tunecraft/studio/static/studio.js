@@ -159,8 +159,8 @@ function runPage(root) {
       }
     });
   }
-  const tryIt = $("#try");
-  if (tryIt) tryPanel(name);
+  if ($("#try")) tryPanel(name);
+  if ($("#feedback")) feedbackQueue($("#feedback"), name);
 }
 
 // -- try it: the run's own server routes ---------------------------------------------------------------------------
@@ -291,6 +291,27 @@ function launchForm(form) {
   };
   $("#check").addEventListener("click", () => send(false));
   form.addEventListener("submit", ev => { ev.preventDefault(); send(true); });
+}
+
+// -- the feedback queue: confirm or correct, then train on the reviewed rows --------------------------------------
+function feedbackQueue(section, name) {
+  for (const tr of $$("tr[data-id]", section)) {
+    const button = $("button.review", tr);
+    $("select", tr).addEventListener("change", () => { button.textContent = "Save"; });
+    button.addEventListener("click", async () => {
+      const data = await call(`/api/runs/${encodeURIComponent(name)}/feedback/${tr.dataset.id}`, {label: $("select", tr).value});
+      button.textContent = data.error || "Saved";
+      if (!data.error) {
+        tr.classList.add("reviewed");
+        $("#reviewed").textContent = $$("tr.reviewed", section).length;
+      }
+    });
+  }
+  $("#feedback-run").addEventListener("click", async () => {
+    const data = await call(`/api/runs/${encodeURIComponent(name)}/feedback-run`, {});
+    if (data.error) { $("#feedback-message").textContent = data.error; return; }
+    location.href = data.url;
+  });
 }
 
 // -- predictions filter ------------------------------------------------------------------------------------------------
