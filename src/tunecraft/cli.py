@@ -231,6 +231,16 @@ def _cmd_serve(args) -> int:
     return 0
 
 
+def _cmd_studio(args) -> int:
+    from .studio.settings import StudioSettings
+
+    settings = from_args(StudioSettings, args, api_key=args.api_key or os.environ.get("TUNECRAFT_API_KEY") or None)
+    from .studio.app import studio
+
+    studio(settings)
+    return 0
+
+
 def _cmd_compress(args) -> int:
     from .compress.settings import Options
 
@@ -325,6 +335,12 @@ def _serve_options(p: argparse.ArgumentParser) -> None:
     add_options(p, ServeSettings, skip=("lora",))
     p.add_argument("--lora", dest="lora_runs", action="append", default=[], metavar="NAME=RUN",
                    help=ServeSettings.model_fields["lora"].description)
+
+
+def _studio_options(p: argparse.ArgumentParser) -> None:
+    from .studio.settings import StudioSettings
+
+    add_options(p, StudioSettings)
 
 
 def _compress_options(p: argparse.ArgumentParser) -> None:
@@ -443,6 +459,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("runs", nargs="+", help="run folders (a shell glob such as runs/sweep-* works)")
     p.add_argument("--out", help="also write comparison.md, comparison.csv and comparison.png to this folder")
     p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser("studio", help="a local web app over the run folders: runs, comparisons, try it, live training",
+                       description="Opens on loopback (http://127.0.0.1:7860 by default); every script and style "
+                                   "ships in the package (it works offline). docs/studio.md shows its pages.",
+                       build=_studio_options)
+    p.set_defaults(func=_cmd_studio)
 
     p = sub.add_parser("assets", help="fetch or list the bundled models and datasets")
     p.add_argument("action", choices=["fetch", "list"])

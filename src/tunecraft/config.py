@@ -206,7 +206,12 @@ class TrainConfig(Strict):
     """Write a resumable checkpoint every N optimizer steps (and at each evaluation)."""
     keep_checkpoints: int = Field(2, ge=1)
     early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
+    trackers: list[Literal["tensorboard", "mlflow", "wandb"]] = ["tensorboard"]
+    """Where the training curves go besides metrics.jsonl: TensorBoard (RUN/tensorboard), MLflow (a local SQLite
+    store, <output_dir>/mlflow.db, unless $MLFLOW_TRACKING_URI names another), Weights & Biases (offline unless
+    $WANDB_MODE says otherwise; needs the wandb package)."""
     tensorboard: bool = True
+    """false: no TensorBoard even where `trackers` lists it (the short form of leaving it out)."""
     progress: bool = True
     num_threads: int | None = Field(None, ge=1)
     """Torch's threads; default: the CPUs this process may use (affinity, capped by a cgroup quota)."""
@@ -217,6 +222,12 @@ class TrainConfig(Strict):
     layer_lr_decay: float | None = Field(None, gt=0.0, le=1.0)
     """Layer-wise LR decay: the head trains at lr, block i of L at lr * decay^(L-i), embeddings at
     lr * decay^(L+1). null is off."""
+
+    @model_validator(mode="after")
+    def _tensorboard_off(self):
+        if not self.tensorboard and "tensorboard" in self.trackers:
+            self.trackers = [t for t in self.trackers if t != "tensorboard"]
+        return self
 
 
 class ClozeConfig(Strict):
@@ -378,14 +389,14 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     return raw
 
 
-def _models_in(annotation: Any) -> list[type[BaseModel]]:
+def models_in(annotation: Any) -> list[type[BaseModel]]:
     """The settings classes an annotation holds (through Optional, list, dict, Annotated and unions)."""
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return [annotation]
-    return [m for arg in typing.get_args(annotation) for m in _models_in(arg)]
+    return [m for arg in typing.get_args(annotation) for m in models_in(arg)]
 
 
-def _tag(cls: type[BaseModel]) -> str | None:
+def tag_of(cls: type[BaseModel]) -> str | None:
     """The `name` a class of a tagged union (methods, strategies) answers to."""
     field = cls.model_fields.get("name")
     return field.default if field is not None and typing.get_origin(field.annotation) is Literal else None
@@ -400,7 +411,7 @@ def _walk(loc: tuple, root: type[BaseModel]) -> tuple[str, list[str]]:
             key.append(str(part))
             mapping_key = False
             continue
-        by_tag = {_tag(c): c for c in candidates}
+        by_tag = {tag_of(c): c for c in candidates}
         if len(candidates) > 1 and part in by_tag:
             candidates = [by_tag[part]]
             continue
@@ -410,7 +421,7 @@ def _walk(loc: tuple, root: type[BaseModel]) -> tuple[str, list[str]]:
             break
         if field is None:
             return ".".join(str(p) for p in loc), []
-        candidates = _models_in(field.annotation)
+        candidates = models_in(field.annotation)
         mapping_key = typing.get_origin(_plain(field.annotation)) is dict
         if not candidates:
             return ".".join(key), []

@@ -19,8 +19,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 from .fonts import use_cjk_font  # noqa: E402
 from .io import write_file, write_text  # noqa: E402
 
-__all__ = ["plt", "fmt", "save_figure", "line_plot", "plot_curves", "plot_confusion", "markdown", "html_page",
-           "write_pages"]
+__all__ = ["plt", "fmt", "save_figure", "line_plot", "plot_curves", "plot_confusion", "markdown", "html_sections",
+           "html_page", "write_pages"]
 
 
 def fmt(value) -> str:
@@ -101,14 +101,16 @@ def markdown(title: str, sections, base: Path) -> str:
     return "\n".join(lines)
 
 
-def html_page(title: str, sections) -> str:
-    """The page as one self-contained HTML file (images inlined)."""
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
-             "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto}table{border-collapse:collapse;"
-             "margin:1em 0}td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left}</style></head><body>",
-             f"<h1>{html.escape(title)}</h1>"]
+def _inline(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
+
+
+def html_sections(sections, image_src=_inline, level: int = 2) -> str:
+    """The sections as an HTML fragment (headings at `level`); `image_src(path)` is an image's src (default:
+    the PNG inlined)."""
+    parts = []
     for heading, blocks in sections:
-        parts.append(f"<h2>{html.escape(heading)}</h2>")
+        parts.append(f"<h{level}>{html.escape(heading)}</h{level}>")
         for block in blocks:
             if block[0] == "table":
                 _, header, rows = block
@@ -116,10 +118,17 @@ def html_page(title: str, sections) -> str:
                 parts += ["<tr>" + "".join(f"<td>{html.escape(fmt(c))}</td>" for c in row) + "</tr>" for row in rows]
                 parts.append("</table>")
             else:
-                data = base64.b64encode(block[1].read_bytes()).decode()
-                parts.append(f"<img alt='{block[1].stem}' src='data:image/png;base64,{data}'>")
-    parts.append("</body></html>")
+                parts.append(f"<img alt='{html.escape(block[1].stem)}' src='{html.escape(image_src(block[1]))}'>")
     return "\n".join(parts)
+
+
+def html_page(title: str, sections) -> str:
+    """The page as one self-contained HTML file (images inlined)."""
+    return "\n".join([
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
+        "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto}table{border-collapse:collapse;"
+        "margin:1em 0}td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>", html_sections(sections), "</body></html>"])
 
 
 def write_pages(folder: Path, title: str, sections, html_too: bool = True) -> Path:

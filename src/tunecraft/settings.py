@@ -35,7 +35,7 @@ def borrow(cls: type[BaseModel], name: str) -> Any:
     return copy.deepcopy(cls.model_fields[name])
 
 
-def _value_type(annotation: Any) -> Any:
+def value_type(annotation: Any) -> Any:
     """`int | None` → int; other annotations as they are."""
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
@@ -59,7 +59,7 @@ def add_options(parser: argparse.ArgumentParser, cls: type[BaseModel], *, skip: 
     for name, field in cls.model_fields.items():
         if name in skip:
             continue
-        kind = _value_type(field.annotation)
+        kind = value_type(field.annotation)
         if kind not in (str, int, float, bool) and typing.get_origin(kind) is not Literal:
             raise TypeError(f"{cls.__name__}.{name}: no command-line form for {field.annotation} (skip it)")
         if field.is_required():

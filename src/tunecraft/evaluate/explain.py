@@ -139,20 +139,25 @@ def to_terminal(attr: Attribution, color: bool = True) -> str:
     return f"{head}\n{' '.join(parts)}\n{table}"
 
 
-def to_html(attr: Attribution) -> str:
+def attribution_html(attr: Attribution) -> str:
+    """The text, the prediction and the coloured tokens as an HTML fragment (escaped), for pages that hold it."""
     spans = []
     for token, raw, s in zip(attr.tokens, attr.scores, _strength(attr.scores)):
         rgb = "0,160,0" if s >= 0 else "210,0,0"
         spans.append(f"<span title='{raw:+.4f}' style='background:rgba({rgb},{abs(s):.3f});padding:2px 3px;"
                      f"margin:1px;border-radius:3px'>{html.escape(token)}</span>")
     probs = ", ".join(f"{html.escape(k)} {v:.3f}" for k, v in attr.probabilities.items())
-    return ("<!doctype html><html><head><meta charset='utf-8'><title>tunecraft explain</title>"
-            "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto;line-height:2.2}</style></head>"
-            f"<body><h1>Integrated-gradients attributions</h1><p><b>text:</b> {html.escape(attr.text)}</p>"
+    return (f"<p><b>text:</b> {html.escape(attr.text)}</p>"
             f"<p><b>prediction:</b> {html.escape(attr.prediction)} ({probs}); attributions toward "
             f"<b>{html.escape(attr.target_label)}</b>: green for, red against (hover for the value); "
             f"completeness error {attr.delta:+.4f} of {attr.score - attr.baseline_score:+.4f}.</p>"
-            f"<p>{''.join(spans)}</p></body></html>")
+            f"<p>{''.join(spans)}</p>")
+
+
+def to_html(attr: Attribution) -> str:
+    return ("<!doctype html><html><head><meta charset='utf-8'><title>tunecraft explain</title>"
+            "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto;line-height:2.2}</style></head>"
+            f"<body><h1>Integrated-gradients attributions</h1>{attribution_html(attr)}</body></html>")
 
 
 def explain(run: str | Path, text: str, target: str | None = None, steps: int = 50,

@@ -10,7 +10,8 @@ from ..io import write_text
 from ..report import fmt, markdown, plot_curves, write_pages
 
 
-def _sections(summary: dict, images: dict[str, Path], results: list, task) -> list[tuple[str, list]]:
+def run_sections(summary: dict, images: dict[str, Path], results: list, task) -> list[tuple[str, list]]:
+    """The run report's sections (setup, results, baselines, speed, curves), for report.md/html and the studio."""
     m = summary.get("metrics") or {}
     frac = summary["trainable_params"] / max(summary["total_params"], 1)
     setup = [
@@ -67,7 +68,7 @@ def write_report(run_dir: Path, summary: dict, history: list[dict], task, extra_
     images = {p.stem: p for p in plot_curves(history, plots, task.HEADLINE)}
     results = task.result_blocks(summary["metrics"], summary["labels"], plots) if summary.get("metrics") else []
     title = f"tunecraft run '{summary['name']}' — {dt.date.today().isoformat()}"
-    sections = _sections(summary, images, results, task) + list(extra_sections or [])
+    sections = run_sections(summary, images, results, task) + list(extra_sections or [])
     return write_pages(run_dir, title, sections)
 
 

@@ -110,7 +110,7 @@ class TrainingLoop:
         if resume:
             self.restore()
         s = self.state
-        if self.acc.is_main_process and self.cfg.tensorboard:
+        if self.acc.is_main_process and self.cfg.tensorboard and "tensorboard" in self.cfg.trackers:
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=s.global_step + 1)
@@ -135,6 +135,8 @@ class TrainingLoop:
         bar.close()
         if self.writer:
             self.writer.close()
+        for tracker in self.acc.trackers:  # MLflow, W&B: the run marked finished (not end_training(), which
+            tracker.finish()               # would also end the process group the close still needs)
         return s
 
     def train_step(self, window: list[list[int]]) -> dict:
@@ -252,10 +254,13 @@ class TrainingLoop:
             return
         with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as fh:
             fh.write(json.dumps(record) + "\n")
+        scalars = {f"{record['type']}/{key}": value for key, value in record.items()
+                   if isinstance(value, int | float) and key not in ("step", "type")}
         if self.writer:
-            for key, value in record.items():
-                if isinstance(value, int | float) and key not in ("step", "type"):
-                    self.writer.add_scalar(f"{record['type']}/{key}", value, record["step"])
+            for key, value in scalars.items():
+                self.writer.add_scalar(key, value, record["step"])
+        if self.acc.trackers:
+            self.acc.log(scalars, step=record["step"])
 
     def checkpoint(self) -> None:
         # every process: under FSDP these gather the shards (process 0 gets the full tensors)

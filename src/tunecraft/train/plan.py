@@ -216,7 +216,7 @@ def plan(config: RunConfig, steps: int = 5, memory_budget: int | None = None, au
                           "for the time estimate on N processes")
     prepare_process(config)
     config = copy.deepcopy(config)
-    config.train.progress, config.train.tensorboard = False, False
+    config.train.progress, config.train.tensorboard, config.train.trackers = False, False, []
     job = prepare_job(config)
     trainable, total = count_parameters(job.model)
     result = {"recipe": config.name, "base_model": config.model.base, "method": config.method.name,

@@ -31,6 +31,7 @@ from ..config import dump_config
 from ..cpus import usable_cpus
 from ..errors import TunecraftError
 from ..io import refuse_existing, replace_folder, temporary_folder, write_json, write_text
+from . import trackers
 from .checkpoint import prune_checkpoints, read_weights
 from .loop import TrainingLoop, planned_steps
 from .memory import keep_freed_memory
@@ -40,14 +41,15 @@ from .sharded import enable_fsdp_on_cpu, fsdp_requested, load_weights_into
 
 # how the work is laid out, not what is learned: a resume may change them (another number of processes
 # usually comes with another grad_accum, to keep the global batch)
-LAYOUT_KEYS = ("grad_accum", "num_threads", "progress", "tensorboard")
+LAYOUT_KEYS = ("grad_accum", "num_threads", "progress", "tensorboard", "trackers")
 
 
-def make_accelerator(mixed_precision: str, fsdp: bool = False) -> Accelerator:
+def make_accelerator(mixed_precision: str, fsdp: bool = False, log_with: list[str] | None = None) -> Accelerator:
     """`fsdp`: the caller gathers sharded weights and optimizer state through train/sharded.py (`train`
-    does; the others refuse an FSDP launch rather than write checkpoints or models that hold one shard)."""
+    does; the others refuse an FSDP launch rather than write checkpoints or models that hold one shard).
+    `log_with`: accelerate's trackers (train/trackers.py)."""
     AcceleratorState._reset_state()  # allow several runs (with different precisions) in one process
-    acc = Accelerator(mixed_precision=mixed_precision, cpu=not torch.cuda.is_available())
+    acc = Accelerator(mixed_precision=mixed_precision, cpu=not torch.cuda.is_available(), log_with=log_with or None)
     if fsdp_requested() and not fsdp:
         raise TunecraftError("accelerate FSDP is supported by `tunecraft train` only; use a DDP config such as "
                              "recipes/accelerate/gpu-ddp.yaml or cpu-2proc.yaml")
@@ -100,6 +102,7 @@ class RunSession:
     def __init__(self, config, resume: bool = False, overwrite: bool = False):
         self.config, self.resume, self.started = config, resume, time.time()
         check_run_dir(config, resume, overwrite)
+        trackers.check(config.train.trackers)
         self.mixed, self.dtype = prepare_process(config)
         self.run_dir: Path = config.run_dir
         self.acc: Accelerator | None = None
@@ -109,12 +112,13 @@ class RunSession:
         """The accelerator, the run folder with config.yaml, the optimizer and the schedule; returns the
         planned number of optimizer steps."""
         cfg = self.config.train
-        self.acc = acc = make_accelerator(self.mixed, fsdp)
+        self.acc = acc = make_accelerator(self.mixed, fsdp, trackers.log_with(cfg.trackers))
         if acc.is_main_process and not self.resume:
             shutil.rmtree(self.run_dir, ignore_errors=True)
             self.run_dir.mkdir(parents=True)
             write_text(self.run_dir / "config.yaml", dump_config(self.config))
         acc.wait_for_everyone()
+        trackers.start(acc, self.config, self.run_dir)
         self.optimizer = build_optimizer(model, cfg)
         self.steps = planned_steps(lengths, cfg, self.config.seed, acc.num_processes)
         self.scheduler = build_scheduler(self.optimizer, cfg, self.steps)

@@ -1,0 +1,365 @@
+"""The studio's web app: pages rendered on the server (Jinja2) over the run folders, a little JavaScript of its
+own (static/, no CDN), and JSON calls for what changes while a page is open (curves, logs, launches)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import threading
+import time
+import urllib.parse
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from pydantic import Field
+
+from ..config import load_config
+from ..errors import ConfigError, TunecraftError
+from ..evaluate.compare import RAW_METRICS, baseline_cells, compare_runs, header, ranked, score_text, table_rows
+from ..models import read_meta
+from ..report import fmt, html_sections
+from ..serve import guards
+from ..settings import Strict
+from ..tasks import TASKS
+from . import form
+from .feedback import FeedbackQueue
+from .launch import Launches, train_command
+from .runs import STUDIO_DIR, RunIndex, is_run, predictions, read_history
+from .settings import StudioSettings
+from .try_it import RunApps
+
+HERE = Path(__file__).parent
+COOKIE = "tunecraft_key"
+OPEN = ("/static/", "/key")
+"""Paths served without the key: the page's own script and style, and the key form."""
+
+
+class LaunchRequest(Strict):
+    recipe: str | None = None
+    """A recipe file (from the recipes folder, or any path the studio's process can read)."""
+    upload: str | None = None
+    """A recipe's YAML text, uploaded from the page (saved to RUNS/.studio/recipes/<filename>)."""
+    filename: str = "uploaded.yaml"
+    overrides: list[str] = Field(default_factory=list)
+    resume: bool = False
+    overwrite: bool = False
+
+
+class StudioKey:
+    """ASGI middleware: with an API key set, every path but OPEN needs it (guards.key_matches: X-API-Key or
+    Authorization: Bearer; or the cookie the key form sets), checked before any body is read. A page answers
+    401 with the key form, an API call 401 with guards.KEY_MESSAGE."""
+
+    def __init__(self, app, api_key: str | None, templates: Jinja2Templates):
+        self.app, self.api_key, self.templates = app, api_key, templates
+
+    def allowed(self, scope) -> bool:
+        headers = dict(scope.get("headers") or [])
+        if guards.key_matches(headers, self.api_key):
+            return True
+        cookies = {}
+        for part in headers.get(b"cookie", b"").decode("latin-1").split(";"):
+            name, _, value = part.strip().partition("=")
+            cookies[name] = urllib.parse.unquote(value)
+        return hmac.compare_digest(cookies.get(COOKIE, "").encode(), self.api_key.encode())
+
+    async def __call__(self, scope, receive, send):
+        if (scope["type"] != "http" or self.api_key is None or scope["path"].startswith(OPEN)
+                or self.allowed(scope)):
+            return await self.app(scope, receive, send)
+        if scope["path"].startswith(("/api/", "/try/", "/files/")):
+            response = JSONResponse({"detail": guards.KEY_MESSAGE}, 401, headers={"WWW-Authenticate": "Bearer"})
+        else:
+            page = self.templates.get_template("key.html").render(message=guards.KEY_MESSAGE, next=scope["path"])
+            response = HTMLResponse(page, 401)
+        await response(scope, receive, send)
+
+
+def create_app(settings: StudioSettings) -> FastAPI:
+    runs = Path(settings.runs)
+    runs.mkdir(parents=True, exist_ok=True)
+    cache = runs / STUDIO_DIR / "cache"
+    launches = Launches(runs)
+    queue = FeedbackQueue(runs)
+    index = RunIndex(runs, launches)
+    apps = RunApps(runs, settings.loaded_models, settings.max_body_bytes, settings.body_timeout)
+    reports: dict[str, tuple[float, str]] = {}  # run → (summary.json's time, its report as HTML)
+    templates = Jinja2Templates(directory=str(HERE / "templates"))
+    templates.env.filters.update(num=_num, score=_score, when=_when, cell=_cell)
+    templates.env.globals["keyed"] = settings.api_key is not None
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        # read every run's row once in the background, so that the first page load finds them cached
+        threading.Thread(target=index.rows, daemon=True, name="studio-index").start()
+        yield
+        await apps.close()
+        launches.close()
+
+    app = FastAPI(title="tunecraft studio", lifespan=lifespan, docs_url=None, redoc_url=None)
+    guards.install(app, settings.max_body_bytes, settings.body_timeout, None)  # limits; the key is StudioKey's
+    app.add_middleware(StudioKey, api_key=settings.api_key, templates=templates)
+    app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
+    app.mount("/try", apps)
+
+    def run_dir(name: str) -> Path:
+        path = runs / name
+        if name.startswith(".") or "/" in name or not (is_run(path) or launches.record(name) is not None):
+            raise HTTPException(404, f"no run '{name}' in {runs}")
+        return path  # a run just launched may have no folder yet
+
+    def page(request: Request, template: str, **context) -> HTMLResponse:
+        return templates.TemplateResponse(request, template, {"runs_folder": str(runs), **context})
+
+    # -- pages ------------------------------------------------------------------------------------------------
+    @app.get("/", response_class=HTMLResponse)
+    async def runs_page(request: Request):
+        rows = index.rows()
+        return page(request, "runs.html", rows=rows, tasks=sorted({r["task"] for r in rows if r["task"]}),
+                    now=time.time())
+
+    @app.get("/runs/{name}", response_class=HTMLResponse)
+    async def run_page(request: Request, name: str):
+        run = run_dir(name)
+        row = index.row(run)
+        summary = json.loads((run / "summary.json").read_text(encoding="utf-8")) \
+            if (run / "summary.json").is_file() else None
+        report = ""
+        if summary:
+            stamp = (run / "summary.json").stat().st_mtime
+            if reports.get(name, (None,))[0] != stamp:
+                reports[name] = (stamp, _report_html(run, summary, cache / name))
+            report = reports[name][1]
+        columns, rows, errors, total = predictions(run)
+        files = sorted(p.relative_to(run).as_posix() + ("/" if p.is_dir() else "") for p in run.iterdir()) \
+            if run.is_dir() else []
+        config = (run / "config.yaml").read_text(encoding="utf-8") if (run / "config.yaml").is_file() else ""
+        task = TASKS.get(row["task"])
+        labels = read_meta(run).get("labels") or [] if summary else []
+        return page(request, "run.html", run=row, report=report, config=config, files=files,
+                    feedback=queue.rows(run), labels=labels,
+                    pred_columns=columns, pred_rows=rows, pred_errors=errors, pred_total=total,
+                    try_routes=apps.routes(name) if summary else [], launched=launches.record(name) is not None,
+                    headline=list(task.HEADLINE) if task else [], robustness=_robustness_html(run, name))
+
+    @app.get("/compare", response_class=HTMLResponse)
+    async def compare_page(request: Request):
+        names = request.query_params.getlist("run")
+        error, result, image = None, None, None
+        try:
+            paths = [run_dir(n) for n in names]
+            out = cache / ("compare-" + hashlib.sha1("\0".join(names).encode()).hexdigest()[:12])
+            result = compare_runs(paths, out)
+            image = (out / "comparison.png").relative_to(runs).as_posix()
+        except (TunecraftError, HTTPException) as err:
+            error = getattr(err, "detail", None) or str(err)
+        table = None
+        if result is not None:
+            task = result["task"]
+            first, second = TASKS[task].HEADLINE
+            table = {"header": header(task), "rows": table_rows(ranked(task, result["rows"]), first, second),
+                     "baseline_header": ["baseline", first, second],
+                     "baselines": baseline_cells(task, result["baselines"])}
+        return page(request, "compare.html", names=names, error=error, table=table, image=image,
+                    markdown=result and result["markdown"])
+
+    @app.get("/launch", response_class=HTMLResponse)
+    async def launch_page(request: Request, recipe: str | None = None, extra: str = ""):
+        folder = Path(settings.recipes)
+        recipes = sorted(p.as_posix() for p in folder.glob("*.yaml")) if folder.is_dir() else []
+        recipes += sorted(p.as_posix() for p in (runs / STUDIO_DIR / "recipes").glob("*.yaml"))
+        chosen = recipe or (recipes[0] if recipes else None)
+        if chosen and chosen not in recipes:  # e.g. a run's own config.yaml, to train again on its feedback
+            recipes.append(chosen)
+        sections, error = [], None
+        if chosen:
+            try:
+                sections = form.sections(load_config(chosen))
+            except TunecraftError as err:
+                error = str(err)
+        return page(request, "launch.html", recipes=recipes, chosen=chosen, sections=sections, error=error,
+                    output_dir=str(runs), extra=extra)
+
+    @app.get("/key", response_class=HTMLResponse)
+    async def key_page(request: Request):
+        return page(request, "key.html", message=None, next="/")
+
+    @app.post("/key")
+    async def key_form(request: Request):
+        fields = urllib.parse.parse_qs((await request.body()).decode("utf-8", "replace"))
+        key, target = fields.get("key", [""])[0], fields.get("next", ["/"])[0]
+        if settings.api_key is None or not hmac.compare_digest(key.encode(), settings.api_key.encode()):
+            return HTMLResponse(templates.get_template("key.html").render(message=guards.KEY_MESSAGE, next=target),
+                                401)
+        response = RedirectResponse(target if target.startswith("/") and not target.startswith("//") else "/", 303)
+        response.set_cookie(COOKIE, key, httponly=True, samesite="strict")
+        return response
+
+    @app.get("/files/{path:path}")
+    async def files(path: str):
+        target = (runs / path).resolve()
+        if not target.is_relative_to(runs.resolve()) or not target.is_file():
+            raise HTTPException(404, f"no file {path} in {runs}")
+        return FileResponse(target)
+
+    # -- calls of the pages' scripts ----------------------------------------------------------------------------
+    @app.get("/api/runs")
+    async def api_runs():
+        return index.rows()
+
+    @app.get("/api/runs/{name}/metrics")
+    async def api_metrics(name: str, after: int = 0):
+        run = run_dir(name)
+        records = read_history(run, after)
+        row = index.row(run)
+        return {"records": records, "next": after + len(records), "status": row["status"],
+                "headline": [m for m in (row["metric"], row["second_metric"]) if m],
+                "about": " · ".join(row[k] for k in ("task", "base", "method") if row[k])}
+
+    @app.get("/api/runs/{name}/log")
+    async def api_log(name: str, after: int = 0):
+        text, offset = launches.log(name, after)
+        return {"text": text, "next": offset}
+
+    @app.post("/api/check")
+    async def api_check(req: LaunchRequest):
+        return _checked(req, launch=False)
+
+    @app.post("/api/launch")
+    async def api_launch(req: LaunchRequest):
+        return _checked(req, launch=True)
+
+    def _checked(req: LaunchRequest, launch: bool) -> JSONResponse:
+        recipe = req.recipe
+        try:
+            if req.upload is not None:
+                recipe = str(launches.save_recipe(req.filename, req.upload))
+            if not recipe:
+                raise ConfigError("choose a recipe or upload one")
+            if launch:
+                name = launches.launch(recipe, req.overrides, req.resume, req.overwrite)
+                return JSONResponse({"run": name, "url": f"/runs/{name}"})
+            config = launches.check(recipe, req.overrides, req.resume, req.overwrite)
+        except TunecraftError as err:
+            message = str(err)
+            return JSONResponse({"error": message, "fields": form.field_errors(message)}, 422)
+        command = train_command(recipe, req.overrides, req.resume, req.overwrite)
+        return JSONResponse({"run": config.run_dir.name, "command": " ".join(["tunecraft", *command[3:]])})
+
+    @app.post("/api/runs/{name}/stop")
+    async def api_stop(name: str):
+        run_dir(name)
+        try:
+            launches.stop(name)
+        except TunecraftError as err:
+            raise HTTPException(409, str(err)) from None
+        return {"stopping": name}
+
+    @app.post("/api/runs/{name}/resume")
+    async def api_resume(name: str):
+        run_dir(name)
+        try:
+            launches.resume(name)
+        except TunecraftError as err:
+            raise HTTPException(409, str(err)) from None
+        return {"resumed": name, "url": f"/runs/{name}"}
+
+    @app.post("/api/runs/{name}/feedback/{row}")
+    async def api_review(name: str, row: int, request: Request):
+        run = run_dir(name)
+        label = (json.loads(await request.body() or b"{}") or {}).get("label")
+        labels = read_meta(run).get("labels") or []
+        if label not in labels:  # the server's own message for a label the model does not know
+            raise HTTPException(422, f"unknown label '{label}'; the model knows: {', '.join(labels)}")
+        if row not in {r["id"] for r in queue.rows(run)}:
+            raise HTTPException(404, f"no feedback row {row} in {name}/feedback.sqlite")
+        queue.review(run, row, label)
+        return {"id": row, "label": label}
+
+    @app.post("/api/runs/{name}/feedback-run")
+    async def api_feedback_run(name: str):
+        """The reviewed rows as data.train of the run's own recipe, on the launch page."""
+        run = run_dir(name)
+        meta = read_meta(run)
+        path, count = queue.export(run, meta.get("text_column") or "text", meta.get("label_column") or "label")
+        if not count:
+            raise HTTPException(409, "no reviewed feedback yet: confirm or correct some rows first")
+        extra = f"name={name}-feedback\ndata.train={path.resolve()}"
+        query = urllib.parse.urlencode({"recipe": str(run / "config.yaml"), "extra": extra})
+        return {"rows": count, "url": f"/launch?{query}"}
+
+    @app.post("/api/runs/{name}/explain")
+    async def api_explain(name: str, request: Request):
+        from ..evaluate.explain import attribution_html, explain
+
+        run = run_dir(name)
+        text = (json.loads(await request.body() or b"{}") or {}).get("text", "")
+        if not isinstance(text, str) or not text.strip():
+            raise HTTPException(422, "text: give a non-empty text")
+        try:
+            attr, _ = explain(run, text, steps=32, html_path=cache / name / "explanation.html")
+        except TunecraftError as err:
+            raise HTTPException(422, str(err)) from None
+        return {"html": attribution_html(attr)}
+
+    return app
+
+
+def _num(value, pattern: str = "{:,.1f}") -> str:
+    return "–" if value is None else pattern.format(value)
+
+
+def _score(value, metric: str) -> str:
+    return score_text(value, metric) + ("" if metric in RAW_METRICS else " %")
+
+
+def _when(stamp: float | None) -> str:
+    return "–" if not stamp else time.strftime("%Y-%m-%d %H:%M", time.localtime(stamp))
+
+
+def _cell(value) -> str:
+    if isinstance(value, dict | list):
+        text = json.dumps(value, ensure_ascii=False)
+        return text if len(text) <= 120 else text[:117] + "…"
+    return fmt(value)
+
+
+def _report_html(run: Path, summary: dict, images: Path) -> str:
+    """The run report's sections (evaluate/report.py) with the task's own result blocks (their images drawn
+    into `images`); the curves the report drew are reused."""
+    from ..evaluate.report import run_sections
+    from ..tasks import get_task
+
+    task = get_task(summary["task"])
+    plots = {p.stem: p for p in (run / "plots").glob("*.png")} if (run / "plots").is_dir() else {}
+    images.mkdir(parents=True, exist_ok=True)
+    results = task.result_blocks(summary["metrics"], summary["labels"], images) if summary.get("metrics") else []
+    sections = run_sections(summary, plots, results, task)
+    base = run.parent
+    return html_sections(sections, lambda p: "/files/" + urllib.parse.quote(Path(p).relative_to(base).as_posix()),
+                         level=3)
+
+
+def _robustness_html(run: Path, name: str) -> str:
+    saved = run / "robustness" / "robustness.json"
+    if not saved.is_file():
+        return ""
+    from ..evaluate.robustness import robustness_sections
+
+    image = run / "robustness" / "reliability.png"
+    sections = robustness_sections(json.loads(saved.read_text(encoding="utf-8")), image if image.is_file() else None)
+    return html_sections(sections, lambda p: f"/files/{name}/robustness/{Path(p).name}", level=3)
+
+
+def studio(settings: StudioSettings) -> None:
+    import uvicorn
+
+    if settings.host not in ("127.0.0.1", "localhost", "::1") and settings.api_key is None:
+        raise TunecraftError(f"--host {settings.host}: the studio launches processes; bind another address than "
+                             "loopback only with --api-key")
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")

@@ -1,0 +1,258 @@
+"""tunecraft studio in a real headless Chromium (Debian's, driven by Playwright): what a person sees on the runs
+page, a comparison, a launch from the form with its live curve, try it, the schema's message for a bad override,
+and the key. With TUNECRAFT_STUDIO_SCREENSHOTS=DIR the pages are saved there as studio-*.png (docs/studio.md)."""
+
+import csv
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from tunecraft.config import build_config, dump_config, load_config
+from tunecraft.experiment import experiment
+from tunecraft.serve.feedback import FeedbackStore
+
+from .test_serve import free_port
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+KEY = "studio-key-123"
+SHOTS = os.environ.get("TUNECRAFT_STUDIO_SCREENSHOTS")
+TINY = {"task": "classification", "seed": 7,
+        "model": {"base": "scratch:encoder-tiny", "tokenizer": "chars", "max_length": 64},
+        "data": {"dataset": "mr", "max_train_samples": 400, "max_eval_samples": 100},
+        "train": {"max_steps": 20, "batch_size": 32, "eval_every": 10, "log_every": 5, "progress": False,
+                  "tensorboard": False, "num_threads": 1},
+        "baselines": {"zero_shot": False}}
+
+
+def tiny(name: str, output_dir, **train) -> dict:
+    raw = yaml.safe_load(yaml.safe_dump(TINY))
+    raw.update(name=name, output_dir=str(output_dir))
+    raw["train"].update(train)
+    return raw
+
+
+@pytest.fixture(scope="module")
+def studio_runs(tmp_path_factory):
+    """Two finished tiny runs (a scratch encoder, 40 steps) and a recipes folder with one tiny recipe."""
+    folder = tmp_path_factory.mktemp("studio")
+    runs = folder / "runs"
+    summaries = {name: experiment(build_config(tiny(name, runs, lr=lr))) for name, lr in (("tiny-a", 3e-3),
+                                                                                          ("tiny-b", 1e-3))}
+    recipes = folder / "recipes"
+    recipes.mkdir()
+    recipe = tiny("from-form", "runs", max_steps=120, eval_every=10, log_every=2, checkpoint_every=10)
+    (recipes / "tiny.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False), encoding="utf-8")
+    return folder, runs, recipes / "tiny.yaml", summaries
+
+
+@pytest.fixture(scope="module")
+def studio(studio_runs):
+    folder, runs, _, _ = studio_runs
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "tunecraft", "studio", "--runs", str(runs), "--recipes", "recipes",
+                             "--port", str(port), "--api-key", KEY], cwd=folder, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 90
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(proc.stderr.read())
+        try:
+            httpx.get(url + "/key", timeout=1)
+            break
+        except httpx.HTTPError:
+            if time.time() > deadline:
+                proc.kill()
+                raise RuntimeError("the studio did not start") from None
+            time.sleep(0.3)
+    yield url
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).is_file():
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed (make install puts it there: apt-get install -y chromium)")
+        pytest.skip("chromium is not installed: apt-get install -y chromium (make install does)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, studio):
+    context = browser.new_context(base_url=studio, viewport={"width": 1280, "height": 800},
+                                  extra_http_headers={"X-API-Key": KEY})
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    yield page
+    context.close()
+
+
+def shot(page, name: str, full_page: bool = False) -> None:
+    """The page as a small PNG (a 64-colour palette: a UI has few colours) for docs/studio.md."""
+    if SHOTS:
+        path = Path(SHOTS) / f"studio-{name}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(path), full_page=full_page)
+        small(path)
+
+
+def small(path: Path) -> None:
+    from PIL import Image
+
+    Image.open(path).convert("RGB").quantize(colors=64).save(path, optimize=True)
+
+
+def test_runs_page_shows_each_run_and_its_accuracy(page, studio_runs):
+    _, _, _, summaries = studio_runs
+    page.goto("/")
+    for name, summary in summaries.items():
+        row = page.locator(f"#runs tr[data-name='{name}']")
+        assert row.locator("td").nth(2).inner_text() == "classification"
+        assert f"accuracy {100 * summary['metrics']['accuracy']:.2f} %" in row.inner_text()
+        assert "finished" in row.inner_text()
+    shot(page, "runs")
+    page.fill("#filter", "tiny-b")
+    assert page.locator("#runs tr[data-name='tiny-a']").is_hidden()
+    page.set_viewport_size({"width": 390, "height": 800})
+    page.fill("#filter", "")
+    shot(page, "runs-narrow")
+
+
+def test_compare_two_runs(page, studio_runs):
+    _, _, _, summaries = studio_runs
+    page.goto("/")
+    page.check("input.pick[value='tiny-a']")
+    page.check("input.pick[value='tiny-b']")
+    page.click("#compare")
+    page.wait_for_url("**/compare?run=tiny-a&run=tiny-b")
+    table = page.locator("#comparison")
+    for name, summary in summaries.items():
+        row = table.locator(f"tr:has(a:text-is('{name}'))")
+        assert f"{100 * summary['metrics']['accuracy']:.2f}" in row.inner_text()
+    assert page.locator("img.plot").evaluate("img => img.complete && img.naturalWidth > 0")
+    shot(page, "compare")
+
+
+def test_run_page_try_it_classifies_a_text(page, studio_runs):
+    _, runs, _, summaries = studio_runs
+    page.goto("/runs/tiny-a")
+    assert "Predictions" in page.inner_text("main")
+    assert page.locator("#predictions tr.wrong").count() == summaries["tiny-a"]["metrics"]["samples"] - round(
+        summaries["tiny-a"]["metrics"]["accuracy"] * summaries["tiny-a"]["metrics"]["samples"])
+    from tunecraft import predict
+
+    text = "a gorgeous, witty, moving film"
+    expected = predict(runs / "tiny-a", [text])[0]["label"]
+    page.fill("#try-classify textarea", text)
+    page.click("#try-classify button[type=submit]")
+    page.wait_for_selector("#classify-result .label")
+    assert page.inner_text("#classify-result .label").startswith(expected + " (")
+    shot(page, "run", full_page=False)
+
+
+def test_invalid_override_shows_the_schema_message(page, studio_runs):
+    _, _, recipe, _ = studio_runs
+    page.goto("/launch")
+    page.fill("input[data-key='train.lr']", "-1")
+    page.click("#check")
+    error = page.locator(".field[data-key='train.lr'] .field-error")
+    error.wait_for()
+    error.scroll_into_view_if_needed()
+    with pytest.raises(Exception) as cli:  # the message `tunecraft train recipe train.lr=-1` prints
+        load_config(recipe, ["train.lr=-1"])
+    line = str(cli.value).splitlines()[1].strip()
+    assert error.inner_text() == line == "train.lr: Input should be greater than 0 (got -1)"
+    shot(page, "launch-invalid")
+
+
+def test_launch_from_the_form_watch_the_curve_stop_and_resume(page, studio_runs):
+    folder, runs, recipe, _ = studio_runs
+    page.goto("/launch")
+    page.fill("input[data-key='name']", "launched")
+    shot(page, "launch")
+    page.click("#go")
+    page.wait_for_url("**/runs/launched")
+    count = "document.querySelectorAll('#loss-plot circle.point').length"
+    page.wait_for_function(f"{count} > 0")
+    first = page.evaluate(count)
+    page.wait_for_function(f"{count} > {first}")  # the curve gains points while the run trains
+    page.wait_for_function("document.querySelector('#status').textContent === 'running'")
+    page.click("#stop")  # SIGINT: the CLI's own interruption, exit status 130
+    page.wait_for_function("document.querySelector('#status').textContent === 'stopped'")
+    stopped = yaml.safe_load((runs / ".studio" / "launches" / "launched.json").read_text())["returncode"]
+    assert stopped == 130 and not (runs / "launched" / "summary.json").exists()
+    page.click("#resume")  # the same command with --resume
+    page.wait_for_function("document.querySelector('#status').textContent === 'finished'", timeout=180_000)
+    history = [yaml.safe_load(line) for line in (runs / "launched" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in history if r["type"] == "train"] == list(range(2, 121, 2))  # no step twice
+    shot(page, "live")
+    # the run is the CLI's: the command recorded is `tunecraft train RECIPE overrides --resume`, and its
+    # config.yaml is what the CLI writes for that recipe and those overrides
+    overrides = ["name=launched", f"output_dir={runs}"]
+    record = yaml.safe_load((runs / ".studio" / "launches" / "launched.json").read_text())
+    assert record["command"][1:] == ["-m", "tunecraft", "train", "recipes/tiny.yaml", *overrides, "--resume"]
+    with_cwd = os.getcwd()
+    os.chdir(folder)
+    try:
+        expected = dump_config(load_config("recipes/tiny.yaml", overrides))
+    finally:
+        os.chdir(with_cwd)
+    assert (runs / "launched" / "config.yaml").read_text(encoding="utf-8") == expected
+
+
+def test_feedback_queue_confirm_correct_and_train_on_the_reviewed_rows(page, studio_runs):
+    _, runs, _, _ = studio_runs
+    store = FeedbackStore(runs / "tiny-b" / "feedback.sqlite")  # what the run's server stores on /v1/feedback
+    store.add("a dull, lifeless mess", "negative", "positive", None, "tiny-b")
+    store.add("one of the best films of the year", "negative", "negative", None, "tiny-b")
+    store.close()
+    page.goto("/runs/tiny-b")
+    rows = page.locator("#feedback-queue tr[data-id]")
+    assert rows.count() == 2
+    rows.nth(0).locator("button.review").click()  # confirm: negative
+    rows.nth(1).locator("select").select_option("positive")  # correct
+    rows.nth(1).locator("button.review").click()
+    page.wait_for_function("[...document.querySelectorAll('#feedback-queue button.review')]"
+                           ".every(b => b.textContent === 'Saved')")
+    page.locator("#feedback").scroll_into_view_if_needed()
+    shot(page, "feedback")
+    page.click("#feedback-run")
+    page.wait_for_url("**/launch?**")
+    csv_path = runs / ".studio" / "feedback" / "tiny-b.csv"
+    with open(csv_path, newline="", encoding="utf-8") as fh:
+        assert list(csv.reader(fh)) == [["text", "label"], ["a dull, lifeless mess", "negative"],
+                                        ["one of the best films of the year", "positive"]]
+    assert page.input_value("#extra") == f"name=tiny-b-feedback\ndata.train={csv_path.resolve()}"
+    page.click("#check")  # the run's own recipe with the reviewed rows as its training file: valid
+    page.wait_for_function("document.querySelector('#command').textContent.includes('data.train=')")
+    assert page.locator("#launch-error").is_hidden()
+
+
+def test_a_request_without_the_key_is_refused(browser, studio):
+    context = browser.new_context(base_url=studio, viewport={"width": 1280, "height": 800})
+    page = context.new_page()
+    response = page.goto("/")
+    assert response.status == 401
+    assert page.inner_text("#refused") == "missing or wrong API key (send it as X-API-Key or Authorization: Bearer)"
+    assert httpx.post(studio + "/try/tiny-a/v1/classify", json={"texts": ["x"]}).status_code == 401
+    shot(page, "key")
+    page.fill("input[name=key]", KEY)
+    page.click("button[type=submit]")
+    page.wait_for_selector("#runs")
+    assert page.locator("#runs tr[data-name='tiny-a']").count() == 1
+    context.close()
