@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 
 from tests.test_serve import start
 from tests.tiny_decoder import tiny_base, tiny_run
+from tunecraft import predict
 from tunecraft.align import losses
 from tunecraft.config import build_config
 from tunecraft.data.chat import BUNDLED_CHAT
@@ -222,3 +223,15 @@ def test_feedback_from_the_server_trains_the_next_run(base):
     assert sorted(int(r["source"].rsplit(":", 1)[1]) for r in rows) == sorted(ids)
     assert all(r["reward_chosen"] > r["reward_rejected"] for r in rows)  # every correction now preferred
     assert summary["metrics"]["before"]["accuracy"] == 0.5 and summary["metrics"]["accuracy"] == 1.0
+
+    # the new run is a causal LM: predict and the OpenAI routes serve it as they serve a causal_lm run
+    answer = predict(config.run_dir, ["What is AI?"])[0]["response"]
+    proc, url = start(config.run_dir, "--precision", "fp32")
+    try:
+        reply = httpx.post(url + "/v1/chat/completions", timeout=60, json={
+            "model": "from-feedback", "messages": [{"role": "user", "content": "What is AI?"}], "max_tokens": 8})
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    assert answer and reply.status_code == 200 and reply.json()["model"] == "from-feedback"
+    assert reply.json()["choices"][0]["message"]["content"] and reply.json()["usage"]["completion_tokens"] <= 8
