@@ -147,6 +147,12 @@ def test_cached_reference_equals_a_frozen_copy_of_the_base(dpo_run):
                        torch.device("cpu"), None)
     assert torch.equal(again[:, 0:2], cached["train"])
 
+    # a resumed run reads them back: no model is asked (None would fail), the splits get the cached values
+    splits = {"train": job.train_enc, "validation": job.val_enc, "test": job.test_enc}
+    session = SimpleNamespace(run_dir=config.run_dir, resume=True)
+    TASK.before_training(None, splits, session)
+    assert all(torch.equal(splits[name].reference, cached[name]) for name in splits)
+
 
 def test_kto_on_judged_answers_raises_its_accuracy(base):
     folder = base.parent
