@@ -177,7 +177,7 @@ class Preference(CausalLM):
             second, second_masks = [rows2[i] for i in keep], [masks2[i] for i in keep]
         return PreferenceEncoded(
             [rows1[i] for i in keep], None, None, sum(over), sample=keep,
-            options={"overlong": policy, "pad_id": tokenizer.pad_token_id},
+            options={"overlong": policy, "pad_id": tokenizer.pad_token_id, "base_model": meta["base_model"]},
             second_ids=second, masks=[masks1[i] for i in keep], second_masks=second_masks,
             desirable=[items[i].desirable for i in keep] if kto else None, paired=paired)
 
@@ -293,21 +293,13 @@ class Preference(CausalLM):
     def infer(self, model, enc: PreferenceEncoded, batch_size: int, pad_id: int, device, dtype=None, rank: int = 0,
               world: int = 1, gather=None) -> torch.Tensor:
         """Per example [first log-prob, second log-prob, their token counts, their reference log-probs]: [N, 6].
-        Without reference log-probs (the base model before training) the model is its own reference."""
-        model.eval()
-        rows = []
-        for indices in batch_order(enc.lengths, batch_size, seed=0, epoch=0, shuffle=False)[rank::world]:
-            batch = {k: v.to(device) for k, v in self.collate(enc, indices, pad_id, pad_multiple(device)).items()}
-            with autocast_context(device, dtype):
-                logits = model(**self.model_inputs(batch)).logits
-            logps, tokens = sequence_logprobs(logits, batch["input_ids"], batch["completion_mask"])
-            own = torch.stack(logps.chunk(2), 1)
-            ref = batch["reference"].float() if "reference" in batch else own
-            rows.extend(zip(indices, torch.cat([own, torch.stack(tokens.chunk(2), 1), ref], 1).cpu()))
-        if world > 1 and gather is not None:
-            rows = gather(rows)
-        rows.sort(key=lambda pair: pair[0])
-        return torch.stack([r for _, r in rows]) if rows else torch.zeros(0, 6)
+        A split without reference log-probs from `before_training` (`tunecraft eval`, the base model before
+        training) is scored against the run's base model, loaded for it."""
+        if enc.reference is None and self.settings["objective"] not in FREE_OF_REFERENCE:
+            enc.reference = base_reference(enc, batch_size, pad_id, device, dtype)
+        scores = score_rows(model, enc, batch_size, pad_id, device, dtype, rank, world, gather)
+        ref = enc.reference.float() if enc.reference is not None else scores[:, 0:2]
+        return torch.cat([scores, ref], 1)
 
     def rewards(self, scores: torch.Tensor) -> torch.Tensor:
         """The implicit reward of each row [N, 2]: β·log(π/π_ref) (DPO, IPO, KTO), β·mean token log-prob (SimPO),
@@ -430,18 +422,47 @@ class Preference(CausalLM):
 # -- the reference and the KL ------------------------------------------------------------------------------------
 
 @torch.no_grad()
+def score_rows(model, enc: PreferenceEncoded, batch_size: int, pad_id: int, device, dtype=None, rank: int = 0,
+               world: int = 1, gather=None) -> torch.Tensor:
+    """[N, 4]: each example's two rows' summed completion log-probs and token counts, in input order."""
+    model.eval()
+    rows = []
+    for indices in batch_order(enc.lengths, batch_size, seed=0, epoch=0, shuffle=False)[rank::world]:
+        batch = {k: v.to(device) for k, v in TASK.collate(enc, indices, pad_id, pad_multiple(device)).items()}
+        with autocast_context(device, dtype):
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        logps, tokens = sequence_logprobs(logits, batch["input_ids"], batch["completion_mask"])
+        rows.extend(zip(indices, torch.cat([torch.stack(logps.chunk(2), 1), torch.stack(tokens.chunk(2), 1)],
+                                           1).cpu()))
+    if world > 1 and gather is not None:
+        rows = gather(rows)
+    rows.sort(key=lambda pair: pair[0])
+    return torch.stack([r for _, r in rows]) if rows else torch.zeros(0, 4)
+
+
+@torch.no_grad()
 def reference_logprobs(model, enc: PreferenceEncoded, batch_size: int, pad_id: int, device, dtype) -> torch.Tensor:
     """[N, 2] log-probs of each example's two rows under the reference: the model with its adapter off, or the
     model itself (called before any step)."""
-    enc.reference = None
     if hasattr(getattr(model, "module", model), "disable_adapter"):
         with reference_of(model) as ref:
-            scores = TASK.infer(ref, enc, batch_size, pad_id, device, dtype)
-    else:
-        was_training = model.training
-        scores = TASK.infer(model, enc, batch_size, pad_id, device, dtype)
-        model.train(was_training)
+            return score_rows(ref, enc, batch_size, pad_id, device, dtype)[:, 0:2].clone()
+    was_training = model.training
+    scores = score_rows(model, enc, batch_size, pad_id, device, dtype)
+    model.train(was_training)
     return scores[:, 0:2].clone()
+
+
+def base_reference(enc: PreferenceEncoded, batch_size: int, pad_id: int, device, dtype) -> torch.Tensor:
+    """[N, 2] reference log-probs from the run's base model (tunecraft.json base_model), loaded for this."""
+    from transformers import AutoModelForCausalLM
+
+    from ..models import resolve_base
+
+    name = enc.options["base_model"]
+    log.info("scoring against the base model %s (no cached reference log-probs for this split)", name)
+    base = AutoModelForCausalLM.from_pretrained(str(resolve_base(name)), dtype=torch.float32).to(device)
+    return score_rows(base, enc, batch_size, pad_id, device, dtype)[:, 0:2].clone()
 
 
 @torch.no_grad()
