@@ -42,6 +42,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--validation", type=float, default=0.1)
     p.add_argument("--test", type=float, default=0.1)
     p.add_argument("--max-new-tokens", type=int, default=48)
+    p.add_argument("--max-prompts", type=int, nargs=3, metavar=("TRAIN", "VALIDATION", "TEST"),
+                   help="at most this many prompts of each split (the first of its seeded order)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--precision", choices=["bf16", "fp32"], default="bf16")
     args = p.parse_args(argv)
@@ -55,7 +57,9 @@ def main(argv: list[str] | None = None) -> None:
     gen = {"max_new_tokens": args.max_new_tokens, "temperature": 0.0, "top_p": 1.0, "stop": [],
            "batch_size": args.batch_size}
     out, started, counts = Path(args.out), time.time(), {}
+    limits = dict(zip(("train", "validation", "test"), args.max_prompts or (None, None, None)))
     for split, conversations in bundled_split(args.dataset, args.seed, (args.validation, args.test)).items():
+        conversations = conversations[: limits[split]]
         pairs, same = spin_pairs(model, tokenizer, conversations, gen, dtype)
         write_jsonl(out / f"{split}.jsonl", pairs)
         counts[split] = {"prompts": len(conversations), "pairs": len(pairs), "no_pair": same}
@@ -63,7 +67,8 @@ def main(argv: list[str] | None = None) -> None:
     write_json(out / "manifest.json", {"construction": "SPIN: human answer chosen over the base's greedy answer",
                                        "base": args.base, "dataset": args.dataset, "seed": args.seed,
                                        "fractions": {"validation": args.validation, "test": args.test},
-                                       "max_new_tokens": args.max_new_tokens, "precision": args.precision,
+                                       "max_new_tokens": args.max_new_tokens, "max_prompts": args.max_prompts,
+                                       "precision": args.precision,
                                        "splits": counts, "seconds": round(time.time() - started, 1)})
 
 
