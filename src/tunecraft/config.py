@@ -75,6 +75,36 @@ class SftDataConfig(Strict):
     and cut examples are counted in the log and in summary.json (truncated), never silently."""
 
 
+class PreferenceDataConfig(Strict):
+    """Preference data (task: preference): JSONL pairs or judged answers (data/preferences.py), or a server's
+    feedback store (RUN/feedback.sqlite)."""
+
+    kind: Literal["auto", "pairs", "judgements"] = "auto"
+    """pairs (prompt/chosen/rejected) or judgements (prompt/completion/label); auto: told by each file."""
+    overlong: Literal["error", "drop", "truncate"] = "drop"
+    """A prompt + answer longer than model.max_length: stop with its file and line, drop the example (counted in
+    the log and summary.json), or cut the prompt's start (the whole answer is kept)."""
+    good_rating: int = 1
+    """Feedback stores: a rating at or above this is a good answer, below it a bad one (1 for thumbs -1/1; 4 for
+    a 1..5 scale)."""
+
+
+class PreferenceConfig(Strict):
+    """The offline preference objective (task: preference); its constants are TRL's (align/losses.py)."""
+
+    objective: Literal["dpo", "ipo", "simpo", "orpo", "kto"] = "dpo"
+    beta: float = Field(0.1, gt=0.0)
+    """DPO/IPO/KTO: the strength of the pull toward the reference (IPO's τ); SimPO: the reward scale."""
+    label_smoothing: float = Field(0.0, ge=0.0, lt=0.5)
+    """DPO only: the probability that a pair's label is flipped (conservative DPO)."""
+    simpo_gamma: float = Field(0.5, ge=0.0)
+    """SimPO: the target reward margin γ."""
+    orpo_lambda: float = Field(0.1, gt=0.0)
+    """ORPO: the weight λ of the odds-ratio term beside the chosen answer's NLL."""
+    kto_desirable_weight: float = Field(1.0, gt=0.0)
+    kto_undesirable_weight: float = Field(1.0, gt=0.0)
+
+
 class GenerationSettings(Strict):
     """How causal_lm runs generate: held-out evaluation, the report's samples, predict and chat."""
 
@@ -138,6 +168,7 @@ class DataConfig(Strict):
     max_eval_samples: int | None = Field(None, ge=1)
     ner: NerDataConfig = NerDataConfig()
     sft: SftDataConfig = SftDataConfig()
+    preference: PreferenceDataConfig = PreferenceDataConfig()
     augment: AugmentConfig = AugmentConfig()
 
     @model_validator(mode="after")
@@ -326,7 +357,7 @@ class RunConfig(Strict):
     output_dir: str = "runs"
     seed: int = 42
     task: str = "classification"
-    """The task (tunecraft.tasks): classification, token_classification, causal_lm or reward_model."""
+    """The task (tunecraft.tasks): classification, token_classification, causal_lm, reward_model, preference or rl."""
     model: ModelConfig = ModelConfig()
     data: DataConfig = DataConfig()
     method: Annotated[MethodConfig, Field(discriminator="name")] = Field(
@@ -338,6 +369,8 @@ class RunConfig(Strict):
     """Read by `tunecraft tune` only; `train` ignores it."""
     generation: GenerationSettings = GenerationSettings()
     reward_model: RewardModelSettings = RewardModelSettings()
+    preference: PreferenceConfig = PreferenceConfig()
+    """Read by task: preference only."""
 
     @model_validator(mode="after")
     def _task_defaults(self):

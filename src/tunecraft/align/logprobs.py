@@ -37,10 +37,16 @@ def pad_rows(rows: list[list[int]], value: int) -> torch.Tensor:
 def completion_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                         completion_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per row: the summed log-probability of the completion's tokens, and their count. Right-padded rows."""
-    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1].float()
-    targets = input_ids[:, 1:]
+    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
+    return sequence_logprobs(logits, input_ids, completion_mask)
+
+
+def sequence_logprobs(logits: torch.Tensor, input_ids: torch.Tensor,
+                      completion_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """`completion_logprobs` from a forward pass already made (the training loop's)."""
+    logits = logits[:, :-1].float()
     mask = completion_mask[:, 1:].to(logits.dtype)
-    token_logp = -F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
+    token_logp = -F.cross_entropy(logits.transpose(1, 2), input_ids[:, 1:], reduction="none")
     return (token_logp * mask).sum(-1), mask.sum(-1)
 
 

@@ -4,6 +4,7 @@ Every error names file, line and field; nothing is silently repaired."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -153,6 +154,40 @@ def read_preference_file(path: str | Path, kind: str = "auto",
         out.append(_pair(path, line, row, prompt_required) if kind == "pairs" else _judgement(path, line, row))
     if not out:
         raise DataError(path, None, None, "no examples")
+    return out
+
+
+def read_feedback_store(path: str | Path, good_rating: int = 1) -> list[PreferencePair | Judgement]:
+    """A server's chat feedback (serve/feedback.py, table chat_feedback) as preference data, one item per row
+    (`line` is the row's id): a correction of an answer is a pair (the correction chosen over the answer); a
+    correction alone is a good answer; a rated answer is good at or above `good_rating`, bad below it. Rows
+    with neither are left out."""
+    import sqlite3
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, None, None, "file not found")
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+            rows = db.execute("SELECT id, messages, response, rating, correction FROM chat_feedback ORDER BY id"
+                              ).fetchall()
+    except sqlite3.DatabaseError as err:
+        raise DataError(path, None, None, f"not a tunecraft feedback store (table chat_feedback): {err}") from None
+    out: list = []
+    for row_id, messages, response, rating, correction in rows:
+        try:
+            prompt = _prompt(path, row_id, json.loads(messages), "messages")
+        except json.JSONDecodeError as err:
+            raise DataError(path, row_id, "messages", f"not JSON: {err}") from None
+        if correction and response and correction.strip() != response.strip():
+            out.append(PreferencePair(prompt, correction, response, None, str(path), row_id))
+        elif correction:
+            out.append(Judgement(prompt, correction, True, str(path), row_id))
+        elif response and rating is not None:
+            out.append(Judgement(prompt, response, rating >= good_rating, str(path), row_id))
+    if not out:
+        raise DataError(path, None, None, "no feedback to learn from (rows need a correction, or a rating of the "
+                        "answer they give)")
     return out
 
 

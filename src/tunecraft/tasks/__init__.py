@@ -4,11 +4,12 @@ that names them."""
 from .base import Objective, Task
 from .causal_lm import TASK as CAUSAL_LM
 from .classification import TASK as CLASSIFICATION
+from .preference import TASK as PREFERENCE
 from .reward_model import TASK as REWARD_MODEL
 from .token_classification import TASK as TOKEN_CLASSIFICATION
 
-TASKS: dict[str, Task] = {t.NAME: t for t in (CLASSIFICATION, TOKEN_CLASSIFICATION, CAUSAL_LM,
-                                                  REWARD_MODEL)}
+TASKS: dict[str, Task] = {t.NAME: t for t in (CLASSIFICATION, TOKEN_CLASSIFICATION, CAUSAL_LM, REWARD_MODEL,
+                                                  PREFERENCE)}
 
 __all__ = ["TASKS", "Objective", "Task", "get_task"]
 

@@ -40,6 +40,11 @@ class Objective(ABC):
         """A padded training batch of the features `indices` (an objective may mask or relabel here)."""
         return collate(enc, indices, pad_id, multiple)
 
+    def model_inputs(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """What of a training batch the model's forward takes: all but the labels, unless the batch carries more
+        for the loss (a preference batch's completion masks and reference log-probs)."""
+        return {k: v for k, v in batch.items() if k != "labels"}
+
     @abstractmethod
     def count(self, batch: dict[str, torch.Tensor]) -> int:
         """How many loss terms a batch contributes (the denominator of the mean loss)."""
@@ -100,6 +105,11 @@ class Task(Objective):
     @abstractmethod
     def build_model(self, base, label_map, dropout: float | None = None) -> torch.nn.Module:
         """A model with this task's head on the base (pretrained weights, or a scratch config)."""
+
+    def before_training(self, model, splits: dict, session) -> None:
+        """Work with the model as it is before the first optimizer step (`splits`: train/validation/test
+        Encoded, None where absent; `session`: the run session, train/session.py): e.g. reference log-probs
+        computed once and cached in the run folder. Runs on resume too, before the checkpoint is loaded."""
 
     # -- inference and evaluation ----------------------------------------------------------------------------
     @abstractmethod

@@ -104,6 +104,8 @@ def train(config: RunConfig, resume: bool = False, overwrite: bool = False, plug
     spare = prepare_for_sharding(session.acc, model)  # under FSDP, process 0's unsharded copy, for the export
     loop = session.loop(model, task, job.train_enc, job.val_enc, job.data.label_map, tokenizer.pad_token_id,
                         plugins)
+    task.before_training(session.acc.unwrap_model(loop.model),
+                         {"train": job.train_enc, "validation": job.val_enc, "test": job.test_enc}, session)
     loop.run(resume=resume)
     session.restore_best(loop)
 

@@ -160,7 +160,7 @@ class TrainingLoop:
             last = j == len(batches) - 1
             sync = contextlib.nullcontext() if last else self.acc.no_sync(self.model)
             with sync:
-                outputs = self.model(**{k: v for k, v in batch.items() if k != "labels"})
+                outputs = self.model(**self.task.model_inputs(batch))
                 summed = self.task.loss_sum(outputs, batch)
                 for plugin in self.plugins:
                     term = plugin.loss(self.model, outputs, batch, self.task)
