@@ -33,8 +33,8 @@ from ..io import refuse_existing, write_json, write_text
 from ..report import plt, save_figure
 from ..tasks import get_task
 from ..trained import load_trained
-from .settings import Options
 from .llm_variant import make_gguf, make_torchao
+from .settings import Options
 from .variant import size_mb
 
 ALL = ["int8", "int4", "gguf-f16", "gguf-q8_0", "gguf-q4_0"]
@@ -61,7 +61,7 @@ def _agreement(reference: list[str], answers: list[str], tokenizer) -> tuple[flo
     same = sum(a == b for a, b in zip(reference, answers)) / max(len(reference), 1)
     matched = total = 0
     for a, b in zip(reference, answers):
-        ta, tb = tokenizer(a, add_special_tokens=False)["input_ids"], tokenizer(b, add_special_tokens=False)["input_ids"]
+        ta, tb = (tokenizer(text, add_special_tokens=False)["input_ids"] for text in (a, b))
         total += len(ta)
         matched += next((i for i, (x, y) in enumerate(zip(ta, tb)) if x != y), min(len(ta), len(tb)))
     return same, matched / max(total, 1)
