@@ -117,7 +117,8 @@ def write_vllm(src: Source, tmp: Path, out: Path, settings: ExportSettings, name
         return f"vllm serve {out} --served-model-name {name}"
     (tmp / "base").mkdir()
     for path in src.base.iterdir():  # the base's weights and config; the run's tokenizer (its chat template)
-        if path.is_file() and path.suffix in (".json", ".safetensors") and "token" not in path.name:
+        if path.name in ("config.json", "generation_config.json") or path.name.startswith("model") and \
+                path.name.endswith((".safetensors", ".safetensors.index.json")):
             shutil.copy2(path, tmp / "base" / path.name)
     for path in src.model_dir.iterdir():
         if path.is_file() and ("token" in path.name or path.suffix == ".jinja"):
