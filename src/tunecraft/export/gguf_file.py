@@ -8,6 +8,7 @@ same for every architecture but is a script outside the package, not a library):
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -78,12 +79,16 @@ def _tokenizer_metadata(writer, tokenizer, vocab_size: int) -> None:
             types.append(gguf.TokenType.CONTROL if added[i].special else gguf.TokenType.USER_DEFINED)
         else:
             types.append(gguf.TokenType.NORMAL)
-    import json
-
-    merges = json.loads(backend.to_str())["model"]["merges"]
+    spec = json.loads(backend.to_str())
+    merges = spec["model"]["merges"]
     writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre("smollm" if tokenizer.name_or_path and "smol" in str(tokenizer.name_or_path).lower()
-                             else "gpt-2")
+    # llama.cpp's name for the pre-tokenizer: digits split one by one first (SmolLM's original tokenizer.json)
+    # is its "smollm"; byte-level alone (what transformers builds from SmolLM2's GGUF, so what runs train with)
+    # is "gpt-2"
+    pre = spec.get("pre_tokenizer") or {}
+    steps = pre.get("pretokenizers", [pre])
+    digits = any(p.get("type") == "Digits" and p.get("individual_digits") for p in steps)
+    writer.add_tokenizer_pre("smollm" if digits else "gpt-2")
     writer.add_token_list(tokens)
     writer.add_token_types(types)
     writer.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in merges])
