@@ -98,6 +98,19 @@ def test_export_hf_vllm_ollama_answer_as_the_run(lora, tmp_path):
     assert results["ollama"]["command"].startswith("ollama create chat-lora -f ")
 
 
+def test_modelfile_leaves_out_a_template_it_cannot_translate(base):
+    from tunecraft.export.ollama import modelfile
+
+    tokenizer = AutoTokenizer.from_pretrained(str(base))
+    text, templated = modelfile("model.gguf", tokenizer, GREEDY)
+    assert templated and "TEMPLATE" in text
+    tokenizer.chat_template = ("{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}\n{% endfor %}"
+                               "{% if add_generation_prompt %}[assistant] {% endif %}")
+    text, templated = modelfile("model.gguf", tokenizer, {**GREEDY, "stop": ["\n["]})
+    assert not templated and "TEMPLATE" not in text and "SYSTEM" not in text  # Ollama reads the GGUF's template
+    assert 'PARAMETER stop "\\n["' in text and f'PARAMETER stop "{tokenizer.eos_token}"' in text
+
+
 def _encoder_run(tmp_path):
     model = tmp_path / "encoder" / "model"
     model.mkdir(parents=True)

@@ -168,6 +168,7 @@ WRITERS = {"hf": write_hf, "vllm": write_vllm, "ollama": write_ollama, "gguf": w
 
 def load_export(out: Path, target: str, settings: ExportSettings):
     """(model, tokenizer) of an export folder as the engine's own format loads with plain transformers/peft."""
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if target in ("ollama", "gguf"):
@@ -177,10 +178,12 @@ def load_export(out: Path, target: str, settings: ExportSettings):
     if target == "vllm" and settings.vllm_layout == "adapter":
         from peft import PeftModel
 
-        base = AutoModelForCausalLM.from_pretrained(str(out / "base"))
+        # fp32 as the run computes (a bf16 base would load as bf16 by default)
+        base = AutoModelForCausalLM.from_pretrained(str(out / "base"), dtype=torch.float32)
         return PeftModel.from_pretrained(base, str(out / "adapter")).eval(), AutoTokenizer.from_pretrained(
             str(out / "base"))
-    return AutoModelForCausalLM.from_pretrained(str(out)).eval(), AutoTokenizer.from_pretrained(str(out))
+    model = AutoModelForCausalLM.from_pretrained(str(out), dtype=torch.float32)
+    return model.eval(), AutoTokenizer.from_pretrained(str(out))
 
 
 def greedy_answers(model, tokenizer, generation: dict, prompts: list[str]) -> list[str]:
