@@ -252,10 +252,23 @@ def _cmd_compress(args) -> int:
     for name, folder in result["folders"].items():
         print(f"{name}: {folder}")
     if "measured" in result:
-        from .compress.bench import table
-
-        print("\n" + table(result["measured"]))
+        print("\n" + result["table"])
         print(f"report: {result['report']}")
+    return 0
+
+
+def _cmd_export(args) -> int:
+    from .export.settings import ExportSettings
+
+    settings = from_args(ExportSettings, args)  # checked before the writers (and torch) are imported
+    from .export.job import export
+
+    result = export(args.run, args.target, out=args.out, settings=settings, overwrite=args.overwrite)
+    print(f"{result['target']}: {result['folder']}")
+    if "check" in result:
+        c = result["check"]
+        print(f"check: {c['same_answers']} of {c['prompts']} greedy answers the same as the run's")
+    print(f"serve it: {result['command']}")
     return 0
 
 
@@ -346,13 +359,26 @@ def _studio_options(p: argparse.ArgumentParser) -> None:
 def _compress_options(p: argparse.ArgumentParser) -> None:
     from .compress.settings import Options
 
-    p.add_argument("run", help="a fine-tuned classification run folder")
-    p.add_argument("variants", nargs="+", help="e.g. int8 onnx distill-3l prune-50 (or all)")
+    p.add_argument("run", help="a fine-tuned classification or causal_lm run folder")
+    p.add_argument("variants", nargs="+", help="e.g. int8 onnx distill-3l prune-50 (or all); causal_lm runs: int8 "
+                                               "int4 gguf-f16 gguf-q8_0 gguf-q4_0 (or all)")
     p.add_argument("--out", help="folder for the variants and the report (default: RUN/compressed)")
     add_options(p, Options)
     p.add_argument("--no-bench", action="store_true", help="make the variants, skip the measurements")
     p.add_argument("--overwrite", action="store_true", help="replace existing variant folders")
     p.add_argument("--no-progress", action="store_true")
+
+
+def _export_options(p: argparse.ArgumentParser) -> None:
+    from .export.settings import TARGETS, ExportSettings
+
+    p.add_argument("run", help="a causal_lm run folder")
+    p.add_argument("--for", dest="target", required=True, choices=TARGETS,
+                   help="hf: merged HF folder; vllm: base + LoRA adapter (or merged); ollama: GGUF + Modelfile; "
+                        "gguf: the GGUF file alone (llama.cpp)")
+    p.add_argument("--out", help="the folder to write (default: RUN/export/<target>)")
+    add_options(p, ExportSettings)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing export folder")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -448,11 +474,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("compress", help="distil, prune, quantize or export a run; measure every variant",
                        description="Variants: int8, onnx, onnx-int8-dynamic, onnx-int8-static, distill-<N>l, "
-                                   "distill-<N>l-int8, prune-<percent>, heads-<percent>, layers-<N>, all. "
+                                   "distill-<N>l-int8, prune-<percent>, heads-<percent>, layers-<N>, all; for "
+                                   "causal_lm runs int8, int4 (torchao weight-only), gguf-<type>, all. "
                                    "Each is written to RUN/compressed/<variant>/ (a folder eval, predict and "
                                    "serve accept), then all are measured in one run: RUN/compressed/report.md.",
                        build=_compress_options)
     p.set_defaults(func=_cmd_compress)
+
+    p = sub.add_parser("export", help="hand a causal-LM run to a serving engine (hf, vllm, ollama, gguf); print the "
+                                      "command that serves it",
+                       description="Writes RUN/export/<target>/ atomically, loads it back (transformers, peft, "
+                                   "transformers' GGUF loader) and compares its greedy answers with the run's on "
+                                   "fixed prompts. A request it cannot serve is refused before anything is written.",
+                       build=_export_options)
+    p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("report", help="compare finished runs in one table (method, parameters, score, time, "
                                       "memory) with their baselines, and a plot")

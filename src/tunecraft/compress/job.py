@@ -1,4 +1,5 @@
 """`tunecraft compress RUN VARIANT...`: make each named variant of a fine-tuned run, then measure them all.
+(Generative runs have their own variants and measurements: compress/llm.py.)
 
 Variant names (a registry of patterns, each built by one job module):
   int8                       dynamic int8 (PyTorch) of the run's model
@@ -30,7 +31,7 @@ from ..data import load_classification_data
 from ..data.dataset import encode
 from ..errors import ConfigError, TunecraftError
 from ..io import refuse_existing, write_text
-from ..models import run_model_dir
+from ..models import read_meta, run_model_dir
 from ..plugins import AfterStep, LossTerm
 from ..tasks import get_task
 from ..train.precision import resolve as resolve_precision
@@ -215,8 +216,14 @@ def compress(run: str | Path, variants: list[str], out: str | Path | None = None
     run = Path(run)
     options = options or Options()
     run_model_dir(run)  # a clear error for a folder that is not a run
-    plan = parse_variants(variants, options)
     out = Path(out) if out else run / "compressed"
+    if get_task(read_meta(run)["task"]).GENERATIVE:  # causal LMs: weight-only int8/int4 and GGUF (compress/llm.py)
+        from .llm import compress_llm
+
+        result = compress_llm(run, variants, out, options, measure, overwrite)
+        write_text(out / "made.json", json.dumps(result["variants"], indent=2))
+        return result
+    plan = parse_variants(variants, options)
     for v in plan:
         refuse_existing(out / v.name, overwrite)
     ctx = Context(run, out, overwrite, progress)
@@ -232,6 +239,7 @@ def compress(run: str | Path, variants: list[str], out: str | Path | None = None
         measured = bench.benchmark(folders, ctx.test_enc, ctx.label_map, threads=options.threads,
                                    latency_samples=options.latency_samples, rounds=options.rounds)
         result["measured"] = measured
+        result["table"] = bench.table(measured)
         result["report"] = str(bench.write(measured, out, run))
     write_text(out / "made.json", json.dumps(made, indent=2, default=str))
     return result

@@ -79,3 +79,9 @@ class Options(Strict):
     """Batch-1 sentences per measuring round."""
     rounds: int = Field(5, ge=1)
     """Interleaved measuring rounds over all variants."""
+    llm_conversations: int = Field(200, ge=1)
+    """Causal-LM runs: held-out conversations whose learned tokens give the perplexity."""
+    llm_prompts: int = Field(16, ge=1)
+    """Causal-LM runs: held-out prompts whose greedy answers are compared with the original's."""
+    llm_timed_prompts: int = Field(4, ge=1)
+    """Causal-LM runs: prompts per round timed for tokens/s and time to first token (batch 1)."""

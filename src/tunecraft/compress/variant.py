@@ -17,6 +17,8 @@ FORMATS = {
     "torch-int8": "quantize",
     "pruned-heads": "prune",
     "onnx": "onnx_export",
+    "torchao": "llm_variant",
+    "gguf": "llm_variant",
 }
 
 
@@ -53,7 +55,7 @@ def update_meta(folder: Path, **changes) -> None:
 
 def weight_files(folder: Path) -> list[Path]:
     folder = run_model_dir(folder)
-    return sorted(p for p in folder.iterdir() if p.suffix in (".safetensors", ".onnx", ".data", ".bin"))
+    return sorted(p for p in folder.iterdir() if p.suffix in (".safetensors", ".onnx", ".data", ".bin", ".gguf"))
 
 
 def size_mb(folder: Path) -> float:
