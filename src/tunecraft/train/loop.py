@@ -18,6 +18,7 @@ import time
 from dataclasses import asdict, dataclass, field
 
 import torch
+from accelerate.utils import send_to_device
 from tqdm.auto import tqdm
 
 from ..data.dataset import Encoded, batch_order, pad_multiple
@@ -147,6 +148,9 @@ class TrainingLoop:
         self.optimizer.zero_grad(set_to_none=True)
         multiple = pad_multiple(self.acc.device)
         batches = [self.task.collate(self.train_enc, idx, self.pad_id, multiple) for idx in window]
+        # before counting: an online objective's batch (RL rollouts) is only known once sampled from the model
+        plain = self.acc.unwrap_model(self.model)
+        batches = [self.task.prepare(plain, b) for b in batches]
         local = sum(self.task.count(b) for b in batches)
         world = self.acc.num_processes
         total = local
@@ -154,7 +158,7 @@ class TrainingLoop:
             total = int(self.acc.reduce(torch.tensor(local, device=self.acc.device), reduction="sum").item())
         loss_value = 0.0
         for j, batch in enumerate(batches):
-            batch = {k: v.to(self.acc.device) for k, v in batch.items()}
+            batch = send_to_device(batch, self.acc.device)  # nested too: prepare's "labels" may be a dict
             last = j == len(batches) - 1
             sync = contextlib.nullcontext() if last else self.acc.no_sync(self.model)
             with sync:
