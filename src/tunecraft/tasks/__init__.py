@@ -4,9 +4,10 @@ that names them."""
 from .base import Objective, Task
 from .causal_lm import TASK as CAUSAL_LM
 from .classification import TASK as CLASSIFICATION
+from .rl import TASK as RL
 from .token_classification import TASK as TOKEN_CLASSIFICATION
 
-TASKS: dict[str, Task] = {t.NAME: t for t in (CLASSIFICATION, TOKEN_CLASSIFICATION, CAUSAL_LM)}
+TASKS: dict[str, Task] = {t.NAME: t for t in (CLASSIFICATION, TOKEN_CLASSIFICATION, CAUSAL_LM, RL)}
 
 __all__ = ["TASKS", "Objective", "Task", "get_task"]
 

@@ -22,6 +22,7 @@ from accelerate.utils import send_to_device
 from tqdm.auto import tqdm
 
 from ..data.dataset import Encoded, batch_order, pad_multiple
+from ..evaluate.inference import autocast_context
 from ..evaluate.metrics import headline
 from ..io import write_text
 from .checkpoint import latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint, save_weights
@@ -150,7 +151,8 @@ class TrainingLoop:
         batches = [self.task.collate(self.train_enc, idx, self.pad_id, multiple) for idx in window]
         # before counting: an online objective's batch (RL rollouts) is only known once sampled from the model
         plain = self.acc.unwrap_model(self.model)
-        batches = [self.task.prepare(plain, b) for b in batches]
+        with autocast_context(self.acc.device, self.autocast_dtype):  # the frozen weights may be cast (run())
+            batches = [self.task.prepare(plain, b) for b in batches]
         local = sum(self.task.count(b) for b in batches)
         world = self.acc.num_processes
         total = local
