@@ -365,7 +365,7 @@ class RunConfig(Strict):
     output_dir: str = "runs"
     seed: int = 42
     task: str = "classification"
-    """The task (tunecraft.tasks): classification, token_classification or causal_lm."""
+    """The task (tunecraft.tasks): classification, token_classification, causal_lm or rl."""
     model: ModelConfig = ModelConfig()
     data: DataConfig = DataConfig()
     method: Annotated[MethodConfig, Field(discriminator="name")] = Field(

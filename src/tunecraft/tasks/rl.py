@@ -188,6 +188,11 @@ def reference(model):
             yield model
 
 
+def one_line(text: str) -> str:
+    """A completion in a table cell: its line breaks shown as ⏎."""
+    return text.replace("\r", "").replace("\n", " ⏎ ")
+
+
 def distinct(texts: list[str], n: int) -> float:
     """Distinct-n (Li et al. 2016): distinct word n-grams over all n-grams of the completions (lower-cased)."""
     grams = [tuple(words[i : i + n]) for t in texts for words in [t.lower().split()] for i in range(len(words) - n + 1)]
@@ -420,11 +425,11 @@ class ReinforcementLearning(CausalLM):
         shown, base_shown = metrics.get("shown") or [], before.get("shown") or []
         if shown and len(base_shown) == len(shown):
             blocks.append(("table", ["prompt", "base model", "reward", "trained", "reward"],
-                           [(r["prompt"], b["completion"], fmt(b["reward"]), r["completion"], fmt(r["reward"]))
-                            for r, b in zip(shown, base_shown)]))
+                           [(r["prompt"], one_line(b["completion"]), fmt(b["reward"]), one_line(r["completion"]),
+                             fmt(r["reward"])) for r, b in zip(shown, base_shown)]))
         elif shown:
             blocks.append(("table", ["prompt", "completion", "reward"],
-                           [(r["prompt"], r["completion"], fmt(r["reward"])) for r in shown]))
+                           [(r["prompt"], one_line(r["completion"]), fmt(r["reward"])) for r in shown]))
         return blocks
 
 
