@@ -298,7 +298,6 @@ class ReinforcementLearning(CausalLM):
         out = {key: v.to(device) for key, v in out.items()}
         labels = {"completion_mask": out.pop("completion_mask"),
                   "advantages": group_advantages(rewards, k, s["algorithm"]).to(device),
-                  "rewards": rewards.to(device),
                   "settings": LossSettings(s["epsilon"], s["beta"], s["loss_type"], s["temperature"])}
         if s["beta"]:
             with reference(model) as ref:
