@@ -55,7 +55,7 @@ def plot_curves(history: list[dict], out: Path, keys: tuple[str, ...]) -> list[P
     evals = [h for h in history if h["type"] == "eval"]
     made = []
     losses = [("train loss", train, "loss", "-")] if train else []
-    losses += [("validation loss", evals, "loss", "o-")] if evals else []
+    losses += [("validation loss", evals, "loss", "o-")] if evals and "loss" in evals[0] else []
     if losses:
         made.append(line_plot(losses, "loss", out / "loss.png"))
     if evals:

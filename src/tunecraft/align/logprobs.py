@@ -34,6 +34,19 @@ def pad_rows(rows: list[list[int]], value: int) -> torch.Tensor:
     return torch.tensor([r + [value] * (width - len(r)) for r in rows], dtype=torch.long)
 
 
+def token_logprobs(logits: torch.Tensor, input_ids: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """[B, T-1]: the log-probability of each row's token t+1 after its tokens up to t, the logits divided by
+    `temperature` (as a sampler at that temperature saw them)."""
+    logits = logits[:, :-1].float() / temperature
+    return -F.cross_entropy(logits.transpose(1, 2), input_ids[:, 1:], reduction="none")
+
+
+def completion_token_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                              temperature: float = 1.0) -> torch.Tensor:
+    """Per token (see `token_logprobs`): what the clipped ratio and the per-token KL of online RL read."""
+    return token_logprobs(model(input_ids=input_ids, attention_mask=attention_mask).logits, input_ids, temperature)
+
+
 def completion_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                         completion_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per row: the summed log-probability of the completion's tokens, and their count. Right-padded rows."""
@@ -44,9 +57,8 @@ def completion_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Te
 def sequence_logprobs(logits: torch.Tensor, input_ids: torch.Tensor,
                       completion_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """`completion_logprobs` from a forward pass already made (the training loop's)."""
-    logits = logits[:, :-1].float()
-    mask = completion_mask[:, 1:].to(logits.dtype)
-    token_logp = -F.cross_entropy(logits.transpose(1, 2), input_ids[:, 1:], reduction="none")
+    token_logp = token_logprobs(logits, input_ids)
+    mask = completion_mask[:, 1:].to(token_logp.dtype)
     return (token_logp * mask).sum(-1), mask.sum(-1)
 
 

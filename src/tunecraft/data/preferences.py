@@ -39,6 +39,16 @@ class Judgement:
     line: int | None = None
 
 
+@dataclass
+class PromptRow:
+    """A prompt for online RL, with the answer a verifiable reward checks (optional)."""
+
+    prompt: Prompt
+    answer: str | None = None
+    path: str = ""
+    line: int | None = None
+
+
 KINDS = ("auto", "pairs", "judgements")
 
 
@@ -188,6 +198,25 @@ def read_feedback_store(path: str | Path, good_rating: int = 1) -> list[Preferen
     if not out:
         raise DataError(path, None, None, "no feedback to learn from (rows need a correction, or a rating of the "
                         "answer they give)")
+    return out
+
+
+def read_prompt_file(path: str | Path) -> list[PromptRow]:
+    """A JSONL file of prompts (`prompt`: text or messages; `answer`: optional, for an exact-answer reward)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, None, None, "file not found")
+    out = []
+    for line, row in json_rows(path):
+        if "prompt" not in row:
+            raise DataError(path, line, "prompt", "missing (prompt rows have prompt and, optionally, answer)")
+        answer = row.get("answer")
+        if answer is not None and not isinstance(answer, str | int | float):
+            raise DataError(path, line, "answer", f"expected a string or a number, got {type(answer).__name__}")
+        out.append(PromptRow(_prompt(path, line, row["prompt"]), None if answer is None else str(answer), str(path),
+                             line))
+    if not out:
+        raise DataError(path, None, None, "no prompts")
     return out
 
 

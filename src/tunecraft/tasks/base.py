@@ -40,6 +40,13 @@ class Objective(ABC):
         """A padded training batch of the features `indices` (an objective may mask or relabel here)."""
         return collate(enc, indices, pad_id, multiple)
 
+    def prepare(self, model, batch: dict) -> dict:
+        """The batch the forward pass takes, made with the current model just before its step (the unwrapped
+        model, in training mode, which it must be left in). Online objectives sample from the model here (the
+        rollouts of RL); "labels" may then be a dict of tensors that only `count` and `loss_sum` read. By
+        default the collated batch as is."""
+        return batch
+
     def model_inputs(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """What of a training batch the model's forward takes: all but the labels, unless the batch carries more
         for the loss (a preference batch's completion masks and reference log-probs)."""

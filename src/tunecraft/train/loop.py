@@ -18,9 +18,11 @@ import time
 from dataclasses import asdict, dataclass, field
 
 import torch
+from accelerate.utils import send_to_device
 from tqdm.auto import tqdm
 
 from ..data.dataset import Encoded, batch_order, pad_multiple
+from ..evaluate.inference import autocast_context
 from ..evaluate.metrics import headline
 from ..io import write_text
 from .checkpoint import latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint, save_weights
@@ -149,6 +151,10 @@ class TrainingLoop:
         self.optimizer.zero_grad(set_to_none=True)
         multiple = pad_multiple(self.acc.device)
         batches = [self.task.collate(self.train_enc, idx, self.pad_id, multiple) for idx in window]
+        # before counting: an online objective's batch (RL rollouts) is only known once sampled from the model
+        plain = self.acc.unwrap_model(self.model)
+        with autocast_context(self.acc.device, self.autocast_dtype):  # the frozen weights may be cast (run())
+            batches = [self.task.prepare(plain, b) for b in batches]
         local = sum(self.task.count(b) for b in batches)
         world = self.acc.num_processes
         total = local
@@ -156,7 +162,7 @@ class TrainingLoop:
             total = int(self.acc.reduce(torch.tensor(local, device=self.acc.device), reduction="sum").item())
         loss_value = 0.0
         for j, batch in enumerate(batches):
-            batch = {k: v.to(self.acc.device) for k, v in batch.items()}
+            batch = send_to_device(batch, self.acc.device)  # nested too: prepare's "labels" may be a dict
             last = j == len(batches) - 1
             sync = contextlib.nullcontext() if last else self.acc.no_sync(self.model)
             with sync:
