@@ -1,9 +1,9 @@
 """CPU contention: old and new thread defaults, on a quiet machine and with one other busy process.
 
 Each measurement runs in a fresh process (the OpenMP runtime reads its wait policy once, when torch loads):
-- old defaults: torch imported first, torch's own thread count, OpenMP's default (spinning) wait;
-- new defaults: `import tunecraft` first (OpenMP waits passively, cpus.py) and as many threads as the process
-  may use (`usable_cpus()`: affinity capped by the cgroup quota), what `tunecraft train` and `serve` set.
+- old defaults: torch imported first, torch's own thread count, OpenMP's default (long spinning) wait;
+- new defaults: `import tunecraft` first (OpenMP threads spin briefly, then sleep: cpus.py) and as many
+  threads as the process may use (`usable_cpus()`: affinity capped by the cgroup quota), as `train` and `serve` do.
 Workloads: a MiniLM-L6 full fine-tuning step (batch 32 × 48 tokens, bf16 autocast) in tokens/s, and a
 batch-1 forward of a 16-token text (what the server does per request) in requests/s. "Contended" pins a
 `while True: pass` process to CPU 0. Prints a markdown table; the goal (issue #25): contended ≥ 40% of
@@ -62,7 +62,7 @@ print(json.dumps({"rate": n * per_step / (time.perf_counter() - start), "threads
 
 
 def measure(defaults: str, workload: str, seconds: float, threads: str = "default") -> dict:
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
     out = subprocess.run([sys.executable, "-c", CHILD, defaults, workload, str(seconds), threads], env=env,
                          capture_output=True, text=True, check=True).stdout
     return json.loads(out.strip().splitlines()[-1])
@@ -89,8 +89,9 @@ def main() -> None:
                     busy.wait()
         for defaults in ("old", "new", "one"):
             quiet, loaded = figures[defaults, False], figures[defaults, True]
-            rows.append((workload, unit, {"old": "old (spin wait, torch threads)", "new": "new (passive, usable CPUs)",
-                                          "one": "new, 1 thread"}[defaults], quiet["threads"], quiet["rate"],
+            names = {"old": "old (long spin, torch threads)", "new": "new (short spin, usable CPUs)",
+                     "one": "new, 1 thread"}
+            rows.append((workload, unit, names[defaults], quiet["threads"], quiet["rate"],
                          loaded["rate"], loaded["rate"] / quiet["rate"]))
     print(f"CPU contention, {dt.date.today().isoformat()}, {os.cpu_count()} CPUs, "
           f"usable {len(os.sched_getaffinity(0))}, load average at the end {os.getloadavg()[0]:.2f}\n")

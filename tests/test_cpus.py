@@ -24,18 +24,19 @@ def test_cgroup_v2_and_v1_quotas(tmp_path):
     assert cgroup_cpu_limit(tmp_path / "absent") is None
 
 
-def _policy(code: str, **env) -> str:
-    environment = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"} | env
+def _env(code: str, **env) -> str:
+    environment = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")} | env
     return subprocess.run([sys.executable, "-c", code], env=environment, capture_output=True, text=True,
                           check=True).stdout.strip()
 
 
-def test_openmp_waits_passively_unless_the_user_chose():
-    show = "import os; print(os.environ.get('OMP_WAIT_POLICY'))"
-    assert _policy(f"import tunecraft; {show}") == "PASSIVE"
-    assert _policy(f"import tunecraft; {show}", OMP_WAIT_POLICY="active") == "active"
+def test_openmp_threads_spin_briefly_unless_the_user_chose():
+    show = "import os; print(os.environ.get('GOMP_SPINCOUNT'), os.environ.get('OMP_WAIT_POLICY'))"
+    assert _env(f"import tunecraft; {show}") == "1000 None"
+    assert _env(f"import tunecraft; {show}", GOMP_SPINCOUNT="50") == "50 None"
+    assert _env(f"import tunecraft; {show}", OMP_WAIT_POLICY="active") == "None active"
     # torch imported first: its OpenMP runtime has already read the environment, so tunecraft says so
-    assert _policy(f"import torch, tunecraft; {show}; print(tunecraft.cpus.wait_passively())") == "None\nFalse"
+    assert _env(f"import torch, tunecraft; {show}; print(tunecraft.cpus.wait_briefly())") == "None None\nFalse"
 
 
 def test_a_run_uses_the_usable_cpus(tmp_path):

@@ -1,10 +1,10 @@
 """tunecraft: the whole life of a transformer model, from one recipe."""
 
-from .cpus import wait_passively
+from .cpus import wait_briefly
 
 __version__ = "0.1.0"
 
-wait_passively()  # before torch is imported (see cpus.py)
+wait_briefly()  # before torch is imported (see cpus.py)
 
 
 def __getattr__(name):

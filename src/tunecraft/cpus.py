@@ -2,7 +2,7 @@
 
 Torch sizes its thread pool from the machine, not from what a container or a taskset grants, and OpenMP
 threads spin while they wait for each other. On a shared or quota-limited machine both make a run collapse:
-on 2 cores with one other busy process, a MiniLM training step fell from ~1,500 to 166 tokens/s with 2 spinning
+on 2 cores with one other busy process, a MiniLM training step fell from 2,627 to 801 tokens/s with 2 spinning
 threads (docs/benchmarks.md, "CPU contention"). Written by hand: neither torch nor accelerate reads the cgroup
 quota or sets the wait policy."""
 
@@ -14,15 +14,21 @@ import sys
 from pathlib import Path
 
 WAIT_POLICY = "OMP_WAIT_POLICY"
+SPIN_COUNT = "GOMP_SPINCOUNT"
+SHORT_SPIN = "1000"
+"""How long (in spin iterations) an idle OpenMP thread of torch's runtime (GNU libgomp) spins before it sleeps:
+its default, 300,000, lets a waiting thread take a core another process needs. Measured on 2 cores, one other busy
+process (docs/benchmarks.md): a MiniLM training step 801 → 1,410 tokens/s; one-text serving 36 → 56 requests/s,
+with quiet serving at 110 requests/s where a fully passive wait (no spin) fell from 122 to 87."""
 
 
-def wait_passively() -> bool:
-    """Make OpenMP threads sleep instead of spinning while they wait (unless the user chose a policy). The
-    runtime reads this once, when torch loads it: so it takes effect only if torch is not imported yet.
-    Returns whether the passive policy is in force for this process."""
-    if "torch" not in sys.modules:
-        os.environ.setdefault(WAIT_POLICY, "PASSIVE")
-    return os.environ.get(WAIT_POLICY, "").upper() == "PASSIVE"
+def wait_briefly() -> bool:
+    """Make OpenMP threads spin only briefly before they sleep while they wait (unless the user chose a wait
+    policy or spin count). The runtime reads this once, when torch loads it: so it takes effect only if torch
+    is not imported yet. Returns whether the short spin is in force for this process."""
+    if "torch" not in sys.modules and WAIT_POLICY not in os.environ:
+        os.environ.setdefault(SPIN_COUNT, SHORT_SPIN)
+    return os.environ.get(SPIN_COUNT) == SHORT_SPIN and WAIT_POLICY not in os.environ
 
 
 def cgroup_cpu_limit(root: Path = Path("/sys/fs/cgroup")) -> float | None:
