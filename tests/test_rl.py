@@ -11,7 +11,8 @@ import torch
 
 from tests.tiny_decoder import tiny_base
 from tunecraft.align.rewards import RunReward, build_rewards
-from tunecraft.config import RewardConfig, build_config
+from tunecraft.align.settings import RewardConfig
+from tunecraft.config import build_config
 from tunecraft.errors import ConfigError
 from tunecraft.tasks.rl import TASK, group_advantages, joined, per_token_loss, sample, summed_loss
 

@@ -20,6 +20,7 @@ import torch
 
 from ..align.logprobs import completion_token_logprobs, pad_rows, reference_of, token_logprobs
 from ..align.rewards import ExactReward, Reward, build_rewards, score
+from ..align.settings import RlConfig
 from ..assets import VADER_FILES
 from ..data import LabelMap
 from ..data.bundled import read_vader
@@ -249,8 +250,6 @@ class ReinforcementLearning(CausalLM):
     def encode(self, tokenizer, rows: list[PromptRow], meta: dict, label_map: LabelMap | None = None) -> Encoded:
         """Each prompt rendered (messages through the chat template's generation prompt) and tokenized; a prompt
         longer than max_length − rl.max_new_tokens keeps its end, and is counted."""
-        from ..config import RlConfig
-
         settings = meta["rl"]
         rewards = build_rewards(RlConfig.model_validate(settings).rewards)
         if any(isinstance(r, ExactReward) for r in rewards):
