@@ -510,9 +510,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    # transformers imports torchao whenever it is installed; on a CPU its GPU kernels (mxfp8, cutlass) fail to load
-    # and it warns of each, on every command: noise for a user, who sees its errors still
-    logging.getLogger("torchao").setLevel(logging.ERROR)
+    # transformers imports torchao whenever it is installed: on a CPU its GPU kernels (mxfp8, cutlass) fail to load
+    # and it warns of each, and torch warns of its enum registrations, on every command: noise for a user, who
+    # still sees their errors
+    for name in ("torchao", "torch.utils._pytree"):
+        logging.getLogger(name).setLevel(logging.ERROR)
     try:
         return args.func(args)
     except TunecraftError as err:
