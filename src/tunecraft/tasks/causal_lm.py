@@ -27,16 +27,18 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class ChatData:
-    train: list[Conversation]
-    validation: list[Conversation]
-    test: list[Conversation]
+    """A generative task's splits (conversations, preference pairs, prompts) and the field its rows are read by."""
+
+    train: list
+    validation: list
+    test: list
     label_map: LabelMap = field(default_factory=lambda: LabelMap([]))
     columns: object = None
     description: str = ""
 
 
 @dataclass
-class _Columns:
+class Columns:
     text: str = "messages"
     label: str | None = None
     text_pair: None = None
@@ -196,7 +198,7 @@ class CausalLM(Task):
         fmt_name = cfg.sft.format
         parts, description = task_splits(cfg, lambda path: read_sft_file(path, fmt_name), BUNDLED_CHAT, bundled_split,
                                          "chat", "chatterbot-corpus conversations; split by prompt")
-        return ChatData(parts["train"], parts["validation"], parts["test"], columns=_Columns(), description=description)
+        return ChatData(parts["train"], parts["validation"], parts["test"], columns=Columns(), description=description)
 
     def load_eval_examples(self, spec: str, meta: dict, fmt_name: str, split: str, seed: int,
                            fractions) -> list[Conversation]:

@@ -15,7 +15,6 @@ from safetensors.torch import load_file, save_file
 
 from ..align import losses
 from ..align.logprobs import encode_completions, pad_rows, reference_of, sequence_logprobs
-from ..data import LabelMap
 from ..data.chat import Conversation
 from ..data.dataset import Encoded, batch_order, pad_multiple, task_splits
 from ..data.preferences import (
@@ -30,7 +29,7 @@ from ..errors import ConfigError, DataError, TunecraftError
 from ..evaluate.inference import autocast_context
 from ..io import write_file
 from ..report import fmt, line_plot
-from .causal_lm import CausalLM
+from .causal_lm import CausalLM, ChatData, Columns
 
 log = logging.getLogger(__name__)
 
@@ -38,23 +37,6 @@ REFERENCE_FILE = "reference_logps.safetensors"
 FREE_OF_REFERENCE = ("simpo", "orpo")
 """Objectives without a reference model: no reference pass."""
 FEEDBACK_SUFFIXES = (".sqlite", ".db")
-
-
-@dataclass
-class PreferenceData:
-    train: list
-    validation: list
-    test: list
-    label_map: LabelMap = field(default_factory=lambda: LabelMap([]))
-    columns: object = None
-    description: str = ""
-
-
-@dataclass
-class _Columns:
-    text: str = "prompt"
-    label: str | None = None
-    text_pair: None = None
 
 
 @dataclass
@@ -115,7 +97,7 @@ class Preference(CausalLM):
             raise ConfigError("preference.label_smoothing: conservative DPO; the objective is "
                               f"{config.preference.objective}")
 
-    def load_data(self, cfg) -> PreferenceData:
+    def load_data(self, cfg) -> ChatData:
         opts = cfg.preference
         parts, description = task_splits(cfg, lambda path: read_preference_data(path, opts.kind, opts.good_rating),
                                          {}, None, "preference", "")
@@ -125,7 +107,7 @@ class Preference(CausalLM):
             pairs = sorted(e.line for e in feedback if isinstance(e, PreferencePair))
             judged = sorted(e.line for e in feedback if not isinstance(e, PreferencePair))
             description += f"; feedback rows as pairs {pairs}, as judged answers {judged}"
-        return PreferenceData(parts["train"], parts["validation"], parts["test"], columns=_Columns(),
+        return ChatData(parts["train"], parts["validation"], parts["test"], columns=Columns("prompt"),
                               description=description)
 
     def load_eval_examples(self, spec: str, meta: dict, fmt_name: str, split: str, seed: int, fractions) -> list:

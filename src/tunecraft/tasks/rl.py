@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -29,29 +29,12 @@ from ..data.preferences import PromptRow, read_prompt_file, render_prompt
 from ..errors import ConfigError, DataError, TunecraftError
 from ..evaluate.inference import autocast_context
 from ..report import fmt
-from .causal_lm import CausalLM
+from .causal_lm import CausalLM, ChatData, Columns
 
 OPENING_WORDS = 5
 """A bundled sentiment set's prompts are its sentences' first five words."""
 REFERENCE_METHODS = ("lora", "adalora", "ia3")
 """Methods whose model is a PEFT model, so that the base with the adapter off is the reference (no second copy)."""
-
-
-@dataclass
-class PromptData:
-    train: list[PromptRow]
-    validation: list[PromptRow]
-    test: list[PromptRow]
-    label_map: LabelMap = field(default_factory=lambda: LabelMap([]))
-    columns: object = None
-    description: str = ""
-
-
-@dataclass
-class _Columns:
-    text: str = "prompt"
-    label: str | None = None
-    text_pair: None = None
 
 
 # -- data -------------------------------------------------------------------------------------------------------
@@ -211,11 +194,11 @@ class ReinforcementLearning(CausalLM):
     EARLY_STOPPING = ("reward", "max")
 
     # -- data ---------------------------------------------------------------------------------------------------
-    def load_data(self, cfg) -> PromptData:
+    def load_data(self, cfg) -> ChatData:
         parts, description = task_splits(cfg, read_prompt_file, BUNDLED_PROMPTS, bundled_split, "sentiment",
                                          f"first {OPENING_WORDS} words of each sentence, split as classification "
                                          "splits the sentences")
-        return PromptData(parts["train"], parts["validation"], parts["test"], columns=_Columns(),
+        return ChatData(parts["train"], parts["validation"], parts["test"], columns=Columns("prompt"),
                           description=description)
 
     def load_eval_examples(self, spec: str, meta: dict, fmt_name: str, split: str, seed: int,
