@@ -49,6 +49,18 @@ def line_plot(series: list[tuple[str, list[dict], str, str]], ylabel: str, path:
     return save_figure(fig, path)
 
 
+def labelled_scatter(points: list[tuple[str, float, float]], xlabel: str, ylabel: str, path: Path) -> Path:
+    """points: (label, x, y), each drawn as a dot with its label beside it (a trade-off plot)."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for label, x, y in points:
+        ax.scatter(x, y)
+        ax.annotate(label, (x, y), fontsize=8, xytext=(4, 3), textcoords="offset points")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    return save_figure(fig, path)
+
+
 def plot_curves(history: list[dict], out: Path, keys: tuple[str, ...]) -> list[Path]:
     """loss.png (train and validation loss) and metrics.png (the validation `keys`) from a metrics history."""
     train = [h for h in history if h["type"] == "train"]

@@ -21,7 +21,7 @@ from ..data import LabelMap
 from ..data.dataset import Encoded, collate
 from ..evaluate.inference import predict_logits
 from ..io import write_json, write_text
-from ..report import plt, save_figure
+from ..report import labelled_scatter
 from ..tasks import get_task
 from ..trained import load_trained
 from .variant import count_params, gzip_mb, size_mb
@@ -170,15 +170,8 @@ def table(result: dict) -> str:
 
 
 def plot(result: dict, path: Path) -> Path:
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for r in result["rows"]:
-        ax.scatter(r["p50_ms"], 100 * r["accuracy"])
-        ax.annotate(r["variant"], (r["p50_ms"], 100 * r["accuracy"]), fontsize=8, xytext=(4, 3),
-                    textcoords="offset points")
-    ax.set_xlabel("p50 latency, batch 1 (ms)")
-    ax.set_ylabel("test accuracy (%)")
-    ax.grid(alpha=0.3)
-    return save_figure(fig, path)
+    return labelled_scatter([(r["variant"], r["p50_ms"], 100 * r["accuracy"]) for r in result["rows"]],
+                            "p50 latency, batch 1 (ms)", "test accuracy (%)", path)
 
 
 def write(result: dict, out: Path, run: Path) -> Path:

@@ -30,7 +30,7 @@ import torch
 from ..config import load_config
 from ..errors import ConfigError, TunecraftError
 from ..io import refuse_existing, write_json, write_text
-from ..report import plt, save_figure
+from ..report import labelled_scatter
 from ..tasks import get_task
 from ..trained import load_trained
 from .llm_variant import make_gguf, make_torchao
@@ -141,15 +141,8 @@ def table(result: dict) -> str:
 
 
 def plot(result: dict, path: Path) -> Path:
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for r in result["rows"]:
-        ax.scatter(r["size_mb"], r["perplexity"])
-        ax.annotate(r["variant"], (r["size_mb"], r["perplexity"]), fontsize=8, xytext=(4, 3),
-                    textcoords="offset points")
-    ax.set_xlabel("weight files (MB)")
-    ax.set_ylabel("held-out perplexity")
-    ax.grid(alpha=0.3)
-    return save_figure(fig, path)
+    return labelled_scatter([(r["variant"], r["size_mb"], r["perplexity"]) for r in result["rows"]],
+                            "weight files (MB)", "held-out perplexity", path)
 
 
 def write_report(result: dict, out: Path, run: Path) -> Path:
