@@ -1,11 +1,11 @@
 """Training throughput: tunecraft vs a Hugging Face Trainer script, same job, one run, same machine.
 
-Both sides fine-tune all-MiniLM-L6-v2 in full on the bundled `mr` split (seed 42), same examples, epochs,
+Both sides fine-tune all-MiniLM-L6-v2 in full on the bundled `mr` split (seeds 42, 43, ...), same examples, epochs,
 batch size, learning rate, max length and bf16 autocast; each side runs in its own process so that peak RSS
 is its own. Prints a markdown table with tokens/s, the ratio, wall time, test accuracy, peak RSS and MFU
 (model FLOP/s over this machine's bf16 matmul peak, measured at the start of the run).
 
-    python benchmarks/train_throughput.py [--epochs 1] [--train-samples N] [--side tunecraft|trainer]
+    python benchmarks/train_throughput.py [--epochs 1] [--train-samples N] [--seeds 3]
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import json
 import os
 import platform
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -34,6 +35,26 @@ def matmul_peak_gflops(n: int = 2048, repeats: int = 10) -> float:
         a @ b
         best = min(best, time.perf_counter() - start)
     return 2 * n**3 / best / 1e9
+
+
+def linear_ceiling_gflops(config, tokens: int, repeats: int = 20) -> float:
+    """The FLOP rate of the model's own Linear matmuls at `tokens` per batch (the forward product and the two of
+    its backward), bf16, best of `repeats` each: what MFU would be if nothing but these matmuls took time."""
+    h, inter = config.hidden_size, config.intermediate_size
+    flops = seconds = 0.0
+    for k, n, count in ((h, h, 4), (h, inter, 1), (inter, h, 1)):  # q, k, v, o; FFN up; FFN down
+        for m, kk, nn in ((tokens, k, n), (tokens, n, k), (n, tokens, k)):  # y = xW, dx = dy·Wᵀ, dW = dyᵀ·x
+            a = torch.randn(m, kk, dtype=torch.bfloat16)
+            b = torch.randn(kk, nn, dtype=torch.bfloat16)
+            a @ b
+            best = float("inf")
+            for _ in range(repeats):
+                start = time.perf_counter()
+                a @ b
+                best = min(best, time.perf_counter() - start)
+            flops += count * 2 * m * kk * nn
+            seconds += count * best
+    return flops / seconds / 1e9
 
 
 def flops_per_token(config, seq_len: float) -> float:
@@ -59,7 +80,7 @@ def run_tunecraft(args) -> dict:
 
     out = tempfile.mkdtemp(prefix="bench-tc-")
     config = build_config({
-        "name": "bench", "output_dir": out, "seed": 42,
+        "name": "bench", "output_dir": out, "seed": args.seed,
         "data": {"dataset": "mr", **({"max_train_samples": args.train_samples} if args.train_samples else {})},
         "model": {"base": "minilm-l6", "max_length": args.max_length},
         "method": {"name": "full"},
@@ -105,7 +126,7 @@ def run_trainer(args) -> dict:
         output_dir=tempfile.mkdtemp(prefix="bench-hf-"), learning_rate=args.lr,
         per_device_train_batch_size=args.batch_size, per_device_eval_batch_size=64,
         num_train_epochs=args.epochs, weight_decay=0.01, warmup_steps=0.06, bf16=True, use_cpu=True,
-        eval_strategy="no", save_strategy="no", report_to="none", logging_steps=50, seed=42,
+        eval_strategy="no", save_strategy="no", report_to="none", logging_steps=50, seed=args.seed,
         disable_tqdm=True,
     )
     trainer = Trainer(model=model, args=training_args, train_dataset=train_rows,
@@ -126,6 +147,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--lr", type=float, default=5e-5)
+    parser.add_argument("--seeds", type=int, default=1, help="run each side with seeds 42, 43, ...: mean and spread")
+    parser.add_argument("--seed", type=int, default=42, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.side:
@@ -140,33 +163,51 @@ def main() -> None:
 
     peak = matmul_peak_gflops()
     config = AutoConfig.from_pretrained(model_path("minilm-l6"))
-    rows = {}
-    for side in ("tunecraft", "trainer"):
-        cmd = [sys.executable, __file__, "--side", side, "--epochs", str(args.epochs), "--batch-size",
-               str(args.batch_size), "--max-length", str(args.max_length), "--lr", str(args.lr)]
-        if args.train_samples:
-            cmd += ["--train-samples", str(args.train_samples)]
-        start = time.time()
-        proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
-        line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
-        if proc.returncode != 0 or not line:
-            sys.exit(f"{side} failed:\n{proc.stderr[-3000:]}")
-        rows[side] = json.loads(line[0][7:])
-        rows[side]["wall_seconds"] = time.time() - start
-    for row in rows.values():
-        row["tokens_per_s"] = row["train_tokens"] / row["train_seconds"]
-        row["mfu"] = row["tokens_per_s"] * flops_per_token(config, row["avg_seq"]) / (peak * 1e9)
-    ratio = rows["tunecraft"]["tokens_per_s"] / rows["trainer"]["tokens_per_s"]
+    runs: dict[str, list[dict]] = {"tunecraft": [], "trainer": []}
+    for seed in range(42, 42 + args.seeds):
+        for side in runs:  # interleaved, so that a change in the machine's load falls on both sides
+            cmd = [sys.executable, __file__, "--side", side, "--epochs", str(args.epochs), "--batch-size",
+                   str(args.batch_size), "--max-length", str(args.max_length), "--lr", str(args.lr), "--seed",
+                   str(seed)]
+            if args.train_samples:
+                cmd += ["--train-samples", str(args.train_samples)]
+            start = time.time()
+            proc = subprocess.run(cmd, capture_output=True, text=True,
+                                  env={**os.environ, "PYTHONWARNINGS": "ignore"})
+            line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
+            if proc.returncode != 0 or not line:
+                sys.exit(f"{side} failed:\n{proc.stderr[-3000:]}")
+            row = json.loads(line[0][7:])
+            row["wall_seconds"] = time.time() - start
+            row["tokens_per_s"] = row["train_tokens"] / row["train_seconds"]
+            row["mfu"] = row["tokens_per_s"] * flops_per_token(config, row["avg_seq"]) / (peak * 1e9)
+            runs[side].append(row)
+    avg_seq = runs["tunecraft"][0]["avg_seq"]
+    ceiling = linear_ceiling_gflops(config, round(args.batch_size * avg_seq))
+
+    def mean(side, key):
+        return statistics.mean(r[key] for r in runs[side])
+
+    def spread(side, key, scale=1.0, digits=0):
+        values = [scale * r[key] for r in runs[side]]
+        text = f"{statistics.mean(values):.{digits}f}"
+        return text + (f" ± {statistics.stdev(values):.{digits}f}" if len(values) > 1 else "")
+
+    ratio = mean("tunecraft", "tokens_per_s") / mean("trainer", "tokens_per_s")
     print(f"\n## Training throughput — {dt.date.today().isoformat()}, {platform.processor() or platform.machine()}, "
           f"{torch.get_num_threads()} threads, torch {torch.__version__}\n")
     print(f"Job: full fine-tune of all-MiniLM-L6-v2 on `mr` ({args.train_samples or 'all'} training examples), "
           f"{args.epochs:g} epoch(s), batch {args.batch_size}, max length {args.max_length}, lr {args.lr:g}, bf16 "
-          f"autocast. Measured bf16 matmul peak (2048³): {peak:.0f} GFLOP/s.\n")
-    print("| | training tokens/s | train time (s) | wall time (s) | test accuracy | peak RSS (MB) | MFU |")
+          f"autocast; {args.seeds} seed(s) per side (mean ± standard deviation). Measured bf16 matmul peak "
+          f"(2048³): {peak:.0f} GFLOP/s. The model's own Linear matmuls at this batch ({args.batch_size} × "
+          f"{avg_seq:.1f} tokens, forward and backward shapes, best of 20 each) run at {ceiling:.0f} GFLOP/s: "
+          f"**{ceiling / peak:.0%} of the peak, the MFU that a loop doing nothing but them would reach**.\n")
+    print("| | training tokens/s | train time (s) | wall time (s) | test accuracy (%) | peak RSS (MB) | MFU (%) |")
     print("|---|---|---|---|---|---|---|")
-    for side, row in rows.items():
-        print(f"| {side} | {row['tokens_per_s']:.0f} | {row['train_seconds']:.1f} | {row['wall_seconds']:.1f} | "
-              f"{row['accuracy']:.4f} | {row['peak_rss_mb']:.0f} | {row['mfu']:.1%} |")
+    for side in runs:
+        print(f"| {side} | {spread(side, 'tokens_per_s')} | {spread(side, 'train_seconds', digits=1)} | "
+              f"{spread(side, 'wall_seconds', digits=1)} | {spread(side, 'accuracy', 100, 2)} | "
+              f"{mean(side, 'peak_rss_mb'):.0f} | {spread(side, 'mfu', 100, 1)} |")
     print(f"\ntunecraft / Trainer throughput: **{ratio:.2f}×**")
 
 
