@@ -36,6 +36,11 @@ EMPTY_CHAT_FEEDBACK = "give a rating, a correction (an edited answer), or both"
 """The answer to chat feedback that says nothing (the server's /v1/feedback and the studio's review)."""
 
 
+def unknown_label(label: str, labels: list[str]) -> str:
+    """The answer to label feedback with a label the model does not know."""
+    return f"unknown label '{label}'; the model knows: {', '.join(labels)}"
+
+
 def read_rows(path: str | Path, table: str) -> list[dict]:
     """The rows of a store's table (`feedback` or `chat_feedback`), oldest first, as dicts; [] when the file or
     the table is absent. Read-only: a server may be writing to it."""

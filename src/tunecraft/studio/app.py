@@ -24,7 +24,7 @@ from ..evaluate.compare import RAW_METRICS, baseline_cells, compare_runs, header
 from ..models import read_meta, run_model_dir
 from ..report import fmt, html_sections
 from ..serve import guards
-from ..serve.feedback import EMPTY_CHAT_FEEDBACK
+from ..serve.feedback import EMPTY_CHAT_FEEDBACK, unknown_label
 from ..serve.openai import ChatFeedback
 from ..settings import Strict, borrow
 from ..tasks import TASKS
@@ -274,7 +274,7 @@ def create_app(settings: StudioSettings) -> FastAPI:
         label = (json.loads(await request.body() or b"{}") or {}).get("label")
         labels = read_meta(run).get("labels") or []
         if label not in labels:  # the server's own message for a label the model does not know
-            raise HTTPException(422, f"unknown label '{label}'; the model knows: {', '.join(labels)}")
+            raise HTTPException(422, unknown_label(label, labels))
         if row not in {r["id"] for r in queue.rows(run)}:
             raise HTTPException(404, f"no feedback row {row} in {name}/{STORE}")
         queue.review(run, row, label)
