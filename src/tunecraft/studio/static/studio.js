@@ -226,7 +226,7 @@ function tryPanel(name) {
     // a thumbs up or down on an answer: the server's own /v1/feedback, stored in the run's feedback.sqlite
     const rate = (node, asked, answer) => {
       const bar = el("span", {class: "rate-answer"});
-      for (const [rating, text] of [[1, "👍"], [-1, "👎"]]) {
+      for (const [rating, text] of [[1, "good"], [-1, "bad"]]) {
         const b = el("button", {type: "button", class: "rate", "data-rating": rating, "aria-pressed": "false"}, text);
         b.addEventListener("click", async () => {
           const data = await call(base + "/v1/feedback", {model: name, messages: asked, response: answer, rating});
