@@ -244,14 +244,11 @@ def create_app(settings: StudioSettings) -> FastAPI:
         return {"text": text, "next": offset}
 
     @app.post("/api/check")
-    async def api_check(req: LaunchRequest):
-        return _checked(req, launch=False)
-
     @app.post("/api/launch")
-    async def api_launch(req: LaunchRequest):
-        return _checked(req, launch=True)
-
-    def _checked(req: LaunchRequest, launch: bool) -> JSONResponse:
+    async def api_check_or_launch(req: LaunchRequest, request: Request) -> JSONResponse:
+        """Check a recipe and its overrides as the CLI would (the command line, or the CLI's message by field),
+        and on /api/launch start it."""
+        launch = request.url.path == "/api/launch"
         recipe = req.recipe
         try:
             if req.upload is not None:
