@@ -419,3 +419,25 @@ def test_a_request_without_the_key_is_refused(browser, studio):
     page.wait_for_selector("#runs")
     assert page.locator("#runs tr[data-name='tiny-a']").count() == 1
     context.close()
+
+
+def test_every_shipped_yaml_recipe_has_its_command_and_form():
+    """The launch page's recipes: each YAML recipe in recipes/ is matched to the CLI command that runs it, whose
+    parser takes it (with --resume exactly where the command has it), and its form is generated."""
+    from tunecraft.cli import build_parser
+    from tunecraft.studio import form
+    from tunecraft.studio.launch import RECIPE_COMMANDS, recipe_command
+
+    parser = build_parser()
+    for command in RECIPE_COMMANDS:
+        args = parser.parse_args([command.name, "r.yaml", "a.b=1", "--overwrite"])
+        assert (args.recipe, args.overrides, hasattr(args, "resume")) == ("r.yaml", ["a.b=1"], command.resume)
+    root = Path(__file__).parent.parent / "recipes"
+    found = {p.name: recipe_command(p).name for p in sorted(root.glob("*.yaml"))}
+    assert {found[n] for n in found} == {c.name for c in RECIPE_COMMANDS}
+    assert (found["mr-lora.yaml"], found["mr-lora-tune.yaml"], found["pd-char-tokenizer.yaml"],
+            found["pd-pretrain-mlm.yaml"], found["mixed-stream.yaml"]) == ("train", "tune", "tokenizer", "pretrain",
+                                                                          "continual")
+    for name, command in found.items():
+        sections = dict(form.sections(next(c for c in RECIPE_COMMANDS if c.name == command).load(root / name, [])))
+        assert {f["key"] for f in sections["run"]} >= {"name", "output_dir"}
