@@ -426,14 +426,14 @@ def test_every_shipped_yaml_recipe_has_its_command_and_form():
     parser takes it (with --resume exactly where the command has it), and its form is generated."""
     from tunecraft.cli import build_parser
     from tunecraft.studio import form
-    from tunecraft.studio.launch import RECIPE_COMMANDS, recipe_command
+    from tunecraft.studio.launch import RECIPE_COMMANDS, command_for
 
     parser = build_parser()
     for command in RECIPE_COMMANDS:
         args = parser.parse_args([command.name, "r.yaml", "a.b=1", "--overwrite"])
         assert (args.recipe, args.overrides, hasattr(args, "resume")) == ("r.yaml", ["a.b=1"], command.resume)
     root = Path(__file__).parent.parent / "recipes"
-    found = {p.name: recipe_command(p).name for p in sorted(root.glob("*.yaml"))}
+    found = {p.name: command_for(p).name for p in sorted(root.glob("*.yaml"))}
     assert {found[n] for n in found} == {c.name for c in RECIPE_COMMANDS}
     assert (found["mr-lora.yaml"], found["mr-lora-tune.yaml"], found["pd-char-tokenizer.yaml"],
             found["pd-pretrain-mlm.yaml"], found["mixed-stream.yaml"]) == ("train", "tune", "tokenizer", "pretrain",

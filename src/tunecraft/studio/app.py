@@ -30,7 +30,7 @@ from ..settings import Strict, borrow
 from ..tasks import TASKS
 from . import form
 from .feedback import STORE, FeedbackQueue
-from .launch import Launches, recipe_command, run_command
+from .launch import Launches, command_for, run_command
 from .runs import STUDIO_DIR, RunIndex, is_run, predictions, read_history
 from .settings import StudioSettings
 from .try_it import RunApps
@@ -195,7 +195,7 @@ def create_app(settings: StudioSettings) -> FastAPI:
         sections, error, command = [], None, None
         if chosen:
             try:
-                command = recipe_command(chosen)
+                command = command_for(chosen)
                 sections = form.sections(command.load(chosen, []))
             except TunecraftError as err:
                 error = str(err)

@@ -68,7 +68,7 @@ RECIPE_COMMANDS = (
 search). `plan` is left out: it measures a recipe, it makes no run."""
 
 
-def recipe_command(recipe: str | Path) -> RecipeCommand:
+def command_for(recipe: str | Path) -> RecipeCommand:
     """The command that runs a recipe file: the first whose schema validates it. A recipe that none takes gets
     the message of the schema it is closest to (the fewest errors), as that command would print it."""
     read_recipe(recipe)  # a missing file or bad YAML: one message, whichever the command
@@ -104,7 +104,7 @@ class Launches:
               overwrite: bool = False) -> tuple[RecipeCommand, BaseModel]:
         """The CLI's own checks, before any process starts: the recipe and overrides through its command's
         schema (the same message the command prints), then the run folder (refused when it would be lost)."""
-        command = recipe_command(recipe)
+        command = command_for(recipe)
         if resume and not command.resume:
             raise ConfigError(f"tunecraft {command.name} does not resume: launch it again (--overwrite)")
         config = command.load(recipe, overrides)
