@@ -1,9 +1,12 @@
 """tunecraft studio in a real headless Chromium (Debian's, driven by Playwright): what a person sees on the runs
-page, a comparison, a launch from the form with its live curve, try it, the schema's message for a bad override,
-and the key. With TUNECRAFT_STUDIO_SCREENSHOTS=DIR the pages are saved there as studio-*.png (docs/studio.md)."""
+page, a comparison, a launch from the form with its live curve, try it (classify, entities, chat, explain), the
+feedback queues, the schema's message for a bad override, a recipe of another command, and the key. With
+TUNECRAFT_STUDIO_SCREENSHOTS=DIR the pages are saved there as studio-*.png (docs/studio.md)."""
 
 import csv
+import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -15,11 +18,14 @@ import httpx
 import pytest
 import yaml
 
-from tunecraft.config import build_config, dump_config, load_config
+from tunecraft.config import build_config, dump_config, load_config, load_recipe
 from tunecraft.experiment import experiment
-from tunecraft.serve.feedback import FeedbackStore
+from tunecraft.pretrain.config import TokenizerRecipe
+from tunecraft.serve.feedback import FeedbackStore, read_rows
 
+from .ner_data import write_english_ner
 from .test_serve import free_port
+from .tiny_decoder import tiny_base, tiny_run
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 KEY = "studio-key-123"
@@ -41,15 +47,31 @@ def tiny(name: str, output_dir, **train) -> dict:
 
 @pytest.fixture(scope="module")
 def studio_runs(tmp_path_factory):
-    """Two finished tiny runs (a scratch encoder, 40 steps) and a recipes folder with one tiny recipe."""
+    """Two finished tiny classification runs (a scratch encoder, 20 steps), a tiny NER run (a scratch encoder,
+    100 steps on the template sentences of ner_data.py), a tiny chat run (tiny_decoder.py), and a recipes
+    folder with a tiny train recipe and a tiny tokenizer recipe."""
     folder = tmp_path_factory.mktemp("studio")
     runs = folder / "runs"
     summaries = {name: experiment(build_config(tiny(name, runs, lr=lr))) for name, lr in (("tiny-a", 3e-3),
                                                                                           ("tiny-b", 1e-3))}
+    train_file, test_file = write_english_ner(folder, n_train=300, n_test=40)
+    experiment(build_config({
+        "name": "tiny-ner", "output_dir": str(runs), "seed": 7, "task": "token_classification",
+        "model": {"base": "scratch:encoder-tiny", "tokenizer": "chars", "max_length": 64},
+        "data": {"dataset": None, "train": train_file, "test": test_file, "split": {"validation": 0.1}},
+        "train": {"max_steps": 100, "batch_size": 32, "lr": 3e-3, "eval_each_epoch": False, "progress": False,
+                  "tensorboard": False, "num_threads": 1},
+        "baselines": {"zero_shot": False}}))
+    tiny_run(runs, tiny_base(folder / "decoder"), "tiny-chat")
     recipes = folder / "recipes"
     recipes.mkdir()
     recipe = tiny("from-form", "runs", max_steps=120, eval_every=10, log_every=2, checkpoint_every=10)
     (recipes / "tiny.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False), encoding="utf-8")
+    (folder / "corpus.txt").write_text("\n\n".join(f"line {i} of a small corpus, {i * 7 % 13} words" for i in
+                                                   range(200)) + "\n", encoding="utf-8")
+    (recipes / "tok.yaml").write_text(yaml.safe_dump({"name": "tok", "kind": "chars", "vocab_size": 100,
+                                                      "min_frequency": 1, "corpus": {"files": ["corpus.txt"]}}),
+                                      encoding="utf-8")
     return folder, runs, recipes / "tiny.yaml", summaries
 
 
@@ -165,6 +187,74 @@ def test_run_page_try_it_classifies_a_text(page, studio_runs):
     shot(page, "run", full_page=False)
 
 
+def test_try_it_highlights_the_entities_predict_finds(page, studio_runs):
+    _, runs, _, _ = studio_runs
+    from tunecraft import predict
+
+    text = "Maria Lopez visited Paris last week ."
+    expected = [(e["text"], e["type"]) for e in predict(runs / "tiny-ner", [text])[0]["entities"]]
+    assert expected  # the tiny model finds names it was trained on
+    page.goto("/runs/tiny-ner")
+    page.fill("#try-entities textarea", text)
+    page.click("#try-entities button[type=submit]")
+    page.wait_for_selector("#entities-result p.tagged")
+    marks = page.locator("#entities-result mark")
+    # each entity `tunecraft predict` gives, highlighted in the text with its label
+    assert [(m.evaluate("m => m.firstChild.textContent"), m.get_attribute("data-type"))
+            for m in marks.all()] == expected
+    assert page.inner_text("#entities-result p.tagged").replace("\n", "").startswith(expected[0][0])
+    page.locator("#try").scroll_into_view_if_needed()
+    shot(page, "try-entities")
+
+
+def test_try_it_chat_streams_the_greedy_answer_and_rates_it(page, studio_runs):
+    _, runs, _, _ = studio_runs
+    from tunecraft import predict
+
+    expected = predict(runs / "tiny-chat", ["What is AI?"])[0]["response"]
+    assert expected
+    page.goto("/runs/tiny-chat")
+    page.fill("#try-chat textarea", "What is AI?")
+    with page.expect_response(lambda r: r.url.endswith("/v1/chat/completions")) as response:
+        page.click("#try-chat button[type=submit]")
+    page.wait_for_selector("#chat-log .msg.assistant.done")
+    chunks = [response.value.text()]  # the answer arrived as server-sent events, one delta at a time
+    assert page.inner_text("#chat-log .msg.assistant") == expected  # the run's greedy answer, as predict gives it
+    deltas = [json.loads(line[6:])["choices"][0]["delta"].get("content") for line in chunks[0].splitlines()
+              if line.startswith("data: {")]
+    assert "".join(d for d in deltas if d) == expected and sum(bool(d) for d in deltas) > 1
+    page.click(".rate-answer button[data-rating='1']")
+    page.wait_for_selector(".rate-answer button[data-rating='1'][aria-pressed='true']")
+    page.locator("#try").scroll_into_view_if_needed()
+    shot(page, "try-chat")
+    stored = read_rows(runs / "tiny-chat" / "feedback.sqlite", "chat_feedback")  # through the server's /v1/feedback
+    assert [(json.loads(r["messages"]), r["response"], r["rating"]) for r in stored] == [
+        ([{"role": "user", "content": "What is AI?"}], expected, 1)]
+
+
+def test_explain_colours_one_span_per_token(page, studio_runs):
+    _, runs, _, _ = studio_runs
+    from tunecraft.evaluate.explain import explain
+
+    text = "a gorgeous, witty, moving film"
+    attr, _ = explain(runs / "tiny-a", text, steps=32, html_path=runs.parent / "explained.html")
+    page.goto("/runs/tiny-a")
+    page.fill("#try-classify textarea", text)
+    page.click("#explain")
+    page.wait_for_selector("#explain-result span[title]")
+    spans = page.locator("#explain-result span[title]")
+    assert [s.inner_text() for s in spans.all()] == attr.tokens  # one coloured span per token
+    colours = [re.fullmatch(r"rgba?\((\d+), (\d+), (\d+)(?:, ([\d.]+))?\)", c).groups() for c in
+               spans.evaluate_all("ss => ss.map(s => getComputedStyle(s).backgroundColor)")]
+    # green for the label, red against, each as strong as its attribution
+    assert [c[:3] for c in colours] == [("0", "160", "0") if a >= 0 else ("210", "0", "0") for a in attr.scores]
+    strongest = max(range(len(attr.scores)), key=lambda i: abs(attr.scores[i]))
+    assert colours[strongest][3] is None  # full strength: no transparency left
+    assert all(c[3] is None or float(c[3]) < 1 for c in colours)
+    page.locator("#explain-result").scroll_into_view_if_needed()
+    shot(page, "explain")
+
+
 def test_invalid_override_shows_the_schema_message(page, studio_runs):
     _, _, recipe, _ = studio_runs
     page.goto("/launch")
@@ -231,7 +321,7 @@ def test_feedback_queue_confirm_correct_and_train_on_the_reviewed_rows(page, stu
                            ".every(b => b.textContent === 'Saved')")
     page.locator("#feedback").scroll_into_view_if_needed()
     shot(page, "feedback")
-    page.click("#feedback-run")
+    page.click("#feedback button.feedback-run")
     page.wait_for_url("**/launch?**")
     csv_path = runs / ".studio" / "feedback" / "tiny-b.csv"
     with open(csv_path, newline="", encoding="utf-8") as fh:
@@ -241,6 +331,79 @@ def test_feedback_queue_confirm_correct_and_train_on_the_reviewed_rows(page, stu
     page.click("#check")  # the run's own recipe with the reviewed rows as its training file: valid
     page.wait_for_function("document.querySelector('#command').textContent.includes('data.train=')")
     assert page.locator("#launch-error").is_hidden()
+
+
+def test_chat_feedback_rate_edit_and_train_a_preference_run(page, studio_runs):
+    _, runs, _, _ = studio_runs
+    run = runs / "tiny-chat"
+    store = FeedbackStore(run / "feedback.sqlite")  # what the run's server stores on /v1/feedback
+    asked = [{"role": "user", "content": "Who are you?"}]
+    first = store.add_chat(json.dumps(asked), "blue blue blue", -1, None, "tiny-chat")
+    second = store.add_chat(json.dumps([{"role": "user", "content": "hello"}]), "hello there", 1, None, "tiny-chat")
+    store.close()
+    page.goto("/runs/tiny-chat")
+    row = page.locator(f"#chat-queue tr[data-id='{first}']")
+    assert row.locator(".msg.user").inner_text() == "Who are you?" and row.locator(".answer").inner_text() == \
+        "blue blue blue"
+    row.locator("textarea").fill("I am a small chat model.")
+    row.locator("button.edit").click()  # the edited answer: a correction
+    page.locator(f"#chat-queue tr[data-id='{second}'] button.rate[data-rating='-1']").click()  # thumbs down
+    page.wait_for_selector(f"#chat-queue tr[data-id='{second}'] button.rate[data-rating='-1'][aria-pressed='true']")
+    page.wait_for_function(f"document.querySelector(\"#chat-queue tr[data-id='{first}'] button.edit\").textContent "
+                           "=== 'Saved'")
+    rows = {r["id"]: r for r in read_rows(run / "feedback.sqlite", "chat_feedback")}  # in the server's store
+    assert (rows[first]["rating"], rows[first]["correction"]) == (-1, "I am a small chat model.")
+    assert (rows[second]["rating"], rows[second]["correction"]) == (-1, None)
+    refused = httpx.post(page.url.split("/runs/")[0] + f"/api/runs/tiny-chat/chat-feedback/{first}", json={},
+                         headers={"X-API-Key": KEY})
+    assert refused.status_code == 422 and refused.json()["detail"] == \
+        "give a rating, a correction (an edited answer), or both"  # the server's own message
+    page.reload()
+    assert page.locator(f"#chat-queue tr[data-id='{first}'] .trains-as").inner_text() == "pair"
+    assert page.locator(f"#chat-queue tr[data-id='{second}'] .trains-as").inner_text() == "bad"
+    page.locator("#chat-feedback").scroll_into_view_if_needed()
+    shot(page, "chat-feedback")
+
+    page.click("#chat-feedback button.feedback-run")
+    page.wait_for_url("**/launch?**")
+    overrides = page.input_value("#extra").splitlines() + ["train.max_steps=2", "train.batch_size=2"]
+    page.fill("#extra", "\n".join(overrides))
+    assert page.inner_text("#recipe-command") == "tunecraft train"
+    page.click("#go")
+    page.wait_for_url("**/runs/tiny-chat-feedback")
+    page.wait_for_function("document.querySelector('#status').textContent === 'finished'", timeout=120_000)
+    # the CLI's run: `tunecraft train RUN/config.yaml` with these overrides, a preference run on the store
+    record = json.loads((runs / ".studio" / "launches" / "tiny-chat-feedback.json").read_text())
+    assert record["command"][1:] == ["-m", "tunecraft", "train", str(run / "config.yaml"), *record["overrides"]]
+    assert "task=preference" in record["overrides"] and f"data.train={(run / 'feedback.sqlite').resolve()}" in \
+        record["overrides"]
+    config = load_config(run / "config.yaml", record["overrides"])
+    assert (runs / "tiny-chat-feedback" / "config.yaml").read_text(encoding="utf-8") == dump_config(config)
+    summary = json.loads((runs / "tiny-chat-feedback" / "summary.json").read_text())
+    assert f"feedback rows as pairs [{first}], as judged answers [" in summary["data"]
+
+
+def test_launch_a_recipe_of_another_command(page, studio_runs):
+    folder, runs, _, _ = studio_runs
+    page.goto("/launch?recipe=recipes/tok.yaml")
+    assert page.inner_text("#recipe-command") == "tunecraft tokenizer"
+    assert page.input_value("input[data-key='vocab_size']") == "100"  # TokenizerRecipe's fields, not a run's
+    assert page.locator("input[data-key='train.lr']").count() == 0
+    page.fill("input[data-key='vocab_size']", "5")
+    page.click("#check")
+    error = page.locator(".field[data-key='vocab_size'] .field-error")
+    error.wait_for()
+    with pytest.raises(Exception) as cli:  # the message `tunecraft tokenizer recipes/tok.yaml vocab_size=5` prints
+        load_recipe(folder / "recipes" / "tok.yaml", ["vocab_size=5"], TokenizerRecipe)
+    assert error.inner_text() == str(cli.value).splitlines()[1].strip() == \
+        "vocab_size: Input should be greater than or equal to 100 (got 5)"
+    page.fill("input[data-key='vocab_size']", "100")
+    page.click("#go")
+    page.wait_for_url("**/runs/tok")
+    page.wait_for_function("document.querySelector('#status').textContent === 'finished'", timeout=60_000)
+    record = json.loads((runs / ".studio" / "launches" / "tok.json").read_text())
+    assert record["command"][1:] == ["-m", "tunecraft", "tokenizer", "recipes/tok.yaml", f"output_dir={runs}"]
+    assert (runs / "tok" / "tokenizer.json").is_file()
 
 
 def test_a_request_without_the_key_is_refused(browser, studio):
@@ -256,3 +419,25 @@ def test_a_request_without_the_key_is_refused(browser, studio):
     page.wait_for_selector("#runs")
     assert page.locator("#runs tr[data-name='tiny-a']").count() == 1
     context.close()
+
+
+def test_every_shipped_yaml_recipe_has_its_command_and_form():
+    """The launch page's recipes: each YAML recipe in recipes/ is matched to the CLI command that runs it, whose
+    parser takes it (with --resume exactly where the command has it), and its form is generated."""
+    from tunecraft.cli import build_parser
+    from tunecraft.studio import form
+    from tunecraft.studio.launch import RECIPE_COMMANDS, command_for
+
+    parser = build_parser()
+    for command in RECIPE_COMMANDS:
+        args = parser.parse_args([command.name, "r.yaml", "a.b=1", "--overwrite"])
+        assert (args.recipe, args.overrides, hasattr(args, "resume")) == ("r.yaml", ["a.b=1"], command.resume)
+    root = Path(__file__).parent.parent / "recipes"
+    found = {p.name: command_for(p).name for p in sorted(root.glob("*.yaml"))}
+    assert {found[n] for n in found} == {c.name for c in RECIPE_COMMANDS}
+    assert (found["mr-lora.yaml"], found["mr-lora-tune.yaml"], found["pd-char-tokenizer.yaml"],
+            found["pd-pretrain-mlm.yaml"], found["mixed-stream.yaml"]) == ("train", "tune", "tokenizer", "pretrain",
+                                                                          "continual")
+    for name, command in found.items():
+        sections = dict(form.sections(next(c for c in RECIPE_COMMANDS if c.name == command).load(root / name, [])))
+        assert {f["key"] for f in sections["run"]} >= {"name", "output_dir"}

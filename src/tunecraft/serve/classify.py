@@ -7,6 +7,7 @@ from fastapi import APIRouter, Depends, HTTPException
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..settings import Strict
+from .feedback import unknown_label
 
 
 class ClassifyRequest(Strict):
@@ -80,7 +81,7 @@ def classification_routes(server, predict) -> APIRouter:
     async def feedback(req: FeedbackRequest):
         labels = server.trained.meta["labels"]
         if req.label not in labels:
-            raise HTTPException(422, f"unknown label '{req.label}'; the model knows: {', '.join(labels)}")
+            raise HTTPException(422, unknown_label(req.label, labels))
         row = server.feedback.add(req.text, req.label, req.prediction, req.text_pair, server.name)
         server.metrics.feedback.inc()
         return FeedbackResponse(id=row)

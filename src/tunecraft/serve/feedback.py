@@ -32,6 +32,30 @@ CREATE TABLE IF NOT EXISTS chat_feedback (
 """
 
 
+EMPTY_CHAT_FEEDBACK = "give a rating, a correction (an edited answer), or both"
+"""The answer to chat feedback that says nothing (the server's /v1/feedback and the studio's review)."""
+
+
+def unknown_label(label: str, labels: list[str]) -> str:
+    """The answer to label feedback with a label the model does not know."""
+    return f"unknown label '{label}'; the model knows: {', '.join(labels)}"
+
+
+def read_rows(path: str | Path, table: str) -> list[dict]:
+    """The rows of a store's table (`feedback` or `chat_feedback`), oldest first, as dicts; [] when the file or
+    the table is absent. Read-only: a server may be writing to it."""
+    path = Path(path)
+    if table not in ("feedback", "chat_feedback"):
+        raise ValueError(f"no table {table} in a feedback store")
+    if not path.is_file():
+        return []
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+        db.row_factory = sqlite3.Row
+        if db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (table,)).fetchone() is None:
+            return []
+        return [dict(row) for row in db.execute(f"SELECT * FROM {table} ORDER BY id")]
+
+
 class FeedbackStore:
     """Opened on the first write, so that a server that gets no feedback leaves no file behind."""
 
@@ -74,6 +98,20 @@ class FeedbackStore:
                 "VALUES (?, ?, ?, ?, ?, ?)", (time.time(), messages, response, rating, correction, model))
             db.execute("COMMIT")
             return int(cur.lastrowid)
+
+    def review_chat(self, row: int, **fields) -> bool:
+        """A person's review of a stored answer: `rating` and/or `correction` set on row `row` (what the preference
+        task reads: data/preferences.py read_feedback_store). False when there is no such row."""
+        unknown = set(fields) - {"rating", "correction"}
+        if unknown or not fields:
+            raise ValueError(f"review_chat sets rating and correction, got {sorted(fields)}")
+        with self._lock:
+            db = self._open()
+            db.execute("BEGIN IMMEDIATE")
+            cur = db.execute(f"UPDATE chat_feedback SET {', '.join(f'{k} = ?' for k in fields)} WHERE id = ?",
+                             (*fields.values(), row))
+            db.execute("COMMIT")
+            return cur.rowcount == 1
 
     def close(self) -> None:
         with self._lock:

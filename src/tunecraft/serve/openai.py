@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..data.chat import prompt_text
 from ..settings import Strict
 from .adapters import load_adapters
+from .feedback import EMPTY_CHAT_FEEDBACK
 from .generation import DONE, GenerationMetrics, Sequence, generate_batch
 
 access_log = logging.getLogger("tunecraft.access")
@@ -289,7 +290,7 @@ def openai_routes(server) -> APIRouter:
             return error(404, f"the model '{req.model}' does not exist; this server serves: {', '.join(runs)}",
                          "model_not_found", "model")
         if req.rating is None and req.correction is None:
-            return error(422, "give a rating, a correction (an edited answer), or both", "empty_feedback", "rating")
+            return error(422, EMPTY_CHAT_FEEDBACK, "empty_feedback", "rating")
         row = server.feedback.add_chat(json.dumps([m.model_dump() for m in req.messages], ensure_ascii=False),
                                        req.response, req.rating, req.correction, req.model)
         server.metrics.feedback.inc()

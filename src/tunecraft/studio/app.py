@@ -11,6 +11,7 @@ import time
 import urllib.parse
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Literal
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse
@@ -18,17 +19,18 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from pydantic import Field
 
-from ..config import load_config
 from ..errors import ConfigError, TunecraftError
 from ..evaluate.compare import RAW_METRICS, baseline_cells, compare_runs, header, ranked, score_text, table_rows
-from ..models import read_meta
+from ..models import read_meta, run_model_dir
 from ..report import fmt, html_sections
 from ..serve import guards
-from ..settings import Strict
+from ..serve.feedback import EMPTY_CHAT_FEEDBACK, unknown_label
+from ..serve.openai import ChatFeedback
+from ..settings import Strict, borrow
 from ..tasks import TASKS
 from . import form
-from .feedback import FeedbackQueue
-from .launch import Launches, train_command
+from .feedback import STORE, FeedbackQueue
+from .launch import Launches, command_for, run_command
 from .runs import STUDIO_DIR, RunIndex, is_run, predictions, read_history
 from .settings import StudioSettings
 from .try_it import RunApps
@@ -48,6 +50,18 @@ class LaunchRequest(Strict):
     overrides: list[str] = Field(default_factory=list)
     resume: bool = False
     overwrite: bool = False
+
+
+class ChatReview(Strict):
+    """A person's review of a stored answer: a thumbs up/down, an edited answer, or both (the server's limits)."""
+
+    rating: int | None = borrow(ChatFeedback, "rating")
+    correction: str | None = borrow(ChatFeedback, "correction")
+
+
+class FeedbackRun(Strict):
+    kind: Literal["labels", "chat"] = "labels"
+    """Train on the reviewed label rows, or on the chat feedback (a preference run)."""
 
 
 class StudioKey:
@@ -129,6 +143,8 @@ def create_app(settings: StudioSettings) -> FastAPI:
         row = index.row(run)
         summary = json.loads((run / "summary.json").read_text(encoding="utf-8")) \
             if (run / "summary.json").is_file() else None
+        if summary is not None and summary.get("task") not in TASKS:  # e.g. pretrain's: its own report.html
+            summary = None
         report = ""
         if summary:
             stamp = (run / "summary.json").stat().st_mtime
@@ -142,7 +158,7 @@ def create_app(settings: StudioSettings) -> FastAPI:
         task = TASKS.get(row["task"])
         labels = read_meta(run).get("labels") or [] if summary else []
         return page(request, "run.html", run=row, report=report, config=config, files=files,
-                    feedback=queue.rows(run), labels=labels,
+                    feedback=queue.rows(run), chat_feedback=queue.chat_rows(run), labels=labels,
                     pred_columns=columns, pred_rows=rows, pred_errors=errors, pred_total=total,
                     try_routes=apps.routes(name) if summary else [], launched=launches.record(name) is not None,
                     headline=list(task.HEADLINE) if task else [], robustness=_robustness_html(run, name))
@@ -176,14 +192,15 @@ def create_app(settings: StudioSettings) -> FastAPI:
         chosen = recipe or (recipes[0] if recipes else None)
         if chosen and chosen not in recipes:  # e.g. a run's own config.yaml, to train again on its feedback
             recipes.append(chosen)
-        sections, error = [], None
+        sections, error, command = [], None, None
         if chosen:
             try:
-                sections = form.sections(load_config(chosen))
+                command = command_for(chosen)
+                sections = form.sections(command.load(chosen, []))
             except TunecraftError as err:
                 error = str(err)
         return page(request, "launch.html", recipes=recipes, chosen=chosen, sections=sections, error=error,
-                    output_dir=str(runs), extra=extra)
+                    command=command and command.name, output_dir=str(runs), extra=extra)
 
     @app.get("/key", response_class=HTMLResponse)
     async def key_page(request: Request):
@@ -227,14 +244,11 @@ def create_app(settings: StudioSettings) -> FastAPI:
         return {"text": text, "next": offset}
 
     @app.post("/api/check")
-    async def api_check(req: LaunchRequest):
-        return _checked(req, launch=False)
-
     @app.post("/api/launch")
-    async def api_launch(req: LaunchRequest):
-        return _checked(req, launch=True)
-
-    def _checked(req: LaunchRequest, launch: bool) -> JSONResponse:
+    async def api_check_or_launch(req: LaunchRequest, request: Request) -> JSONResponse:
+        """Check a recipe and its overrides as the CLI would (the command line, or the CLI's message by field),
+        and on /api/launch start it."""
+        launch = request.url.path == "/api/launch"
         recipe = req.recipe
         try:
             if req.upload is not None:
@@ -244,30 +258,12 @@ def create_app(settings: StudioSettings) -> FastAPI:
             if launch:
                 name = launches.launch(recipe, req.overrides, req.resume, req.overwrite)
                 return JSONResponse({"run": name, "url": f"/runs/{name}"})
-            config = launches.check(recipe, req.overrides, req.resume, req.overwrite)
+            kind, config = launches.check(recipe, req.overrides, req.resume, req.overwrite)
         except TunecraftError as err:
             message = str(err)
             return JSONResponse({"error": message, "fields": form.field_errors(message)}, 422)
-        command = train_command(recipe, req.overrides, req.resume, req.overwrite)
+        command = run_command(kind, recipe, req.overrides, req.resume, req.overwrite)
         return JSONResponse({"run": config.run_dir.name, "command": " ".join(["tunecraft", *command[3:]])})
-
-    @app.post("/api/runs/{name}/stop")
-    async def api_stop(name: str):
-        run_dir(name)
-        try:
-            launches.stop(name)
-        except TunecraftError as err:
-            raise HTTPException(409, str(err)) from None
-        return {"stopping": name}
-
-    @app.post("/api/runs/{name}/resume")
-    async def api_resume(name: str):
-        run_dir(name)
-        try:
-            launches.resume(name)
-        except TunecraftError as err:
-            raise HTTPException(409, str(err)) from None
-        return {"resumed": name, "url": f"/runs/{name}"}
 
     @app.post("/api/runs/{name}/feedback/{row}")
     async def api_review(name: str, row: int, request: Request):
@@ -275,23 +271,43 @@ def create_app(settings: StudioSettings) -> FastAPI:
         label = (json.loads(await request.body() or b"{}") or {}).get("label")
         labels = read_meta(run).get("labels") or []
         if label not in labels:  # the server's own message for a label the model does not know
-            raise HTTPException(422, f"unknown label '{label}'; the model knows: {', '.join(labels)}")
+            raise HTTPException(422, unknown_label(label, labels))
         if row not in {r["id"] for r in queue.rows(run)}:
-            raise HTTPException(404, f"no feedback row {row} in {name}/feedback.sqlite")
+            raise HTTPException(404, f"no feedback row {row} in {name}/{STORE}")
         queue.review(run, row, label)
         return {"id": row, "label": label}
 
-    @app.post("/api/runs/{name}/feedback-run")
-    async def api_feedback_run(name: str):
-        """The reviewed rows as data.train of the run's own recipe, on the launch page."""
+    @app.post("/api/runs/{name}/chat-feedback/{row}")
+    async def api_review_chat(name: str, row: int, review: ChatReview):
         run = run_dir(name)
-        meta = read_meta(run)
-        path, count = queue.export(run, meta.get("text_column") or "text", meta.get("label_column") or "label")
-        if not count:
-            raise HTTPException(409, "no reviewed feedback yet: confirm or correct some rows first")
-        extra = f"name={name}-feedback\ndata.train={path.resolve()}"
-        query = urllib.parse.urlencode({"recipe": str(run / "config.yaml"), "extra": extra})
-        return {"rows": count, "url": f"/launch?{query}"}
+        fields = review.model_dump(exclude_unset=True)
+        if not fields:
+            raise HTTPException(422, EMPTY_CHAT_FEEDBACK)
+        if row not in {r["id"] for r in queue.chat_rows(run)} or not queue.review_chat(run, row, **fields):
+            raise HTTPException(404, f"no chat feedback row {row} in {name}/{STORE}")
+        return {"id": row, **fields}
+
+    @app.post("/api/runs/{name}/feedback-run")
+    async def api_feedback_run(name: str, req: FeedbackRun):
+        """The run's own recipe on the launch page, with the overrides that train it on its feedback: the
+        reviewed label rows as data.train; or the chat feedback store itself as the preference task's data."""
+        run = run_dir(name)
+        overrides = [f"name={name}-feedback"]
+        if req.kind == "chat":
+            rows = sum(r["trains_as"] is not None for r in queue.chat_rows(run))
+            if not rows:
+                raise HTTPException(409, "no chat feedback to learn from yet: rate or edit some answers first")
+            # the store is the preference task's data file (config.py data.train); the run's model its base
+            overrides += ["task=preference", f"model.base={run_model_dir(run).resolve()}", "data.dataset=null",
+                          f"data.train={(run / STORE).resolve()}", "data.validation=null", "data.test=null"]
+        else:
+            meta = read_meta(run)
+            path, rows = queue.export(run, meta.get("text_column") or "text", meta.get("label_column") or "label")
+            if not rows:
+                raise HTTPException(409, "no reviewed feedback yet: confirm or correct some rows first")
+            overrides.append(f"data.train={path.resolve()}")
+        query = urllib.parse.urlencode({"recipe": str(run / "config.yaml"), "extra": "\n".join(overrides)})
+        return {"rows": rows, "url": f"/launch?{query}"}
 
     @app.post("/api/runs/{name}/explain")
     async def api_explain(name: str, request: Request):
@@ -306,6 +322,16 @@ def create_app(settings: StudioSettings) -> FastAPI:
         except TunecraftError as err:
             raise HTTPException(422, str(err)) from None
         return {"html": attribution_html(attr)}
+
+    @app.post("/api/runs/{name}/{action}")  # last: the routes above with a word of their own come first
+    async def api_stop_or_resume(name: str, action: Literal["stop", "resume"]):
+        """Stop (SIGINT, the CLI's graceful stop) or resume (the same command with --resume) a launched run."""
+        run_dir(name)
+        try:
+            getattr(launches, action)(name)
+        except TunecraftError as err:
+            raise HTTPException(409, str(err)) from None
+        return {action: name, "url": f"/runs/{name}"}
 
     return app
 

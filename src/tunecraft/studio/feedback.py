@@ -1,17 +1,26 @@
-"""The feedback a run's server stored (serve/feedback.py: <run>/feedback.sqlite) as a labelling queue: each row
-confirmed or corrected by a person (kept in RUNS/.studio/feedback/<run>.json, the server's store untouched), and
-the reviewed rows written as a CSV a training run can take (data.train)."""
+"""The feedback a run's server stored (serve/feedback.py: <run>/feedback.sqlite) as a labelling queue.
+
+Label feedback (table `feedback`): each row confirmed or corrected by a person (kept in
+RUNS/.studio/feedback/<run>.json, the server's rows untouched), and the reviewed rows written as a CSV a
+training run can take (data.train). Chat feedback (table `chat_feedback`): a person rates an answer or edits it
+in the store itself (FeedbackStore.review_chat), since the store is the preference task's training file
+(data.train=RUN/feedback.sqlite, read by data/preferences.py read_feedback_store)."""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
-import sqlite3
 from pathlib import Path
 
+from ..data.preferences import PreferencePair, read_feedback_store
+from ..errors import DataError
 from ..io import write_json, write_text
+from ..serve.feedback import FeedbackStore, read_rows
 from .runs import STUDIO_DIR
+
+STORE = "feedback.sqlite"
+"""The store's name in a run folder (serve/app.py's default --feedback-db)."""
 
 
 class FeedbackQueue:
@@ -24,16 +33,8 @@ class FeedbackQueue:
 
     def rows(self, run: Path) -> list[dict]:
         """The server's label feedback, oldest first, each with the label a person gave it (or None)."""
-        db = run / "feedback.sqlite"
-        if not db.is_file():
-            return []
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
-            found = con.execute("SELECT name FROM sqlite_master WHERE type='table' AND name='feedback'").fetchone()
-            rows = con.execute("SELECT id, text, text_pair, prediction, label FROM feedback ORDER BY id").fetchall() \
-                if found else []
         reviews = self.reviews(run.name)
-        return [{"id": i, "text": text, "text_pair": pair, "prediction": prediction, "label": label,
-                 "reviewed": reviews.get(str(i))} for i, text, pair, prediction, label in rows]
+        return [{**row, "reviewed": reviews.get(str(row["id"]))} for row in read_rows(run / STORE, "feedback")]
 
     def review(self, run: Path, row: int, label: str) -> None:
         reviews = self.reviews(run.name)
@@ -48,3 +49,27 @@ class FeedbackQueue:
         writer.writerow([text_column, label_column])
         writer.writerows([r["text"], r["reviewed"]] for r in rows)
         return write_text(self.folder / f"{run.name}.csv", buf.getvalue()), len(rows)
+
+    # -- chat feedback ------------------------------------------------------------------------------------------
+    def chat_rows(self, run: Path) -> list[dict]:
+        """The server's chat feedback, oldest first: the conversation (a list of messages), the answer, rating and
+        correction, and what the row trains as (`read_feedback_store`'s own reading: pair, good, bad, or None
+        for a row it leaves out)."""
+        rows = read_rows(run / STORE, "chat_feedback")
+        if not rows:
+            return []
+        try:
+            examples = read_feedback_store(run / STORE)
+        except DataError:  # no row to learn from yet
+            examples = []
+        kinds = {e.line: "pair" if isinstance(e, PreferencePair) else "good" if e.desirable else "bad"
+                 for e in examples}
+        return [{**row, "messages": json.loads(row["messages"]), "trains_as": kinds.get(row["id"])} for row in rows]
+
+    def review_chat(self, run: Path, row: int, **fields) -> bool:
+        """A rating and/or a correction set on a stored answer; False when the run's store has no such row."""
+        store = FeedbackStore(run / STORE)
+        try:
+            return store.review_chat(row, **fields)
+        finally:
+            store.close()

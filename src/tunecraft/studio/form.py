@@ -1,5 +1,6 @@
-"""The override form of the launch page, generated from the recipe schema (config.py's settings classes): one
-input per field with its dotted key, type, choices, the recipe's value, the schema's default and its doc."""
+"""The override form of the launch page, generated from the recipe's schema (the settings classes of config.py,
+pretrain/config.py or continual/recipe.py): one input per field with its dotted key, type, choices, the
+recipe's value, the schema's default and its doc."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ import typing
 from typing import Any, Literal
 
 from pydantic import BaseModel
+from pydantic_core import to_jsonable_python
 
-from ..config import RunConfig, models_in, tag_of
+from ..config import models_in, tag_of
 from ..settings import value_type
 
 
@@ -36,14 +38,14 @@ def _field(key: str, field, value: Any) -> dict:
     if choices is not None and optional:
         choices = [*choices, "null"]
     type_name = getattr(kind, "__name__", None) if isinstance(kind, type) else None
-    default = field.get_default(call_default_factory=True)
+    default = "required" if field.is_required() else _shown(to_jsonable_python(
+        field.get_default(call_default_factory=True)))
     return {"key": key, "type": type_name or str(field.annotation).replace("typing.", ""), "choices": choices,
-            "value": _shown(value.model_dump(mode="json") if isinstance(value, BaseModel) else value),
-            "default": _shown(default.model_dump(mode="json") if isinstance(default, BaseModel) else default),
+            "value": _shown(to_jsonable_python(value)), "default": default,
             "doc": " ".join((field.description or "").split())}
 
 
-def sections(config: RunConfig) -> list[tuple[str, list[dict]]]:
+def sections(config: BaseModel) -> list[tuple[str, list[dict]]]:
     """(section, fields) of a validated recipe, in the schema's order: the top-level values first, then each
     settings section (nested sections flattened into dotted keys; `method` as the recipe's method's class)."""
     top, out = [], []
@@ -57,7 +59,7 @@ def sections(config: RunConfig) -> list[tuple[str, list[dict]]]:
             else:
                 into.append(_field(key, field, value))
 
-    for name, field in RunConfig.model_fields.items():
+    for name, field in type(config).model_fields.items():
         value = getattr(config, name)
         if isinstance(value, BaseModel):
             fields: list[dict] = []

@@ -1,6 +1,7 @@
-"""Training runs launched from the studio: `python -m tunecraft train RECIPE key=value ...` as a child process
-(so the run is the CLI's own, byte for byte), its output in a log, stopped with SIGINT (the CLI's graceful
-stop: "interrupted; resume with --resume") and resumed with --resume."""
+"""Runs launched from the studio: `python -m tunecraft COMMAND RECIPE key=value ...` as a child process (so the
+run is the CLI's own, byte for byte), its output in a log, stopped with SIGINT (the CLI's graceful stop:
+"interrupted; resume with --resume") and, for the commands that take it, resumed with --resume. COMMAND is the
+one whose recipe schema the recipe is written in (train, tune, tokenizer, pretrain, continual)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,15 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import RunConfig, load_config
+from pydantic import BaseModel
+
+from ..config import load_config, load_recipe, read_recipe
 from ..errors import ConfigError, TunecraftError
-from ..io import write_json, write_text
+from ..io import refuse_existing, write_json, write_text
 from ..train.session import check_run_dir
 from .runs import STUDIO_DIR
 
@@ -23,10 +28,66 @@ STOPPED = (130, -signal.SIGINT)
 could answer it."""
 
 
-def train_command(recipe: str | Path, overrides: list[str], resume: bool = False,
-                  overwrite: bool = False) -> list[str]:
-    """The command line of `tunecraft train` for a recipe and its overrides."""
-    return [sys.executable, "-m", "tunecraft", "train", str(recipe), *overrides,
+@dataclass(frozen=True)
+class RecipeCommand:
+    """A CLI command that runs a YAML recipe (cli.py `recipe_command`), with the loader it validates it by."""
+
+    name: str
+    load: Callable[[str | Path, list[str]], BaseModel]
+    resume: bool
+    """Whether the command takes --resume (its runs keep checkpoints)."""
+    applies: Callable[[BaseModel], bool] = lambda config: True
+
+
+def _tokenizer(path, overrides):
+    from ..pretrain.config import TokenizerRecipe
+
+    return load_recipe(path, overrides, TokenizerRecipe)
+
+
+def _pretrain(path, overrides):
+    from ..pretrain.config import PretrainRecipe
+
+    return load_recipe(path, overrides, PretrainRecipe)
+
+
+def _continual(path, overrides):
+    from ..continual.recipe import load_continual
+
+    return load_continual(path, overrides)
+
+
+RECIPE_COMMANDS = (
+    RecipeCommand("tune", load_config, False, applies=lambda config: config.tune is not None),
+    RecipeCommand("train", load_config, True),
+    RecipeCommand("tokenizer", _tokenizer, False),
+    RecipeCommand("pretrain", _pretrain, True),
+    RecipeCommand("continual", _continual, False),
+)
+"""In the order a recipe is matched: the first schema that takes it (a train recipe with a `tune:` section is a
+search). `plan` is left out: it measures a recipe, it makes no run."""
+
+
+def command_for(recipe: str | Path) -> RecipeCommand:
+    """The command that runs a recipe file: the first whose schema validates it. A recipe that none takes gets
+    the message of the schema it is closest to (the fewest errors), as that command would print it."""
+    read_recipe(recipe)  # a missing file or bad YAML: one message, whichever the command
+    errors = []
+    for command in RECIPE_COMMANDS:
+        try:
+            config = command.load(recipe, [])
+        except ConfigError as err:
+            errors.append(str(err))
+            continue
+        if command.applies(config):
+            return command
+    raise ConfigError(min(errors, key=lambda e: e.count("\n")))
+
+
+def run_command(command: RecipeCommand, recipe: str | Path, overrides: list[str], resume: bool = False,
+                overwrite: bool = False) -> list[str]:
+    """The command line of `tunecraft COMMAND` for a recipe and its overrides."""
+    return [sys.executable, "-m", "tunecraft", command.name, str(recipe), *overrides,
             *(["--resume"] if resume else []), *(["--overwrite"] if overwrite else [])]
 
 
@@ -40,23 +101,29 @@ class Launches:
         self.procs: dict[str, subprocess.Popen] = {}
 
     def check(self, recipe: str | Path, overrides: list[str], resume: bool = False,
-              overwrite: bool = False) -> RunConfig:
-        """The CLI's own checks, before any process starts: the recipe and overrides through the schema (the
-        same message `tunecraft train` prints), then the run folder (refused when it would be lost)."""
-        config = load_config(recipe, overrides)
+              overwrite: bool = False) -> tuple[RecipeCommand, BaseModel]:
+        """The CLI's own checks, before any process starts: the recipe and overrides through its command's
+        schema (the same message the command prints), then the run folder (refused when it would be lost)."""
+        command = command_for(recipe)
+        if resume and not command.resume:
+            raise ConfigError(f"tunecraft {command.name} does not resume: launch it again (--overwrite)")
+        config = command.load(recipe, overrides)
         if config.run_dir.resolve().parent != self.runs.resolve():
             raise ConfigError(f"output_dir: the run would be written to {config.run_dir.parent}, outside the "
                               f"studio's runs folder {self.runs}; set output_dir={self.runs}")
         if self.status(config.run_dir.name) == "running":
             raise TunecraftError(f"{config.run_dir.name} is running; stop it first")
-        check_run_dir(config, resume, overwrite)
-        return config
+        if command.resume:
+            check_run_dir(config, resume, overwrite)
+        else:  # what the command itself refuses first
+            refuse_existing(config.run_dir, overwrite, "or name=... for a new one")
+        return command, config
 
     def launch(self, recipe: str | Path, overrides: list[str], resume: bool = False, overwrite: bool = False) -> str:
-        config = self.check(recipe, overrides, resume, overwrite)
+        kind, config = self.check(recipe, overrides, resume, overwrite)
         name = config.run_dir.name
         self.folder.mkdir(parents=True, exist_ok=True)
-        command = train_command(recipe, overrides, resume, overwrite)
+        command = run_command(kind, recipe, overrides, resume, overwrite)
         log = self.folder / f"{name}.log"
         with open(log, "ab" if resume else "wb") as out:
             # its own session: a Ctrl-C in the studio's terminal is not a stop of every run it launched
@@ -73,8 +140,8 @@ class Launches:
         return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
     def status(self, name: str) -> str | None:
-        """running, stopped or failed for a run this studio started; None when the run folder tells (a
-        finished run, or one the studio did not start)."""
+        """running, finished, stopped or failed for a run this studio started; None when the run folder tells
+        (one the studio did not start)."""
         record = self.record(name)
         if record is None:
             return None
@@ -89,8 +156,10 @@ class Launches:
         elif "returncode" not in record:
             return "running" if _alive(record["pid"]) else None
         code = record.get("returncode")
-        if code is None or code == 0:
+        if code is None:
             return None
+        if code == 0:  # a run folder with summary.json tells more (finished or stopped early)
+            return "finished"
         return "stopped" if code in STOPPED else "failed"
 
     def stop(self, name: str) -> None:

@@ -161,6 +161,8 @@ function runPage(root) {
   }
   if ($("#try")) tryPanel(name);
   if ($("#feedback")) feedbackQueue($("#feedback"), name);
+  if ($("#chat-feedback")) chatQueue($("#chat-feedback"), name);
+  $$("button.feedback-run").forEach(b => feedbackRun(b, name));
 }
 
 // -- try it: the run's own server routes ---------------------------------------------------------------------------
@@ -221,6 +223,21 @@ function tryPanel(name) {
       $("#chat-log").append(node);
       return node;
     };
+    // a thumbs up or down on an answer: the server's own /v1/feedback, stored in the run's feedback.sqlite
+    const rate = (node, asked, answer) => {
+      const bar = el("span", {class: "rate-answer"});
+      for (const [rating, text] of [[1, "good"], [-1, "bad"]]) {
+        const b = el("button", {type: "button", class: "rate", "data-rating": rating, "aria-pressed": "false"}, text);
+        b.addEventListener("click", async () => {
+          const data = await call(base + "/v1/feedback", {model: name, messages: asked, response: answer, rating});
+          if (data.error) { bar.textContent = data.error; return; }
+          b.setAttribute("aria-pressed", "true");
+          bar.querySelectorAll("button").forEach(x => { x.disabled = true; });
+        });
+        bar.append(b);
+      }
+      node.after(bar);
+    };
     $("#chat-reset").addEventListener("click", () => { messages.length = 0; $("#chat-log").replaceChildren(); });
     chat.addEventListener("submit", async ev => {
       ev.preventDefault();
@@ -230,9 +247,15 @@ function tryPanel(name) {
       messages.push({role: "user", content: text});
       show("user", text);
       const node = show("assistant", "");
+      const asked = messages.slice();
       const res = await fetch(base + "/v1/chat/completions", {method: "POST", headers: {"Content-Type": "application/json"},
-        body: JSON.stringify({messages, stream: true})});
-      if (!res.ok) { node.textContent = (await res.json()).detail; return; }
+        body: JSON.stringify({model: name, messages, stream: true})});
+      if (!res.ok) {
+        const data = await res.json();
+        node.textContent = data.error?.message || data.detail;
+        node.classList.add("error");
+        return;
+      }
       const reader = res.body.getReader(), decoder = new TextDecoder();
       let buffer = "", answer = "";
       for (;;) {  // server-sent events: "data: {json}" lines, ending with "data: [DONE]"
@@ -247,7 +270,9 @@ function tryPanel(name) {
           if (delta) { answer += delta; node.textContent = answer; }
         }
       }
+      node.classList.add("done");
       messages.push({role: "assistant", content: answer});
+      rate(node, asked, answer);
     });
   }
 }
@@ -293,7 +318,7 @@ function launchForm(form) {
   form.addEventListener("submit", ev => { ev.preventDefault(); send(true); });
 }
 
-// -- the feedback queue: confirm or correct, then train on the reviewed rows --------------------------------------
+// -- the feedback queues: confirm or correct a label, rate or edit an answer; then train on them ----------------
 function feedbackQueue(section, name) {
   for (const tr of $$("tr[data-id]", section)) {
     const button = $("button.review", tr);
@@ -307,9 +332,31 @@ function feedbackQueue(section, name) {
       }
     });
   }
-  $("#feedback-run").addEventListener("click", async () => {
-    const data = await call(`/api/runs/${encodeURIComponent(name)}/feedback-run`, {});
-    if (data.error) { $("#feedback-message").textContent = data.error; return; }
+}
+
+function chatQueue(section, name) {
+  for (const tr of $$("tr[data-id]", section)) {
+    const review = async (body, button) => {  // the store's row, as the server's /v1/feedback limits allow
+      const data = await call(`/api/runs/${encodeURIComponent(name)}/chat-feedback/${tr.dataset.id}`, body);
+      if (data.error) { button.textContent = data.error; return; }
+      if ("rating" in data) {
+        $$("button.rate", tr).forEach(b => b.setAttribute("aria-pressed", String(b.dataset.rating === String(data.rating))));
+        $(".value", tr).textContent = data.rating;
+      }
+      if ("correction" in data) button.textContent = "Saved";
+      tr.classList.add("reviewed");
+    };
+    $$("button.rate", tr).forEach(b => b.addEventListener("click", () => review({rating: Number(b.dataset.rating)}, b)));
+    const edit = $("button.edit", tr);
+    $("textarea", tr).addEventListener("input", () => { edit.textContent = "Save edit"; });
+    edit.addEventListener("click", () => review({correction: $("textarea", tr).value}, edit));
+  }
+}
+
+function feedbackRun(button, name) {
+  button.addEventListener("click", async () => {
+    const data = await call(`/api/runs/${encodeURIComponent(name)}/feedback-run`, {kind: button.dataset.kind});
+    if (data.error) { button.nextElementSibling.textContent = data.error; return; }
     location.href = data.url;
   });
 }
