@@ -26,6 +26,7 @@ from ..evaluate.inference import autocast_context
 from ..evaluate.metrics import headline
 from ..io import write_text
 from .checkpoint import latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint, save_weights
+from .dropout import masked_dropout
 from .precision import frozen_linears_cast
 from .regularizers import config_plugins
 from .sharded import is_sharded, load_optimizer_state, load_weights_into, optimizer_state, trainable_weights
@@ -103,9 +104,11 @@ class TrainingLoop:
 
     # -- the loop ---------------------------------------------------------------------------------
     def run(self, resume: bool = False) -> LoopState:
-        # sharded parameters (FSDP) are not plain tensors to swap
-        dtype = None if is_sharded(self.acc) else self.autocast_dtype
-        with frozen_linears_cast(self.acc.unwrap_model(self.model), dtype):
+        # sharded parameters (FSDP) are not plain tensors to swap, nor its wrapped modules to replace
+        sharded = is_sharded(self.acc)
+        model = self.acc.unwrap_model(self.model)
+        with (frozen_linears_cast(model, None if sharded else self.autocast_dtype),
+              masked_dropout(model, self.acc.device.type == "cpu" and not sharded)):
             return self._run(resume)
 
     def _run(self, resume: bool) -> LoopState:

@@ -18,11 +18,13 @@ from accelerate.utils import extract_model_from_parallel
 from ..config import RunConfig
 from ..errors import ConfigError
 from ..methods import count_parameters
+from .dropout import masked_dropout
 from .job import prepare_job, set_gradient_checkpointing
 from .loop import epoch_windows, planned_steps
 from .precision import cpu_has_bf16, frozen_linears_cast
 from .precision import resolve as resolve_precision
 from .session import RunSession, prepare_process
+from .sharded import is_sharded
 
 _UNITS = {"": 1, "b": 1, "k": 1e3, "kb": 1e3, "m": 1e6, "mb": 1e6, "g": 1e9, "gb": 1e9, "t": 1e12, "tb": 1e12,
           "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
@@ -128,8 +130,10 @@ def measure(config: RunConfig, job, steps: int = 5, reference_activations: dict 
         loop = session.loop(model, job.task, job.train_enc, None, job.data.label_map, job.tokenizer.pad_token_id,
                             job.method.plugins(model, job.task, session.steps))
         acc, optimizer, dtype = session.acc, session.optimizer, session.dtype
-        # the loop's run() holds frozen Linear weights in the autocast dtype: time and count the steps the same way
-        with frozen_linears_cast(model, dtype) as held:
+        # the loop's run() holds frozen Linear weights in the autocast dtype and swaps in MaskedDropout on CPU:
+        # time and count the steps the same way
+        with (frozen_linears_cast(model, dtype) as held,
+              masked_dropout(model, acc.device.type == "cpu" and not is_sharded(acc))):
             params += _tensor_bytes(held)
             windows = epoch_windows(job.train_enc.lengths, cfg, config.seed, 0)
             lengths = job.train_enc.lengths
