@@ -2,8 +2,9 @@
 
 Each measurement runs in a fresh process (the OpenMP runtime reads its wait policy once, when torch loads):
 - old defaults: torch imported first, torch's own thread count, OpenMP's default (long spinning) wait;
-- new defaults: `import tunecraft` first (OpenMP threads spin briefly, then sleep: cpus.py) and as many
-  threads as the process may use (`usable_cpus()`: affinity capped by the cgroup quota), as `train` and `serve` do.
+- new defaults: `import tunecraft` first (OpenMP threads spin briefly, then sleep: cpus.py) and
+  `default_threads()`, as `train` and `serve` do: the CPUs the process may use (affinity capped by the cgroup
+  quota), but no more than other work leaves idle (sampled for 0.1 s at start).
 Workloads: a MiniLM-L6 full fine-tuning step (batch 32 × 48 tokens, bf16 autocast) in tokens/s, and a
 batch-1 forward of a 16-token text (what the server does per request) in requests/s. "Contended" pins a
 `while True: pass` process to CPU 0. Prints a markdown table; the goal (issue #25): contended ≥ 40% of
@@ -27,10 +28,10 @@ import json, sys, time
 defaults, workload, seconds, threads = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4]
 if defaults == "new":
     import tunecraft
-    from tunecraft.cpus import usable_cpus
+    from tunecraft.cpus import default_threads
 import torch
 if defaults == "new":
-    torch.set_num_threads(usable_cpus())
+    torch.set_num_threads(default_threads())
 if threads != "default":
     torch.set_num_threads(int(threads))
 from transformers import AutoModelForSequenceClassification
@@ -89,13 +90,14 @@ def main() -> None:
                     busy.wait()
         for defaults in ("old", "new", "one"):
             quiet, loaded = figures[defaults, False], figures[defaults, True]
-            names = {"old": "old (long spin, torch threads)", "new": "new (short spin, usable CPUs)",
+            names = {"old": "old (long spin, torch threads)", "new": "new (short spin, free usable CPUs)",
                      "one": "new, 1 thread"}
-            rows.append((workload, unit, names[defaults], quiet["threads"], quiet["rate"],
+            rows.append((workload, unit, names[defaults], f"{quiet['threads']} / {loaded['threads']}", quiet["rate"],
                          loaded["rate"], loaded["rate"] / quiet["rate"]))
     print(f"CPU contention, {dt.date.today().isoformat()}, {os.cpu_count()} CPUs, "
           f"usable {len(os.sched_getaffinity(0))}, load average at the end {os.getloadavg()[0]:.2f}\n")
-    print("| workload | defaults | threads | quiet | contended (1 busy process on CPU 0) | contended / quiet |")
+    print("| workload | defaults | threads (quiet / contended) | quiet | contended (1 busy process on CPU 0) | "
+          "contended / quiet |")
     print("|---|---|---|---|---|---|")
     for workload, unit, name, threads, quiet, loaded, ratio in rows:
         print(f"| {workload} ({unit}) | {name} | {threads} | {quiet:,.0f} | {loaded:,.0f} | {ratio:.0%} |")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+import time
 from pathlib import Path
 
 WAIT_POLICY = "OMP_WAIT_POLICY"
@@ -57,3 +58,47 @@ def usable_cpus(root: Path = Path("/sys/fs/cgroup")) -> int:
     if limit is not None:
         cpus = min(cpus, math.ceil(limit))
     return max(1, cpus)
+
+
+def cpu_times(cpus: set[int], stat: Path = Path("/proc/stat")) -> tuple[float, float] | None:
+    """(busy, total) jiffies of the given CPUs since boot, from /proc/stat; None where it cannot be read."""
+    busy = total = 0.0
+    try:
+        lines = stat.read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        name, *fields = line.split()
+        if not name.startswith("cpu") or name == "cpu" or int(name[3:]) not in cpus:
+            continue
+        values = [float(v) for v in fields[:8]]  # user nice system idle iowait irq softirq steal
+        total += sum(values)
+        busy += sum(values) - values[3] - values[4]
+    return (busy, total) if total else None
+
+
+def free_cpus(seconds: float = 0.1, stat: Path = Path("/proc/stat")) -> float | None:
+    """How many of this process's CPUs (its affinity mask) sat idle over the next `seconds`, while this thread
+    sleeps: the room left by other work on the machine. None where /proc/stat cannot be read."""
+    try:
+        cpus = os.sched_getaffinity(0)
+    except AttributeError:
+        return None
+    before = cpu_times(cpus, stat)
+    time.sleep(seconds)
+    after = cpu_times(cpus, stat)
+    if before is None or after is None or after[1] <= before[1]:
+        return None
+    busy = (after[0] - before[0]) / (after[1] - before[1])
+    return len(cpus) * (1 - busy)
+
+
+def default_threads(root: Path = Path("/sys/fs/cgroup"), free: float | None = None) -> int:
+    """torch's thread count when the user sets none: the usable CPUs, but no more than other work leaves idle
+    (rounded, at least 1). A thread more than there are free cores waits at every parallel region for a core that
+    another process holds: with one busy process on 2 cores, 2 threads trained at 1,410 tokens/s and 1 thread at
+    1,476 (docs/benchmarks.md, "CPU contention"). `free` is measured when not given (0.1 s); the choice is made
+    once, at start, and a run's summary records it ("threads")."""
+    usable = usable_cpus(root)
+    free = free_cpus() if free is None else free
+    return usable if free is None else max(1, min(usable, round(free)))

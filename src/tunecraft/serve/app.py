@@ -17,7 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..cpus import usable_cpus
+from ..cpus import default_threads, usable_cpus
 from ..errors import TunecraftError
 from ..models import read_meta
 from ..tasks import get_task
@@ -226,5 +226,5 @@ def serve(settings: ServeSettings) -> None:
         os.environ[SETTINGS_ENV] = settings.model_dump_json()
         uvicorn.run("tunecraft.serve.app:app_from_env", factory=True, workers=settings.workers, **common)
     else:
-        torch.set_num_threads(usable_cpus())
+        torch.set_num_threads(default_threads())
         uvicorn.run(create_app(settings), **common)

@@ -28,7 +28,7 @@ from accelerate.state import AcceleratorState
 
 from .. import __version__
 from ..config import dump_config
-from ..cpus import usable_cpus
+from ..cpus import default_threads
 from ..errors import TunecraftError
 from ..io import refuse_existing, replace_folder, temporary_folder, write_json, write_text
 from . import trackers
@@ -91,7 +91,7 @@ def prepare_process(config) -> tuple[str, torch.dtype | None]:
     """What every run sets before it builds anything: malloc's thresholds, torch's threads, the seed; returns
     the precision (accelerate's mixed_precision value, the autocast dtype)."""
     keep_freed_memory()
-    torch.set_num_threads(config.train.num_threads or usable_cpus())
+    torch.set_num_threads(config.train.num_threads or default_threads())
     transformers.set_seed(config.seed)
     return resolve_precision(config.train.precision)
 
