@@ -15,6 +15,7 @@ different adapters share one forward."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import threading
 import time
 from collections import deque
@@ -144,6 +145,18 @@ class GenerationMetrics:
             self.itl.observe(gap)
 
 
+MIN_PREFIX = 16
+"""Prompt tokens two prompts in a row must share before their K/V are cached for the prompts after."""
+
+
+@dataclass
+class Prefix:
+    """Prompt tokens many prompts begin with, and their keys and values (batch of one) at each layer."""
+
+    tokens: list[int]
+    kv: list[tuple[torch.Tensor, torch.Tensor]]
+
+
 class DecodeLoop:
     """The running batch: `submit` (on the event loop) queues sequences; `run` (on the inference thread) decodes
     until nothing runs or waits. `model` and `tokenizer` are read when the loop runs (the server loads them late).
@@ -160,6 +173,8 @@ class DecodeLoop:
         self.lock = threading.Lock()
         self.active = False
         self.task: asyncio.Future | None = None
+        self.prefixes: dict[str | None, Prefix] = {}
+        self.last_prompts: dict[str | None, list[int]] = {}
         self._reset()
 
     def _reset(self) -> None:
@@ -211,10 +226,14 @@ class DecodeLoop:
 
     def _forward(self, ids, mask, positions, cache: DynamicCache, adapters: list[str | None]):
         """The logits of each row's last position (the cache grows in place)."""
+        model = self.trained().model
         kwargs = {"adapter_names": adapters} if self.mixed_adapters else {}
+        inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+        if "logits_to_keep" in inspect.signature(inner.forward).parameters:  # as generate: no prompt-wide logits
+            kwargs["logits_to_keep"] = 1
         with autocast_context(ids.device, self.dtype):
-            out = self.trained().model(input_ids=ids, attention_mask=mask, position_ids=positions,
-                                       cache=cache, use_cache=True, **kwargs)
+            out = model(input_ids=ids, attention_mask=mask, position_ids=positions,
+                        cache=cache, use_cache=True, **kwargs)
         return out.logits[:, -1].float()
 
     def _pick(self, logits: torch.Tensor, rows: list[Sequence]) -> list[int]:
@@ -254,27 +273,66 @@ class DecodeLoop:
         if not new:
             return
         start = time.perf_counter()
-        tokenizer = self.trained().tokenizer
         device = next(self.trained().model.parameters()).device
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        width = max(len(s.prompt_ids) for s in new)
-        ids = torch.tensor([[pad] * (width - len(s.prompt_ids)) + s.prompt_ids for s in new], device=device)
-        mask = torch.tensor([[0] * (width - len(s.prompt_ids)) + [1] * len(s.prompt_ids) for s in new],
-                            device=device)
+        groups: dict[int, tuple[Prefix | None, list[Sequence]]] = {}
         for seq in new:
             if seq.seed is not None and seq.temperature > 0:
                 seq.generator = torch.Generator(device=device).manual_seed(seq.seed + seq.index)
+            prefix = self._prefix(seq, device)
+            groups.setdefault(id(prefix), (prefix, []))[1].append(seq)
+        for prefix, rows in groups.values():
+            self._prefill(rows, prefix, device)
+        if self.on_admit is not None:
+            self.on_admit(len(new), time.perf_counter() - start)
+        self._drop_finished()
+
+    def _prefix(self, seq: Sequence, device) -> Prefix | None:
+        """The cached prefix `seq`'s prompt starts with (per adapter: its K/V differ), learnt as the prompt tokens
+        two prompts in a row begin with (a chat template's system prompt and turn header), or None."""
+        ids = seq.prompt_ids
+        stored = self.prefixes.get(seq.adapter)
+        if stored is not None and len(ids) > len(stored.tokens) and ids[: len(stored.tokens)] == stored.tokens:
+            return stored
+        last, self.last_prompts[seq.adapter] = self.last_prompts.get(seq.adapter), ids
+        if last is None:
+            return None
+        shared = 0
+        for x, y in zip(last, ids[:-1]):
+            if x != y:
+                break
+            shared += 1
+        if shared < MIN_PREFIX:
+            return None
         cache = DynamicCache(config=self.trained().model.config)
-        logits = self._forward(ids, mask, (mask.cumsum(-1) - 1).clamp(min=0), cache, [s.adapter for s in new])
+        tokens = torch.tensor([ids[:shared]], device=device)
+        self._forward(tokens, torch.ones_like(tokens), torch.arange(shared, device=device)[None], cache,
+                      [seq.adapter])
+        self.prefixes[seq.adapter] = Prefix(ids[:shared], [(layer.keys, layer.values) for layer in cache.layers])
+        return self.prefixes[seq.adapter]
+
+    def _prefill(self, rows: list[Sequence], prefix: Prefix | None, device) -> None:
+        """One forward over the rows' prompts (after their shared prefix, whose K/V are copied in), left-padded as
+        [prefix][padding][rest of the prompt]; each row's first token; the rows joined to the running batch."""
+        tokenizer = self.trained().tokenizer
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        shared = len(prefix.tokens) if prefix is not None else 0
+        rests = [s.prompt_ids[shared:] for s in rows]
+        width = max(len(r) for r in rests)
+        ids = torch.tensor([[pad] * (width - len(r)) + r for r in rests], device=device)
+        mask = torch.tensor([[1] * shared + [0] * (width - len(r)) + [1] * len(r) for r in rests], device=device)
+        if prefix is None:
+            cache = DynamicCache(config=self.trained().model.config)
+        else:
+            cache = DynamicCache([(k.expand(len(rows), -1, -1, -1), v.expand(len(rows), -1, -1, -1))
+                                  for k, v in prefix.kv])
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, shared:]
+        logits = self._forward(ids, mask, positions, cache, [s.adapter for s in rows])
         if any(type(layer) is not DynamicLayer for layer in cache.layers):
             raise TunecraftError("continuous batching joins full-attention caches only; this model's cache has "
                                  f"{sorted({type(layer).__name__ for layer in cache.layers})}")
-        tokens = self._pick(logits, new)
-        if self.on_admit is not None:
-            self.on_admit(len(new), time.perf_counter() - start)
-        self._join(new, cache, mask, torch.tensor(tokens, device=device))
-        self._record(new, tokens)
-        self._drop_finished()
+        tokens = self._pick(logits, rows)
+        self._join(rows, cache, mask, torch.tensor(tokens, device=device))
+        self._record(rows, tokens)
 
     def _join(self, new: list[Sequence], cache: DynamicCache, mask: torch.Tensor, last: torch.Tensor) -> None:
         """Append the new rows (their cache, mask, newest token) to the running batch, left-padding the shorter
