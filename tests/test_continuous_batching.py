@@ -181,3 +181,27 @@ def test_prompts_sharing_a_chat_template_head_reuse_its_cache_and_answer_as_alon
             out = trained.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=6, do_sample=False,
                                          pad_token_id=tokenizer.pad_token_id)
         assert seq.generated == out[0, ids.shape[1]:].tolist()
+
+
+def test_an_engine_error_reaches_every_sequence_in_hand_and_the_loop_serves_on(trained, loop):
+    class Broken(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.config, self.weight = trained.model.config, torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, **kwargs):
+            raise RuntimeError("the forward failed")
+
+    current = SimpleNamespace(model=Broken(), tokenizer=trained.tokenizer)
+    eng = DecodeLoop(lambda: current, None, 8)
+    events = asyncio.Queue()
+    eng.waiting.extend(sequence(trained, loop, events, t, 4, index=i) for i, t in enumerate(["hello", "What is AI?"]))
+    eng.run()
+    got = events_of(loop, events)
+    assert [i for i, _ in got] == [0, 1] and all(str(e) == "the forward failed" for _, e in got)
+    assert not eng.rows and not eng.waiting
+    current.model = trained.model  # the same loop, a working model: it answers
+    again = sequence(trained, loop, asyncio.Queue(), "hello", 4)
+    eng.waiting.append(again)
+    eng.run()
+    assert again.finish_reason == "length" and again.generated == alone(trained, loop, "hello", 4)

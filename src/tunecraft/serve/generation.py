@@ -3,14 +3,15 @@ thread owns a running batch and its KV cache; before each decoding step it admit
 (prefilled together, their cache joined to the running one with left padding), then runs one forward for every
 running row, picks each row's next token by the row's own settings (greedy, or temperature/top_p with the row's
 own seeded generator), streams each row's text, and drops the rows that finished (EOS, a stop string, max_tokens,
-or a client that went away) together with the cache columns that are padding in every row left.
+or a client that went away) together with the cache columns that are padding in every row left. The keys and
+values of a prompt head that prompts share (a chat template's system prompt) are kept and copied in, so admitting a
+prompt prefills only the rest of it.
 
 Written by hand because transformers 5.24's own continuous batching (`generate_batch`, `ContinuousBatchingManager`)
 does not serve here: it runs on a thread of its own, takes one generation config for all requests (no per-request
-temperature, top_p or seed), has no streaming of partial text to our event queue and no peft adapters per request,
-and two 8-token requests on the tiny test decoder took 23 s with it vs 0.06 s with two `model.generate` calls
-(2026-11-28, a quiet CPU; docs/serving.md). peft's mixed-batch LoRA (`adapter_names=` on the forward) lets rows of
-different adapters share one forward."""
+temperature, top_p or seed) and no peft adapter per request, and two 8-token requests on the tiny test decoder took
+23 s with it vs 0.06 s with two `model.generate` calls (2026-11-28, a quiet CPU; docs/serving.md). peft's mixed-batch
+LoRA (`adapter_names=` on the forward) lets rows of different adapters share one forward."""
 
 from __future__ import annotations
 
@@ -183,6 +184,8 @@ class DecodeLoop:
         self.mask: torch.Tensor | None = None
         self.last: torch.Tensor | None = None
         """Each row's newest token, not yet fed to the model."""
+        self.admitting: list[Sequence] = []
+        """Sequences taken from the queue, not yet in the running batch."""
 
     # -- the event loop's side ----------------------------------------------------------------------------------
 
@@ -209,7 +212,7 @@ class DecodeLoop:
                 if self.rows:
                     self.step()
             except Exception as err:  # every sequence in hand learns of it; the server stays up
-                failed = self.rows
+                failed = [s for s in self.rows + self.admitting if s.finish_reason is None]
                 self._reset()
                 with self.lock:
                     failed += list(self.waiting)
@@ -272,6 +275,7 @@ class DecodeLoop:
                     new.append(seq)
         if not new:
             return
+        self.admitting = new
         start = time.perf_counter()
         device = next(self.trained().model.parameters()).device
         groups: dict[int, tuple[Prefix | None, list[Sequence]]] = {}
@@ -282,6 +286,7 @@ class DecodeLoop:
             groups.setdefault(id(prefix), (prefix, []))[1].append(seq)
         for prefix, rows in groups.values():
             self._prefill(rows, prefix, device)
+        self.admitting = []
         if self.on_admit is not None:
             self.on_admit(len(new), time.perf_counter() - start)
         self._drop_finished()
