@@ -18,8 +18,12 @@ import time
 from pathlib import Path
 
 import httpx
-import torch
-from server_process import percentile, start_server, stop_server
+
+from tunecraft.cpus import wait_briefly
+
+wait_briefly()  # before torch: the plain loop's OpenMP threads wait as the server's do (cpus.py)
+import torch  # noqa: E402
+from server_process import percentile, start_server, stop_server  # noqa: E402
 
 PROMPTS = ["What is AI?", "Tell me a joke.", "My internet is not working.", "hello", "Who are you?",
            "What is your favourite colour?"]
