@@ -11,48 +11,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import signal
-import socket
-import subprocess
+import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
-import torch
+
+from tunecraft.cpus import wait_briefly
+
+wait_briefly()  # before torch: the plain loop's OpenMP threads wait as the server's do (cpus.py)
+import torch  # noqa: E402
+from server_process import percentile, start_server, stop_server  # noqa: E402
 
 PROMPTS = ["What is AI?", "Tell me a joke.", "My internet is not working.", "hello", "Who are you?",
            "What is your favourite colour?"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start(run: str, *extra) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "tunecraft", "serve", run, "--port", str(port), "--precision",
-                             "fp32", *extra], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(600):
-        try:
-            if httpx.get(url + "/health", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError("server did not start")
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    values = sorted(values)
-    return values[min(len(values) - 1, round(q * (len(values) - 1)))]
 
 
 async def one_request(client: httpx.AsyncClient, url: str, model: str, prompt: str, max_tokens: int):
@@ -144,22 +118,23 @@ def main() -> None:
         run = str(tiny_run(tmp, tiny_base(tmp / "base"), "tiny"))
     model = Path(run).resolve().name
     torch.set_num_threads(max(1, torch.get_num_threads()))
+    print(f"load average at the start: {os.getloadavg()[0]:.2f}", flush=True)
     rows = []
     for mode, extra in (("served, batched", ["--max-batch-size", "32"]), ("served, one at a time",
                                                                           ["--no-batching"])):
-        proc, url = start(run, *extra)
+        proc, url = start_server(run, "--precision", "fp32", *extra)
         try:
             for c in args.concurrency:
                 rows.append({"mode": mode, "concurrency": c,
                              **asyncio.run(load(url, model, c, max(args.requests, c), args.max_tokens))})
                 print(json.dumps(rows[-1]), flush=True)
         finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=60)
+            stop_server(proc)
     for c in args.concurrency:
         rows.append({"mode": "plain model.generate loop", "concurrency": c,
                      **plain_loop(run, c, max(args.requests, c), args.max_tokens)})
         print(json.dumps(rows[-1]), flush=True)
+    print(f"load average at the end: {os.getloadavg()[0]:.2f}", flush=True)
     print("\n| mode | concurrency | output tokens/s | TTFT p50 (ms) | TTFT p99 (ms) | errors |")
     print("|---|---|---|---|---|---|")
     for r in rows:

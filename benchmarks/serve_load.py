@@ -12,44 +12,15 @@ import datetime as dt
 import json
 import os
 import platform
-import socket
 import statistics
-import subprocess
 import sys
 import time
 
 import httpx
+from server_process import percentile, start_server, stop_server
 
 TEXTS = ["a gorgeous, witty, deeply moving film", "a dull, lifeless and boring mess", "the plot is thin",
          "one of the best performances of the year", "i walked out halfway through", "it is a film"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(run: str, batching: bool) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    cmd = [sys.executable, "-m", "tunecraft", "serve", run, "--host", "127.0.0.1", "--port", str(port)]
-    if not batching:
-        cmd.append("--no-batching")
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        try:
-            if httpx.get(url + "/health", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            time.sleep(0.3)
-    proc.kill()
-    sys.exit("server did not start")
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 async def low_load(url: str, n: int) -> dict:
@@ -132,14 +103,13 @@ def main() -> None:
 
     rows = {}
     for batching in (True, False):
-        proc, url = start_server(args.run, batching)
+        proc, url = start_server(args.run, *([] if batching else ["--no-batching"]))
         try:
             low = asyncio.run(low_load(url, args.low_load))
             high = asyncio.run(high_load(url, args.clients, args.requests))
             high["mean_batch"] = batch_stats(url)
         finally:
-            proc.terminate()
-            proc.wait(timeout=60)
+            stop_server(proc)
         rows["on" if batching else "off"] = (low, high)
 
     print(f"\n## Serving load — {dt.date.today().isoformat()}, {platform.machine()}, {os.cpu_count()} cores "

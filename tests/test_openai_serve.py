@@ -269,3 +269,51 @@ def test_a_request_past_the_generation_timeout_is_cancelled_with_504(chat_run):
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_a_smollm2_lora_run_answers_alike_in_predict_merged_adapter_on_base_and_served(tmp_path):
+    """Greedy fp32 on the real SmolLM2-135M-Instruct with a LoRA of a few steps: `tunecraft predict`, the merged
+    model/ in plain transformers, the adapter/ on the base through peft, and the server under concurrent requests
+    (continuous batching, the shared chat-template head cached) give the same answers."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tunecraft.data.chat import cut_at_stops
+    from tunecraft.models import read_meta, resolve_base
+
+    base = resolve_base("smollm2-135m")
+    run_dir = tiny_run(tmp_path, base, "chitchat", lr=1e-2)
+    prompts = PROMPTS[:4]
+    stops = read_meta(run_dir / "model")["generation"]["stop"]
+    local = [row["response"] for row in predict(run_dir, prompts, precision="fp32")]
+    tokenizer = AutoTokenizer.from_pretrained(str(run_dir / "model"))
+
+    def answers(model) -> list[str]:
+        out = []
+        for prompt in prompts:
+            ids = tokenizer.apply_chat_template(ask(prompt), add_generation_prompt=True, return_tensors="pt",
+                                                return_dict=True)
+            with torch.no_grad():
+                new = model.generate(**ids, max_new_tokens=12, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+            text = tokenizer.decode(new[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+            out.append(cut_at_stops(text, stops).strip())
+        return out
+
+    merged = answers(AutoModelForCausalLM.from_pretrained(str(run_dir / "model")).eval())
+    plain_base = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.float32).eval()  # its config says bf16
+    without = answers(plain_base)
+    on_base = answers(PeftModel.from_pretrained(plain_base, str(run_dir / "adapter")).eval())
+    proc, url = start(run_dir, "--precision", "fp32")
+    try:
+        async def fire():
+            c = openai.AsyncOpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=300)
+            return await asyncio.gather(*[c.chat.completions.create(model="chitchat", messages=ask(p))
+                                          for p in prompts * 3])
+
+        served = [r.choices[0].message.content for r in asyncio.run(fire())]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    assert local == merged == on_base and served == local * 3
+    assert on_base != without  # the adapter changes the answers, so the comparison tests it

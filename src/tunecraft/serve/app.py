@@ -71,7 +71,8 @@ class Server:
         self.batcher: MicroBatcher | None = None
 
     def serve_batches(self, infer, warm_up, load=None) -> None:
-        """`infer(items) -> results` runs batches of prepared request items on the inference thread;
+        """`infer(items) -> results` runs batches of prepared request items on the inference thread (None: the
+        routes schedule their own work there with `batcher.run`, as generation's decode loop does);
         `warm_up()` runs there once the model is loaded; `load(run) -> TrainedModel` loads it (default:
         load_trained)."""
         self._infer, self._warm_up, self._load = infer, warm_up, load or load_trained

@@ -1,27 +1,39 @@
-"""The generation engine behind the OpenAI routes: requests queued through the server's micro-batcher are decoded
-together (left padding, one `model.generate` with the KV cache per group of equal sampling settings), and each
-sequence's text streams out token by token as it is decoded, cut at EOS and stop strings as `tunecraft predict`
-cuts it. A sequence whose client went away stops at the next step.
+"""The generation engine behind the OpenAI routes: continuous batching. One decode loop on the server's inference
+thread owns a running batch and its KV cache; before each decoding step it admits the sequences queued meanwhile
+(prefilled together, their cache joined to the running one with left padding), then runs one forward for every
+running row, picks each row's next token by the row's own settings (greedy, or temperature/top_p with the row's
+own seeded generator), streams each row's text, and drops the rows that finished (EOS, a stop string, max_tokens,
+or a client that went away) together with the cache columns that are padding in every row left. The keys and
+values of a prompt head that prompts share (a chat template's system prompt) are kept and copied in, so admitting a
+prompt prefills only the rest of it.
 
-Batching is of whole requests: what queued while a batch decoded forms the next batch. transformers' continuous
-batching (`generate_batch`) runs on CPU and gives the same greedy tokens, but took 128 s for two 8-token requests on
-the tiny test decoder here (docs/serving.md)."""
+Written by hand because transformers 5.24's own continuous batching (`generate_batch`, `ContinuousBatchingManager`)
+does not serve here: it runs on a thread of its own, takes one generation config for all requests (no per-request
+temperature, top_p or seed) and no peft adapter per request, and two 8-token requests on the tiny test decoder took
+23 s with it vs 0.06 s with two `model.generate` calls (2026-11-28, a quiet CPU; docs/serving.md). peft's mixed-batch
+LoRA (`adapter_names=` on the forward) lets rows of different adapters share one forward."""
 
 from __future__ import annotations
 
 import asyncio
+import inspect
+import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
 import torch
 from prometheus_client import Counter, Gauge, Histogram
-from transformers import StoppingCriteria, StoppingCriteriaList
+from transformers import DynamicCache, TemperatureLogitsWarper, TopPLogitsWarper
+from transformers.cache_utils import DynamicLayer
 
 from ..data.chat import cut_at_stops
+from ..errors import TunecraftError
 from ..evaluate.inference import autocast_context
 
 DONE = None
-"""The event that ends a sequence's stream (after its last text delta)."""
+"""The event that ends a sequence's stream (after its last text delta); an exception instead says the engine
+failed."""
 
 
 @dataclass(eq=False)
@@ -39,29 +51,27 @@ class Sequence:
     """(index, text delta) as text is decoded, then (index, DONE); shared by a request's sequences."""
     loop: asyncio.AbstractEventLoop
     index: int = 0
-    group: object = None
-    """Sequences of one request that sets a seed decode alone, so that the seed reproduces the answer."""
     seed: int | None = None
+    """With a seed (and temperature > 0) the sequence samples from its own generator, seeded with seed + index, so
+    the seed reproduces the answer whatever it is batched with."""
     adapter: str | None = None
     """The named LoRA adapter that answers (serve/adapters.py), or None for the run's own model."""
     cancelled: bool = False
     queued: float = field(default_factory=time.perf_counter)
+    generated: list[int] = field(default_factory=list)
     text: str = ""
     sent: str = ""
     answer: str = ""
     """The whole answer, once finished."""
-    tokens: int = 0
     finish_reason: str | None = None
     first_token: float | None = None
     last_token: float | None = None
     gaps: list[float] = field(default_factory=list)
+    generator: torch.Generator | None = None
 
     @property
-    def key(self) -> tuple:
-        """Sequences with the same key can share one generate call."""
-        if self.temperature == 0:
-            return (self.adapter, 0.0, 1.0, None)
-        return (self.adapter, self.temperature, self.top_p, self.group if self.seed is not None else None)
+    def tokens(self) -> int:
+        return len(self.generated)
 
     def emit(self, event) -> None:
         self.loop.call_soon_threadsafe(self.events.put_nowait, (self.index, event))
@@ -88,6 +98,26 @@ class Sequence:
         self.advance(final=True)
         self.emit(DONE)
 
+    def add(self, token: int, tokenizer, eos: set[int], now: float) -> None:
+        """Record the next generated token, stream the new text, finish at EOS, a stop string or max_tokens (as
+        `tunecraft predict` cuts its answer)."""
+        self.generated.append(token)
+        if self.first_token is None:
+            self.first_token = now
+        else:
+            self.gaps.append(now - self.last_token)
+        self.last_token = now
+        if token in eos:
+            self.finish("stop")
+            return
+        self.text = tokenizer.decode(self.generated, skip_special_tokens=True)
+        if any(s and s in self.text for s in self.stops):
+            self.finish("stop")
+        elif self.tokens >= self.max_tokens:
+            self.finish("length")
+        else:
+            self.advance()
+
 
 class GenerationMetrics:
     """Prometheus metrics of generation, registered beside the core's (serve/app.py `Metrics`)."""
@@ -102,8 +132,8 @@ class GenerationMetrics:
                               buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30), registry=registry)
         self.itl = Histogram("tunecraft_inter_token_latency_seconds", "Between two generated tokens of a sequence",
                              buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1), registry=registry)
-        self.running = Gauge("tunecraft_running_sequences", "Sequences in the batch decoding now", registry=registry)
-        self.queue = Gauge("tunecraft_queue_depth", "Sequences waiting for the next batch", registry=registry)
+        self.running = Gauge("tunecraft_running_sequences", "Sequences in the running batch now", registry=registry)
+        self.queue = Gauge("tunecraft_queue_depth", "Sequences waiting to join the running batch", registry=registry)
         self.queue.set_function(queue_depth)
 
     def record(self, seq: Sequence) -> None:
@@ -116,86 +146,251 @@ class GenerationMetrics:
             self.itl.observe(gap)
 
 
-class Watch(StoppingCriteria):
-    """Called by generate after each decoding step: records each row's new token, streams its text, and says
-    which rows are done (EOS, a stop string, max_tokens, or a client that went away)."""
+MIN_PREFIX = 16
+"""Prompt tokens two prompts in a row must share before their K/V are cached for the prompts after."""
 
-    def __init__(self, rows: list[Sequence], prompt_len: int, tokenizer, eos: set[int]):
-        self.rows, self.prompt_len, self.tokenizer, self.eos = rows, prompt_len, tokenizer, eos
 
-    def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
+@dataclass
+class Prefix:
+    """Prompt tokens many prompts begin with, and their keys and values (batch of one) at each layer."""
+
+    tokens: list[int]
+    kv: list[tuple[torch.Tensor, torch.Tensor]]
+
+
+class DecodeLoop:
+    """The running batch: `submit` (on the event loop) queues sequences; `run` (on the inference thread) decodes
+    until nothing runs or waits. `model` and `tokenizer` are read when the loop runs (the server loads them late).
+
+    `max_running` caps the rows decoding together (1: one sequence at a time); `mixed_adapters`: the model is a
+    peft model whose rows name their adapter (`adapter_names=`); `on_admit(rows, seconds)` is told of each prefill."""
+
+    def __init__(self, trained, run_on_inference_thread, max_running: int, dtype=None,
+                 metrics: GenerationMetrics | None = None, mixed_adapters: bool = False, on_admit=None):
+        self.trained, self.run_elsewhere = trained, run_on_inference_thread
+        self.max_running, self.dtype, self.metrics = max_running, dtype, metrics
+        self.mixed_adapters, self.on_admit = mixed_adapters, on_admit
+        self.waiting: deque[Sequence] = deque()
+        self.lock = threading.Lock()
+        self.active = False
+        self.task: asyncio.Future | None = None
+        self.prefixes: dict[str | None, Prefix] = {}
+        self.last_prompts: dict[str | None, list[int]] = {}
+        self._reset()
+
+    def _reset(self) -> None:
+        self.rows: list[Sequence] = []
+        self.cache: DynamicCache | None = None
+        self.mask: torch.Tensor | None = None
+        self.last: torch.Tensor | None = None
+        """Each row's newest token, not yet fed to the model."""
+        self.admitting: list[Sequence] = []
+        """Sequences taken from the queue, not yet in the running batch."""
+
+    # -- the event loop's side ----------------------------------------------------------------------------------
+
+    def submit(self, seqs: list[Sequence]) -> None:
+        """Queue `seqs`; their text, DONE (or the engine's error) arrive on their events queue."""
+        with self.lock:
+            self.waiting.extend(seqs)
+            start, self.active = not self.active, True
+        if start:
+            self.task = asyncio.ensure_future(self.run_elsewhere(self.run))
+
+    # -- the inference thread's side ----------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def run(self) -> None:
+        """Decode until no sequence runs or waits."""
+        while True:
+            with self.lock:
+                if not self.waiting and not self.rows:
+                    self.active = False
+                    return
+            try:
+                self.admit()
+                if self.rows:
+                    self.step()
+            except Exception as err:  # every sequence in hand learns of it; the server stays up
+                failed = [s for s in self.rows + self.admitting if s.finish_reason is None]
+                self._reset()
+                with self.lock:
+                    failed += list(self.waiting)
+                    self.waiting.clear()
+                for seq in failed:
+                    seq.emit(err)
+            finally:
+                if self.metrics is not None:
+                    self.metrics.running.set(len(self.rows))
+
+    def _finished(self, seq: Sequence) -> None:
+        if self.metrics is not None:
+            self.metrics.record(seq)
+
+    def _forward(self, ids, mask, positions, cache: DynamicCache, adapters: list[str | None]):
+        """The logits of each row's last position (the cache grows in place)."""
+        model = self.trained().model
+        kwargs = {"adapter_names": adapters} if self.mixed_adapters else {}
+        inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+        if "logits_to_keep" in inspect.signature(inner.forward).parameters:  # as generate: no prompt-wide logits
+            kwargs["logits_to_keep"] = 1
+        with autocast_context(ids.device, self.dtype):
+            out = model(input_ids=ids, attention_mask=mask, position_ids=positions,
+                        cache=cache, use_cache=True, **kwargs)
+        return out.logits[:, -1].float()
+
+    def _pick(self, logits: torch.Tensor, rows: list[Sequence]) -> list[int]:
+        """Each row's next token: argmax when greedy (as generate's greedy search), else a draw after temperature
+        and top-p (generate's warpers, in its order) from the row's generator."""
+        picked = logits.argmax(-1).tolist()
+        for i, seq in enumerate(rows):
+            if seq.temperature > 0:
+                scores = TemperatureLogitsWarper(seq.temperature)(None, logits[i: i + 1])
+                if seq.top_p < 1:
+                    scores = TopPLogitsWarper(seq.top_p)(None, scores)
+                probs = scores.softmax(-1)
+                picked[i] = int(torch.multinomial(probs, 1, generator=seq.generator)[0, 0])
+        return picked
+
+    def _record(self, rows: list[Sequence], tokens: list[int]) -> None:
+        tokenizer = self.trained().tokenizer
+        eos = tokenizer.eos_token_id
+        eos = {eos} if isinstance(eos, int) else set(eos)
         now = time.perf_counter()
-        done = []
-        for row, seq in zip(input_ids, self.rows):
+        for seq, token in zip(rows, tokens):
+            seq.add(token, tokenizer, eos, now)
             if seq.finish_reason is not None:
-                done.append(True)
-                continue
-            new = row[self.prompt_len:].tolist()
-            seq.tokens = len(new)
-            if seq.first_token is None:
-                seq.first_token = now
-            else:
-                seq.gaps.append(now - seq.last_token)
-            seq.last_token = now
-            if new[-1] in self.eos:
-                seq.finish("stop")
-            else:
-                seq.text = self.tokenizer.decode(new, skip_special_tokens=True)
-                if any(s and s in seq.text for s in seq.stops):
-                    seq.finish("stop")
-                elif seq.tokens >= seq.max_tokens:
-                    seq.finish("length")
-                elif seq.cancelled:
+                self._finished(seq)
+
+    def admit(self) -> None:
+        """Prefill the waiting sequences there is room for and join them to the running batch."""
+        new: list[Sequence] = []
+        with self.lock:
+            while self.waiting and len(self.rows) + len(new) < self.max_running:
+                seq = self.waiting.popleft()
+                if seq.cancelled:  # never decoded
                     seq.finish("cancelled")
+                    self._finished(seq)
                 else:
-                    seq.advance()
-            done.append(seq.finish_reason is not None)
-        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+                    new.append(seq)
+        if not new:
+            return
+        self.admitting = new
+        start = time.perf_counter()
+        device = next(self.trained().model.parameters()).device
+        groups: dict[int, tuple[Prefix | None, list[Sequence]]] = {}
+        for seq in new:
+            if seq.seed is not None and seq.temperature > 0:
+                seq.generator = torch.Generator(device=device).manual_seed(seq.seed + seq.index)
+            prefix = self._prefix(seq, device)
+            groups.setdefault(id(prefix), (prefix, []))[1].append(seq)
+        for prefix, rows in groups.values():
+            self._prefill(rows, prefix, device)
+        self.admitting = []
+        if self.on_admit is not None:
+            self.on_admit(len(new), time.perf_counter() - start)
+        self._drop_finished()
 
+    def _prefix(self, seq: Sequence, device) -> Prefix | None:
+        """The cached prefix `seq`'s prompt starts with (per adapter: its K/V differ), learnt as the prompt tokens
+        two prompts in a row begin with (a chat template's system prompt and turn header), or None."""
+        ids = seq.prompt_ids
+        stored = self.prefixes.get(seq.adapter)
+        if stored is not None and len(ids) > len(stored.tokens) and ids[: len(stored.tokens)] == stored.tokens:
+            return stored
+        last, self.last_prompts[seq.adapter] = self.last_prompts.get(seq.adapter), ids
+        if last is None:
+            return None
+        shared = 0
+        for x, y in zip(last, ids[:-1]):
+            if x != y:
+                break
+            shared += 1
+        if shared < MIN_PREFIX:
+            return None
+        cache = DynamicCache(config=self.trained().model.config)
+        tokens = torch.tensor([ids[:shared]], device=device)
+        self._forward(tokens, torch.ones_like(tokens), torch.arange(shared, device=device)[None], cache,
+                      [seq.adapter])
+        self.prefixes[seq.adapter] = Prefix(ids[:shared], [(layer.keys, layer.values) for layer in cache.layers])
+        return self.prefixes[seq.adapter]
 
-@torch.no_grad()
-def generate_batch(model, tokenizer, sequences: list[Sequence], dtype=None, metrics: GenerationMetrics | None = None,
-                   ) -> list[Sequence]:
-    """Decode `sequences` (on the inference thread), in groups of equal sampling settings; each ends with its
-    finish_reason set and its DONE event sent."""
-    for seq in sequences:
-        if seq.cancelled:
-            seq.finish("cancelled")
-    groups: dict[tuple, list[Sequence]] = {}
-    for seq in sequences:
-        if seq.finish_reason is None:
-            groups.setdefault(seq.key, []).append(seq)
-    device = next(model.parameters()).device
-    eos = tokenizer.eos_token_id
-    for (adapter, temperature, top_p, _), rows in groups.items():
-        if adapter is not None:
-            model.set_adapter(adapter)
-        width = max(len(s.prompt_ids) for s in rows)
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
-        ids = torch.tensor([[pad] * (width - len(s.prompt_ids)) + s.prompt_ids for s in rows], device=device)
-        mask = torch.tensor([[0] * (width - len(s.prompt_ids)) + [1] * len(s.prompt_ids) for s in rows],
-                            device=device)
-        # the same settings as tasks/causal_lm.py generate(), so that greedy answers equal `tunecraft predict`'s
-        kwargs = {"max_new_tokens": max(s.max_tokens for s in rows), "pad_token_id": tokenizer.pad_token_id,
-                  "eos_token_id": eos, "do_sample": temperature > 0}
-        kwargs.update({"temperature": temperature, "top_p": top_p} if temperature > 0 else
-                      {"temperature": None, "top_p": None, "top_k": None})
-        if temperature > 0 and rows[0].seed is not None:  # + the first index: n=3 split over batches still differ
-            torch.manual_seed(rows[0].seed + rows[0].index)
-        if metrics is not None:
-            metrics.running.set(len(rows))
-        watch = Watch(rows, width, tokenizer, {eos} if isinstance(eos, int) else set(eos))
-        try:
-            with autocast_context(device, dtype):
-                model.generate(input_ids=ids, attention_mask=mask, stopping_criteria=StoppingCriteriaList([watch]),
-                               **kwargs)
-        finally:
-            if metrics is not None:
-                metrics.running.set(0)
-        for seq in rows:
-            if seq.finish_reason is None:  # generate stopped at max_new_tokens before Watch saw the row end
-                seq.finish("length")
-    if metrics is not None:
-        for seq in sequences:
-            metrics.record(seq)
-    return sequences
+    def _prefill(self, rows: list[Sequence], prefix: Prefix | None, device) -> None:
+        """One forward over the rows' prompts (after their shared prefix, whose K/V are copied in), left-padded as
+        [prefix][padding][rest of the prompt]; each row's first token; the rows joined to the running batch."""
+        tokenizer = self.trained().tokenizer
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        shared = len(prefix.tokens) if prefix is not None else 0
+        rests = [s.prompt_ids[shared:] for s in rows]
+        width = max(len(r) for r in rests)
+        ids = torch.tensor([[pad] * (width - len(r)) + r for r in rests], device=device)
+        mask = torch.tensor([[1] * shared + [0] * (width - len(r)) + [1] * len(r) for r in rests], device=device)
+        if prefix is None:
+            cache = DynamicCache(config=self.trained().model.config)
+        else:
+            cache = DynamicCache([(k.expand(len(rows), -1, -1, -1), v.expand(len(rows), -1, -1, -1))
+                                  for k, v in prefix.kv])
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, shared:]
+        logits = self._forward(ids, mask, positions, cache, [s.adapter for s in rows])
+        if any(type(layer) is not DynamicLayer for layer in cache.layers):
+            raise TunecraftError("continuous batching joins full-attention caches only; this model's cache has "
+                                 f"{sorted({type(layer).__name__ for layer in cache.layers})}")
+        tokens = self._pick(logits, rows)
+        self._join(rows, cache, mask, torch.tensor(tokens, device=device))
+        self._record(rows, tokens)
+
+    def _join(self, new: list[Sequence], cache: DynamicCache, mask: torch.Tensor, last: torch.Tensor) -> None:
+        """Append the new rows (their cache, mask, newest token) to the running batch, left-padding the shorter
+        cache with zeros that the mask hides."""
+        if not self.rows:
+            self.rows, self.cache, self.mask, self.last = new, cache, mask, last
+            return
+        width = max(self.mask.shape[1], mask.shape[1])
+
+        def left_pad(t: torch.Tensor, dim: int) -> torch.Tensor:
+            missing = width - t.shape[dim]
+            if not missing:
+                return t
+            shape = list(t.shape)
+            shape[dim] = missing
+            return torch.cat([t.new_zeros(shape), t], dim=dim)
+
+        for old, add in zip(self.cache.layers, cache.layers):
+            old.keys = torch.cat([left_pad(old.keys, 2), left_pad(add.keys, 2)])
+            old.values = torch.cat([left_pad(old.values, 2), left_pad(add.values, 2)])
+        self.mask = torch.cat([left_pad(self.mask, 1), left_pad(mask, 1)])
+        self.last = torch.cat([self.last, last])
+        self.rows = self.rows + new
+
+    def _drop_finished(self) -> None:
+        """Remove finished and cancelled rows, and the cache columns that are padding in every row left."""
+        for seq in self.rows:
+            if seq.finish_reason is None and seq.cancelled:
+                seq.finish("cancelled")
+                self._finished(seq)
+        keep = [i for i, seq in enumerate(self.rows) if seq.finish_reason is None]
+        if len(keep) == len(self.rows):
+            return
+        if not keep:
+            self._reset()
+            return
+        index = torch.tensor(keep, device=self.mask.device)
+        self.rows = [self.rows[i] for i in keep]
+        self.mask, self.last = self.mask[index], self.last[index]
+        first = int(self.mask.any(0).nonzero()[0, 0])
+        self.mask = self.mask[:, first:]
+        for layer in self.cache.layers:
+            layer.keys, layer.values = layer.keys[index, :, first:], layer.values[index, :, first:]
+
+    def step(self) -> None:
+        """One decoding forward for every running row: feed each its newest token, pick the next."""
+        self._drop_finished()  # a client that went away meanwhile
+        if not self.rows:
+            return
+        self.mask = torch.cat([self.mask, self.mask.new_ones(len(self.rows), 1)], dim=1)
+        positions = self.mask.sum(-1, keepdim=True) - 1
+        logits = self._forward(self.last[:, None], self.mask, positions, self.cache, [s.adapter for s in self.rows])
+        tokens = self._pick(logits, self.rows)
+        self.last = torch.tensor(tokens, device=self.mask.device)
+        self._record(self.rows, tokens)
+        self._drop_finished()

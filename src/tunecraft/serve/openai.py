@@ -1,6 +1,6 @@
 """The causal-LM task's HTTP routes, in the OpenAI API's shape (so that the `openai` client works unchanged):
 POST /v1/chat/completions (the run's own chat template), POST /v1/completions (raw text), GET /v1/models;
-streaming as server-sent events ending in `data: [DONE]`. Decoding is batched by serve/generation.py."""
+streaming as server-sent events ending in `data: [DONE]`. Decoding: serve/generation.py's continuous batching."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from ..data.chat import prompt_text
 from ..settings import Strict
 from .adapters import load_adapters
 from .feedback import EMPTY_CHAT_FEEDBACK
-from .generation import DONE, GenerationMetrics, Sequence, generate_batch
+from .generation import DONE, DecodeLoop, GenerationMetrics, Sequence
 
 access_log = logging.getLogger("tunecraft.access")
 
@@ -124,23 +124,30 @@ def openai_routes(server) -> APIRouter:
         trained, found = load_adapters(runs)
         metas.update(found)
         return trained
-    metrics = GenerationMetrics(server.metrics.registry,
-                                lambda: server.batcher.queue.qsize() if server.batcher is not None else 0)
+    metrics = GenerationMetrics(server.metrics.registry, lambda: len(engine.waiting))
 
-    def infer(sequences: list[Sequence]) -> list[Sequence]:
-        trained = server.trained
-        return generate_batch(trained.model, trained.tokenizer, sequences, server.dtype, metrics)
+    def decode_loop(metrics=None, on_admit=None) -> DecodeLoop:
+        return DecodeLoop(lambda: server.trained, lambda fn: server.batcher.run(fn),
+                          settings.max_batch_size if settings.batching else 1, server.dtype, metrics,
+                          mixed_adapters=bool(settings.lora), on_admit=on_admit)
 
-    def warm_up() -> None:
+    engine = decode_loop(metrics, server.metrics.on_batch)
+
+    def warm_up() -> None:  # on the inference thread, uncounted
         loop = asyncio.new_event_loop()
         try:
-            seq = Sequence(server.trained.tokenizer("warm-up", add_special_tokens=False)["input_ids"], 2, 0.0, 1.0,
-                           [], False, asyncio.Queue(), loop)
-            generate_batch(server.trained.model, server.trained.tokenizer, [seq], server.dtype)
+            tokenizer = server.trained.tokenizer
+            warm = decode_loop()
+            warm.waiting.append(Sequence(tokenizer("warm-up", add_special_tokens=False)["input_ids"], 2, 0.0, 1.0,
+                                         [], False, asyncio.Queue(), loop, adapter=next(iter(runs)) if settings.lora
+                                         else None))
+            warm.run()
         finally:
             loop.close()
 
-    server.serve_batches(infer, warm_up, load if settings.lora else None)
+    # the routes decode through `engine`, not the micro-batcher's batches: the server core loads the model, warms
+    # it up and owns the inference thread the loop runs on
+    server.serve_batches(None, warm_up, load if settings.lora else None)
 
     def meta(name: str) -> dict:
         return metas.get(name) or server.trained.meta
@@ -164,9 +171,8 @@ def openai_routes(server) -> APIRouter:
         temperature = gen["temperature"] if req.temperature is None else req.temperature
         top_p = gen["top_p"] if req.top_p is None else req.top_p
         events: asyncio.Queue = asyncio.Queue()
-        group = object()
         return [Sequence(ids, max_tokens, temperature, top_p, [*gen["stop"], *stops], strip, events, loop,
-                         index=p * req.n + j, group=group, seed=req.seed,
+                         index=p * req.n + j, seed=req.seed,
                          adapter=req.model if settings.lora else None)
                 for p, ids in enumerate(prompts) for j in range(req.n)]
 
@@ -175,8 +181,8 @@ def openai_routes(server) -> APIRouter:
         rid = f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{uuid.uuid4().hex}"
         obj = "chat.completion" if kind == "chat" else "text_completion"
         start = time.perf_counter()
-        submitted = asyncio.ensure_future(server.submit(seqs))
         events = seqs[0].events
+        engine.submit(seqs)
 
         def cancel() -> None:
             for seq in seqs:
@@ -195,16 +201,10 @@ def openai_routes(server) -> APIRouter:
 
         async def next_event(timeout: float | None):
             """The next (index, delta or DONE); raises the engine's error, TimeoutError past the deadline."""
-            getter = asyncio.ensure_future(events.get())
-            done, _ = await asyncio.wait({getter, submitted}, timeout=timeout,
-                                         return_when=asyncio.FIRST_COMPLETED)
-            if getter in done:
-                return getter.result()
-            getter.cancel()
-            if submitted in done:
-                submitted.result()  # raises the engine's error if there was one
-                return events.get_nowait()
-            raise TimeoutError
+            index, event = await asyncio.wait_for(events.get(), timeout)
+            if isinstance(event, BaseException):
+                raise event
+            return index, event
 
         def usage() -> dict:
             prompt = sum(len(s.prompt_ids) for s in seqs[:: req.n])

@@ -22,9 +22,9 @@ class ServeSettings(Strict):
     """Server processes (uvicorn workers), each with its own copy of the model and an equal share of the cores."""
     batching: bool = True
     """Put the items of concurrent requests through the model together (off: one forward pass per request
-    item)."""
+    item; generative runs: one sequence decoding at a time)."""
     max_batch_size: int = Field(32, ge=1)
-    """Items per forward pass at most."""
+    """Items per forward pass at most (generative runs: sequences in the running batch)."""
     max_wait_ms: float = Field(0.0, ge=0)
     """Extra wait for a fuller batch; 0 batches only what queued up while the last batch ran."""
     max_body_bytes: int = Field(1_000_000, ge=1)
