@@ -22,7 +22,7 @@ import traceback
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SERVING_REASON = "serving path for causal LMs not built yet"
+SERVING_REASON = "the causal-LM server runs on CPU (docs/serving.md); its GPU check is not written yet"
 
 # Tolerances: a run under autocast against the same run in fp32 on the CPU (same seed, data order and initial
 # weights, dropout off). `first`: relative difference of the first step's loss (same weights and batch, so only
