@@ -26,6 +26,7 @@ from ..trained import load_trained
 from . import guards
 from .batching import MicroBatcher
 from .feedback import FeedbackStore
+from .precision import serving_model
 from .settings import ServeSettings
 
 access_log = logging.getLogger("tunecraft.access")
@@ -80,7 +81,8 @@ class Server:
         s = self.settings
         self.batcher = MicroBatcher(self._infer, s.max_batch_size if s.batching else 1,
                                     s.max_wait_ms if s.batching else 0, self.metrics.on_batch)
-        self.trained = await self.batcher.run(self._load, s.run)
+        # loaded and cast on the inference thread, like every torch call (serve/batching.py)
+        self.trained, self.dtype = await self.batcher.run(lambda: serving_model(self._load(s.run), s.precision))
         if self._warm_up is not None:
             await self.batcher.run(self._warm_up)
         self.batcher.start()
