@@ -1,7 +1,10 @@
 """Load test of `tunecraft serve` on loopback: latency at low load, throughput under 200 concurrent clients,
-with micro-batching on and off, one run, same machine. Bounded: a fixed number of requests, timeouts.
+with micro-batching on and off, one run (or compressed variant folder), same machine. Bounded: a fixed number of
+requests, timeouts. --pin puts the server on its own cores (all but the first) and this load generator on the
+first, so that the two do not take turns on one core; the server's thread count follows its affinity.
 
-    python benchmarks/serve_load.py RUN [--clients 200] [--requests 50] [--low-load 200]
+    python benchmarks/serve_load.py RUN [--precision bf16] [--pin] [--batching on off] [--clients 200]
+                                        [--requests 50] [--low-load 200]
 """
 
 from __future__ import annotations
@@ -30,12 +33,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(run: str, batching: bool) -> tuple[subprocess.Popen, str]:
+def start_server(run: str, batching: bool, precision: str | None,
+                 cpus: set[int] | None) -> tuple[subprocess.Popen, str]:
     port = free_port()
     cmd = [sys.executable, "-m", "tunecraft", "serve", run, "--host", "127.0.0.1", "--port", str(port)]
     if not batching:
         cmd.append("--no-batching")
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if precision:
+        cmd += ["--precision", precision]
+    pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=pin)
     url = f"http://127.0.0.1:{port}"
     for _ in range(300):
         try:
@@ -128,11 +135,23 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=200)
     parser.add_argument("--requests", type=int, default=50, help="per client")
     parser.add_argument("--low-load", type=int, default=200, help="sequential requests for the low-load latency")
+    parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], help="the server's --precision")
+    parser.add_argument("--batching", nargs="+", choices=["on", "off"], default=["on", "off"])
+    parser.add_argument("--pin", action="store_true", help="server on all CPUs but the first, this process on it")
     args = parser.parse_args()
 
+    server_cpus = None
+    cpus = sorted(os.sched_getaffinity(0))
+    if args.pin:
+        if len(cpus) < 2:
+            sys.exit("--pin needs at least 2 CPUs")
+        server_cpus = set(cpus[1:])
+        os.sched_setaffinity(0, {cpus[0]})
+    load_start = os.getloadavg()
     rows = {}
-    for batching in (True, False):
-        proc, url = start_server(args.run, batching)
+    for name in args.batching:
+        batching = name == "on"
+        proc, url = start_server(args.run, batching, args.precision, server_cpus)
         try:
             low = asyncio.run(low_load(url, args.low_load))
             high = asyncio.run(high_load(url, args.clients, args.requests))
@@ -140,10 +159,13 @@ def main() -> None:
         finally:
             proc.terminate()
             proc.wait(timeout=60)
-        rows["on" if batching else "off"] = (low, high)
+        rows[name] = (low, high)
 
-    print(f"\n## Serving load — {dt.date.today().isoformat()}, {platform.machine()}, {os.cpu_count()} cores "
-          f"(server and load generator share them), run `{args.run}`\n")
+    placement = (f"server on CPUs {sorted(server_cpus)}, load generator on CPU {cpus[0]}" if server_cpus
+                 else "server and load generator share them")
+    print(f"\n## Serving load — {dt.date.today().isoformat()}, {platform.machine()}, {len(cpus)} cores "
+          f"({placement}), run `{args.run}`, precision {args.precision or 'default'}\n")
+    print(f"load average (1 min) at start {load_start[0]:.2f}, at end {os.getloadavg()[0]:.2f}\n")
     print(f"Low load: {args.low_load} sequential requests of one short text. High load: {args.clients} concurrent "
           f"clients × {args.requests} requests of one short text each, over loopback.\n")
     print("| batching | low-load p50 (ms) | low-load p99 (ms) | high-load requests | errors | requests/s | "
@@ -152,8 +174,9 @@ def main() -> None:
     for name, (low, high) in rows.items():
         print(f"| {name} | {low['p50']:.2f} | {low['p99']:.2f} | {high['requests']} | {high['errors']} | "
               f"{high['rps']:.0f} | {high['p50']:.1f} | {high['p99']:.1f} | {high['mean_batch']:.1f} |")
-    ratio = rows["on"][1]["rps"] / rows["off"][1]["rps"]
-    print(f"\nbatching on / off throughput: **{ratio:.2f}×**")
+    if len(rows) == 2:
+        ratio = rows["on"][1]["rps"] / rows["off"][1]["rps"]
+        print(f"\nbatching on / off throughput: **{ratio:.2f}×**")
 
 
 if __name__ == "__main__":
