@@ -10,6 +10,7 @@ from tunecraft import predict
 from tunecraft.compress import compress
 from tunecraft.config import build_config
 from tunecraft.serve.app import ServeSettings, create_app
+from tunecraft.serve.embeddings import run_embeddings
 from tunecraft.serve.precision import serving_model
 from tunecraft.train import train
 from tunecraft.trained import load_trained
@@ -53,11 +54,17 @@ def test_bf16_linear_weights_give_exactly_the_logits_of_bf16_autocast(tiny_run):
     assert none is None and all(p.dtype == torch.float32 for p in fp32.model.parameters())
 
 
-def test_a_bf16_server_answers_exactly_as_predict_in_bf16(tiny_run):
+def test_a_bf16_server_answers_exactly_as_predict_in_bf16_and_embeds_under_autocast(tiny_run):
     served = classify(tiny_run, "bf16")
     local = predict(tiny_run, TEXTS, precision="bf16")
     assert [p["label"] for p in served] == [p["label"] for p in local]
     assert [p["probabilities"] for p in served] == [p["probabilities"] for p in local]
+    own = run_embeddings(load_trained(tiny_run), TEXTS)  # fp32
+    with TestClient(create_app(ServeSettings(run=str(tiny_run), precision="bf16"))) as client:
+        reply = client.post("/v1/embeddings", json={"model": "tiny", "input": TEXTS})
+    assert reply.status_code == 200, reply.text
+    got = torch.tensor([d["embedding"] for d in reply.json()["data"]])
+    assert got.shape == own.shape and torch.allclose(got, own, atol=0.05)  # bf16: ~3 significant digits
 
 
 def test_an_onnx_int8_variant_is_served_with_the_schema_and_answers_of_its_own_predict(tiny_run, tmp_path):
