@@ -124,22 +124,14 @@ async def high_load(url: str, clients: int, per_client: int) -> dict:
             "p50": statistics.median(latencies), "p99": percentile(latencies, 0.99), "wall": wall}
 
 
-def batch_stats(url: str) -> float:
-    values = {}
-    for line in httpx.get(url + "/metrics").text.splitlines():
-        if line.startswith("tunecraft_batch_size_"):
-            name, value = line.split(" ")
-            values[name] = float(value)
-    return values["tunecraft_batch_size_sum"] / max(values["tunecraft_batch_size_count"], 1)
-
-
 def server_sums(url: str) -> dict[str, float]:
-    """The server's own cumulative time: /v1/classify requests inside the app (its middleware's latency) and
-    batches on the inference thread (tokenize, forward, decode), Prometheus sums and counts."""
+    """The server's own cumulative counts: time of /v1/classify requests inside the app (its middleware's
+    latency) and of batches on the inference thread (tokenize, forward, decode), items and batches."""
     wanted = {'tunecraft_request_latency_seconds_sum{route="/v1/classify"}': "request_sum",
               'tunecraft_request_latency_seconds_count{route="/v1/classify"}': "request_count",
               "tunecraft_inference_seconds_sum": "inference_sum",
-              "tunecraft_inference_seconds_count": "inference_count"}
+              "tunecraft_inference_seconds_count": "inference_count",
+              "tunecraft_batch_size_sum": "items", "tunecraft_batch_size_count": "batches"}
     values = {}
     for line in httpx.get(url + "/metrics").text.splitlines():
         name, _, value = line.rpartition(" ")
@@ -181,7 +173,8 @@ def main() -> None:
             high = {"requests": 0, "errors": 0, "error_kinds": {}, "rps": 0, "p50": 0, "p99": 0, "mean_batch": 0}
             if args.clients:
                 high = asyncio.run(high_load(url, args.clients, args.requests))
-                high["mean_batch"] = batch_stats(url)
+                done = server_sums(url)
+                high["mean_batch"] = (done["items"] - after["items"]) / max(done["batches"] - after["batches"], 1)
         finally:
             proc.terminate()
             proc.wait(timeout=60)
