@@ -17,14 +17,19 @@ from ..train.precision import resolve
 def cast_linears(model: torch.nn.Module, dtype: torch.dtype) -> int:
     """Cast the fp32 weights and biases of `nn.Linear` layers to `dtype` in place, for inference under autocast;
     returns how many tensors were cast. Left alone: a parameter some non-Linear module also holds (an output
-    layer tied to the word embeddings: the lookup is not autocast) and anything not fp32 (int8 variants)."""
+    layer tied to the word embeddings: the lookup is not autocast), the base layers of DoRA, and anything not
+    fp32 (int8 variants)."""
     owners: dict[int, list[torch.nn.Module]] = {}
+    skip = set()
     for module in model.modules():
         for param in module.parameters(recurse=False):
             owners.setdefault(id(param), []).append(module)
+        if getattr(module, "lora_magnitude_vector", None):  # DoRA (adapters served apart) reads its base in fp32
+            skip.add(id(module.get_base_layer()))
     cast = 0
     for module in model.modules():
-        if type(module) is not torch.nn.Linear:  # subclasses (peft layers, quantized) compute their own way
+        # subclasses (quantized layers) compute their own way
+        if type(module) is not torch.nn.Linear or id(module) in skip:
             continue
         for param in (module.weight, module.bias):
             if (param is not None and param.dtype == torch.float32
