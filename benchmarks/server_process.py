@@ -3,6 +3,7 @@ and the percentile they report."""
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -18,11 +19,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(run: str, *options: str) -> tuple[subprocess.Popen, str]:
-    """`tunecraft serve RUN OPTIONS` once /health answers 200 (up to 2 minutes), and its URL."""
+def start_server(run: str, *options: str, cpus: set[int] | None = None) -> tuple[subprocess.Popen, str]:
+    """`tunecraft serve RUN OPTIONS` (pinned to `cpus` when given) once /health answers 200 (up to 2 minutes),
+    and its URL."""
     port = free_port()
+    pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
     proc = subprocess.Popen([sys.executable, "-m", "tunecraft", "serve", run, "--host", "127.0.0.1", "--port",
-                             str(port), *options], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             str(port), *options], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            preexec_fn=pin)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:

@@ -15,6 +15,15 @@ def autocast_context(device: torch.device, dtype: torch.dtype | None):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+def to_eval(model) -> None:
+    """model.eval(), only where some module is in training mode: eval() sets the flag on every module through
+    nn.Module.__setattr__, 0.39 ms for MiniLM-L6 even when nothing changes, against 0.13 ms for this check (one
+    thread, 2026-11-28), paid on every served request. A model that is not a torch module (an ONNX Runtime
+    session) has no training mode."""
+    if isinstance(model, torch.nn.Module) and any(m.training for m in model.modules()):
+        model.eval()
+
+
 @torch.no_grad()
 def predict_logits(model, enc: Encoded, batch_size: int, pad_id: int, device: torch.device,
                    dtype: torch.dtype | None = None, rank: int = 0, world: int = 1,
@@ -22,7 +31,7 @@ def predict_logits(model, enc: Encoded, batch_size: int, pad_id: int, device: to
     """Logits for every feature, in input order: one tensor [N, C] for sequence classification, a list of
     [length, C] tensors for token classification. With world > 1 each process takes every world-th batch
     and `gather` (accelerate's gather_object) joins the parts, so no example is counted twice."""
-    model.eval()
+    to_eval(model)
     batches = batch_order(enc.lengths, batch_size, seed=0, epoch=0, shuffle=False)
     rows: list[tuple[int, torch.Tensor]] = []
     for indices in batches[rank::world]:

@@ -26,6 +26,7 @@ from ..trained import load_trained
 from . import guards
 from .batching import MicroBatcher
 from .feedback import FeedbackStore
+from .precision import serving_model
 from .settings import ServeSettings
 
 access_log = logging.getLogger("tunecraft.access")
@@ -81,7 +82,8 @@ class Server:
         s = self.settings
         self.batcher = MicroBatcher(self._infer, s.max_batch_size if s.batching else 1,
                                     s.max_wait_ms if s.batching else 0, self.metrics.on_batch)
-        self.trained = await self.batcher.run(self._load, s.run)
+        # loaded and cast on the inference thread, like every torch call (serve/batching.py)
+        self.trained, self.dtype = await self.batcher.run(lambda: serving_model(self._load(s.run), s.precision))
         if self._warm_up is not None:
             await self.batcher.run(self._warm_up)
         self.batcher.start()
@@ -129,6 +131,46 @@ class Metrics:
         self.inference.observe(seconds)
 
 
+class Observe:
+    """Every request's metrics and its JSON access log line. A plain ASGI middleware: Starlette's
+    BaseHTTPMiddleware (`@app.middleware("http")`) runs each request through a task group and memory streams,
+    0.13 ms a request against this one's 0.03 ms (2026-11-28, in-process ASGI calls of an empty route)."""
+
+    def __init__(self, app, metrics: Metrics):
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start = time.perf_counter()
+        status = 500
+
+        async def send_and_note(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        finally:
+            route = scope.get("route")
+            # a task's routes come in through include_router, whose match may be the included router itself;
+            # its routes have no path parameters, so the URL's path is the route's
+            path = "other" if route is None else (getattr(route, "path", None) or scope["path"])
+            seconds = time.perf_counter() - start
+            self.metrics.requests.labels(path, str(status)).inc()
+            self.metrics.latency.labels(path).observe(seconds)
+            if status >= 400:
+                self.metrics.errors.labels(path, str(status)).inc()
+            client = scope.get("client")
+            access_log.info(json.dumps({
+                "ts": round(time.time(), 3), "method": scope["method"], "path": scope["path"],
+                "status": status, "latency_ms": round(seconds * 1000, 2),
+                "client": client[0] if client else None, "pid": os.getpid(),
+            }))
+
+
 # -- the app ------------------------------------------------------------------------------------------------
 
 def create_app(settings: ServeSettings) -> FastAPI:
@@ -151,31 +193,8 @@ def create_app(settings: ServeSettings) -> FastAPI:
     # the run folder's name only: its path says where the server keeps its files
     app = FastAPI(title="tunecraft", version="1", lifespan=lifespan,
                   description=f"Serving the tunecraft run {Path(settings.run).resolve().name}")
-    guards.install(app, settings.max_body_bytes, settings.body_timeout, settings.api_key)  # inside `observe`
-
-    @app.middleware("http")
-    async def observe(request: Request, call_next):
-        start = time.perf_counter()
-        status = 500
-        try:
-            response = await call_next(request)
-            status = response.status_code
-            return response
-        finally:
-            route = request.scope.get("route")
-            # a task's routes come in through include_router, whose match may be the included router itself;
-            # its routes have no path parameters, so the URL's path is the route's
-            path = "other" if route is None else (getattr(route, "path", None) or request.url.path)
-            seconds = time.perf_counter() - start
-            metrics.requests.labels(path, str(status)).inc()
-            metrics.latency.labels(path).observe(seconds)
-            if status >= 400:
-                metrics.errors.labels(path, str(status)).inc()
-            access_log.info(json.dumps({
-                "ts": round(time.time(), 3), "method": request.method, "path": request.url.path,
-                "status": status, "latency_ms": round(seconds * 1000, 2),
-                "client": request.client.host if request.client else None, "pid": os.getpid(),
-            }))
+    guards.install(app, settings.max_body_bytes, settings.body_timeout, settings.api_key)  # inside Observe
+    app.add_middleware(Observe, metrics=metrics)
 
     @app.exception_handler(StarletteHTTPException)
     async def not_found(request: Request, exc: StarletteHTTPException):

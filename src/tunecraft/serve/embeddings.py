@@ -7,10 +7,12 @@ import base64
 from typing import Literal
 
 import numpy as np
+import torch
 from fastapi import APIRouter, Depends
 from pydantic import ConfigDict, Field
 
 from ..evaluate.baselines import embed
+from ..evaluate.inference import autocast_context
 from ..settings import Strict
 from .openai import error
 
@@ -24,9 +26,12 @@ class EmbeddingRequest(Strict):
     user: str | None = None
 
 
-def run_embeddings(trained, texts: list[str]):
-    """The run's own pooled embeddings of `texts` (its encoder under the task head), cut to its max_length."""
-    return embed(trained.model.base_model, trained.tokenizer, texts, max_length=trained.meta["max_length"])
+def run_embeddings(trained, texts: list[str], dtype=None):
+    """The run's own pooled embeddings of `texts` (its encoder under the task head), cut to its max_length;
+    under autocast to `dtype` where the server holds bf16 weights (serve/precision.py)."""
+    with torch.no_grad(), autocast_context(torch.device("cpu"), dtype):
+        vectors = embed(trained.model.base_model, trained.tokenizer, texts, max_length=trained.meta["max_length"])
+    return vectors.float()
 
 
 def embedding_routes(server) -> APIRouter:
@@ -50,7 +55,8 @@ def embedding_routes(server) -> APIRouter:
             if n > settings.max_input_tokens:
                 return error(422, f"input[{i}] has {n} tokens; the limit is {settings.max_input_tokens}",
                              "input_too_long", "input")
-        vectors = await server.batcher.run(run_embeddings, server.trained, texts)  # on the inference thread
+        # on the inference thread
+        vectors = await server.batcher.run(run_embeddings, server.trained, texts, server.dtype)
         data = []
         for i, vector in enumerate(vectors):
             value = (base64.b64encode(vector.numpy().astype(np.float32).tobytes()).decode()

@@ -1,0 +1,53 @@
+"""The weights a server holds: bf16 copies of the linear layers, cast once at load, where it serves in bf16.
+
+Autocast casts every fp32 linear weight to bf16 at every call and caches nothing outside a grad-enabled
+forward: holding them in bf16 took a one-text MiniLM-L6 forward on one core from 8.43 to 6.65 ms
+(docs/benchmarks.md, "One-text serving latency"). Casting the
+nn.Linear weights once gives autocast the very same bf16 values, so the served logits are bit-for-bit those
+of `tunecraft predict` under bf16 autocast (the same reasoning as train/precision.py frozen_linears_cast, which
+restores the fp32 weights after training; a server never needs them back, so here they are dropped)."""
+
+from __future__ import annotations
+
+import torch
+
+from ..models import TrainedModel
+from ..train.precision import resolve
+
+
+def cast_linears(model: torch.nn.Module, dtype: torch.dtype) -> int:
+    """Cast the fp32 weights and biases of `nn.Linear` layers to `dtype` in place, for inference under autocast;
+    returns how many tensors were cast. Left alone: a parameter some non-Linear module also holds (an output
+    layer tied to the word embeddings: the lookup is not autocast), the base layers of DoRA, and anything not
+    fp32 (int8 variants)."""
+    owners: dict[int, list[torch.nn.Module]] = {}
+    skip = set()
+    for module in model.modules():
+        for param in module.parameters(recurse=False):
+            owners.setdefault(id(param), []).append(module)
+        if getattr(module, "lora_magnitude_vector", None):  # DoRA (adapters served apart) reads its base in fp32
+            skip.add(id(module.get_base_layer()))
+    cast = 0
+    for module in model.modules():
+        # subclasses (quantized layers) compute their own way
+        if type(module) is not torch.nn.Linear or id(module) in skip:
+            continue
+        for param in (module.weight, module.bias):
+            if (param is not None and param.dtype == torch.float32
+                    and all(type(m) is torch.nn.Linear for m in owners[id(param)])):
+                param.requires_grad_(False)
+                param.data = param.data.to(dtype)
+                cast += 1
+    return cast
+
+
+def serving_model(trained: TrainedModel, precision: str) -> tuple[TrainedModel, torch.dtype | None]:
+    """The model as the server holds it and the autocast dtype its forward passes run under: for bf16 (or auto
+    on a CPU with native bf16) the linear weights in bf16 under bf16 autocast; fp32 as loaded. A model that is
+    not a torch module (an ONNX Runtime variant) runs as it is, with no autocast."""
+    _, dtype = resolve(precision)
+    if not isinstance(trained.model, torch.nn.Module):
+        return trained, None
+    if dtype is not None:
+        cast_linears(trained.model, dtype)
+    return trained, dtype
