@@ -246,7 +246,8 @@ class TrainConfig(Strict):
     """false: no TensorBoard even where `trackers` lists it (the short form of leaving it out)."""
     progress: bool = True
     num_threads: int | None = Field(None, ge=1)
-    """Torch's threads; default: the CPUs this process may use (affinity, capped by a cgroup quota)."""
+    """Torch's threads; default: the CPUs this process may use (affinity, capped by a cgroup quota) that other work
+    leaves idle at start (sampled for 0.1 s)."""
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
     """Mix this much of the uniform distribution into the target (0 is off)."""
     rdrop: RDropConfig = RDropConfig()
