@@ -25,16 +25,21 @@ import time
 import torch
 
 
-def matmul_peak_gflops(n: int = 2048, repeats: int = 10) -> float:
-    a = torch.randn(n, n, dtype=torch.bfloat16)
-    b = torch.randn(n, n, dtype=torch.bfloat16)
+def matmul_seconds(m: int, k: int, n: int, repeats: int) -> float:
+    """The best of `repeats` timings of one bf16 (m×k)·(k×n) product, after a warm-up."""
+    a = torch.randn(m, k, dtype=torch.bfloat16)
+    b = torch.randn(k, n, dtype=torch.bfloat16)
     a @ b
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
         a @ b
         best = min(best, time.perf_counter() - start)
-    return 2 * n**3 / best / 1e9
+    return best
+
+
+def matmul_peak_gflops(n: int = 2048, repeats: int = 10) -> float:
+    return 2 * n**3 / matmul_seconds(n, n, n, repeats) / 1e9
 
 
 def linear_ceiling_gflops(config, tokens: int, repeats: int = 20) -> float:
@@ -43,17 +48,9 @@ def linear_ceiling_gflops(config, tokens: int, repeats: int = 20) -> float:
     h, inter = config.hidden_size, config.intermediate_size
     flops = seconds = 0.0
     for k, n, count in ((h, h, 4), (h, inter, 1), (inter, h, 1)):  # q, k, v, o; FFN up; FFN down
-        for m, kk, nn in ((tokens, k, n), (tokens, n, k), (n, tokens, k)):  # y = xW, dx = dy·Wᵀ, dW = dyᵀ·x
-            a = torch.randn(m, kk, dtype=torch.bfloat16)
-            b = torch.randn(kk, nn, dtype=torch.bfloat16)
-            a @ b
-            best = float("inf")
-            for _ in range(repeats):
-                start = time.perf_counter()
-                a @ b
-                best = min(best, time.perf_counter() - start)
-            flops += count * 2 * m * kk * nn
-            seconds += count * best
+        for shape in ((tokens, k, n), (tokens, n, k), (n, tokens, k)):  # y = xW, dx = dy·Wᵀ, dW = dyᵀ·x
+            flops += count * 2 * shape[0] * shape[1] * shape[2]
+            seconds += count * matmul_seconds(*shape, repeats)
     return flops / seconds / 1e9
 
 
