@@ -29,7 +29,7 @@ class EmbeddingRequest(Strict):
 def run_embeddings(trained, texts: list[str], dtype=None):
     """The run's own pooled embeddings of `texts` (its encoder under the task head), cut to its max_length;
     under autocast to `dtype` where the server holds bf16 weights (serve/precision.py)."""
-    with torch.no_grad(), autocast_context(torch.device("cpu"), dtype):
+    with torch.no_grad(), autocast_context(trained.model.device, dtype):
         vectors = embed(trained.model.base_model, trained.tokenizer, texts, max_length=trained.meta["max_length"])
     return vectors.float()
 

@@ -12,33 +12,18 @@ from __future__ import annotations
 import torch
 
 from ..models import TrainedModel
-from ..train.precision import resolve
+from ..train.precision import castable_linear_params, resolve
 
 
 def cast_linears(model: torch.nn.Module, dtype: torch.dtype) -> int:
-    """Cast the fp32 weights and biases of `nn.Linear` layers to `dtype` in place, for inference under autocast;
-    returns how many tensors were cast. Left alone: a parameter some non-Linear module also holds (an output
-    layer tied to the word embeddings: the lookup is not autocast), the base layers of DoRA, and anything not
-    fp32 (int8 variants)."""
-    owners: dict[int, list[torch.nn.Module]] = {}
-    skip = set()
-    for module in model.modules():
-        for param in module.parameters(recurse=False):
-            owners.setdefault(id(param), []).append(module)
-        if getattr(module, "lora_magnitude_vector", None):  # DoRA (adapters served apart) reads its base in fp32
-            skip.add(id(module.get_base_layer()))
-    cast = 0
-    for module in model.modules():
-        # subclasses (quantized layers) compute their own way
-        if type(module) is not torch.nn.Linear or id(module) in skip:
-            continue
-        for param in (module.weight, module.bias):
-            if (param is not None and param.dtype == torch.float32
-                    and all(type(m) is torch.nn.Linear for m in owners[id(param)])):
-                param.requires_grad_(False)
-                param.data = param.data.to(dtype)
-                cast += 1
-    return cast
+    """Cast the fp32 weights and biases of `nn.Linear` layers (that very class: quantized subclasses compute their
+    own way) to `dtype` in place, for inference under autocast; which ones: train/precision.py
+    `castable_linear_params`. Returns how many tensors were cast."""
+    params = castable_linear_params(model, exact=True)
+    for param in params:
+        param.requires_grad_(False)
+        param.data = param.data.to(dtype)
+    return len(params)
 
 
 def serving_model(trained: TrainedModel, precision: str) -> tuple[TrainedModel, torch.dtype | None]:

@@ -29,6 +29,31 @@ def resolve(precision: str) -> tuple[str, torch.dtype | None]:
     return {"fp32": ("no", None), "bf16": ("bf16", torch.bfloat16), "fp16": ("fp16", torch.float16)}[precision]
 
 
+def castable_linear_params(model: torch.nn.Module, exact: bool = False) -> list[torch.nn.Parameter]:
+    """The fp32 weights and biases of `nn.Linear` layers (with `exact`, of that very class, not subclasses) that
+    autocast would cast at every use, so that holding them in the autocast dtype changes no value. Left out:
+    parameters that a non-Linear module also holds (an output layer tied to the word embeddings: the lookup is not
+    cast) and the base layers of DoRA, which computes its weight norm from the base weight outside autocast."""
+    def linear(module) -> bool:
+        return type(module) is torch.nn.Linear if exact else isinstance(module, torch.nn.Linear)
+
+    owners: dict[int, list[torch.nn.Module]] = {}
+    skip = set()
+    for module in model.modules():
+        for param in module.parameters(recurse=False):
+            owners.setdefault(id(param), []).append(module)
+        if getattr(module, "lora_magnitude_vector", None):  # DoRA reads its base weight itself, in fp32
+            skip.add(id(module.get_base_layer()))
+    found: dict[int, torch.nn.Parameter] = {}  # a weight shared by two Linear layers once
+    for module in model.modules():
+        if linear(module) and id(module) not in skip:
+            for param in (module.weight, module.bias):
+                if (param is not None and param.dtype == torch.float32
+                        and all(linear(m) for m in owners[id(param)])):
+                    found.setdefault(id(param), param)
+    return list(found.values())
+
+
 @contextmanager
 def frozen_linears_cast(model: torch.nn.Module, dtype: torch.dtype | None):
     """Hold the frozen fp32 weights and biases of `nn.Linear` layers in `dtype` while training under autocast,
@@ -37,29 +62,17 @@ def frozen_linears_cast(model: torch.nn.Module, dtype: torch.dtype | None):
     Autocast casts a linear layer's inputs to the autocast dtype at every call, but caches the cast only for
     leaf tensors that require grad: with LoRA and the other parameter-efficient methods the frozen base weights
     were re-cast in every forward (10% of a LoRA step on CPU, docs/benchmarks.md). Casting once gives autocast
-    the very same bf16 values, so the training is bit-for-bit the same (tested for every method). Left alone:
-    parameters that a non-Linear module also holds (an output layer tied to the word embeddings: the lookup is
-    not cast) and the base layers of DoRA, which computes its weight norm from the base weight outside autocast.
-    Yields the cast copies (held in memory beside the fp32 weights until the block ends)."""
+    the very same bf16 values, so the training is bit-for-bit the same (tested for every method). Which
+    parameters: `castable_linear_params`. Yields the cast copies (held in memory beside the fp32 weights until
+    the block ends)."""
     if dtype is None:
         yield []
         return
-    owners: dict[int, list[torch.nn.Module]] = {}
-    skip = set()
-    for module in model.modules():
-        for param in module.parameters(recurse=False):
-            owners.setdefault(id(param), []).append(module)
-        if getattr(module, "lora_magnitude_vector", None):  # DoRA reads its base weight itself, in fp32
-            skip.add(id(module.get_base_layer()))
     kept = []
-    for module in model.modules():
-        if not isinstance(module, torch.nn.Linear) or id(module) in skip:
-            continue
-        for param in (module.weight, module.bias):
-            if (param is not None and not param.requires_grad and param.dtype == torch.float32
-                    and all(isinstance(m, torch.nn.Linear) for m in owners[id(param)])):
-                kept.append((param, param.data))
-                param.data = param.data.to(dtype)
+    for param in castable_linear_params(model):
+        if not param.requires_grad:
+            kept.append((param, param.data))
+            param.data = param.data.to(dtype)
     try:
         yield [param.data for param, _ in kept]
     finally:
