@@ -1,11 +1,13 @@
-"""Training steps with torch's CPU dropout vs tunecraft's MaskedDropout (train/dropout.py), interleaved in one
-process so that the machine's load falls on both: a full fine-tune step of all-MiniLM-L6-v2 (batch 32 × 27 tokens,
-the `mr` mean; bf16 autocast, fused AdamW), the median of the rounds.
+"""Training steps with torch's CPU dropout vs tunecraft's (train/dropout.py), interleaved in one process so that the
+machine's load falls on every arm: a full fine-tune step of all-MiniLM-L6-v2 (batch 32 × 27 tokens, the `mr` mean,
+a third of the rows padded from token 20; bf16 autocast, fused AdamW), the median of the rounds. Arms: torch's
+dropout and SDPA; `MaskedDropout` layers with SDPA (attention dropout by SDPA's math path); `MaskedDropout` layers
+and the attention function with the same masks (what the loop runs on CPU).
 
     python benchmarks/cpu_dropout.py [--threads 1 2] [--rounds 7] [--steps 5] [--profile]
 
---profile: afterwards, torch.profiler's table (self CPU time by op) of 5 MaskedDropout steps on the last thread
-count, gradient clipping included as in the loop.
+--profile: afterwards, torch.profiler's table (self CPU time by op) of 5 steps as the loop runs them on the last
+thread count, gradient clipping included as in the loop.
 """
 
 from __future__ import annotations
@@ -30,11 +32,16 @@ def main() -> None:
 
     from tunecraft.assets import model_path
     from tunecraft.train.dropout import masked_dropout
+    from tunecraft.train.memory import keep_freed_memory
+
+    keep_freed_memory()  # as the training session does
 
     torch.manual_seed(0)
     model = AutoModelForSequenceClassification.from_pretrained(model_path("minilm-l6"), num_labels=2).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=5e-5, fused=True)
     ids = torch.randint(1000, 20000, (32, args.length))
+    mask = torch.ones_like(ids)
+    mask[::3, 20:] = 0
     labels = torch.randint(0, 2, (32,))
 
     def steps() -> float:
@@ -42,24 +49,27 @@ def main() -> None:
         for _ in range(args.steps):
             optimizer.zero_grad(set_to_none=True)
             with torch.autocast("cpu", dtype=torch.bfloat16):
-                loss = model(input_ids=ids, labels=labels).loss
+                loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
         return (time.perf_counter() - start) / args.steps * 1000
 
-    print("| threads | torch dropout (ms/step) | MaskedDropout (ms/step) | speed-up |")
-    print("|---|---|---|---|")
+    arms = {"torch": lambda: masked_dropout(model, enabled=False),
+            "layers": lambda: masked_dropout(model, attention=False), "masked": lambda: masked_dropout(model)}
+    print("| threads | torch dropout (ms/step) | MaskedDropout layers (ms/step) | layers + attention (ms/step) | "
+          "speed-up |")
+    print("|---|---|---|---|---|")
     for threads in args.threads:
         torch.set_num_threads(threads)
-        times = {"torch": [], "masked": []}
+        times = {arm: [] for arm in arms}
         steps()
         for _ in range(args.rounds):
-            times["torch"].append(steps())
-            with masked_dropout(model):
-                times["masked"].append(steps())
-        a, b = statistics.median(times["torch"]), statistics.median(times["masked"])
-        print(f"| {threads} | {a:.1f} | {b:.1f} | {a / b:.3f}× |")
+            for arm, swap in arms.items():
+                with swap():
+                    times[arm].append(steps())
+        a, b, c = (statistics.median(times[arm]) for arm in arms)
+        print(f"| {threads} | {a:.1f} | {b:.1f} ({a / b:.3f}×) | {c:.1f} | {a / c:.3f}× |")
     if args.profile:
         from torch.profiler import ProfilerActivity, profile
 

@@ -1,15 +1,19 @@
-"""MaskedDropout (train/dropout.py): the law of nn.Dropout, exact scaling and gradients, seeded, swapped in and out."""
+"""MaskedDropout (train/dropout.py): the law of nn.Dropout, exact scaling and gradients, seeded, swapped in and out;
+the attention function that draws the attention probabilities' dropout with the same masks."""
 
 import math
 
 import torch
 
-from tunecraft.train.dropout import MaskedDropout, keep_mask, masked_dropout
+import pytest
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+from tunecraft.train.dropout import ATTENTION, MaskedDropout, attention_with_masked_dropout, keep_mask, masked_dropout
 
 
 def test_keep_mask_keeps_each_element_with_probability_one_minus_p():
     torch.manual_seed(0)
-    n = 2_000_001  # odd: the last element comes from half a 64-bit draw
+    n = 2_000_001  # not a multiple of 4: the last element comes from a quarter of a 64-bit draw
     for p in (0.1, 0.5, 0.9):
         kept = keep_mask(torch.Size([n]), p).double().mean().item()
         sigma = math.sqrt(p * (1 - p) / n)
@@ -59,3 +63,92 @@ def test_the_swap_replaces_every_dropout_and_gives_the_originals_back():
     assert not originals[0].training  # ...and the originals come back in the mode the model is in
     with masked_dropout(model, enabled=False) as swapped:
         assert swapped == 0 and model[1] is originals[0]
+
+
+class _Heads(torch.nn.Module):
+    """What the attention functions read off the attention module."""
+
+    def __init__(self, groups: int, causal: bool):
+        super().__init__()
+        self.num_key_value_groups, self.is_causal = groups, causal
+
+
+def _qkv(groups: int):
+    torch.manual_seed(0)
+    return (torch.randn(2, 4, 6, 8), torch.randn(2, 4 // groups, 6, 8), torch.randn(2, 4 // groups, 6, 8))
+
+
+_PADDED = torch.ones(2, 1, 6, 6, dtype=torch.bool)
+_PADDED[1, ..., 4:] = False  # the second sequence's last two keys are padding
+
+
+@pytest.mark.parametrize("groups,causal,mask", [(1, False, _PADDED), (2, True, None), (1, True, _PADDED.tril()),
+                                                (1, False, torch.zeros(2, 1, 6, 6).masked_fill(~_PADDED, -1e9))])
+def test_attention_without_dropout_is_sdpa_and_with_a_vanishing_p_computes_the_same(groups, causal, mask):
+    module, (q, k, v) = _Heads(groups, causal), _qkv(groups)
+    expected, _ = sdpa_attention_forward(module, q, k, v, mask, dropout=0.0, scaling=0.3)
+    out, _ = attention_with_masked_dropout(module, q, k, v, mask, dropout=0.0, scaling=0.3)
+    assert torch.equal(out, expected)  # no dropout: SDPA itself
+    # p = 1e-12 keeps every element (threshold round(p·2¹⁶) = 0): the eager path, masks, causality, GQA and the
+    # scale must give SDPA's numbers
+    out, _ = attention_with_masked_dropout(module, q, k, v, mask, dropout=1e-12, scaling=0.3)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_attention_dropout_drops_probabilities_with_the_seeded_keep_mask():
+    module, (q, k, v) = _Heads(1, False), _qkv(1)
+    q.requires_grad_(True)
+    torch.manual_seed(5)
+    out, _ = attention_with_masked_dropout(module, q, k, v, _PADDED, dropout=0.3)
+    torch.manual_seed(5)
+    keep = keep_mask(torch.Size([2, 4, 6, 6]), 0.3)
+    probs = torch.softmax((q @ k.transpose(2, 3) * 8**-0.5).masked_fill(~_PADDED, torch.finfo(q.dtype).min), -1)
+    expected = ((probs * keep / 0.7) @ v).transpose(1, 2)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
+    out.sum().backward()  # the gradient flows through the kept probabilities only
+    assert q.grad is not None and torch.isfinite(q.grad).all()
+
+
+def test_the_swap_runs_sdpa_models_on_the_masked_attention_and_evaluation_is_unchanged():
+    from transformers import BertConfig, BertForSequenceClassification
+
+    config = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=32, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.5)
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(config).eval()
+    assert model.config._attn_implementation == "sdpa"
+    ids, mask = torch.randint(0, 50, (3, 7)), torch.ones(3, 7, dtype=torch.long)
+    mask[2, 5:] = 0
+    before = model(input_ids=ids, attention_mask=mask).logits
+    with masked_dropout(model):
+        assert model.config._attn_implementation == ATTENTION
+        assert torch.equal(model(input_ids=ids, attention_mask=mask).logits, before)  # eval: SDPA's own path
+        model.train()
+        torch.manual_seed(1)
+        a = model(input_ids=ids, attention_mask=mask).logits
+        torch.manual_seed(1)
+        b = model(input_ids=ids, attention_mask=mask).logits
+        c = model(input_ids=ids, attention_mask=mask).logits
+        assert torch.equal(a, b) and not torch.equal(a, c)  # the attention dropout draws, seeded
+    assert model.config._attn_implementation == "sdpa"
+    with masked_dropout(model, attention=False):
+        assert model.config._attn_implementation == "sdpa"
+
+
+@pytest.mark.parametrize("padded", [False, True])
+def test_a_causal_model_in_training_attends_as_sdpa_does(padded):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, attention_dropout=1e-12)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config).train()  # dropout p = 1e-12: the masked path, every element kept
+    ids, mask = torch.randint(0, 64, (3, 9)), torch.ones(3, 9, dtype=torch.long)
+    if padded:
+        mask[1, :3] = 0  # left padding
+        mask[2, 7:] = 0  # right padding
+    expected = model(input_ids=ids, attention_mask=mask).logits
+    with masked_dropout(model):
+        out = model(input_ids=ids, attention_mask=mask).logits
+    keep = mask.bool()
+    torch.testing.assert_close(out[keep], expected[keep], rtol=1e-4, atol=1e-5)
