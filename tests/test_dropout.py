@@ -3,9 +3,8 @@ the attention function that draws the attention probabilities' dropout with the 
 
 import math
 
-import torch
-
 import pytest
+import torch
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 from tunecraft.train.dropout import ATTENTION, MaskedDropout, attention_with_masked_dropout, keep_mask, masked_dropout
