@@ -65,6 +65,11 @@ def test_predict_from_a_file_and_errors_without_traceback(lora_run, tmp_path):
     proc = tunecraft("predict", str(run_dir), "--file", str(tmp_path / "texts.txt"))
     assert proc.returncode == 0, proc.stderr
     assert [line.split("\t")[0] for line in proc.stdout.splitlines()] == ["positive", "negative"]
+    from tunecraft.evaluate.runs import predict
+
+    proc = tunecraft("predict", str(run_dir), "--precision", "fp32", "--json", "a triumph")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == predict(run_dir, ["a triumph"], precision="fp32")[0]  # the fp32 numbers
 
     bad = tunecraft("eval", str(tmp_path), "--data", "amazon")
     assert bad.returncode == 2 and "not a tunecraft run folder" in bad.stderr and "Traceback" not in bad.stderr

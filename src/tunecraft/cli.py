@@ -156,7 +156,8 @@ def _cmd_predict(args) -> int:
         raise TunecraftError("give texts as arguments or --file FILE")
     from .models import run_task
 
-    print(format_predictions(predict(args.run, texts), args.json, run_task(args.run)))
+    print(format_predictions(predict(args.run, texts, precision=args.precision), args.json,
+                             run_task(args.run)))
     return 0
 
 
@@ -437,6 +438,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--file", help="a .txt file (one text per line) or CSV/TSV/JSONL/Parquet")
     p.add_argument("--text-column", default="text")
     p.add_argument("--json", action="store_true", help="print one JSON object per line")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                   help="auto: bf16 where the hardware has it, else fp32 (as `serve --precision`)")
     p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("chat", help="chat with a causal_lm run in the terminal (reads stdin, keeps the history)")
