@@ -94,6 +94,19 @@ def test_attention_without_dropout_is_sdpa_and_with_a_vanishing_p_computes_the_s
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
 
 
+def test_under_bf16_autocast_attention_is_computed_in_fp32_as_sdpa_math_does():
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    module, (q, k, v) = _Heads(1, False), (2 * t.bfloat16() for t in _qkv(1))
+    with sdpa_kernel(SDPBackend.MATH):  # the path SDPA takes on CPU when there is dropout
+        expected, _ = sdpa_attention_forward(module, q, k, v, _PADDED, dropout=0.0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, _ = attention_with_masked_dropout(module, q, k, v, _PADDED, dropout=1e-12)
+    assert out.dtype == torch.bfloat16
+    # within one bf16 rounding of the output (scores rounded to bf16 before the softmax are off by several)
+    assert (out.float() - expected.float()).abs().max() <= 2**-8 * expected.float().abs().max()
+
+
 def test_attention_dropout_drops_probabilities_with_the_seeded_keep_mask():
     module, (q, k, v) = _Heads(1, False), _qkv(1)
     q.requires_grad_(True)
