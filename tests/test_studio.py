@@ -19,9 +19,10 @@ import pytest
 import yaml
 
 from tunecraft.config import build_config, dump_config, load_config, load_recipe
+from tunecraft.data.preferences import read_store_table
 from tunecraft.experiment import experiment
 from tunecraft.pretrain.config import TokenizerRecipe
-from tunecraft.serve.feedback import FeedbackStore, read_rows
+from tunecraft.serve.feedback import FeedbackStore
 
 from .ner_data import write_english_ner
 from .test_serve import free_port
@@ -227,7 +228,8 @@ def test_try_it_chat_streams_the_greedy_answer_and_rates_it(page, studio_runs):
     page.wait_for_selector(".rate-answer button[data-rating='1'][aria-pressed='true']")
     page.locator("#try").scroll_into_view_if_needed()
     shot(page, "try-chat")
-    stored = read_rows(runs / "tiny-chat" / "feedback.sqlite", "chat_feedback")  # through the server's /v1/feedback
+    # through the server's /v1/feedback
+    stored = read_store_table(runs / "tiny-chat" / "feedback.sqlite", "chat_feedback")
     assert [(json.loads(r["messages"]), r["response"], r["rating"]) for r in stored] == [
         ([{"role": "user", "content": "What is AI?"}], expected, 1)]
 
@@ -351,7 +353,7 @@ def test_chat_feedback_rate_edit_and_train_a_preference_run(page, studio_runs):
     page.wait_for_selector(f"#chat-queue tr[data-id='{second}'] button.rate[data-rating='-1'][aria-pressed='true']")
     page.wait_for_function(f"document.querySelector(\"#chat-queue tr[data-id='{first}'] button.edit\").textContent "
                            "=== 'Saved'")
-    rows = {r["id"]: r for r in read_rows(run / "feedback.sqlite", "chat_feedback")}  # in the server's store
+    rows = {r["id"]: r for r in read_store_table(run / "feedback.sqlite", "chat_feedback")}  # in the server's store
     assert (rows[first]["rating"], rows[first]["correction"]) == (-1, "I am a small chat model.")
     assert (rows[second]["rating"], rows[second]["correction"]) == (-1, None)
     refused = httpx.post(page.url.split("/runs/")[0] + f"/api/runs/tiny-chat/chat-feedback/{first}", json={},

@@ -167,6 +167,23 @@ def read_preference_file(path: str | Path, kind: str = "auto",
     return out
 
 
+def read_store_table(path: str | Path, table: str) -> list[dict] | None:
+    """The rows of a feedback store's table (serve/feedback.py writes `feedback` and `chat_feedback`), oldest first,
+    as dicts; None when the file or the table is absent. Read-only: a server may be writing to it."""
+    import sqlite3
+
+    path = Path(path)
+    if table not in ("feedback", "chat_feedback"):
+        raise ValueError(f"no table {table} in a feedback store")
+    if not path.is_file():
+        return None
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+        db.row_factory = sqlite3.Row
+        if db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (table,)).fetchone() is None:
+            return None
+        return [dict(row) for row in db.execute(f"SELECT * FROM {table} ORDER BY id")]
+
+
 def read_feedback_store(path: str | Path, good_rating: int = 1) -> list[PreferencePair | Judgement]:
     """A server's chat feedback (serve/feedback.py, table chat_feedback) as preference data, one item per row
     (`line` is the row's id): a correction of an answer is a pair (the correction chosen over the answer); a
@@ -178,15 +195,16 @@ def read_feedback_store(path: str | Path, good_rating: int = 1) -> list[Preferen
     if not path.is_file():
         raise DataError(path, None, None, "file not found")
     try:
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
-            rows = db.execute("SELECT id, messages, response, rating, correction FROM chat_feedback ORDER BY id"
-                              ).fetchall()
+        rows = read_store_table(path, "chat_feedback")
     except sqlite3.DatabaseError as err:
         raise DataError(path, None, None, f"not a tunecraft feedback store (table chat_feedback): {err}") from None
+    if rows is None:
+        raise DataError(path, None, None, "not a tunecraft feedback store: no table chat_feedback")
     out: list = []
-    for row_id, messages, response, rating, correction in rows:
+    for row in rows:
+        row_id, response, rating, correction = row["id"], row["response"], row["rating"], row["correction"]
         try:
-            prompt = _prompt(path, row_id, json.loads(messages), "messages")
+            prompt = _prompt(path, row_id, json.loads(row["messages"]), "messages")
         except json.JSONDecodeError as err:
             raise DataError(path, row_id, "messages", f"not JSON: {err}") from None
         if correction and response and correction.strip() != response.strip():

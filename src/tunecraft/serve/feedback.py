@@ -41,21 +41,6 @@ def unknown_label(label: str, labels: list[str]) -> str:
     return f"unknown label '{label}'; the model knows: {', '.join(labels)}"
 
 
-def read_rows(path: str | Path, table: str) -> list[dict]:
-    """The rows of a store's table (`feedback` or `chat_feedback`), oldest first, as dicts; [] when the file or
-    the table is absent. Read-only: a server may be writing to it."""
-    path = Path(path)
-    if table not in ("feedback", "chat_feedback"):
-        raise ValueError(f"no table {table} in a feedback store")
-    if not path.is_file():
-        return []
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
-        db.row_factory = sqlite3.Row
-        if db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (table,)).fetchone() is None:
-            return []
-        return [dict(row) for row in db.execute(f"SELECT * FROM {table} ORDER BY id")]
-
-
 class FeedbackStore:
     """Opened on the first write, so that a server that gets no feedback leaves no file behind."""
 

@@ -13,10 +13,10 @@ import io
 import json
 from pathlib import Path
 
-from ..data.preferences import PreferencePair, read_feedback_store
+from ..data.preferences import PreferencePair, read_feedback_store, read_store_table
 from ..errors import DataError
 from ..io import write_json, write_text
-from ..serve.feedback import FeedbackStore, read_rows
+from ..serve.feedback import FeedbackStore
 from .runs import STUDIO_DIR
 
 STORE = "feedback.sqlite"
@@ -34,7 +34,8 @@ class FeedbackQueue:
     def rows(self, run: Path) -> list[dict]:
         """The server's label feedback, oldest first, each with the label a person gave it (or None)."""
         reviews = self.reviews(run.name)
-        return [{**row, "reviewed": reviews.get(str(row["id"]))} for row in read_rows(run / STORE, "feedback")]
+        rows = read_store_table(run / STORE, "feedback") or []
+        return [{**row, "reviewed": reviews.get(str(row["id"]))} for row in rows]
 
     def review(self, run: Path, row: int, label: str) -> None:
         reviews = self.reviews(run.name)
@@ -55,7 +56,7 @@ class FeedbackQueue:
         """The server's chat feedback, oldest first: the conversation (a list of messages), the answer, rating and
         correction, and what the row trains as (`read_feedback_store`'s own reading: pair, good, bad, or None
         for a row it leaves out)."""
-        rows = read_rows(run / STORE, "chat_feedback")
+        rows = read_store_table(run / STORE, "chat_feedback") or []
         if not rows:
             return []
         try:
