@@ -156,8 +156,7 @@ def _cmd_predict(args) -> int:
         raise TunecraftError("give texts as arguments or --file FILE")
     from .models import run_task
 
-    print(format_predictions(predict(args.run, texts, precision=args.precision), args.json,
-                             run_task(args.run)))
+    print(format_predictions(predict(args.run, texts, precision=args.precision), args.json, run_task(args.run)))
     return 0
 
 

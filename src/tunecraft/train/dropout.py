@@ -5,10 +5,11 @@ backward of one MiniLM-L6 activation (32 × 27 × 384, bf16, one thread) where t
 hundred microseconds. Written by hand because neither torch nor transformers has a faster CPU dropout:
 `MaskedDropout` draws 16 random bits per element in bulk (`random_` over the whole int64 range, four elements per
 draw), keeps an element when its bits clear a threshold, and scales by 1/(1-p) as `nn.Dropout` does: 1.7 ms for
-the same forward and backward with 32 bits per element, 0.5 ms less again with 16 (the draw is serial: half the
-bits, half the time). The keep probability is 1 - round(p·2¹⁶)/2¹⁶, within 2⁻¹⁷ (8·10⁻⁶) of 1 - p: p = 0.1 drops
-10.0006% of the elements. The bits come from torch's default generator, so `torch.manual_seed` reproduces
-them and a checkpoint's saved RNG state resumes them; the stream differs from `bernoulli_`'s, so a run's masks
+the same forward and backward with 32 bits per element; with 16 the mask alone takes 0.49 ms instead of 0.70 on
+2 threads (the draw is serial: half the bits, about half the drawing time). The keep probability is
+1 - round(p·2¹⁶)/2¹⁶, within 2⁻¹⁷ (8·10⁻⁶) of 1 - p: p = 0.1 drops 10.0006% of the elements. The bits come from
+torch's default generator, so `torch.manual_seed` reproduces them and a checkpoint's saved RNG state resumes them;
+the stream differs from `bernoulli_`'s, so a run's masks
 (not their law) differ from those `nn.Dropout` would draw. Whole training steps: benchmarks/cpu_dropout.py.
 
 The attention probabilities' dropout is not a module but an argument of the attention function, and torch's SDPA
@@ -71,9 +72,9 @@ class MaskedDropout(torch.nn.Module):
 def attention_with_masked_dropout(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor,
                                   value: torch.Tensor, attention_mask: torch.Tensor | None, dropout: float = 0.0,
                                   scaling: float | None = None, is_causal: bool | None = None, **kwargs):
-    """An attention function for transformers' AttentionInterface, registered as ATTENTION: SDPA's own results
-    without dropout or with what eager attention does not do here (a position bias, soft-capping, attention
-    sinks); with dropout, softmax(q·kᵀ·scale + mask) with `keep_mask`'s mask, times v, computed in fp32."""
+    """An attention function for transformers' AttentionInterface, registered as ATTENTION: SDPA itself without
+    dropout, or for what this function does not do (a position bias, soft-capping, attention sinks); with dropout,
+    softmax(q·kᵀ·scale + mask) with `keep_mask`'s mask, times v, computed in fp32."""
     if not dropout or any(kwargs.get(k) is not None for k in ("position_bias", "softcap", "s_aux")):
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       is_causal=is_causal, **kwargs)
