@@ -10,6 +10,23 @@ from tunecraft.config import build_config  # noqa: E402
 from tunecraft.experiment import experiment  # noqa: E402
 
 
+def tiny_classifier(output_dir, name: str, train_samples: int = 64, eval_samples: int = 16, **train_settings):
+    """A full fine-tune of the tiny scratch character encoder on `mr` (fp32, one thread, no zero-shot baseline;
+    2 steps of 8 unless `train_settings` say otherwise): a real run folder in seconds. Returns the run folder."""
+    from tunecraft.train import train
+
+    config = build_config({
+        "name": name, "output_dir": str(output_dir), "seed": 7,
+        "model": {"base": "scratch:encoder-tiny", "tokenizer": "chars", "max_length": 64},
+        "data": {"dataset": "mr", "max_train_samples": train_samples, "max_eval_samples": eval_samples},
+        "method": {"name": "full"},
+        "train": {"max_steps": 2, "batch_size": 8, "precision": "fp32", "progress": False, "tensorboard": False,
+                  "num_threads": 1, **train_settings},
+        "baselines": {"zero_shot": False}})
+    train(config)
+    return config.run_dir
+
+
 @pytest.fixture
 def write(tmp_path):
     """write(name, text_or_bytes) -> path of a file in a fresh temporary folder."""

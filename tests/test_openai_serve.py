@@ -13,6 +13,7 @@ import openai
 import pytest
 import torch
 
+from tests.conftest import tiny_classifier
 from tests.test_serve import start
 from tests.tiny_decoder import PROMPTS, tiny_base, tiny_run
 from tunecraft import predict
@@ -226,21 +227,13 @@ def test_several_lora_runs_on_one_base_answer_by_model_name(base):
 
 
 def test_embeddings_of_an_encoder_run_equal_its_own_pooled_embeddings(tmp_path):
-    from tunecraft.config import build_config
     from tunecraft.serve.embeddings import run_embeddings
-    from tunecraft.train import train
     from tunecraft.trained import load_trained
 
-    config = build_config({
-        "name": "enc", "output_dir": str(tmp_path), "seed": 7,
-        "model": {"base": "scratch:encoder-tiny", "tokenizer": "chars", "max_length": 64},
-        "data": {"dataset": "mr", "max_train_samples": 64, "max_eval_samples": 16}, "method": {"name": "full"},
-        "train": {"max_steps": 2, "batch_size": 8, "precision": "fp32", "progress": False, "tensorboard": False,
-                  "num_threads": 1}, "baselines": {"zero_shot": False}})
-    train(config)
+    run_dir = tiny_classifier(tmp_path, "enc")
     texts = ["a gorgeous, witty film", "a dull mess", "it is a film " * 3]
-    own = run_embeddings(load_trained(config.run_dir), texts)
-    proc, url = start(config.run_dir, "--precision", "fp32")
+    own = run_embeddings(load_trained(run_dir), texts)
+    proc, url = start(run_dir, "--precision", "fp32")
     try:
         got = client(url).embeddings.create(model="enc", input=texts)  # the client asks for base64
         assert [d.index for d in got.data] == [0, 1, 2] and got.usage.prompt_tokens > 0

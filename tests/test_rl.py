@@ -9,6 +9,7 @@ import random
 import pytest
 import torch
 
+from tests.conftest import tiny_classifier
 from tests.tiny_decoder import tiny_base
 from tunecraft.align.rewards import RunReward, build_rewards
 from tunecraft.align.settings import RewardConfig
@@ -180,16 +181,7 @@ def test_bad_reward_configs_are_refused_naming_the_key(base, tmp_path):
 
 @pytest.fixture(scope="module")
 def classifier(tmp_path_factory):
-    from tunecraft.train import train
-
-    config = build_config({
-        "name": "clf", "output_dir": str(tmp_path_factory.mktemp("clf")), "seed": 7,
-        "model": {"base": "scratch:encoder-tiny", "tokenizer": "chars", "max_length": 64},
-        "data": {"dataset": "mr", "max_train_samples": 64, "max_eval_samples": 16}, "method": {"name": "full"},
-        "train": {"max_steps": 2, "batch_size": 8, "precision": "fp32", "progress": False, "tensorboard": False,
-                  "num_threads": 1}, "baselines": {"zero_shot": False}})
-    train(config)
-    return config.run_dir
+    return tiny_classifier(tmp_path_factory.mktemp("clf"), "clf")
 
 
 def test_run_reward_is_the_classifiers_own_predict_probability(classifier, base, tmp_path):

@@ -6,13 +6,12 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
+from tests.conftest import tiny_classifier
 from tunecraft import predict
 from tunecraft.compress import compress
-from tunecraft.config import build_config
 from tunecraft.serve.app import ServeSettings, create_app
 from tunecraft.serve.embeddings import run_embeddings
 from tunecraft.serve.precision import serving_model
-from tunecraft.train import train
 from tunecraft.trained import load_trained
 
 TEXTS = ["a gorgeous, witty, deeply moving film", "a dull, lifeless and boring mess", "it is a film",
@@ -21,14 +20,7 @@ TEXTS = ["a gorgeous, witty, deeply moving film", "a dull, lifeless and boring m
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    config = build_config({
-        "name": "tiny", "output_dir": str(tmp_path_factory.mktemp("runs")), "seed": 7,
-        "model": {"base": "scratch:encoder-tiny", "tokenizer": "chars", "max_length": 64},
-        "data": {"dataset": "mr", "max_train_samples": 256, "max_eval_samples": 32}, "method": {"name": "full"},
-        "train": {"max_steps": 8, "batch_size": 16, "lr": 1e-3, "precision": "fp32", "progress": False,
-                  "tensorboard": False, "num_threads": 1}, "baselines": {"zero_shot": False}})
-    train(config)
-    return config.run_dir
+    return tiny_classifier(tmp_path_factory.mktemp("runs"), "tiny", 256, 32, max_steps=8, batch_size=16, lr=1e-3)
 
 
 def classify(run, precision: str, texts=TEXTS) -> list[dict]:
