@@ -19,6 +19,26 @@ import time
 import torch
 
 
+def minilm_full_finetune():
+    """all-MiniLM-L6-v2 with a 2-label head in train mode and its fused AdamW, as the loop builds them for a full
+    fine-tune (glibc's freed-memory thresholds raised as the training session does), seed 0."""
+    from transformers import AutoModelForSequenceClassification
+
+    from tunecraft.assets import model_path
+    from tunecraft.train.memory import keep_freed_memory
+
+    keep_freed_memory()
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(model_path("minilm-l6"), num_labels=2).train()
+    return model, torch.optim.AdamW(model.parameters(), lr=5e-5, fused=True)
+
+
+def batch(length: int, rows: int = 32) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Random token ids (rows × length), an all-ones attention mask and random binary labels."""
+    ids = torch.randint(1000, 20000, (rows, length))
+    return ids, torch.ones_like(ids), torch.randint(0, 2, (rows,))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
@@ -28,21 +48,11 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
 
-    from transformers import AutoModelForSequenceClassification
-
-    from tunecraft.assets import model_path
     from tunecraft.train.dropout import masked_dropout
-    from tunecraft.train.memory import keep_freed_memory
 
-    keep_freed_memory()  # as the training session does
-
-    torch.manual_seed(0)
-    model = AutoModelForSequenceClassification.from_pretrained(model_path("minilm-l6"), num_labels=2).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-5, fused=True)
-    ids = torch.randint(1000, 20000, (32, args.length))
-    mask = torch.ones_like(ids)
+    model, optimizer = minilm_full_finetune()
+    ids, mask, labels = batch(args.length)
     mask[::3, 20:] = 0
-    labels = torch.randint(0, 2, (32,))
 
     def steps() -> float:
         start = time.perf_counter()

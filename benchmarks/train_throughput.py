@@ -71,20 +71,26 @@ def load_split(train_samples: int | None):
     return load_classification_data(build_config({"data": data}).data)
 
 
-def run_tunecraft(args) -> dict:
+def tunecraft_config(output_dir: str, seed: int = 42, epochs: float = 1, train_samples: int | None = None,
+                     batch_size: int = 32, max_length: int = 128, lr: float = 5e-5):
+    """The tunecraft side's recipe: what a user would write for this job."""
     from tunecraft.config import build_config
-    from tunecraft.train import train
 
-    out = tempfile.mkdtemp(prefix="bench-tc-")
-    config = build_config({
-        "name": "bench", "output_dir": out, "seed": args.seed,
-        "data": {"dataset": "mr", **({"max_train_samples": args.train_samples} if args.train_samples else {})},
-        "model": {"base": "minilm-l6", "max_length": args.max_length},
+    return build_config({
+        "name": "bench", "output_dir": output_dir, "seed": seed,
+        "data": {"dataset": "mr", **({"max_train_samples": train_samples} if train_samples else {})},
+        "model": {"base": "minilm-l6", "max_length": max_length},
         "method": {"name": "full"},
-        "train": {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "precision": "bf16",
+        "train": {"epochs": epochs, "batch_size": batch_size, "lr": lr, "precision": "bf16",
                   "eval_each_epoch": False, "tensorboard": False, "progress": False},
     })
-    summary = train(config)
+
+
+def run_tunecraft(args) -> dict:
+    from tunecraft.train import train
+
+    summary = train(tunecraft_config(tempfile.mkdtemp(prefix="bench-tc-"), args.seed, args.epochs,
+                                     args.train_samples, args.batch_size, args.max_length, args.lr))
     return {"train_seconds": summary["train_seconds"], "train_tokens": summary["train_tokens"],
             "padded_fraction": summary["padding_fraction"], "accuracy": summary["metrics"]["accuracy"],
             "avg_seq": summary["train_tokens"] / (summary["sizes"]["train"] * args.epochs)}
