@@ -35,7 +35,8 @@ def _detect(row: dict) -> str:
     return ""
 
 
-def _string(path, line, field, value, allow_empty=False) -> str:
+def check_text(path, line, field, value, allow_empty=False) -> str:
+    """A string, and not blank unless `allow_empty`."""
     if not isinstance(value, str):
         raise DataError(path, line, field, f"expected a string, got {type(value).__name__}")
     if not allow_empty and not value.strip():
@@ -43,8 +44,9 @@ def _string(path, line, field, value, allow_empty=False) -> str:
     return value
 
 
-def check_messages(path, line, messages, key="messages") -> list[dict]:
-    """Roles known, contents non-empty strings, and at least one assistant turn to learn from."""
+def check_turns(path, line, messages, key="messages") -> list[dict]:
+    """A non-empty list of {role, content} turns, roles known and contents non-empty strings; each turn's other
+    keys dropped."""
     if not isinstance(messages, list) or not messages:
         raise DataError(path, line, key, "expected a non-empty list of messages")
     for i, m in enumerate(messages):
@@ -52,10 +54,16 @@ def check_messages(path, line, messages, key="messages") -> list[dict]:
             raise DataError(path, line, f"{key}[{i}]", "expected an object with 'role' and 'content'")
         if m["role"] not in ROLES:
             raise DataError(path, line, f"{key}[{i}].role", f"unknown role '{m['role']}'; roles: {', '.join(ROLES)}")
-        _string(path, line, f"{key}[{i}].content", m["content"])
-    if not any(m["role"] == "assistant" for m in messages):
-        raise DataError(path, line, key, "no assistant turn: nothing for the model to learn")
+        check_text(path, line, f"{key}[{i}].content", m["content"])
     return [{"role": m["role"], "content": m["content"]} for m in messages]
+
+
+def check_messages(path, line, messages, key="messages") -> list[dict]:
+    """A conversation to learn from: `check_turns`, and at least one assistant turn."""
+    turns = check_turns(path, line, messages, key)
+    if not any(m["role"] == "assistant" for m in turns):
+        raise DataError(path, line, key, "no assistant turn: nothing for the model to learn")
+    return turns
 
 
 def _from_row(path, line, row: dict, fmt: str) -> Conversation:
@@ -79,14 +87,14 @@ def _from_row(path, line, row: dict, fmt: str) -> Conversation:
         for key in ("instruction", "output"):
             if key not in row:
                 raise DataError(path, line, key, "missing (Alpaca rows have instruction, input, output)")
-        instruction = _string(path, line, "instruction", row["instruction"])
-        extra = _string(path, line, "input", row.get("input") or "", allow_empty=True)
-        output = _string(path, line, "output", row["output"])
+        instruction = check_text(path, line, "instruction", row["instruction"])
+        extra = check_text(path, line, "input", row.get("input") or "", allow_empty=True)
+        output = check_text(path, line, "output", row["output"])
         user = f"{instruction}\n\n{extra}" if extra.strip() else instruction
         messages = [{"role": "user", "content": user}, {"role": "assistant", "content": output}]
         return Conversation(messages, path=str(path), line=line)
     if kind == "text":
-        return Conversation(text=_string(path, line, "text", row.get("text")), path=str(path), line=line)
+        return Conversation(text=check_text(path, line, "text", row.get("text")), path=str(path), line=line)
     raise DataError(path, line, None, f"cannot tell the format from the fields {sorted(row)}: expected messages, "
                     "conversations (ShareGPT), instruction/input/output (Alpaca) or text")
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import DataError, TunecraftError
-from .chat import ROLES, check_messages, prompt_text, render
+from .chat import check_messages, check_text, check_turns, prompt_text, render
 from .readers import json_rows
 
 Prompt = str | list[dict]
@@ -52,30 +52,14 @@ class PromptRow:
 KINDS = ("auto", "pairs", "judgements")
 
 
-def _text(path, line, field, value) -> str:
-    if not isinstance(value, str):
-        raise DataError(path, line, field, f"expected a string, got {type(value).__name__}")
-    if not value.strip():
-        raise DataError(path, line, field, "is empty")
-    return value
-
-
 def _prompt(path, line, value, field="prompt") -> Prompt:
     if isinstance(value, list):
-        if not value:
-            raise DataError(path, line, field, "expected a non-empty list of messages")
-        for i, m in enumerate(value):
-            if not isinstance(m, dict) or "role" not in m or "content" not in m:
-                raise DataError(path, line, f"{field}[{i}]", "expected an object with 'role' and 'content'")
-            if m["role"] not in ROLES:
-                raise DataError(path, line, f"{field}[{i}].role", f"unknown role '{m['role']}'; roles: "
-                                f"{', '.join(ROLES)}")
-            _text(path, line, f"{field}[{i}].content", m["content"])
-        if value[-1]["role"] == "assistant":
+        turns = check_turns(path, line, value, field)
+        if turns[-1]["role"] == "assistant":
             raise DataError(path, line, field, "the prompt ends with an assistant turn; the answer goes in "
                             "chosen/rejected or completion")
-        return [{"role": m["role"], "content": m["content"]} for m in value]
-    return _text(path, line, field, value)
+        return turns
+    return check_text(path, line, field, value)
 
 
 def _answer(path, line, field, value) -> str:
@@ -85,7 +69,7 @@ def _answer(path, line, field, value) -> str:
         if messages[-1]["role"] != "assistant":
             raise DataError(path, line, field, "the last message must be the assistant's answer")
         return messages[-1]["content"]
-    return _text(path, line, field, value)
+    return check_text(path, line, field, value)
 
 
 def _implicit_prompt(path, line, row) -> tuple[Prompt, str, str]:
