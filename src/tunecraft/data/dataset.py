@@ -194,6 +194,14 @@ class Encoded:
         return [len(ids) for ids in self.input_ids]
 
 
+def refuse_overlong(policy: str, setting: str, source, tokens: int, max_length: int, what: str = "") -> None:
+    """An example longer than model.max_length under the `policy` "error": a DataError naming its file and line
+    (`source.path`, `source.line`) and `setting`, the recipe key that would drop or cut it instead."""
+    if policy == "error":
+        raise DataError(source.path, source.line, None, f"{tokens} tokens{what}, more than model.max_length="
+                        f"{max_length}; raise max_length or set {setting} to drop or truncate")
+
+
 def tokenize(tokenizer, texts: list[str], pairs: list[str] | None, max_length: int):
     """→ (input_ids, token_type_ids or None, untruncated lengths). One pass without truncation; only the
     texts longer than max_length are tokenized again with the tokenizer's own truncation (which knows how to

@@ -15,8 +15,17 @@ from transformers import AutoModelForCausalLM
 
 from ..data import LabelMap
 from ..data.chat import BUNDLED_CHAT, Conversation, cut_at_stops, prompt_text, read_sft_file, render
-from ..data.dataset import IGNORE, Encoded, batch_order, collate, pad_multiple, seeded_split, task_splits
-from ..errors import DataError, TunecraftError
+from ..data.dataset import (
+    IGNORE,
+    Encoded,
+    batch_order,
+    collate,
+    pad_multiple,
+    refuse_overlong,
+    seeded_split,
+    task_splits,
+)
+from ..errors import TunecraftError
 from ..evaluate.inference import autocast_context
 from ..evaluate.text_metrics import exact_match, rouge_l
 from ..report import fmt
@@ -223,9 +232,7 @@ class CausalLM(Task):
             ids, labels = _encode_one(tokenizer, conv, opts["train_on"])
             if len(ids) > max_len:
                 over += 1
-                if opts["overlong"] == "error":
-                    raise DataError(conv.path, conv.line, None, f"{len(ids)} tokens, more than model.max_length="
-                                    f"{max_len}; raise max_length or set data.sft.overlong to drop or truncate")
+                refuse_overlong(opts["overlong"], "data.sft.overlong", conv, len(ids), max_len)
                 if opts["overlong"] == "drop":
                     continue
                 ids, labels = ids[:max_len], labels[:max_len]

@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 from ..align import losses
 from ..align.logprobs import encode_completions, pad_rows, reference_of, sequence_logprobs
 from ..data.chat import Conversation
-from ..data.dataset import Encoded, batch_order, pad_multiple, task_splits
+from ..data.dataset import Encoded, batch_order, pad_multiple, refuse_overlong, task_splits
 from ..data.preferences import (
     PreferencePair,
     as_judgements,
@@ -25,7 +25,7 @@ from ..data.preferences import (
     render_completion,
     render_prompt,
 )
-from ..errors import ConfigError, DataError, TunecraftError
+from ..errors import ConfigError, TunecraftError
 from ..evaluate.inference import autocast_context
 from ..io import write_file
 from ..report import fmt, line_plot
@@ -188,11 +188,8 @@ class Preference(CausalLM):
         ids, masks, _ = encode_completions(tokenizer, prompts, answers, 10**9)
         over = [len(r) > max_len for r in ids]
         for i in (i for i, o in enumerate(over) if o):
-            if policy == "error":
-                e = items[i][0]
-                raise DataError(e.path, e.line, None, f"{len(ids[i])} tokens (prompt and answer), more than "
-                                f"model.max_length={max_len}; raise max_length or set data.preference.overlong "
-                                "to drop or truncate")
+            refuse_overlong(policy, "data.preference.overlong", items[i][0], len(ids[i]), max_len,
+                            " (prompt and answer)")
             if policy == "truncate":
                 cut, cut_masks, _ = encode_completions(tokenizer, [prompts[i]], [answers[i]], max_len)
                 ids[i], masks[i] = cut[0], cut_masks[0]

@@ -13,11 +13,11 @@ import torch.nn.functional as F
 from transformers import AutoModelForSequenceClassification
 
 from ..data import LabelMap
-from ..data.dataset import Encoded, collate, task_splits
+from ..data.dataset import Encoded, collate, refuse_overlong, task_splits
 from ..data.preferences import PreferencePair, Prompt, read_preference_file, render_completion, render_prompt
 from ..data.rated_pairs import BUNDLED_PAIRS, bundled_pairs_split, describe_pairs
 from ..data.readers import Columns
-from ..errors import ConfigError, DataError, TunecraftError
+from ..errors import ConfigError, TunecraftError
 from ..evaluate.inference import predict_logits
 from ..report import fmt, plt, save_figure
 from .base import Task
@@ -254,9 +254,7 @@ class RewardModel(Task):
             longest = max(lengths[i], lengths[n + i])
             if longest > max_len:
                 over += 1
-                if opts["overlong"] == "error":
-                    raise DataError(pair.path, pair.line, None, f"{longest} tokens, more than model.max_length="
-                                    f"{max_len}; raise max_length or set reward_model.overlong to drop or truncate")
+                refuse_overlong(opts["overlong"], "reward_model.overlong", pair, longest, max_len)
                 if opts["overlong"] == "drop":
                     continue
             keep.append(i)
