@@ -27,11 +27,14 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import statistics
+import tempfile
 import time
 
 import torch
 from cpu_dropout import batch, minilm_full_finetune
 from train_throughput import flops_per_token, matmul_peak_gflops, tunecraft_config
+
+from tunecraft.train.dropout import masked_dropout
 
 PHASES = ("zero_grad", "forward", "backward", "clip", "optimizer")
 
@@ -78,7 +81,6 @@ def main() -> None:
     from transformers import AutoConfig
 
     from tunecraft.assets import model_path
-    from tunecraft.train.dropout import masked_dropout
 
     peak = matmul_peak_gflops()
     model, optimizer = minilm_full_finetune()
@@ -141,8 +143,6 @@ def main() -> None:
 def watch(model, optimizer, job_batch, step_flops: float, rounds: int) -> None:
     """The matmul peak and the step, measured one after the other `rounds` times: their spread side by side, and
     the MFU of each round against its own peak."""
-    from tunecraft.train.dropout import masked_dropout
-
     rows = []
     with masked_dropout(model):
         for _ in range(rounds):
@@ -159,9 +159,6 @@ def watch(model, optimizer, job_batch, step_flops: float, rounds: int) -> None:
 
 def loop_against_bare(windows: int, rounds: int = 3) -> None:
     """The loop's `train_step` against a bare step on the same batches, built as `tunecraft train` builds them."""
-    import tempfile
-
-    from tunecraft.train.dropout import masked_dropout
     from tunecraft.train.job import prepare_job
     from tunecraft.train.loop import pad_multiple
     from tunecraft.train.session import RunSession
