@@ -1,4 +1,5 @@
 import os
+import socket
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no test may reach a model hub
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -8,6 +9,13 @@ import pytest  # noqa: E402
 
 from tunecraft.config import build_config  # noqa: E402
 from tunecraft.experiment import experiment  # noqa: E402
+
+
+def free_port() -> int:
+    """A TCP port free on loopback now (for a server or a process group the test starts)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def tiny_classifier(output_dir, name: str, train_samples: int = 64, eval_samples: int = 16, **train_settings):

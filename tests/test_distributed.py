@@ -5,7 +5,6 @@ N → M processes, sharded or not; the export of a sharded run."""
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +14,8 @@ import yaml
 
 from tunecraft.config import build_config, dump_config
 from tunecraft.train import train
+
+from .conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU_2PROC = ROOT / "recipes" / "accelerate" / "cpu-2proc.yaml"
@@ -36,12 +37,6 @@ def tiny(out: Path, name: str, grad_accum: int) -> dict:
                       "precision": "fp32", "warmup_ratio": 0.0, "log_every": 1, "checkpoint_every": 2,
                       "progress": False, "tensorboard": False, "num_threads": 1},
             "baselines": {"zero_shot": False}}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def launch_two(recipe: Path, *extra: str, config: Path = CPU_2PROC, ok: bool = True):

@@ -3,7 +3,6 @@
 import asyncio
 import json
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -15,14 +14,10 @@ import pytest
 from tunecraft import predict
 from tunecraft.data.readers import Columns, read_examples
 
+from .conftest import free_port
+
 pytestmark = pytest.mark.slow
 KEY = "test-key-123"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start(run_dir, *extra):

@@ -24,8 +24,8 @@ from tunecraft.experiment import experiment
 from tunecraft.pretrain.config import TokenizerRecipe
 from tunecraft.serve.feedback import FeedbackStore
 
+from .conftest import free_port
 from .ner_data import write_english_ner
-from .test_serve import free_port
 from .tiny_decoder import tiny_base, tiny_run
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
