@@ -151,9 +151,8 @@ def watch(model, optimizer, job_batch, step_flops: float, rounds: int) -> None:
             rows.append((peak, step, step_flops / (peak * 1e9) / (step / 1000)))
     print(f"\n{rounds} rounds of (matmul peak, median of 5 steps at {job_batch[0].shape[1]} tokens × 32):\n")
     print("| | min | max | max / min |\n|---|---|---|---|")
-    for name, i, unit in (("bf16 matmul peak (GFLOP/s)", 0, ""), ("step (ms)", 1, ""), ("MFU", 2, "%")):
+    for name, i, scale in (("bf16 matmul peak (GFLOP/s)", 0, 1), ("step (ms)", 1, 1), ("MFU (%)", 2, 100)):
         lo, hi = min(r[i] for r in rows), max(r[i] for r in rows)
-        scale = 100 if unit else 1
         print(f"| {name} | {lo * scale:.1f} | {hi * scale:.1f} | {hi / lo:.3f} |")
 
 

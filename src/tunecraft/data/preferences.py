@@ -5,6 +5,7 @@ Every error names file, line and field; nothing is silently repaired."""
 from __future__ import annotations
 
 import json
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -154,8 +155,6 @@ def read_preference_file(path: str | Path, kind: str = "auto",
 def read_store_table(path: str | Path, table: str) -> list[dict] | None:
     """The rows of a feedback store's table (serve/feedback.py writes `feedback` and `chat_feedback`), oldest first,
     as dicts; None when the file or the table is absent. Read-only: a server may be writing to it."""
-    import sqlite3
-
     path = Path(path)
     if table not in ("feedback", "chat_feedback"):
         raise ValueError(f"no table {table} in a feedback store")
@@ -173,8 +172,6 @@ def read_feedback_store(path: str | Path, good_rating: int = 1) -> list[Preferen
     (`line` is the row's id): a correction of an answer is a pair (the correction chosen over the answer); a
     correction alone is a good answer; a rated answer is good at or above `good_rating`, bad below it. Rows
     with neither are left out."""
-    import sqlite3
-
     path = Path(path)
     if not path.is_file():
         raise DataError(path, None, None, "file not found")

@@ -9,8 +9,8 @@ the same forward and backward with 32 bits per element; with 16 the mask alone t
 2 threads (the draw is serial: half the bits, about half the drawing time). The keep probability is
 1 - round(p·2¹⁶)/2¹⁶, within 2⁻¹⁷ (8·10⁻⁶) of 1 - p: p = 0.1 drops 10.0006% of the elements. The bits come from
 torch's default generator, so `torch.manual_seed` reproduces them and a checkpoint's saved RNG state resumes them;
-the stream differs from `bernoulli_`'s, so a run's masks
-(not their law) differ from those `nn.Dropout` would draw. Whole training steps: benchmarks/cpu_dropout.py.
+the stream differs from `bernoulli_`'s, so a run's masks (not their law) differ from those `nn.Dropout` would
+draw. Whole training steps: benchmarks/cpu_dropout.py.
 
 The attention probabilities' dropout is not a module but an argument of the attention function, and torch's SDPA
 has no CPU kernel with dropout: it falls back to its math path, which upcasts bf16 to fp32 and draws with
