@@ -33,7 +33,15 @@ from ..evaluate.inference import autocast_context
 
 DONE = None
 """The event that ends a sequence's stream (after its last text delta); an exception instead says the engine
-failed."""
+failed that sequence (only it: the loop decodes the others on)."""
+MAX_STOPS = 4
+"""Stop strings a request may give (as OpenAI's API)."""
+MAX_STOP_CHARS = 64
+"""Characters one stop string may have; matching looks only at the text's tail that may hold a new match."""
+SEED_RANGE = (-(2**63), 2**63 - 1)
+"""The seeds a request may give (a 64-bit signed integer); the generator is seeded with (seed + index) mod 2**64."""
+MIN_TEMPERATURE = 1e-2
+"""Smaller positive temperatures overflow the scaled logits (1e-300: inf, NaN probabilities); 0 is greedy."""
 
 
 @dataclass(eq=False)
@@ -92,11 +100,24 @@ class Sequence:
             self.emit(shown[len(self.sent):])
             self.sent = shown
 
+    def fail(self, err: BaseException) -> None:
+        """End this sequence (only) with the engine's error, which its stream reports."""
+        self.finish_reason = "error"
+        self.emit(err)
+
     def finish(self, reason: str) -> None:
         self.finish_reason = reason
         self.answer = self.visible(final=True)
         self.advance(final=True)
         self.emit(DONE)
+
+    def _new_stop(self, before: int) -> bool:
+        """Whether a stop string ends in the text decoded since it was `before` characters long: only the tail
+        from a stop's length (and a few characters a re-decode may change) back is searched, so the whole check is
+        linear in the answer's length."""
+        longest = max((len(s) for s in self.stops), default=0)
+        tail = self.text[max(0, before - longest - 4):]
+        return any(s and s in tail for s in self.stops)
 
     def add(self, token: int, tokenizer, eos: set[int], now: float) -> None:
         """Record the next generated token, stream the new text, finish at EOS, a stop string or max_tokens (as
@@ -110,8 +131,9 @@ class Sequence:
         if token in eos:
             self.finish("stop")
             return
+        before = len(self.text)
         self.text = tokenizer.decode(self.generated, skip_special_tokens=True)
-        if any(s and s in self.text for s in self.stops):
+        if self._new_stop(before):
             self.finish("stop")
         elif self.tokens >= self.max_tokens:
             self.finish("length")
@@ -211,14 +233,12 @@ class DecodeLoop:
                 self.admit()
                 if self.rows:
                     self.step()
-            except Exception as err:  # every sequence in hand learns of it; the server stays up
-                failed = [s for s in self.rows + self.admitting if s.finish_reason is None]
+            except Exception as err:  # the forward of the running batch failed: its rows learn of it, the
+                failed = [s for s in self.rows + self.admitting if s.finish_reason is None]  # queue is served on
                 self._reset()
-                with self.lock:
-                    failed += list(self.waiting)
-                    self.waiting.clear()
                 for seq in failed:
-                    seq.emit(err)
+                    seq.fail(err)
+                    self._finished(seq)
             finally:
                 if self.metrics is not None:
                     self.metrics.running.set(len(self.rows))
@@ -239,18 +259,27 @@ class DecodeLoop:
                         cache=cache, use_cache=True, **kwargs)
         return out.logits[:, -1].float()
 
-    def _pick(self, logits: torch.Tensor, rows: list[Sequence]) -> list[int]:
+    def _pick(self, logits: torch.Tensor, rows: list[Sequence]) -> list[int | None]:
         """Each row's next token: argmax when greedy (as generate's greedy search), else a draw after temperature
-        and top-p (generate's warpers, in its order) from the row's generator."""
-        picked = logits.argmax(-1).tolist()
+        and top-p (generate's warpers, in its order) from the row's generator. A row whose draw fails is failed
+        (None) and the others go on."""
+        picked: list[int | None] = logits.argmax(-1).tolist()
         for i, seq in enumerate(rows):
             if seq.temperature > 0:
-                scores = TemperatureLogitsWarper(seq.temperature)(None, logits[i: i + 1])
-                if seq.top_p < 1:
-                    scores = TopPLogitsWarper(seq.top_p)(None, scores)
-                probs = scores.softmax(-1)
-                picked[i] = int(torch.multinomial(probs, 1, generator=seq.generator)[0, 0])
+                try:
+                    picked[i] = self._draw(logits[i: i + 1], seq)
+                except Exception as err:
+                    picked[i] = None
+                    seq.fail(err)
+                    self._finished(seq)
         return picked
+
+    @staticmethod
+    def _draw(logits: torch.Tensor, seq: Sequence) -> int:
+        scores = TemperatureLogitsWarper(seq.temperature)(None, logits)
+        if seq.top_p < 1:
+            scores = TopPLogitsWarper(seq.top_p)(None, scores)
+        return int(torch.multinomial(scores.softmax(-1), 1, generator=seq.generator)[0, 0])
 
     def _record(self, rows: list[Sequence], tokens: list[int]) -> None:
         tokenizer = self.trained().tokenizer
@@ -258,21 +287,39 @@ class DecodeLoop:
         eos = {eos} if isinstance(eos, int) else set(eos)
         now = time.perf_counter()
         for seq, token in zip(rows, tokens):
-            seq.add(token, tokenizer, eos, now)
+            if seq.finish_reason is not None:  # failed in _pick
+                continue
+            try:
+                seq.add(token, tokenizer, eos, now)
+            except Exception as err:  # this row's decoding or stop check failed: only it ends
+                seq.fail(err)
             if seq.finish_reason is not None:
                 self._finished(seq)
 
+    def _take(self, room: int) -> list[Sequence]:
+        """Up to `room` waiting sequences, the requests' in turn (each request's first, then each one's second,
+        ...; in arrival order within a round), so that a request of many sequences cannot starve later ones.
+        Cancelled sequences are finished wherever they wait. Holds the lock."""
+        rank: dict[int, int] = {}
+        order = []
+        for pos, seq in enumerate(self.waiting):
+            if seq.cancelled:  # never decoded
+                seq.finish("cancelled")
+                self._finished(seq)
+                continue
+            r = rank[id(seq.events)] = rank.get(id(seq.events), -1) + 1
+            order.append((r, pos, seq))
+        order.sort(key=lambda t: t[:2])
+        taken = [seq for _, _, seq in order[:room]]
+        chosen = {id(s) for s in taken}
+        self.waiting = deque(s for s in self.waiting if not s.cancelled and id(s) not in chosen)
+        return taken
+
     def admit(self) -> None:
-        """Prefill the waiting sequences there is room for and join them to the running batch."""
-        new: list[Sequence] = []
+        """Prefill the waiting sequences there is room for and join them to the running batch. A group whose
+        prefill fails is failed alone; the running batch and the other groups go on."""
         with self.lock:
-            while self.waiting and len(self.rows) + len(new) < self.max_running:
-                seq = self.waiting.popleft()
-                if seq.cancelled:  # never decoded
-                    seq.finish("cancelled")
-                    self._finished(seq)
-                else:
-                    new.append(seq)
+            new = self._take(self.max_running - len(self.rows)) if self.waiting else []
         if not new:
             return
         self.admitting = new
@@ -280,21 +327,45 @@ class DecodeLoop:
         device = next(self.trained().model.parameters()).device
         groups: dict[int, tuple[Prefix | None, list[Sequence]]] = {}
         for seq in new:
-            if seq.seed is not None and seq.temperature > 0:
-                seq.generator = torch.Generator(device=device).manual_seed(seq.seed + seq.index)
-            prefix = self._prefix(seq, device)
+            try:
+                if seq.seed is not None and seq.temperature > 0:
+                    seq.generator = torch.Generator(device=device).manual_seed((seq.seed + seq.index) % 2**64)
+                prefix = self._prefix(seq, device)
+            except Exception as err:
+                seq.fail(err)
+                self._finished(seq)
+                continue
             groups.setdefault(id(prefix), (prefix, []))[1].append(seq)
         for prefix, rows in groups.values():
-            self._prefill(rows, prefix, device)
+            self._prefill_isolated(rows, prefix, device)
         self.admitting = []
         if self.on_admit is not None:
             self.on_admit(len(new), time.perf_counter() - start)
         self._drop_finished()
 
+    def _prefill_isolated(self, rows: list[Sequence], prefix: Prefix | None, device) -> None:
+        """`_prefill`; when a group's prefill fails, each of its rows is prefilled alone, so that only the row
+        that fails (an empty prompt, say) is failed."""
+        try:
+            self._prefill(rows, prefix, device)
+            return
+        except Exception as err:
+            if len(rows) == 1:
+                if rows[0].finish_reason is None:
+                    rows[0].fail(err)
+                    self._finished(rows[0])
+                return
+        for seq in rows:
+            if seq.finish_reason is None:
+                self._prefill_isolated([seq], prefix, device)
+
     def _prefix(self, seq: Sequence, device) -> Prefix | None:
         """The cached prefix `seq`'s prompt starts with (per adapter: its K/V differ), learnt as the prompt tokens
         two prompts in a row begin with (a chat template's system prompt and turn header), or None."""
         ids = seq.prompt_ids
+        if seq.seed is not None and seq.temperature > 0:
+            return None  # a seed reproduces its answer on every request: the first request after a start has no
+            # cached prefix, and a prefix prefilled apart rounds differently from the whole prompt
         stored = self.prefixes.get(seq.adapter)
         if stored is not None and len(ids) > len(stored.tokens) and ids[: len(stored.tokens)] == stored.tokens:
             return stored
@@ -336,7 +407,7 @@ class DecodeLoop:
             raise TunecraftError("continuous batching joins full-attention caches only; this model's cache has "
                                  f"{sorted({type(layer).__name__ for layer in cache.layers})}")
         tokens = self._pick(logits, rows)
-        self._join(rows, cache, mask, torch.tensor(tokens, device=device))
+        self._join(rows, cache, mask, torch.tensor([t or 0 for t in tokens], device=device))
         self._record(rows, tokens)
 
     def _join(self, new: list[Sequence], cache: DynamicCache, mask: torch.Tensor, last: torch.Tensor) -> None:
@@ -391,6 +462,6 @@ class DecodeLoop:
         positions = self.mask.sum(-1, keepdim=True) - 1
         logits = self._forward(self.last[:, None], self.mask, positions, self.cache, [s.adapter for s in self.rows])
         tokens = self._pick(logits, self.rows)
-        self.last = torch.tensor(tokens, device=self.mask.device)
+        self.last = torch.tensor([t or 0 for t in tokens], device=self.mask.device)  # a failed row's is dropped
         self._record(self.rows, tokens)
         self._drop_finished()

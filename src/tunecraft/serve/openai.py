@@ -19,7 +19,16 @@ from ..data.chat import prompt_text
 from ..settings import Strict
 from .adapters import load_adapters
 from .feedback import EMPTY_CHAT_FEEDBACK
-from .generation import DONE, DecodeLoop, GenerationMetrics, Sequence
+from .generation import (
+    DONE,
+    MAX_STOP_CHARS,
+    MAX_STOPS,
+    MIN_TEMPERATURE,
+    SEED_RANGE,
+    DecodeLoop,
+    GenerationMetrics,
+    Sequence,
+)
 
 access_log = logging.getLogger("tunecraft.access")
 
@@ -41,7 +50,7 @@ class Sampling(Strict):
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(None, ge=SEED_RANGE[0], le=SEED_RANGE[1])
     n: int = Field(1, ge=1, le=16)
     stream: bool = False
     stream_options: StreamOptions | None = None
@@ -152,6 +161,29 @@ def openai_routes(server) -> APIRouter:
     def meta(name: str) -> dict:
         return metas.get(name) or server.trained.meta
 
+    def refuse_sampling(req: Sampling, prompts: list[list[int]], stops: list[str], temperature: float,
+                        chat: bool) -> None:
+        """Refused (422, naming the field) for what would fail in the decode loop or hold it up: an empty prompt,
+        a positive temperature below MIN_TEMPERATURE, more than MAX_STOPS stop strings or one longer than
+        MAX_STOP_CHARS, more than --max-sequences sequences (prompts x n)."""
+        for i, ids in enumerate(prompts):
+            if not ids:
+                raise Refused(error(422, f"the prompt{f' [{i}]' if len(prompts) > 1 else ''} is empty (no tokens)",
+                                    "empty_prompt", "messages" if chat else "prompt"))
+        if 0 < temperature < MIN_TEMPERATURE:
+            raise Refused(error(422, f"temperature is {temperature}; give 0 (greedy) or {MIN_TEMPERATURE} to 2",
+                                "bad_temperature", "temperature"))
+        if len(stops) > MAX_STOPS:
+            raise Refused(error(422, f"{len(stops)} stop strings; the limit is {MAX_STOPS}", "too_many_stops", "stop"))
+        for i, stop in enumerate(stops):
+            if len(stop) > MAX_STOP_CHARS:
+                raise Refused(error(422, f"stop [{i}] has {len(stop)} characters; the limit is {MAX_STOP_CHARS}",
+                                    "stop_too_long", "stop"))
+        if len(prompts) * req.n > settings.max_sequences:
+            raise Refused(error(422, f"{len(prompts)} prompts x n={req.n} = {len(prompts) * req.n} sequences; "
+                                     f"the limit is {settings.max_sequences} (--max-sequences)", "too_many_sequences",
+                                "n"))
+
     def sequences(req: Sampling, prompts: list[list[int]], strip: bool, loop) -> list[Sequence]:
         """The request's sequences (n per prompt), or Refused with the OpenAI-shaped error."""
         if req.model not in runs:
@@ -170,6 +202,7 @@ def openai_routes(server) -> APIRouter:
         stops = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
         temperature = gen["temperature"] if req.temperature is None else req.temperature
         top_p = gen["top_p"] if req.top_p is None else req.top_p
+        refuse_sampling(req, prompts, stops, temperature, strip)
         events: asyncio.Queue = asyncio.Queue()
         return [Sequence(ids, max_tokens, temperature, top_p, [*gen["stop"], *stops], strip, events, loop,
                          index=p * req.n + j, seed=req.seed,
@@ -200,11 +233,15 @@ def openai_routes(server) -> APIRouter:
                               "latency_ms": round((time.perf_counter() - start) * 1000, 2)}))
 
         async def next_event(timeout: float | None):
-            """The next (index, delta or DONE); raises the engine's error, TimeoutError past the deadline."""
-            index, event = await asyncio.wait_for(events.get(), timeout)
-            if isinstance(event, BaseException):
-                raise event
-            return index, event
+            """The next (index, delta, DONE or the engine's error for that sequence); TimeoutError past the
+            deadline."""
+            return await asyncio.wait_for(events.get(), timeout)
+
+        def failure(err: BaseException) -> dict:
+            """The engine's error for one of this request's sequences, in the OpenAI API's error shape."""
+            access_log.warning(json.dumps({"event": "generation_failed", "id": rid, "error": repr(err)[:500]}))
+            return {"error": {"message": f"generation failed: {type(err).__name__}: {str(err)[:500]}",
+                              "type": "server_error", "param": None, "code": "generation_failed"}}
 
         def usage() -> dict:
             prompt = sum(len(s.prompt_ids) for s in seqs[:: req.n])
@@ -235,6 +272,9 @@ def openai_routes(server) -> APIRouter:
                         cancel()
                         return error(504, f"generation took longer than {settings.generation_timeout_s} s",
                                      "timeout")
+                    if isinstance(event, BaseException):
+                        cancel()
+                        return JSONResponse(failure(event), status_code=500)
                     remaining -= event is DONE
             finally:
                 log(False)
@@ -264,10 +304,15 @@ def openai_routes(server) -> APIRouter:
                         index, event = await next_event(max(0.0, deadline - time.monotonic()))
                     except TimeoutError:
                         cancel()
-                        timeout = {"error": {"message": "generation timed out", "code": "timeout"}}
+                        timeout = {"error": {"message": f"generation took longer than "
+                                                        f"{settings.generation_timeout_s} s",
+                                             "type": "timeout_error", "param": None, "code": "timeout"}}
                         yield f"data: {json.dumps(timeout)}\n\n"
                         break
                     seq = seqs[index]
+                    if isinstance(event, BaseException):  # this request ends with the error; the others go on
+                        yield f"data: {json.dumps(failure(event), ensure_ascii=False)}\n\n"
+                        break
                     if event is DONE:
                         remaining -= 1
                         yield sse([choice(seq, None, seq.finish_reason)])

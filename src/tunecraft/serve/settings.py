@@ -31,6 +31,9 @@ class ServeSettings(Strict):
     """Larger request bodies are refused (413)."""
     max_texts: int = Field(64, ge=1)
     """Texts per request at most (more: 413)."""
+    max_sequences: int = Field(64, ge=1)
+    """Generative runs: sequences one request may ask for at most (prompts x n; more is refused, 422), so that one
+    request cannot fill the queue; the decode loop also admits the sequences of queued requests in turn."""
     max_input_tokens: int = Field(512, ge=1)
     """Generative prompts and /v1/embeddings inputs longer than this many tokens are refused (422);
     classification and NER texts are never refused for length (cut to max_length, as `tunecraft predict` does)."""
