@@ -310,3 +310,44 @@ def test_a_smollm2_lora_run_answers_alike_in_predict_merged_adapter_on_base_and_
         proc.wait(timeout=60)
     assert local == merged == on_base and served == local * 3
     assert on_base != without  # the adapter changes the answers, so the comparison tests it
+
+
+POISON = [({"seed": 2**64, "temperature": 1.0}, "seed"), ({"temperature": 1e-300}, "temperature"),
+          ({"prompt": ""}, "prompt"), ({"stop": ["a", "b", "c", "d", "e"]}, "stop"), ({"stop": "x" * 65}, "stop"),
+          ({"prompt": ["hello"] * 5, "n": 16}, "n")]
+"""Requests that made every generation in flight fail (or held the loop), and the field the 422 names."""
+
+
+def test_poison_requests_are_refused_naming_the_field_and_the_others_complete(server):
+    url, _ = server
+    want = client(url).completions.create(model="chat", prompt="What is AI?", max_tokens=6).choices[0].text
+
+    async def fire():
+        async with httpx.AsyncClient(base_url=url, timeout=120) as c:
+            good = [c.post("/v1/completions", json={"model": "chat", "prompt": "What is AI?", "max_tokens": 6})
+                    for _ in range(4)]
+            bad = [c.post("/v1/completions", json={"model": "chat", "prompt": "hi", "max_tokens": 6, **extra})
+                   for extra, _ in POISON]
+            return await asyncio.gather(*good, *bad)
+
+    answers = asyncio.run(fire())
+    assert [r.status_code for r in answers] == [200] * 4 + [422] * len(POISON)
+    assert [r.json()["choices"][0]["text"] for r in answers[:4]] == [want] * 4
+    for r, (_, field) in zip(answers[4:], POISON):
+        body = r.text
+        assert field in body, body
+    assert "the limit is 4" in answers[7].json()["error"]["message"]
+    assert "the limit is 64" in answers[8].json()["error"]["message"]
+    assert "80 sequences; the limit is 64 (--max-sequences)" in answers[9].json()["error"]["message"]
+
+
+def test_a_seeded_request_answers_the_same_on_a_fresh_servers_first_request(chat_run):
+    proc, url = start(chat_run, "--max-new-tokens", "16")  # the default precision; a fresh server
+    try:
+        c = client(url)
+        texts = [c.chat.completions.create(model="chat", messages=ask("Tell me a joke."), temperature=1.0, seed=3,
+                                           max_tokens=12).choices[0].message.content for _ in range(3)]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    assert texts[0] == texts[1] == texts[2] and texts[0]
