@@ -3,6 +3,10 @@
 token, errors.
 
     python benchmarks/generate_load.py RUN [--concurrency 1 8 32] [--requests 32] [--max-tokens 16]
+    python benchmarks/generate_load.py RUN --fan-out [--requests 16]
+
+--fan-out instead measures a small request's latency (8 tokens) alone vs while a large /v1/completions request
+(4 prompts x n=16 = 64 sequences, 48 tokens each) is decoding: p50/p99 (the decode loop admits requests in turn).
 
 Without RUN, a tiny causal-LM run (tests/tiny_decoder.py) is built in a temporary folder first."""
 
@@ -102,12 +106,40 @@ def plain_loop(run: str, concurrency: int, requests: int, max_tokens: int) -> di
     return summary(ttft, tokens, time.perf_counter() - start, 0)
 
 
+async def small_latency(client: httpx.AsyncClient, url: str, model: str) -> float:
+    start = time.perf_counter()
+    r = await client.post(url + "/v1/completions", json={"model": model, "prompt": "hello", "max_tokens": 8})
+    r.raise_for_status()
+    return time.perf_counter() - start
+
+
+async def fan_out(url: str, model: str, requests: int) -> list[dict]:
+    """p50/p99 of a small request alone, then beside a large request that starts just before each small one."""
+    big = {"model": model, "prompt": PROMPTS[:4], "n": 16, "max_tokens": 48}
+    rows = []
+    async with httpx.AsyncClient(timeout=600) as client:
+        for mode in ("alone", "beside a 64-sequence request"):
+            times = []
+            for _ in range(requests):
+                large = asyncio.ensure_future(client.post(url + "/v1/completions", json=big)) if mode != "alone" \
+                    else None
+                await asyncio.sleep(0.05 if large else 0)
+                times.append(await small_latency(client, url, model))
+                if large is not None:
+                    (await large).raise_for_status()
+            rows.append({"mode": mode, "requests": requests, "p50_ms": round(percentile(times, 0.5) * 1000, 1),
+                         "p99_ms": round(percentile(times, 0.99) * 1000, 1)})
+            print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run", nargs="?")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--requests", type=int, default=32)
     parser.add_argument("--max-tokens", type=int, default=16)
+    parser.add_argument("--fan-out", action="store_true", help="a small request alone vs beside a large one")
     args = parser.parse_args()
     run = args.run
     if run is None:
@@ -119,6 +151,14 @@ def main() -> None:
     model = Path(run).resolve().name
     torch.set_num_threads(max(1, torch.get_num_threads()))
     print(f"load average at the start: {os.getloadavg()[0]:.2f}", flush=True)
+    if args.fan_out:
+        proc, url = start_server(run, "--precision", "fp32", "--max-batch-size", "32")
+        try:
+            asyncio.run(fan_out(url, model, args.requests))
+        finally:
+            stop_server(proc)
+        print(f"load average at the end: {os.getloadavg()[0]:.2f}", flush=True)
+        return
     rows = []
     for mode, extra in (("served, batched", ["--max-batch-size", "32"]), ("served, one at a time",
                                                                           ["--no-batching"])):
