@@ -97,7 +97,7 @@ def test_every_variant_loads_in_eval_predict_and_serve(made, write):
         assert [r["label"] for r in rows] and all(0 <= r["score"] <= 1 for r in rows), name
         assert evaluate_run(out / name, data)["metrics"]["samples"] == 4, name
     for name in ("onnx-int8-dynamic", "int8", "heads-25"):
-        with TestClient(create_app(ServeSettings(run=str(out / name)))) as client:
+        with TestClient(create_app(ServeSettings(run=str(out / name))), base_url="http://127.0.0.1") as client:
             reply = client.post("/v1/classify", json={"texts": TEXTS})
             assert reply.status_code == 200, reply.text
             assert len(reply.json()["predictions"]) == 2

@@ -138,7 +138,8 @@ def test_windows_run_trains_on_windows_and_scores_documents_in_eval_predict_and_
     with caplog.at_level(logging.INFO):
         predicted = predict(config.run_dir, texts)
     assert any("read as" in r.getMessage() and "overlapping windows" in r.getMessage() for r in caplog.records)
-    with TestClient(create_app(ServeSettings(run=str(config.run_dir), batching=False))) as client:
+    with TestClient(create_app(ServeSettings(run=str(config.run_dir), batching=False)),
+                    base_url="http://127.0.0.1") as client:
         served = client.post("/v1/classify", json={"texts": texts}).json()["predictions"]
     for p, s in zip(predicted, served):
         assert p["label"] == s["label"]

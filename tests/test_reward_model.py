@@ -248,7 +248,8 @@ def test_predict_and_the_reward_route_agree(mr_run):
     alone = predict(config.run_dir, texts, precision="fp32")
     tabbed = predict(config.run_dir, [f"Review:\t{t}" for t in texts], precision="fp32")  # PROMPT<TAB>TEXT
     assert tabbed[0]["prompt"] == "Review:" and tabbed[0]["text"] == texts[0]
-    with TestClient(create_app(ServeSettings(run=str(config.run_dir), batching=False, precision="fp32"))) as client:
+    with TestClient(create_app(ServeSettings(run=str(config.run_dir), batching=False, precision="fp32")),
+                    base_url="http://127.0.0.1") as client:
         served = client.post("/v1/reward", json={"texts": texts}).json()["rewards"]
         prompted = client.post("/v1/reward", json={"texts": texts, "prompts": ["Review:"] * 2}).json()["rewards"]
         bad = client.post("/v1/reward", json={"texts": texts, "prompts": ["Review:"]})

@@ -24,7 +24,8 @@ def tiny_run(tmp_path_factory):
 
 
 def classify(run, precision: str, texts=TEXTS) -> list[dict]:
-    with TestClient(create_app(ServeSettings(run=str(run), precision=precision))) as client:
+    with TestClient(create_app(ServeSettings(run=str(run), precision=precision)),
+                    base_url="http://127.0.0.1") as client:
         reply = client.post("/v1/classify", json={"texts": texts})
         assert reply.status_code == 200, reply.text
         return reply.json()["predictions"]
@@ -52,7 +53,8 @@ def test_a_bf16_server_answers_exactly_as_predict_in_bf16_and_embeds_under_autoc
     assert [p["label"] for p in served] == [p["label"] for p in local]
     assert [p["probabilities"] for p in served] == [p["probabilities"] for p in local]
     own = run_embeddings(load_trained(tiny_run), TEXTS)  # fp32
-    with TestClient(create_app(ServeSettings(run=str(tiny_run), precision="bf16"))) as client:
+    with TestClient(create_app(ServeSettings(run=str(tiny_run), precision="bf16")),
+                    base_url="http://127.0.0.1") as client:
         reply = client.post("/v1/embeddings", json={"model": "tiny", "input": TEXTS})
     assert reply.status_code == 200, reply.text
     got = torch.tensor([d["embedding"] for d in reply.json()["data"]])

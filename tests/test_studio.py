@@ -68,10 +68,11 @@ def studio_runs(tmp_path_factory):
     recipes.mkdir()
     recipe = tiny("from-form", "runs", max_steps=120, eval_every=10, log_every=2, checkpoint_every=10)
     (recipes / "tiny.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False), encoding="utf-8")
-    (folder / "corpus.txt").write_text("\n\n".join(f"line {i} of a small corpus, {i * 7 % 13} words" for i in
+    (folder / "data").mkdir()  # the studio's default data folder: launches read only its roots (--data)
+    (folder / "data" / "corpus.txt").write_text("\n\n".join(f"line {i} of a small corpus, {i * 7 % 13} words" for i in
                                                    range(200)) + "\n", encoding="utf-8")
     (recipes / "tok.yaml").write_text(yaml.safe_dump({"name": "tok", "kind": "chars", "vocab_size": 100,
-                                                      "min_frequency": 1, "corpus": {"files": ["corpus.txt"]}}),
+                                                      "min_frequency": 1, "corpus": {"files": ["data/corpus.txt"]}}),
                                       encoding="utf-8")
     return folder, runs, recipes / "tiny.yaml", summaries
 
@@ -356,8 +357,9 @@ def test_chat_feedback_rate_edit_and_train_a_preference_run(page, studio_runs):
     rows = {r["id"]: r for r in read_store_table(run / "feedback.sqlite", "chat_feedback")}  # in the server's store
     assert (rows[first]["rating"], rows[first]["correction"]) == (-1, "I am a small chat model.")
     assert (rows[second]["rating"], rows[second]["correction"]) == (-1, None)
+    token = page.get_attribute("meta[name='tunecraft-token']", "content")  # this start's (site_guard.py)
     refused = httpx.post(page.url.split("/runs/")[0] + f"/api/runs/tiny-chat/chat-feedback/{first}", json={},
-                         headers={"X-API-Key": KEY})
+                         headers={"X-API-Key": KEY, "X-Tunecraft-Token": token})
     assert refused.status_code == 422 and refused.json()["detail"] == \
         "give a rating, a correction (an edited answer), or both"  # the server's own message
     page.reload()

@@ -60,6 +60,10 @@ def add_options(parser: argparse.ArgumentParser, cls: type[BaseModel], *, skip: 
         if name in skip:
             continue
         kind = value_type(field.annotation)
+        if kind == list[str]:  # repeated: --name A --name B
+            parser.add_argument("--" + name.replace("_", "-"), dest=name, action="append", default=None,
+                                help=_help(field, field.get_default(call_default_factory=True) or None))
+            continue
         if kind not in (str, int, float, bool) and typing.get_origin(kind) is not Literal:
             raise TypeError(f"{cls.__name__}.{name}: no command-line form for {field.annotation} (skip it)")
         if field.is_required():

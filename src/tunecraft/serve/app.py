@@ -28,6 +28,7 @@ from .batching import MicroBatcher
 from .feedback import FeedbackStore
 from .precision import serving_model
 from .settings import ServeSettings
+from .site_guard import SiteGuard
 
 access_log = logging.getLogger("tunecraft.access")
 
@@ -194,6 +195,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
     app = FastAPI(title="tunecraft", version="1", lifespan=lifespan,
                   description=f"Serving the tunecraft run {Path(settings.run).resolve().name}")
     guards.install(app, settings.max_body_bytes, settings.body_timeout, settings.api_key)  # inside Observe
+    app.add_middleware(SiteGuard, bound=settings.host, allowed=settings.allowed_hosts)  # first: before the key
     app.add_middleware(Observe, metrics=metrics)
 
     @app.exception_handler(StarletteHTTPException)

@@ -16,6 +16,9 @@ class ServeSettings(Strict):
     """The run folder (or compressed variant folder) to serve."""
     host: str = "127.0.0.1"
     """The address to bind (0.0.0.0: every interface)."""
+    allowed_hosts: list[str] = []
+    """Host names the server answers to beside --host and localhost, 127.0.0.1, [::1] (bound to 0.0.0.0 or ::,
+    any IP address too); other Hosts are refused (400: DNS rebinding). Repeated; `*` allows every Host."""
     port: int = Field(8000, ge=0, le=65535)
     """The port to listen on."""
     workers: int = Field(1, ge=1)

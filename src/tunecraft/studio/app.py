@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import secrets
 import threading
 import time
 import urllib.parse
@@ -26,9 +27,11 @@ from ..report import fmt, html_sections
 from ..serve import guards
 from ..serve.feedback import EMPTY_CHAT_FEEDBACK, unknown_label
 from ..serve.openai import ChatFeedback
+from ..serve.site_guard import SiteGuard
 from ..settings import Strict, borrow
 from ..tasks import TASKS
 from . import form
+from .confine import Confinement, Refused
 from .feedback import STORE, FeedbackQueue
 from .launch import Launches, command_for, run_command
 from .runs import STUDIO_DIR, RunIndex, is_run, predictions, read_history
@@ -43,7 +46,7 @@ OPEN = ("/static/", "/key")
 
 class LaunchRequest(Strict):
     recipe: str | None = None
-    """A recipe file (from the recipes folder, or any path the studio's process can read)."""
+    """A recipe file (from the recipes folder, the runs folder or a --data folder: confine.py)."""
     upload: str | None = None
     """A recipe's YAML text, uploaded from the page (saved to RUNS/.studio/recipes/<filename>)."""
     filename: str = "uploaded.yaml"
@@ -98,7 +101,8 @@ def create_app(settings: StudioSettings) -> FastAPI:
     runs = Path(settings.runs)
     runs.mkdir(parents=True, exist_ok=True)
     cache = runs / STUDIO_DIR / "cache"
-    launches = Launches(runs)
+    confinement = Confinement([settings.recipes, runs, *settings.data], settings.allow_code_rewards)
+    launches = Launches(runs, confinement=confinement)
     queue = FeedbackQueue(runs)
     index = RunIndex(runs, launches)
     apps = RunApps(runs, settings.loaded_models, settings.max_body_bytes, settings.body_timeout)
@@ -106,6 +110,8 @@ def create_app(settings: StudioSettings) -> FastAPI:
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     templates.env.filters.update(num=_num, score=_score, when=_when, cell=_cell)
     templates.env.globals["keyed"] = settings.api_key is not None
+    token = secrets.token_urlsafe(32)  # new at each start: state-changing calls need it (site_guard.py)
+    templates.env.globals["token"] = token
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -118,6 +124,10 @@ def create_app(settings: StudioSettings) -> FastAPI:
     app = FastAPI(title="tunecraft studio", lifespan=lifespan, docs_url=None, redoc_url=None)
     guards.install(app, settings.max_body_bytes, settings.body_timeout, None)  # limits; the key is StudioKey's
     app.add_middleware(StudioKey, api_key=settings.api_key, templates=templates)
+    # outermost: the Host, Origin and token checks come before the key (the key form, /key, takes no token)
+    app.add_middleware(SiteGuard, bound=settings.host, allowed=settings.allowed_hosts, token=token,
+                       open_paths=("/key",))
+    app.state.token = token
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     app.mount("/try", apps)
 
@@ -127,8 +137,9 @@ def create_app(settings: StudioSettings) -> FastAPI:
             raise HTTPException(404, f"no run '{name}' in {runs}")
         return path  # a run just launched may have no folder yet
 
-    def page(request: Request, template: str, **context) -> HTMLResponse:
-        return templates.TemplateResponse(request, template, {"runs_folder": str(runs), **context})
+    def page(request: Request, template: str, status: int = 200, **context) -> HTMLResponse:
+        return templates.TemplateResponse(request, template, {"runs_folder": str(runs), **context},
+                                          status_code=status)
 
     # -- pages ------------------------------------------------------------------------------------------------
     @app.get("/", response_class=HTMLResponse)
@@ -192,14 +203,15 @@ def create_app(settings: StudioSettings) -> FastAPI:
         chosen = recipe or (recipes[0] if recipes else None)
         if chosen and chosen not in recipes:  # e.g. a run's own config.yaml, to train again on its feedback
             recipes.append(chosen)
-        sections, error, command = [], None, None
+        sections, error, command, status = [], None, None, 200
         if chosen:
             try:
+                confinement.check_recipe(chosen)  # before it is opened: its errors would show its lines
                 command = command_for(chosen)
                 sections = form.sections(command.load(chosen, []))
             except TunecraftError as err:
-                error = str(err)
-        return page(request, "launch.html", recipes=recipes, chosen=chosen, sections=sections, error=error,
+                error, status = str(err), 403 if isinstance(err, Refused) else 200
+        return page(request, "launch.html", status, recipes=recipes, chosen=chosen, sections=sections, error=error,
                     command=command and command.name, output_dir=str(runs), extra=extra)
 
     @app.get("/key", response_class=HTMLResponse)
@@ -259,6 +271,8 @@ def create_app(settings: StudioSettings) -> FastAPI:
                 name = launches.launch(recipe, req.overrides, req.resume, req.overwrite)
                 return JSONResponse({"run": name, "url": f"/runs/{name}"})
             kind, config = launches.check(recipe, req.overrides, req.resume, req.overwrite)
+        except Refused as err:
+            return JSONResponse({"error": str(err), "fields": form.field_errors(str(err))}, 403)
         except TunecraftError as err:
             message = str(err)
             return JSONResponse({"error": message, "fields": form.field_errors(message)}, 422)
@@ -329,6 +343,8 @@ def create_app(settings: StudioSettings) -> FastAPI:
         run_dir(name)
         try:
             getattr(launches, action)(name)
+        except Refused as err:
+            raise HTTPException(403, str(err)) from None
         except TunecraftError as err:
             raise HTTPException(409, str(err)) from None
         return {action: name, "url": f"/runs/{name}"}

@@ -21,6 +21,7 @@ from ..config import load_config, load_recipe, read_recipe
 from ..errors import ConfigError, TunecraftError
 from ..io import refuse_existing, write_json, write_text
 from ..train.session import check_run_dir
+from .confine import Confinement
 from .runs import STUDIO_DIR
 
 STOPPED = (130, -signal.SIGINT)
@@ -95,19 +96,23 @@ class Launches:
     """The runs this studio started: their processes, and a record per run in RUNS/.studio/launches/ (the
     command, recipe, overrides, pid, exit status) that outlives the studio."""
 
-    def __init__(self, runs: Path, cwd: Path | None = None):
+    def __init__(self, runs: Path, cwd: Path | None = None, confinement: Confinement | None = None):
         self.runs, self.cwd = runs, cwd or Path.cwd()
+        self.confinement = confinement or Confinement([runs], cwd=self.cwd)
         self.folder = runs / STUDIO_DIR / "launches"
         self.procs: dict[str, subprocess.Popen] = {}
 
     def check(self, recipe: str | Path, overrides: list[str], resume: bool = False,
               overwrite: bool = False) -> tuple[RecipeCommand, BaseModel]:
         """The CLI's own checks, before any process starts: the recipe and overrides through its command's
-        schema (the same message the command prints), then the run folder (refused when it would be lost)."""
+        schema (the same message the command prints), then the run folder (refused when it would be lost). The
+        recipe and what it names must lie in the studio's roots (confine.py: confine.Refused otherwise)."""
+        self.confinement.check_recipe(recipe)
         command = command_for(recipe)
         if resume and not command.resume:
             raise ConfigError(f"tunecraft {command.name} does not resume: launch it again (--overwrite)")
         config = command.load(recipe, overrides)
+        self.confinement.check_config(config)
         if config.run_dir.resolve().parent != self.runs.resolve():
             raise ConfigError(f"output_dir: the run would be written to {config.run_dir.parent}, outside the "
                               f"studio's runs folder {self.runs}; set output_dir={self.runs}")

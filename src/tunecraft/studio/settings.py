@@ -19,6 +19,12 @@ class StudioSettings(Strict):
     """The address to bind (loopback by default: the studio launches processes; 0.0.0.0 only with --api-key)."""
     port: int = Field(7860, ge=0, le=65535)
     """The port to listen on."""
+    allowed_hosts: list[str] = borrow(ServeSettings, "allowed_hosts")
+    data: list[str] = ["data"]
+    """Folders a launch may read data from, beside the recipes and runs folders (a recipe naming a file or
+    folder elsewhere is refused, 403). Repeated."""
+    allow_code_rewards: bool = False
+    """Let launches use `rl.rewards[].function` rewards, which import and run Python code (refused otherwise)."""
     api_key: str | None = None
     """Require this key on every page and call (X-API-Key, Authorization: Bearer, or the key form's cookie); the
     command line's default is $TUNECRAFT_API_KEY, else no key."""

@@ -11,9 +11,12 @@ const el = (tag, attrs = {}, text = "") => {
   return node;
 };
 
+// this start's token (site_guard.py): every call that changes state sends it
+const TOKEN = {"X-Tunecraft-Token": document.querySelector("meta[name='tunecraft-token']")?.content || ""};
+
 async function call(url, body) {
   const res = await fetch(url, body === undefined ? {} : {
-    method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(body)});
+    method: "POST", headers: {"Content-Type": "application/json", ...TOKEN}, body: JSON.stringify(body)});
   let data = null;
   try { data = await res.json(); } catch (e) { data = {detail: res.statusText}; }
   if (!res.ok && !data.error) data.error = typeof data.detail === "string" ? data.detail : JSON.stringify(data.detail);
@@ -248,7 +251,7 @@ function tryPanel(name) {
       show("user", text);
       const node = show("assistant", "");
       const asked = messages.slice();
-      const res = await fetch(base + "/v1/chat/completions", {method: "POST", headers: {"Content-Type": "application/json"},
+      const res = await fetch(base + "/v1/chat/completions", {method: "POST", headers: {"Content-Type": "application/json", ...TOKEN},
         body: JSON.stringify({model: name, messages, stream: true})});
       if (!res.ok) {
         const data = await res.json();
