@@ -81,6 +81,13 @@ class Task(Objective):
     """The run-level commands beyond train/eval/predict/report its runs support: "robustness", "compress"."""
     GENERATIVE: ClassVar[bool] = False
     """Also scored by generating text (`generation_eval`), and compared with the base model before training."""
+    run_predictor = None
+    """(run folder, texts) -> that run's `predict` rows, for tasks that score with another run (rl's run rewards):
+    handed down by the caller above the task package (`hand_runs`), which the tasks must not import."""
+
+    def hand_runs(self, predictor) -> Task:
+        self.run_predictor = predictor
+        return self
 
     # -- data ------------------------------------------------------------------------------------------------
     @abstractmethod

@@ -26,11 +26,11 @@ import yaml
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 
-from .. import __version__
 from ..config import dump_config
 from ..cpus import default_threads
 from ..errors import TunecraftError
 from ..io import refuse_existing, replace_folder, temporary_folder, write_json, write_text
+from ..version import __version__
 from . import trackers
 from .checkpoint import prune_checkpoints, read_weights
 from .loop import TrainingLoop, planned_steps
