@@ -226,8 +226,8 @@ def test_frozen_weights_cast_once_to_bf16_train_bit_for_bit_the_same(method, tmp
     from safetensors.torch import load_file
 
     import tunecraft.train.loop as loop
+    from tunecraft.runtime.precision import frozen_linears_cast
     from tunecraft.train import train
-    from tunecraft.train.precision import frozen_linears_cast
 
     from .conftest import recipe
 

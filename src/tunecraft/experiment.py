@@ -57,7 +57,7 @@ def experiment(config: RunConfig, resume: bool = False, overwrite: bool = False,
 @torch.no_grad()
 def base_model_scores(config: RunConfig, task, data, base) -> dict:
     """The untrained base model on the run's held-out split: the task's metrics and its generations."""
-    from .train.precision import resolve as resolve_precision
+    from .runtime.precision import resolve as resolve_precision
 
     examples = data.test or data.validation
     meta = model_meta(config, task, data.label_map, data.columns)

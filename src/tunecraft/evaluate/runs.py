@@ -15,8 +15,8 @@ from ..data.long_documents import RUN_ADVICE, report_long_texts
 from ..data.readers import Columns, read_examples
 from ..errors import DataError, TunecraftError
 from ..io import write_json, write_jsonl
+from ..runtime.precision import resolve as resolve_precision
 from ..tasks import get_task
-from ..train.precision import resolve as resolve_precision
 from ..trained import load_trained, predict_with_run
 from .report import write_eval_report
 

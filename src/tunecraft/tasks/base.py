@@ -22,7 +22,7 @@ import torch
 
 from ..data.dataset import Encoded, collate
 from ..errors import ConfigError, TunecraftError
-from ..evaluate.inference import predict_logits
+from ..runtime.inference import predict_logits
 
 
 class Objective(ABC):

@@ -27,8 +27,8 @@ from ..data.bundled import read_vader
 from ..data.dataset import Encoded, seeded_split, task_splits
 from ..data.preferences import PromptRow, read_prompt_file, render_prompt
 from ..errors import ConfigError, DataError, TunecraftError
-from ..evaluate.inference import autocast_context
 from ..report import fmt
+from ..runtime.inference import autocast_context
 from .causal_lm import CausalLM, ChatData, Columns
 
 OPENING_WORDS = 5
