@@ -8,10 +8,10 @@ from pathlib import Path
 
 from transformers import AutoTokenizer
 
-from .compress.variant import load_model
 from .errors import TunecraftError
 from .methods import get_method
 from .models import META, TrainedModel, read_meta, run_model_dir
+from .models.formats import load_model
 from .tasks import TASKS
 
 
