@@ -33,7 +33,7 @@ test: install
 	$(BIN)/python -m pytest tests $(PYTEST_ARGS); rc=$$?; [ $$rc -eq 5 ] && echo "no tests ran" && rc=0; exit $$rc
 
 lint: install
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks examples
 
 bench: install
 	$(BIN)/python benchmarks/train_throughput.py
