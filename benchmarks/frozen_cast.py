@@ -38,8 +38,8 @@ def main() -> None:
     from tunecraft.data import LabelMap, load_classification_data
     from tunecraft.data.dataset import batch_order, collate, encode
     from tunecraft.methods import get_method
+    from tunecraft.runtime.precision import frozen_linears_cast
     from tunecraft.tasks.classification import TASK as classification
-    from tunecraft.train.precision import frozen_linears_cast
 
     torch.manual_seed(0)
     labels = LabelMap(["negative", "positive"])

@@ -16,7 +16,7 @@ import torch
 from tunecraft.data import LabelMap
 from tunecraft.data.dataset import collate
 from tunecraft.data.readers import Example
-from tunecraft.evaluate.inference import autocast_context
+from tunecraft.runtime.inference import autocast_context
 from tunecraft.serve.precision import serving_model
 from tunecraft.tasks import get_task
 from tunecraft.tasks.classification import decode

@@ -17,7 +17,7 @@ from tunecraft.continual.stream import load_stream
 from tunecraft.data.dataset import Encoded
 from tunecraft.data.readers import Example
 from tunecraft.errors import ConfigError
-from tunecraft.evaluate.inference import predict_logits
+from tunecraft.runtime.inference import predict_logits
 from tunecraft.tasks import CLASSIFICATION
 
 # -- metrics on a hand-made accuracy matrix ---------------------------------------------------------------

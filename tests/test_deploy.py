@@ -66,7 +66,7 @@ def test_dockerfiles_run_tunecraft_serve_as_pinned():
     for name in ("Dockerfile", "Dockerfile.cuda"):
         text = (DEPLOY / name).read_text(encoding="utf-8")
         assert f"pip install torch=={pins['torch']} " in text, name  # the tested torch, CPU or CUDA build
-        assert "pip install -c constraints.txt ." in text
+        assert "pip install -c constraints.txt \".[serve,compress]\"" in text, name  # the serving stack, variants too
         assert f"EXPOSE {port}" in text and "'http://127.0.0.1:8000/health'" in text
         assert 'ENTRYPOINT ["tunecraft", "serve"]' in text
         cmd = json.loads(re.search(r"^CMD (\[.*\])$", text, re.M)[1])

@@ -226,8 +226,8 @@ def test_frozen_weights_cast_once_to_bf16_train_bit_for_bit_the_same(method, tmp
     from safetensors.torch import load_file
 
     import tunecraft.train.loop as loop
+    from tunecraft.runtime.precision import frozen_linears_cast
     from tunecraft.train import train
-    from tunecraft.train.precision import frozen_linears_cast
 
     from .conftest import recipe
 
@@ -262,3 +262,32 @@ def test_frozen_weights_cast_once_to_bf16_train_bit_for_bit_the_same(method, tmp
     for name, tensor in cast_weights.items():
         assert tensor.dtype == plain_weights[name].dtype and torch.equal(tensor, plain_weights[name]), name
     assert cast_predictions == plain_predictions
+
+
+def _tiny(model_type: str):
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    sizes = ({"n_embd": 16, "n_layer": 1, "n_head": 2} if model_type == "gpt2" else
+             {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+              "num_key_value_heads": 2})
+    return AutoModelForSequenceClassification.from_config(
+        AutoConfig.for_model(model_type, vocab_size=64, num_labels=2, **sizes))
+
+
+def test_default_targets_keep_bert_and_llama_and_follow_peft_elsewhere(model):
+    lora = build_config({"method": {"name": "lora", "r": 2}}).method
+    ia3 = build_config({"method": {"name": "ia3"}}).method
+
+    def targets(name, cfg, m):
+        return get_method(name).apply(m, cfg, classification).peft_config["default"].target_modules
+
+    # the demo recipes' architectures: exactly today's targets
+    assert targets("lora", lora, model) == {"query", "key", "value", "dense"}
+    assert targets("lora", lora, _tiny("llama")) == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
+                                                      "up_proj", "down_proj"}
+    assert targets("ia3", ia3, _tiny("llama")) == {"k_proj", "v_proj", "down_proj"}
+    # another family: LoRA on every linear layer (peft's all-linear), IA3 from peft's own mapping
+    gpt2 = get_method("lora").apply(_tiny("gpt2"), lora, classification)
+    assert {n.split(".lora_A")[0].rsplit(".", 1)[-1] for n in trainable_names(gpt2) if ".lora_A" in n} \
+        == {"c_attn", "c_proj", "c_fc"}
+    assert targets("ia3", ia3, _tiny("gpt2")) == {"c_attn", "mlp.c_proj"}

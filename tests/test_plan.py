@@ -6,9 +6,9 @@ import pytest
 from tunecraft.cli import main
 from tunecraft.config import build_config, dump_config, load_config
 from tunecraft.errors import ConfigError
+from tunecraft.runtime.precision import cpu_has_bf16
 from tunecraft.train.job import prepare_job
 from tunecraft.train.plan import measure, parse_bytes, plan
-from tunecraft.train.precision import cpu_has_bf16
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
 
@@ -96,7 +96,7 @@ def test_auto_refuses_a_budget_nothing_fits(tmp_path):
 
 @pytest.mark.skipif(not cpu_has_bf16(), reason="bf16 autocast needs avx512_bf16/amx_bf16 on CPU")
 def test_lora_bf16_counts_the_frozen_weights_cast_copies_once(tmp_path):
-    """Training holds frozen Linear weights in bf16 beside their fp32 values (train.precision.frozen_linears_cast):
+    """Training holds frozen Linear weights in bf16 beside their fp32 values (runtime.precision.frozen_linears_cast):
     plan counts those copies with the parameters, and not again among the tensors saved for backward."""
     import torch
 
@@ -123,8 +123,8 @@ def test_saved_tensor_count_leaves_out_the_held_cast_copies():
     parameters, so the activation count holds only the input saved for the weight-free gradient path."""
     import torch
 
+    from tunecraft.runtime.precision import frozen_linears_cast
     from tunecraft.train.plan import _SavedTensors
-    from tunecraft.train.precision import frozen_linears_cast
 
     layer = torch.nn.Linear(64, 64).requires_grad_(False)
     x = torch.randn(8, 64, requires_grad=True)

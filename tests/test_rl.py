@@ -14,7 +14,7 @@ from tests.tiny_decoder import tiny_base
 from tunecraft.align.rewards import RunReward, build_rewards
 from tunecraft.align.settings import RewardConfig
 from tunecraft.config import build_config
-from tunecraft.errors import ConfigError
+from tunecraft.errors import ConfigError, TunecraftError
 from tunecraft.tasks.rl import TASK, group_advantages, joined, per_token_loss, sample, summed_loss
 
 WORDS = "the cat dog sat ran on a mat house tree red blue big small".split()
@@ -186,18 +186,22 @@ def classifier(tmp_path_factory):
 
 def test_run_reward_is_the_classifiers_own_predict_probability(classifier, base, tmp_path):
     from tunecraft.tasks import get_task
-    from tunecraft.trained import load_trained
+    from tunecraft.trained import load_trained, predict_with_run
 
-    reward = build_rewards([RewardConfig(run=str(classifier), label="positive")])[0]
+    reward = build_rewards([RewardConfig(run=str(classifier), label="positive")], predict_run=predict_with_run)[0]
     prompts, completions = ["A film that", "The plot is"], [" soars.", " a dull mess."]
     got = reward.score(prompts, completions, [None, None])
     trained = load_trained(classifier)
     own = get_task("classification").predict(trained, [p + c for p, c in zip(prompts, completions)], 8, None)
     assert got == [row["probabilities"]["positive"] for row in own]
     # a field of the predict row works the same way; a label the run does not know is refused
-    assert RunReward(RewardConfig(run=str(classifier), field="score"), "k").score(prompts, completions, [None] * 2) \
+    by_field = RunReward(RewardConfig(run=str(classifier), field="score"), "k", predict_with_run)
+    assert by_field.score(prompts, completions, [None] * 2) \
         == [row["score"] for row in own]
     with pytest.raises(ConfigError, match="rl.rewards.0.label: unknown label 'happy'"):
         build_rewards([RewardConfig(run=str(classifier), label="happy")])
     with pytest.raises(ConfigError, match="k.field: 'reward' is not a number"):
-        RunReward(RewardConfig(run=str(classifier), field="reward"), "k")
+        RunReward(RewardConfig(run=str(classifier), field="reward"), "k", predict_with_run)
+    # the rewards import neither the run loader nor the task registry: without a predictor handed down, refused
+    with pytest.raises(TunecraftError, match=r"rl.rewards.0.run: no run predictor was handed to the rewards"):
+        build_rewards([RewardConfig(run=str(classifier), label="positive")])[0].score(prompts, completions, [None] * 2)

@@ -1,8 +1,7 @@
 """tunecraft: the whole life of a transformer model, from one recipe."""
 
 from .cpus import wait_briefly
-
-__version__ = "0.1.0"
+from .version import __version__  # noqa: F401 (the public attribute)
 
 wait_briefly()  # before torch is imported (see cpus.py)
 

@@ -62,6 +62,9 @@ def _cmd_tune(args) -> int:
 
     from .config import TuneConfig, load_config
     from .errors import ConfigError
+    from .extras import require
+
+    require("tune")
     from .tune import tune
 
     config = load_config(args.recipe, args.overrides)
@@ -223,6 +226,9 @@ def _named_runs(pairs: list[str]) -> dict[str, str]:
 
 
 def _cmd_serve(args) -> int:
+    from .extras import require
+
+    require("serve")
     from .serve.app import serve
     from .serve.settings import ServeSettings
 
@@ -235,6 +241,9 @@ def _cmd_studio(args) -> int:
     from .studio.settings import StudioSettings
 
     settings = from_args(StudioSettings, args, api_key=args.api_key or os.environ.get("TUNECRAFT_API_KEY") or None)
+    from .extras import require
+
+    require("studio")
     from .studio.app import studio
 
     studio(settings)
@@ -245,6 +254,9 @@ def _cmd_compress(args) -> int:
     from .compress.settings import Options
 
     options = from_args(Options, args)  # checked before the jobs (and torch) are imported
+    from .extras import require
+
+    require("compress")
     from .compress.job import compress
 
     result = compress(args.run, args.variants, out=args.out, options=options, measure=not args.no_bench,

@@ -16,13 +16,14 @@ from .models import prepare_base
 from .tasks import get_task
 from .train.job import model_meta, train
 from .train.session import check_run_dir
+from .trained import predict_with_run
 
 
 def experiment(config: RunConfig, resume: bool = False, overwrite: bool = False, plugins=()) -> dict:
     """Train as the config says (tunecraft.train) and compare: returns the run summary with "baselines" and,
     for generative tasks, metrics["before"] (the base model on the same split and prompts)."""
     check_run_dir(config, resume, overwrite)  # before the comparisons' work, as train() would
-    task = get_task(config.task)
+    task = get_task(config.task).hand_runs(predict_with_run)
     task.check_config(config)
     data = task.load_data(config.data)
     base = prepare_base(config.model, lambda: task.training_texts(data.train))
@@ -56,7 +57,7 @@ def experiment(config: RunConfig, resume: bool = False, overwrite: bool = False,
 @torch.no_grad()
 def base_model_scores(config: RunConfig, task, data, base) -> dict:
     """The untrained base model on the run's held-out split: the task's metrics and its generations."""
-    from .train.precision import resolve as resolve_precision
+    from .runtime.precision import resolve as resolve_precision
 
     examples = data.test or data.validation
     meta = model_meta(config, task, data.label_map, data.columns)

@@ -3,14 +3,15 @@ head-pruned, ONNX), with its adapter where the method keeps one apart."""
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 from transformers import AutoTokenizer
 
-from .compress.variant import load_model
 from .errors import TunecraftError
 from .methods import get_method
 from .models import META, TrainedModel, read_meta, run_model_dir
+from .models.formats import load_model
 from .tasks import TASKS
 
 
@@ -30,3 +31,15 @@ def load_trained(run: str | Path) -> TrainedModel:
         model = get_method(meta["method"]).load_adapter(model, adapter)
     model.eval()
     return TrainedModel(model, AutoTokenizer.from_pretrained(str(folder)), meta, folder)
+
+
+@lru_cache(maxsize=4)
+def _loaded_once(folder: str) -> TrainedModel:
+    return load_trained(folder)
+
+
+def predict_with_run(folder: str, texts: list[str]) -> list[dict]:
+    """A run's `predict` rows for texts, as `tunecraft predict` would give them; the run's model is loaded once per
+    process (rollouts score with it every step). Handed to the tasks (`Task.hand_runs`) by their callers."""
+    trained = _loaded_once(str(folder))
+    return TASKS[trained.meta["task"]].predict(trained, texts, 64, None)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import importlib
 import re
-from functools import lru_cache
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -16,6 +16,7 @@ from ..errors import ConfigError, TunecraftError
 from ..models import read_meta, run_model_dir
 
 Prompt = str | list[dict]
+RunPredictor = Callable[[str, list[str]], list[dict]]  # (run folder, texts) -> the run's `predict` rows
 
 
 class Reward:
@@ -34,14 +35,6 @@ class Reward:
         return [p + c if self.text == "full" and isinstance(p, str) else c for p, c in zip(prompts, completions)]
 
 
-@lru_cache(maxsize=4)
-def trained_run(folder: str):
-    """A run folder's model, loaded once per process (rollouts score with it every step)."""
-    from ..trained import load_trained  # trained imports the task registry, which imports the rl task
-
-    return load_trained(folder)
-
-
 def _dig(row: dict, path: str):
     value = row
     for part in path.split("."):
@@ -55,9 +48,9 @@ class RunReward(Reward):
     """A number of a run's own `predict` row: `probabilities.<label>` for a classifier, or a named field (a
     reward model's score). The run's task does the inference, as `tunecraft predict` would."""
 
-    def __init__(self, cfg, key: str):
+    def __init__(self, cfg, key: str, predict_run: RunPredictor | None = None):
         super().__init__(cfg, key)
-        self.run = cfg.run
+        self.run, self.predict_run = cfg.run, predict_run
         try:
             folder = run_model_dir(cfg.run)
         except TunecraftError as err:
@@ -75,10 +68,9 @@ class RunReward(Reward):
                                   f"{', '.join(row)})")
 
     def predict(self, texts: list[str]) -> list[dict]:
-        from ..tasks import get_task
-
-        trained = trained_run(str(self.run))
-        return get_task(trained.meta["task"]).predict(trained, texts, 64, None)
+        if self.predict_run is None:  # handed down by the caller (tunecraft.trained.predict_with_run)
+            raise TunecraftError(f"{self.key}.run: no run predictor was handed to the rewards")
+        return self.predict_run(str(self.run), texts)
 
     def score(self, prompts, completions, answers) -> list[float]:
         return [float(_dig(row, self.path)) for row in self.predict(self.texts(prompts, completions))]
@@ -156,16 +148,20 @@ KINDS = {"run": RunReward, "regex": RegexReward, "exact": ExactReward, "length":
          "function": FunctionReward}
 
 
-def build_rewards(configs: list, section: str = "rl.rewards") -> list[Reward]:
+def build_rewards(configs: list, section: str = "rl.rewards",
+                  predict_run: RunPredictor | None = None) -> list[Reward]:
     """The reward functions of a recipe's list, checked (a missing run folder, an unknown label, a pattern that
-    does not compile, a function that does not import: a ConfigError naming the key)."""
+    does not compile, a function that does not import: a ConfigError naming the key). `predict_run` is how a run
+    reward gets its run's predictions: handed down from above the task package, which this module must not
+    import."""
     if not configs:
         raise ConfigError(f"{section}: an RL run needs at least one reward, e.g. [{{run: runs/mr-lora, label: "
                           "positive}]")
     out = []
     for i, cfg in enumerate(configs):
         kind = next(k for k in KINDS if getattr(cfg, k) is not None)
-        out.append(KINDS[kind](cfg, f"{section}.{i}"))
+        key = f"{section}.{i}"
+        out.append(RunReward(cfg, key, predict_run) if kind == "run" else KINDS[kind](cfg, key))
     return out
 
 

@@ -19,9 +19,9 @@ import torch
 
 from ..data import LabelMap
 from ..data.dataset import Encoded, collate
-from ..evaluate.inference import predict_logits
 from ..io import write_json, write_text
 from ..report import labelled_scatter
+from ..runtime.inference import predict_logits
 from ..tasks import get_task
 from ..trained import load_trained
 from .variant import count_params, gzip_mb, size_mb

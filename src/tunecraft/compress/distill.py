@@ -11,9 +11,9 @@ from torch import nn
 from transformers import AutoModelForSequenceClassification
 
 from ..errors import ConfigError
-from ..evaluate.inference import autocast_context
 from ..methods.base import transformer_layers
 from ..models import TrainedModel
+from ..runtime.inference import autocast_context
 from .prune import keep_layers
 from .settings import DistillSettings
 

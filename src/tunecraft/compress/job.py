@@ -33,8 +33,8 @@ from ..errors import ConfigError, TunecraftError
 from ..io import refuse_existing, write_text
 from ..models import read_meta, run_model_dir
 from ..plugins import AfterStep, LossTerm
+from ..runtime.precision import resolve as resolve_precision
 from ..tasks import get_task
-from ..train.precision import resolve as resolve_precision
 from ..trained import load_trained
 from . import bench
 from .distill import DistillationLoss, DistillSettings, build_student

@@ -1,4 +1,5 @@
-"""What every compressed variant shares: an atomically written model folder, its format, loading, sizes."""
+"""What every compressed variant shares: an atomically written model folder, its format, sizes (which module loads
+each format: models/formats.py)."""
 
 from __future__ import annotations
 
@@ -7,29 +8,8 @@ import zlib
 from collections.abc import Callable
 from pathlib import Path
 
-from ..errors import TunecraftError
 from ..io import refuse_existing, write_folder, write_json
 from ..models import META, TrainedModel, run_model_dir
-
-# meta["format"] of a model folder → the module whose load(folder, meta) builds its model
-FORMATS = {
-    "transformers": None,
-    "torch-int8": "quantize",
-    "pruned-heads": "prune",
-    "onnx": "onnx_export",
-    "torchao": "llm_variant",
-    "gguf": "llm_variant",
-}
-
-
-def load_model(folder: Path, meta: dict):
-    """The model of a compressed variant folder (any format but plain transformers)."""
-    fmt = meta.get("format", "transformers")
-    if FORMATS.get(fmt) is None:
-        raise TunecraftError(f"{folder / META}: unknown model format '{fmt}'; known: {', '.join(FORMATS)}")
-    import importlib
-
-    return importlib.import_module(f"{__package__}.{FORMATS[fmt]}").load(folder, meta)
 
 
 def write_variant(target: Path, source: TrainedModel, fmt: str, write: Callable[[Path], dict],

@@ -18,8 +18,8 @@ from torch import nn
 
 from ..data.dataset import LabelMap, collate
 from ..errors import ConfigError
-from ..evaluate.inference import autocast_context, predict_logits
 from ..plugins import LossTerm
+from ..runtime.inference import autocast_context, predict_logits
 from ..tasks.classification import TASK as classification
 from ..train import train
 

@@ -12,8 +12,8 @@ import torch
 from ..errors import TunecraftError
 from ..io import refuse_existing, write_json, write_text
 from ..models import prepare_base
+from ..runtime.precision import resolve as resolve_precision
 from ..tasks.classification import TASK as classification
-from ..train.precision import resolve as resolve_precision
 from .metrics import summarize
 from .recipe import ContinualConfig, dump_continual
 from .report import write_continual_report

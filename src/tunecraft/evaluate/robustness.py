@@ -24,10 +24,10 @@ from ..data.readers import Example
 from ..errors import TunecraftError
 from ..io import write_json, write_text
 from ..report import markdown, plt, save_figure
+from ..runtime.inference import predict_logits
+from ..runtime.precision import resolve as resolve_precision
 from ..tasks import get_task
-from ..train.precision import resolve as resolve_precision
 from ..trained import load_trained
-from .inference import predict_logits
 from .report import write_report
 
 logger = logging.getLogger(__name__)

@@ -15,9 +15,9 @@ from ..data.long_documents import RUN_ADVICE, report_long_texts
 from ..data.readers import Columns, read_examples
 from ..errors import DataError, TunecraftError
 from ..io import write_json, write_jsonl
+from ..runtime.precision import resolve as resolve_precision
 from ..tasks import get_task
-from ..train.precision import resolve as resolve_precision
-from ..trained import load_trained
+from ..trained import load_trained, predict_with_run
 from .report import write_eval_report
 
 logger = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ def evaluate_run(run: str | Path, data: str, split: str = "test", batch_size: in
     run = Path(run)
     trained = load_trained(run)
     meta = trained.meta
-    task = get_task(meta["task"])
+    task = get_task(meta["task"]).hand_runs(predict_with_run)
     seed, fractions = _split_settings(run)
     is_file = Path(data).exists()
     own = run_file_split(run, task, data, split) if is_file else None

@@ -10,7 +10,10 @@ from pydantic import Field
 
 from .base import Method, MethodSettings
 
-# Default targets per architecture family: every linear layer inside the transformer blocks.
+# Default targets per architecture family: every linear layer inside the transformer blocks. bert and llama are
+# pinned (the demo recipes' results depend on them); any other family gets peft's "all-linear" (every Linear but
+# the output layer), so a new architecture needs no entry here.
+ALL_LINEAR = "all-linear"
 DEFAULT_TARGETS = {
     "bert": ["query", "key", "value", "dense"],
     "llama": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
@@ -42,11 +45,7 @@ class Lora(Method):
     def apply(self, model, cfg, task):
         if cfg.quantize == "4bit":
             model = quantized_4bit(model)
-        targets = cfg.target_modules or DEFAULT_TARGETS.get(model.config.model_type)
-        if targets is None:
-            raise ValueError(
-                f"no default LoRA targets for model type '{model.config.model_type}'; set method.target_modules"
-            )
+        targets = cfg.target_modules or DEFAULT_TARGETS.get(model.config.model_type, ALL_LINEAR)
         peft_cfg = PeftLoraConfig(
             task_type=task.PEFT_TASK_TYPE,
             r=cfg.r,

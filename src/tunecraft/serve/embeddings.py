@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends
 from pydantic import ConfigDict, Field
 
 from ..evaluate.baselines import embed
-from ..evaluate.inference import autocast_context
+from ..runtime.inference import autocast_context
 from ..settings import Strict
 from .openai import error
 

@@ -29,7 +29,7 @@ from transformers.cache_utils import DynamicLayer
 
 from ..data.chat import cut_at_stops
 from ..errors import TunecraftError
-from ..evaluate.inference import autocast_context
+from ..runtime.inference import autocast_context
 
 DONE = None
 """The event that ends a sequence's stream (after its last text delta); an exception instead says the engine

@@ -4,7 +4,7 @@ Autocast casts every fp32 linear weight to bf16 at every call and caches nothing
 forward: holding them in bf16 took a one-text MiniLM-L6 forward on one core from 8.43 to 6.65 ms
 (docs/benchmarks.md, "One-text serving latency"). Casting the
 nn.Linear weights once gives autocast the very same bf16 values, so the served logits are bit-for-bit those
-of `tunecraft predict` under bf16 autocast (the same reasoning as train/precision.py frozen_linears_cast, which
+of `tunecraft predict` under bf16 autocast (the same reasoning as runtime/precision.py frozen_linears_cast, which
 restores the fp32 weights after training; a server never needs them back, so here they are dropped)."""
 
 from __future__ import annotations
@@ -12,12 +12,12 @@ from __future__ import annotations
 import torch
 
 from ..models import TrainedModel
-from ..train.precision import castable_linear_params, resolve
+from ..runtime.precision import castable_linear_params, resolve
 
 
 def cast_linears(model: torch.nn.Module, dtype: torch.dtype) -> int:
     """Cast the fp32 weights and biases of `nn.Linear` layers (that very class: quantized subclasses compute their
-    own way) to `dtype` in place, for inference under autocast; which ones: train/precision.py
+    own way) to `dtype` in place, for inference under autocast; which ones: runtime/precision.py
     `castable_linear_params`. Returns how many tensors were cast."""
     params = castable_linear_params(model, exact=True)
     for param in params:

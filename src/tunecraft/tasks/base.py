@@ -22,7 +22,7 @@ import torch
 
 from ..data.dataset import Encoded, collate
 from ..errors import ConfigError, TunecraftError
-from ..evaluate.inference import predict_logits
+from ..runtime.inference import predict_logits
 
 
 class Objective(ABC):
@@ -81,6 +81,13 @@ class Task(Objective):
     """The run-level commands beyond train/eval/predict/report its runs support: "robustness", "compress"."""
     GENERATIVE: ClassVar[bool] = False
     """Also scored by generating text (`generation_eval`), and compared with the base model before training."""
+    run_predictor = None
+    """(run folder, texts) -> that run's `predict` rows, for tasks that score with another run (rl's run rewards):
+    handed down by the caller above the task package (`hand_runs`), which the tasks must not import."""
+
+    def hand_runs(self, predictor) -> Task:
+        self.run_predictor = predictor
+        return self
 
     # -- data ------------------------------------------------------------------------------------------------
     @abstractmethod

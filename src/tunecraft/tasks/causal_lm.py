@@ -26,9 +26,9 @@ from ..data.dataset import (
     task_splits,
 )
 from ..errors import TunecraftError
-from ..evaluate.inference import autocast_context
 from ..evaluate.text_metrics import exact_match, rouge_l
 from ..report import fmt
+from ..runtime.inference import autocast_context
 from .base import Task
 
 log = logging.getLogger(__name__)

@@ -101,7 +101,7 @@ class Classification(Task):
                 warn: bool = True) -> list[dict]:
         """`warn`: say on the terminal how many texts are cut (off for the server, which would say it per batch).
         Each result says whether its text was cut to max_length (never, when the run reads windows)."""
-        from ..evaluate.inference import predict_logits
+        from ..runtime.inference import predict_logits
 
         examples = [Example(text=t, text_pair=pairs[i] if pairs else None) for i, t in enumerate(texts)]
         enc = self.encode(trained.tokenizer, examples, trained.meta)

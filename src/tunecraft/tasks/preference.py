@@ -26,9 +26,9 @@ from ..data.preferences import (
     render_prompt,
 )
 from ..errors import ConfigError, TunecraftError
-from ..evaluate.inference import autocast_context
 from ..io import write_file
 from ..report import fmt, line_plot
+from ..runtime.inference import autocast_context
 from .causal_lm import CausalLM, ChatData, Columns
 
 log = logging.getLogger(__name__)

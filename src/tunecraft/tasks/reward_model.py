@@ -18,8 +18,8 @@ from ..data.preferences import PreferencePair, Prompt, read_preference_file, ren
 from ..data.rated_pairs import BUNDLED_PAIRS, bundled_pairs_split, describe_pairs
 from ..data.readers import Columns
 from ..errors import ConfigError, TunecraftError
-from ..evaluate.inference import predict_logits
 from ..report import fmt, plt, save_figure
+from ..runtime.inference import predict_logits
 from .base import Task
 
 log = logging.getLogger(__name__)
@@ -379,7 +379,7 @@ class RewardModel(Task):
     def baselines(self, config, data, base, run_dir: Path, fit=None) -> list[dict]:
         """On the run's held-out pairs: the base model with an untrained head (about chance), and the length of
         each text as its reward (the longer preferred: the bias reward models are known to pick up)."""
-        from ..train.precision import resolve as resolve_precision
+        from ..runtime.precision import resolve as resolve_precision
 
         pairs = data.test or data.validation
         if not pairs:

@@ -27,8 +27,8 @@ from ..data.bundled import read_vader
 from ..data.dataset import Encoded, seeded_split, task_splits
 from ..data.preferences import PromptRow, read_prompt_file, render_prompt
 from ..errors import ConfigError, DataError, TunecraftError
-from ..evaluate.inference import autocast_context
 from ..report import fmt
+from ..runtime.inference import autocast_context
 from .causal_lm import CausalLM, ChatData, Columns
 
 OPENING_WORDS = 5
@@ -225,7 +225,8 @@ class ReinforcementLearning(CausalLM):
         if config.model.max_length <= config.rl.max_new_tokens:
             raise ConfigError(f"rl.max_new_tokens: {config.rl.max_new_tokens} leaves no room for the prompt in "
                               f"model.max_length={config.model.max_length}")
-        build_rewards(config.rl.rewards)  # a missing run folder, an unknown label...: refused before any work
+        # a missing run folder, an unknown label...: refused before any work
+        build_rewards(config.rl.rewards, predict_run=self.run_predictor)
 
     def training_texts(self, rows: list[PromptRow]):
         return (prompt_display(r.prompt) for r in rows)
@@ -234,7 +235,7 @@ class ReinforcementLearning(CausalLM):
         """Each prompt rendered (messages through the chat template's generation prompt) and tokenized; a prompt
         longer than max_length − rl.max_new_tokens keeps its end, and is counted."""
         settings = meta["rl"]
-        rewards = build_rewards(RlConfig.model_validate(settings).rewards)
+        rewards = build_rewards(RlConfig.model_validate(settings).rewards, predict_run=self.run_predictor)
         if any(isinstance(r, ExactReward) for r in rewards):
             for row in rows:
                 if row.answer is None:

@@ -227,7 +227,7 @@ class TokenClassification(Task):
         return rows
 
     def predict_sentences(self, trained, sentences: list[Sentence], batch_size: int, dtype) -> list[dict]:
-        from ..evaluate.inference import predict_logits
+        from ..runtime.inference import predict_logits
 
         label_map = LabelMap(trained.meta["labels"])
         enc = self.encode(trained.tokenizer, sentences, trained.meta)

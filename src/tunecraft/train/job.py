@@ -20,6 +20,7 @@ from ..io import write_jsonl
 from ..methods import count_parameters, get_method
 from ..models import prepare_base
 from ..tasks import Task, get_task
+from ..trained import predict_with_run
 from .session import RunSession
 from .sharded import fsdp_requested, prepare_for_sharding, refuse_under_fsdp, unsharded
 
@@ -50,7 +51,7 @@ class Job:
 def prepare_job(config: RunConfig, model=None, data=None) -> Job:
     """Data → tokenized splits → model + method (shared by `train` and `plan`). Only reads: bad data or a
     bad method config fail here, before any run folder is touched."""
-    task = get_task(config.task)
+    task = get_task(config.task).hand_runs(predict_with_run)
     task.check_config(config)
     if data is None:
         data = task.load_data(config.data)  # bad data fails here, before the run folder is touched

@@ -22,12 +22,12 @@ from accelerate.utils import send_to_device
 from tqdm.auto import tqdm
 
 from ..data.dataset import Encoded, batch_order, pad_multiple
-from ..evaluate.inference import autocast_context
 from ..evaluate.metrics import headline
 from ..io import write_text
+from ..runtime.inference import autocast_context
+from ..runtime.precision import frozen_linears_cast
 from .checkpoint import latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint, save_weights
 from .dropout import masked_dropout
-from .precision import frozen_linears_cast
 from .regularizers import config_plugins
 from .sharded import is_sharded, load_optimizer_state, load_weights_into, optimizer_state, trainable_weights
 

@@ -18,11 +18,11 @@ from accelerate.utils import extract_model_from_parallel
 from ..config import RunConfig
 from ..errors import ConfigError
 from ..methods import count_parameters
+from ..runtime.precision import cpu_has_bf16, frozen_linears_cast
+from ..runtime.precision import resolve as resolve_precision
 from .dropout import masked_dropout
 from .job import prepare_job, set_gradient_checkpointing
 from .loop import epoch_windows, planned_steps
-from .precision import cpu_has_bf16, frozen_linears_cast
-from .precision import resolve as resolve_precision
 from .session import RunSession, prepare_process
 from .sharded import is_sharded
 
@@ -52,7 +52,7 @@ class Measurement:
     gradient_checkpointing: bool
     parameter_bytes: int
     """All weights (frozen ones too), as held in memory, plus the copies of frozen Linear weights that training
-    under autocast holds in the autocast dtype (train.precision.frozen_linears_cast)."""
+    under autocast holds in the autocast dtype (runtime.precision.frozen_linears_cast)."""
     gradient_bytes: int
     """Gradients of the trainable weights (same dtype as the weights)."""
     optimizer_bytes: int

@@ -26,17 +26,17 @@ import yaml
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 
-from .. import __version__
 from ..config import dump_config
 from ..cpus import default_threads
 from ..errors import TunecraftError
 from ..io import refuse_existing, replace_folder, temporary_folder, write_json, write_text
+from ..runtime.precision import resolve as resolve_precision
+from ..version import __version__
 from . import trackers
 from .checkpoint import prune_checkpoints, read_weights
 from .loop import TrainingLoop, planned_steps
 from .memory import keep_freed_memory
 from .optim import build_optimizer, build_scheduler
-from .precision import resolve as resolve_precision
 from .sharded import enable_fsdp_on_cpu, fsdp_requested, load_weights_into
 
 # how the work is laid out, not what is learned: a resume may change them (another number of processes

@@ -1,0 +1,2 @@
+"""Runtime helpers below train, evaluate, serve and compress: precision resolution and autocast, batched
+inference."""
