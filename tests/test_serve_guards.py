@@ -125,7 +125,7 @@ def test_a_big_body_is_413_with_or_without_content_length(server):
     assert declared.status_code == 413 and declared.json()["detail"] == "request body is larger than 100000 bytes"
     sock = socket.create_connection(address(url), timeout=10)
     try:
-        sock.sendall(b"POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        sock.sendall(b"POST /v1/classify HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                      b"X-API-Key: " + KEY.encode() + b"\r\nTransfer-Encoding: chunked\r\n\r\n")
         chunk = b"%x\r\n%s\r\n" % (65536, b"a" * 65536)
         try:
@@ -153,7 +153,7 @@ def test_stalled_clients_get_408_and_are_closed_and_the_connection_cap_answers_5
     try:
         for _ in range(MAX_CONNECTIONS - 1):  # uvicorn refuses when the open connections reach the cap
             sock = socket.create_connection(address(url), timeout=BODY_TIMEOUT + 20)
-            sock.sendall(b"POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            sock.sendall(b"POST /v1/classify HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                          b"X-API-Key: " + KEY.encode() + b"\r\nContent-Length: 100\r\n\r\n" + b'{"texts": ["a')
             stalled.append(sock)
         over = raw(url, b'{"texts": ["fine"]}')
