@@ -282,3 +282,49 @@ def test_eval_on_the_runs_own_dataset_uses_the_runs_split(tmp_path):
     held_out = load_eval_examples("mr", COLS, split="test", seed=seed, fractions=fractions)
     assert [e.text for e in held_out] == [e.text for e in load_classification_data(config.data).test]
     assert len(held_out) == 502
+
+
+# -- data as users bring it: JSON arrays, Alpaca system/history, ShareGPT system ---------------------------
+
+def test_a_json_array_file_reads_like_json_lines_in_every_json_reader(write):
+    from tunecraft.data.chat import read_sft_file
+
+    path = write("a.json", '[\n  {"text": "nice film", "label": "pos"},\n  {"text": "dull", "label": "neg"}\n]\n')
+    assert [(e.text, e.label, e.line) for e in read_examples(path, COLS)] == [("nice film", "pos", 2),
+                                                                               ("dull", "neg", 3)]
+    alpaca = write("alpaca_data.json", json.dumps([{"instruction": "Say hi", "input": "", "output": "hi"}],
+                                                  indent=2))
+    assert read_sft_file(alpaca)[0].messages == [{"role": "user", "content": "Say hi"},
+                                                 {"role": "assistant", "content": "hi"}]
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ('[\n {"text": "ok", "label": "pos"},\n {"text": "bad", "label": }\n]', "line 3: invalid JSON: Expecting value"),
+    ('[\n {"text": "ok", "label": "pos"}\n {"text": "bad", "label": "neg"}\n]',
+     "line 3: invalid JSON: expected ',' or ']' between elements, got '{'"),
+    ('[\n {"text": "ok", "label": "pos"},\n', "line 3: invalid JSON: the array is not closed with ']'"),
+    ('[\n {"text": "ok", "label": "pos"}\n]\n{"x": 1}', "line 3: invalid JSON: extra data after the array's ']'"),
+])
+def test_a_bad_json_array_names_file_and_line(write, content, message):
+    path = write("bad.json", content)
+    with pytest.raises(DataError) as err:
+        read_examples(path, COLS)
+    assert str(err.value).startswith(f"{path}, {message}")
+
+
+def test_alpaca_system_and_history_and_sharegpt_system_are_kept(write):
+    from tunecraft.data.chat import read_sft_file
+
+    row = {"system": "Be brief.", "history": [["Hi", "Hello!"]], "instruction": "Add", "input": "2+2",
+           "output": "4"}
+    share = {"system": "Be kind.", "conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Yo"}]}
+    path = write("sft.jsonl", json.dumps(row) + "\n" + json.dumps(share) + "\n")
+    alpaca, sharegpt = read_sft_file(path)
+    assert alpaca.messages == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
+                               {"role": "assistant", "content": "Hello!"}, {"role": "user", "content": "Add\n\n2+2"},
+                               {"role": "assistant", "content": "4"}]
+    assert sharegpt.messages == [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "Hi"},
+                                 {"role": "assistant", "content": "Yo"}]
+    bad = write("h.jsonl", json.dumps({**row, "history": [["only one"]]}) + "\n")
+    with pytest.raises(DataError, match=r"h.jsonl, line 1, field 'history\[0\]': expected a pair"):
+        read_sft_file(bad)

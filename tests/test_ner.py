@@ -57,13 +57,29 @@ def test_conll_reader_tag_column_is_configurable(write):
     assert read_conll(path, tag_column=1)[0].tags == ["B-PER", "O"]
     with pytest.raises(DataError, match=r"a.tsv, line 1, field 'tag': invalid tag 'NNP'"):
         read_conll(path)
-    with pytest.raises(DataError, match="column 5 does not exist; lines have 3 columns"):
+    with pytest.raises(DataError, match="column 5 does not exist; the line has 3 column"):
         read_conll(path, tag_column=5)
+
+
+def test_conll_reader_ignores_extra_columns_of_varying_width(write):
+    # MeCab-style output: a feature column whose width differs from line to line; token first, tag last
+    path = write("mecab.conll", "東京\t名詞,固有名詞,地域,一般\t*\t*\tB-LOC\n"
+                 "に\t助詞,格助詞,一般,*,*,*,に,ニ,ニ\t*\t*\t*\tO\n\n"
+                 "花子\t名詞\tB-PER\n")
+    sentences = read_conll(path)
+    assert [(s.tokens, s.tags) for s in sentences] == [(["東京", "に"], ["B-LOC", "O"]), (["花子"], ["B-PER"])]
+
+
+def test_conll_reader_keeps_an_ideographic_space_token_and_its_tag(write):
+    path = write("ws.conll", "山田\tB-PER\n\u3000\tO\n太郎\tB-PER\n")
+    sentence = read_conll(path)[0]
+    assert sentence.tokens == ["山田", "\u3000", "太郎"]
+    assert sentence.tags == ["B-PER", "O", "B-PER"]
 
 
 def test_conll_line_with_wrong_column_count_names_file_and_line(write):
     path = write("bad.conll", "John B-PER\nlives O\nin\nParis B-LOC\n")
-    with pytest.raises(DataError, match=r"bad.conll, line 3.*expected 2 columns.*found 1"):
+    with pytest.raises(DataError, match=r"bad.conll, line 3.*expected a token and a tag, found 1 column"):
         read_conll(path)
 
 

@@ -66,33 +66,61 @@ def check_messages(path, line, messages, key="messages") -> list[dict]:
     return turns
 
 
+def _system(path, line, row: dict) -> list[dict]:
+    """The row's top-level `system` prompt (Alpaca, ShareGPT) as a first system turn; none when absent/blank."""
+    value = row.get("system")
+    if value is None or isinstance(value, str) and not value.strip():
+        return []
+    return [{"role": "system", "content": check_text(path, line, "system", value)}]
+
+
+def _sharegpt(path, line, row: dict) -> list[dict]:
+    turns = row.get("conversations")
+    if not isinstance(turns, list):
+        raise DataError(path, line, "conversations", "expected a list of {from, value} turns")
+    messages = []
+    for i, t in enumerate(turns):
+        if not isinstance(t, dict) or "from" not in t or "value" not in t:
+            raise DataError(path, line, f"conversations[{i}]", "expected an object with 'from' and 'value'")
+        if t["from"] not in SHAREGPT_ROLES:
+            raise DataError(path, line, f"conversations[{i}].from", f"unknown role '{t['from']}'; roles: "
+                            f"{', '.join(SHAREGPT_ROLES)}")
+        messages.append({"role": SHAREGPT_ROLES[t["from"]], "content": t["value"]})
+    if messages and messages[0]["role"] == "system":
+        return messages
+    return _system(path, line, row) + messages
+
+
+def _alpaca(path, line, row: dict) -> list[dict]:
+    """system, then each `history` pair [instruction, output] as a user/assistant exchange, then the row."""
+    for key in ("instruction", "output"):
+        if key not in row:
+            raise DataError(path, line, key, "missing (Alpaca rows have instruction, input, output)")
+    history = row.get("history") or []
+    if not isinstance(history, list):
+        raise DataError(path, line, "history", "expected a list of [instruction, output] pairs")
+    messages = _system(path, line, row)
+    for i, pair in enumerate(history):
+        if not isinstance(pair, list | tuple) or len(pair) != 2:
+            raise DataError(path, line, f"history[{i}]", "expected a pair [instruction, output]")
+        messages += [{"role": "user", "content": check_text(path, line, f"history[{i}][0]", pair[0])},
+                     {"role": "assistant", "content": check_text(path, line, f"history[{i}][1]", pair[1])}]
+    instruction = check_text(path, line, "instruction", row["instruction"])
+    extra = check_text(path, line, "input", row.get("input") or "", allow_empty=True)
+    output = check_text(path, line, "output", row["output"])
+    user = f"{instruction}\n\n{extra}" if extra.strip() else instruction
+    return messages + [{"role": "user", "content": user}, {"role": "assistant", "content": output}]
+
+
 def _from_row(path, line, row: dict, fmt: str) -> Conversation:
     kind = _detect(row) if fmt == "auto" else fmt
     if kind == "messages":
         return Conversation(check_messages(path, line, row.get("messages")), path=str(path), line=line)
     if kind == "sharegpt":
-        turns = row.get("conversations")
-        if not isinstance(turns, list):
-            raise DataError(path, line, "conversations", "expected a list of {from, value} turns")
-        messages = []
-        for i, t in enumerate(turns):
-            if not isinstance(t, dict) or "from" not in t or "value" not in t:
-                raise DataError(path, line, f"conversations[{i}]", "expected an object with 'from' and 'value'")
-            if t["from"] not in SHAREGPT_ROLES:
-                raise DataError(path, line, f"conversations[{i}].from", f"unknown role '{t['from']}'; roles: "
-                                f"{', '.join(SHAREGPT_ROLES)}")
-            messages.append({"role": SHAREGPT_ROLES[t["from"]], "content": t["value"]})
-        return Conversation(check_messages(path, line, messages, "conversations"), path=str(path), line=line)
-    if kind == "alpaca":
-        for key in ("instruction", "output"):
-            if key not in row:
-                raise DataError(path, line, key, "missing (Alpaca rows have instruction, input, output)")
-        instruction = check_text(path, line, "instruction", row["instruction"])
-        extra = check_text(path, line, "input", row.get("input") or "", allow_empty=True)
-        output = check_text(path, line, "output", row["output"])
-        user = f"{instruction}\n\n{extra}" if extra.strip() else instruction
-        messages = [{"role": "user", "content": user}, {"role": "assistant", "content": output}]
+        messages = check_messages(path, line, _sharegpt(path, line, row), "conversations")
         return Conversation(messages, path=str(path), line=line)
+    if kind == "alpaca":
+        return Conversation(_alpaca(path, line, row), path=str(path), line=line)
     if kind == "text":
         return Conversation(text=check_text(path, line, "text", row.get("text")), path=str(path), line=line)
     raise DataError(path, line, None, f"cannot tell the format from the fields {sorted(row)}: expected messages, "

@@ -145,30 +145,34 @@ def normalise(sentence: Sentence, scheme: str, on_invalid: str) -> Sentence:
 
 # -- readers --------------------------------------------------------------------------------------------------
 
+CONLL_SEPARATORS = re.compile(r"[ \t]+")
+"""Columns are split on ASCII spaces and tabs only: a token that is itself unusual whitespace (the ideographic
+space U+3000 of Japanese text, a no-break space) stays a token, so the tags stay aligned."""
+
+
 def read_conll(path: str | Path, token_column: int = 0, tag_column: int = -1) -> list[Sentence]:
-    """CoNLL-style columns (whitespace-separated); blank lines and -DOCSTART- lines end a sentence."""
+    """CoNLL-style columns (spaces or tabs); the token and tag columns are taken by position (a negative one
+    counts from each line's end) and any other columns ignored, so lines may differ in width (MeCab output).
+    Blank lines and -DOCSTART- lines end a sentence."""
     from .readers import _decode
 
     path = Path(path)
     if not path.is_file():
         raise DataError(path, None, None, "file not found")
-    sentences, tokens, tags, first, width = [], [], [], None, None
+    sentences, tokens, tags, first = [], [], [], None
     for number, raw in enumerate(_decode(path).splitlines(), start=1):
-        cells = raw.split()
+        cells = [c for c in CONLL_SEPARATORS.split(raw.strip(" \t\r\n")) if c]
         if not cells or cells[0] == "-DOCSTART-":
             if tokens:
                 sentences.append(Sentence(tokens, tags, str(path), first, conll=True))
             tokens, tags = [], []
             continue
-        if width is None:
-            width = len(cells)
-            for name, index in (("token", token_column), ("tag", tag_column)):
-                if not -width <= index < width:
-                    raise DataError(path, number, f"{name} column",
-                                    f"column {index} does not exist; lines have {width} columns")
-        if len(cells) != width:
-            raise DataError(path, number, None, f"expected {width} columns (as on the first line), found "
-                            f"{len(cells)}: {raw.strip()!r}")
+        if len(cells) < 2:
+            raise DataError(path, number, None, f"expected a token and a tag, found 1 column: {raw.strip()!r}")
+        for name, index in (("token", token_column), ("tag", tag_column)):
+            if not -len(cells) <= index < len(cells):
+                raise DataError(path, number, f"{name} column", f"column {index} does not exist; the line has "
+                                f"{len(cells)} column(s): {raw.strip()!r}")
         if not tokens:
             first = number
         tokens.append(cells[token_column])

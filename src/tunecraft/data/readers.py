@@ -154,22 +154,60 @@ def _unique_keys(pairs: list[tuple]) -> dict:
 
 
 def json_rows(path: Path):
-    """(line number, object) for each non-blank line of a JSONL file; errors name file and line. A key that
-    appears twice in one object is an error (json.loads would keep the last)."""
-    for number, line in enumerate(_decode(path).splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line, object_pairs_hook=_unique_keys)
-        except json.JSONDecodeError as err:
-            raise DataError(path, number, None, f"invalid JSON: {err.msg} at column {err.colno}") from None
-        except _DuplicateKey as err:
-            raise DataError(path, number, str(err), "the key appears twice in one object; remove one") from None
-        except (ValueError, RecursionError) as err:
-            raise DataError(path, number, None, f"invalid JSON: {err}") from None
+    """(line number, object) for each non-blank line of a JSONL file, or for each element of a file holding one
+    JSON array (Alpaca's native format; the line is where the element starts); errors name file and line. A
+    key that appears twice in one object is an error (json.loads would keep the last)."""
+    text = _decode(path)
+    rows = _array_rows(path, text) if text.lstrip().startswith("[") else _line_rows(path, text)
+    for number, row in rows:
         if not isinstance(row, dict):
             raise DataError(path, number, None, f"expected a JSON object, got {type(row).__name__}")
         yield number, row
+
+
+def _parse(path: Path, number: int, parse, in_file: bool = False):
+    """parse(), its errors as DataErrors at line `number` (or, `in_file`, where the decoder stopped)."""
+    try:
+        return parse()
+    except json.JSONDecodeError as err:
+        line = err.lineno if in_file else number
+        raise DataError(path, line, None, f"invalid JSON: {err.msg} at column {err.colno}") from None
+    except _DuplicateKey as err:
+        raise DataError(path, number, str(err), "the key appears twice in one object; remove one") from None
+    except (ValueError, RecursionError) as err:
+        raise DataError(path, number, None, f"invalid JSON: {err}") from None
+
+
+def _line_rows(path: Path, text: str):
+    for number, line in enumerate(text.splitlines(), start=1):
+        if line.strip():
+            yield number, _parse(path, number, lambda line=line: json.loads(line, object_pairs_hook=_unique_keys))
+
+
+def _array_rows(path: Path, text: str):
+    """The elements of a JSON array, each with the line it starts on."""
+    decoder = json.JSONDecoder(object_pairs_hook=_unique_keys)
+    pos = text.index("[") + 1
+    expect_value, first = True, True
+    while True:
+        while pos < len(text) and text[pos] in " \t\r\n":
+            pos += 1
+        line = text.count("\n", 0, pos) + 1
+        if pos >= len(text):
+            raise DataError(path, line, None, "invalid JSON: the array is not closed with ']'")
+        if text[pos] == "]" and (not expect_value or first):
+            if text[pos + 1:].strip():
+                raise DataError(path, line, None, "invalid JSON: extra data after the array's ']'")
+            return
+        if not expect_value:
+            if text[pos] != ",":
+                raise DataError(path, line, None, f"invalid JSON: expected ',' or ']' between elements, got "
+                                f"{text[pos]!r}")
+            pos, expect_value = pos + 1, True
+            continue
+        row, pos = _parse(path, line, lambda start=pos: decoder.raw_decode(text, start), in_file=True)
+        yield line, row
+        expect_value, first = False, False
 
 
 def _read_jsonl(path: Path, cols: Columns) -> list[Example]:
