@@ -102,6 +102,18 @@ def test_limits_answer_413_or_422_with_a_message_and_long_texts_are_cut(server):
     assert post(url, "/v1/classify", {"texts": []}).status_code == 422
 
 
+def test_unknown_paths_are_404_naming_the_served_routes_never_500(server):
+    """The classification task's router includes the embeddings router; FastAPI keeps an included router as a
+    route without a path, and the 404 handler read `.path` off it: every unknown path answered 500."""
+    url, _, _ = server
+    for method, path in (("GET", "/nope"), ("POST", "/v1/nope"), ("GET", "/v1/classify/x"), ("DELETE", "/")):
+        response = httpx.request(method, url + path, headers={"X-API-Key": KEY})
+        assert response.status_code == 404, (method, path, response.text)
+        detail = response.json()["detail"]
+        assert detail.startswith(f"no route {method} {path} for this classification run; it serves: ")
+        assert {"/health", "/metrics", "/v1/classify", "/v1/embeddings"} <= set(detail.split(": ")[-1].split(", "))
+
+
 def test_malformed_and_mistyped_input_is_422_never_5xx(server):
     url, _, _ = server
     headers = {"X-API-Key": KEY, "content-type": "application/json"}

@@ -173,6 +173,17 @@ class Observe:
 
 
 # -- the app ------------------------------------------------------------------------------------------------
+def route_paths(routes, prefix: str = ""):
+    """The paths a router serves, through the routers it includes (FastAPI keeps an included router as one
+    route without a `path`, which made every unknown path on a classification server a 500)."""
+    for route in routes:
+        included = getattr(route, "original_router", None)
+        if included is not None:
+            yield from route_paths(included.routes, prefix + route.include_context.prefix)
+        elif hasattr(route, "path"):
+            yield prefix + route.path
+
+
 
 def create_app(settings: ServeSettings) -> FastAPI:
     """The app: the core routes (/health, /metrics), limits, auth and access logs, and the routes the run's task
@@ -202,7 +213,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
     async def not_found(request: Request, exc: StarletteHTTPException):
         """A route this run's task does not bring: say which routes it serves."""
         if exc.status_code == 404 and exc.detail == "Not Found":
-            served = sorted({"/health", "/metrics", *(r.path for r in router.routes)})
+            served = sorted({"/health", "/metrics", *route_paths(router.routes)})
             detail = (f"no route {request.method} {request.url.path} for this {server.task.NAME} run; it serves: "
                       f"{', '.join(served)}")
             return JSONResponse({"detail": detail}, status_code=404)
