@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from tests.tiny_decoder import PROMPTS, tiny_base, tiny_run
+from tests.tiny_decoder import PROMPTS, decode_alone, decode_sequence, sent_events, tiny_base, tiny_run
 from tunecraft import predict
 from tunecraft.data.chat import prompt_text
 from tunecraft.serve.adapters import load_adapters
@@ -41,34 +41,11 @@ def engine(trained, **kwargs) -> DecodeLoop:
     return DecodeLoop(lambda: trained, None, 8, **kwargs)
 
 
-def sequence(trained, loop, events, text, max_tokens, index=0, **settings) -> Sequence:
-    ids = trained.tokenizer(text, add_special_tokens=False)["input_ids"]
-    return Sequence(ids, max_tokens, settings.pop("temperature", 0.0), settings.pop("top_p", 1.0), [], False, events,
-                    loop, index=index, **settings)
-
-
-def events_of(loop, events) -> list[tuple]:
-    """Every (index, event) the engine sent, in order."""
-    loop.run_until_complete(asyncio.sleep(0))
-    out = []
-    while not events.empty():
-        out.append(events.get_nowait())
-    return out
-
-
-def alone(trained, loop, text, max_tokens, **settings) -> list[int]:
-    seq = sequence(trained, loop, asyncio.Queue(), text, max_tokens, **settings)
-    eng = engine(trained)
-    eng.waiting.append(seq)
-    eng.run()
-    return seq.generated
-
-
 def test_a_sequence_admitted_mid_flight_gets_its_tokens_before_the_long_one_ends_and_answers_as_alone(trained, loop):
     events = asyncio.Queue()
-    long = sequence(trained, loop, events, "Tell me a long story about the sea.", 40, index=0)
-    short = sequence(trained, loop, events, "hello", 5, index=1)
-    later = sequence(trained, loop, events, "What is AI?", 8, index=2)
+    long = decode_sequence(trained, loop, events, "Tell me a long story about the sea.", 40, index=0)
+    short = decode_sequence(trained, loop, events, "hello", 5, index=1)
+    later = decode_sequence(trained, loop, events, "What is AI?", 8, index=2)
     eng = engine(trained)
     eng.waiting.append(long)
     eng.admit()
@@ -80,7 +57,7 @@ def test_a_sequence_admitted_mid_flight_gets_its_tokens_before_the_long_one_ends
     eng.waiting.append(later)
     eng.run()
 
-    order = events_of(loop, events)
+    order = sent_events(loop, events)
     done_at = {i: order.index((i, DONE)) for i in range(3)}
     first_at = {i: next(k for k, (j, _) in enumerate(order) if j == i) for i in range(3)}
     assert first_at[1] < done_at[0] and first_at[2] < done_at[0]
@@ -90,7 +67,7 @@ def test_a_sequence_admitted_mid_flight_gets_its_tokens_before_the_long_one_ends
     # each equals its answer decoded alone, and a plain model.generate of it
     for seq, text, n in ((long, "Tell me a long story about the sea.", 40), (short, "hello", 5),
                          (later, "What is AI?", 8)):
-        assert seq.generated == alone(trained, loop, text, n)
+        assert seq.generated == decode_alone(trained, loop, text, n)
         ids = torch.tensor([seq.prompt_ids])
         with torch.no_grad():
             out = trained.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, do_sample=False,
@@ -101,25 +78,25 @@ def test_a_sequence_admitted_mid_flight_gets_its_tokens_before_the_long_one_ends
 
 def test_a_seeded_sampled_sequence_answers_the_same_alone_and_batched(trained, loop):
     settings = {"temperature": 1.0, "top_p": 0.9, "seed": 11}
-    want = alone(trained, loop, "Tell me a joke.", 12, **settings)
+    want = decode_alone(trained, loop, "Tell me a joke.", 12, **settings)
     events = asyncio.Queue()
     eng = engine(trained)
-    others = [sequence(trained, loop, events, "What is AI?", 16, index=1, temperature=1.0),
-              sequence(trained, loop, events, "hello", 16, index=2)]
+    others = [decode_sequence(trained, loop, events, "What is AI?", 16, index=1, temperature=1.0),
+              decode_sequence(trained, loop, events, "hello", 16, index=2)]
     eng.waiting.extend(others)
     eng.admit()
     eng.step()
-    seeded = sequence(trained, loop, events, "Tell me a joke.", 12, index=0, **settings)
+    seeded = decode_sequence(trained, loop, events, "Tell me a joke.", 12, index=0, **settings)
     eng.waiting.append(seeded)
     eng.run()
     assert seeded.generated == want
-    assert alone(trained, loop, "Tell me a joke.", 12, **{**settings, "seed": 12}) != want  # the seed matters
+    assert decode_alone(trained, loop, "Tell me a joke.", 12, **{**settings, "seed": 12}) != want  # the seed matters
 
 
 def test_cancelling_one_row_leaves_the_others_answers_unchanged(trained, loop):
     texts = ["What is AI?", "Tell me a joke.", "Who are you?"]
     events = asyncio.Queue()
-    seqs = [sequence(trained, loop, events, t, 10, index=i) for i, t in enumerate(texts)]
+    seqs = [decode_sequence(trained, loop, events, t, 10, index=i) for i, t in enumerate(texts)]
     eng = engine(trained)
     eng.waiting.extend(seqs)
     eng.admit()
@@ -129,8 +106,8 @@ def test_cancelling_one_row_leaves_the_others_answers_unchanged(trained, loop):
     assert seqs[1].finish_reason == "cancelled" and seqs[1].tokens == 2
     assert [s.finish_reason for s in (seqs[0], seqs[2])] == ["length", "length"]
     for i in (0, 2):
-        assert seqs[i].generated == alone(trained, loop, texts[i], 10)
-    assert sum(e is DONE for _, e in events_of(loop, events)) == 3
+        assert seqs[i].generated == decode_alone(trained, loop, texts[i], 10)
+    assert sum(e is DONE for _, e in sent_events(loop, events)) == 3
 
 
 def test_rows_of_two_lora_runs_in_one_running_batch_answer_as_their_own_predict(base, loop):
@@ -195,13 +172,14 @@ def test_an_engine_error_reaches_every_sequence_in_hand_and_the_loop_serves_on(t
     current = SimpleNamespace(model=Broken(), tokenizer=trained.tokenizer)
     eng = DecodeLoop(lambda: current, None, 8)
     events = asyncio.Queue()
-    eng.waiting.extend(sequence(trained, loop, events, t, 4, index=i) for i, t in enumerate(["hello", "What is AI?"]))
+    texts = ["hello", "What is AI?"]
+    eng.waiting.extend(decode_sequence(trained, loop, events, t, 4, index=i) for i, t in enumerate(texts))
     eng.run()
-    got = events_of(loop, events)
+    got = sent_events(loop, events)
     assert [i for i, _ in got] == [0, 1] and all(str(e) == "the forward failed" for _, e in got)
     assert not eng.rows and not eng.waiting
     current.model = trained.model  # the same loop, a working model: it answers
-    again = sequence(trained, loop, asyncio.Queue(), "hello", 4)
+    again = decode_sequence(trained, loop, asyncio.Queue(), "hello", 4)
     eng.waiting.append(again)
     eng.run()
-    assert again.finish_reason == "length" and again.generated == alone(trained, loop, "hello", 4)
+    assert again.finish_reason == "length" and again.generated == decode_alone(trained, loop, "hello", 4)

@@ -9,9 +9,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from tests.tiny_decoder import tiny_base
+from tests.tiny_decoder import decode_alone, decode_sequence, sent_events, tiny_base
 from tunecraft.data.chat import prompt_text
-from tunecraft.serve.generation import DONE, DecodeLoop, Prefix, Sequence
+from tunecraft.serve.generation import DONE, DecodeLoop, Prefix
 
 
 @pytest.fixture(scope="module")
@@ -30,43 +30,22 @@ def loop():
     loop.close()
 
 
-def seq(trained, loop, events, text, max_tokens, index=0, ids=None, **kw) -> Sequence:
-    ids = trained.tokenizer(text, add_special_tokens=False)["input_ids"] if ids is None else ids
-    return Sequence(ids, max_tokens, kw.pop("temperature", 0.0), kw.pop("top_p", 1.0), kw.pop("stops", []), False,
-                    events, loop, index=index, **kw)
-
-
-def drain(loop, events) -> list[tuple]:
-    loop.run_until_complete(asyncio.sleep(0))
-    out = []
-    while not events.empty():
-        out.append(events.get_nowait())
-    return out
-
-
-def alone(trained, loop, text, max_tokens, **kw) -> list[int]:
-    s = seq(trained, loop, asyncio.Queue(), text, max_tokens, **kw)
-    eng = DecodeLoop(lambda: trained, None, 8)
-    eng.waiting.append(s)
-    eng.run()
-    return s.generated
-
-
 TEXTS = ["What is AI?", "Tell me a joke.", "Who are you?"]
 
 
 def test_a_row_whose_draw_fails_ends_alone_and_the_others_answer_as_alone(trained, loop):
     events = asyncio.Queue()
-    good = [seq(trained, loop, events, t, 8, index=i) for i, t in enumerate(TEXTS)]
-    poison = seq(trained, loop, events, "hello", 8, index=3, temperature=1e-300, seed=5)  # NaN probabilities
+    good = [decode_sequence(trained, loop, events, t, 8, index=i) for i, t in enumerate(TEXTS)]
+    # NaN probabilities
+    poison = decode_sequence(trained, loop, events, "hello", 8, index=3, temperature=1e-300, seed=5)
     eng = DecodeLoop(lambda: trained, None, 8)
     eng.waiting.extend([good[0], poison, *good[1:]])
     eng.run()
-    got = drain(loop, events)
+    got = sent_events(loop, events)
     errors = [(i, e) for i, e in got if isinstance(e, BaseException)]
     assert [i for i, _ in errors] == [3] and poison.finish_reason == "error"
     assert [s.finish_reason for s in good] == ["length"] * 3
-    assert [s.generated for s in good] == [alone(trained, loop, t, 8) for t in TEXTS]
+    assert [s.generated for s in good] == [decode_alone(trained, loop, t, 8) for t in TEXTS]
     assert sorted(i for i, e in got if e is DONE) == [0, 1, 2]
 
 
@@ -84,37 +63,37 @@ def test_a_row_whose_decoding_fails_mid_flight_ends_alone(trained, loop):
             return self.inner.decode(ids, **kw)
 
     events = asyncio.Queue()
-    rows = [seq(trained, loop, events, t, 6, index=i) for i, t in enumerate(TEXTS)]
+    rows = [decode_sequence(trained, loop, events, t, 6, index=i) for i, t in enumerate(TEXTS)]
     current = SimpleNamespace(model=trained.model, tokenizer=Picky(trained.tokenizer, rows[1]))
     eng = DecodeLoop(lambda: current, None, 8)
     eng.waiting.extend(rows)
     eng.run()
-    got = drain(loop, events)
+    got = sent_events(loop, events)
     assert [(i, str(e)) for i, e in got if isinstance(e, BaseException)] == [(1, "cannot decode")]
     assert rows[1].finish_reason == "error" and rows[1].tokens == 3
-    assert [rows[0].generated, rows[2].generated] == [alone(trained, loop, TEXTS[0], 6),
-                                                        alone(trained, loop, TEXTS[2], 6)]
+    assert [rows[0].generated, rows[2].generated] == [decode_alone(trained, loop, TEXTS[0], 6),
+                                                        decode_alone(trained, loop, TEXTS[2], 6)]
 
 
 def test_an_empty_prompt_fails_its_own_prefill_only(trained, loop):
     events = asyncio.Queue()
-    empty = seq(trained, loop, events, "", 4, index=0, ids=[])
-    rows = [seq(trained, loop, events, t, 4, index=i + 1) for i, t in enumerate(TEXTS)]
+    empty = decode_sequence(trained, loop, events, "", 4, index=0, ids=[])
+    rows = [decode_sequence(trained, loop, events, t, 4, index=i + 1) for i, t in enumerate(TEXTS)]
     eng = DecodeLoop(lambda: trained, None, 8)
     eng.waiting.extend(rows)
     eng.admit()
     eng.step()
     eng.waiting.append(empty)  # admitted alone, mid-flight: its prefill (no tokens) raises
     eng.run()
-    got = drain(loop, events)
+    got = sent_events(loop, events)
     assert [i for i, e in got if isinstance(e, BaseException)] == [0] and empty.finish_reason == "error"
-    assert [s.generated for s in rows] == [alone(trained, loop, t, 4) for t in TEXTS]
+    assert [s.generated for s in rows] == [decode_alone(trained, loop, t, 4) for t in TEXTS]
 
 
 def test_stop_matching_on_the_new_tail_still_finds_the_stop_once_decoded(trained, loop):
     """Only the tail that may hold a new match is searched; a stop string is still found the step it appears,
     and one that never appears never stops the answer."""
-    s = seq(trained, loop, asyncio.Queue(), "x", 10_000, stops=["never" * 12 + "!!!!", "zz"])
+    s = decode_sequence(trained, loop, asyncio.Queue(), "x", 10_000, stops=["never" * 12 + "!!!!", "zz"])
     fake = SimpleNamespace(decode=lambda ids, **kw: "ab" * len(ids), eos_token_id=0)
     for token in range(1, 2001):
         s.add(token, fake, {0}, 0.0)
@@ -126,8 +105,8 @@ def test_stop_matching_on_the_new_tail_still_finds_the_stop_once_decoded(trained
 
 def test_queued_requests_are_admitted_in_turn_not_first_come_first_served(trained, loop):
     big, small = asyncio.Queue(), asyncio.Queue()
-    bigs = [seq(trained, loop, big, "What is AI?", 2, index=i) for i in range(12)]
-    smalls = [seq(trained, loop, small, "hello", 2, index=0)]
+    bigs = [decode_sequence(trained, loop, big, "What is AI?", 2, index=i) for i in range(12)]
+    smalls = [decode_sequence(trained, loop, small, "hello", 2, index=0)]
     eng = DecodeLoop(lambda: trained, None, 4)
     eng.waiting.extend(bigs + smalls)
     eng.admit()
@@ -143,7 +122,7 @@ def test_a_seeded_request_answers_the_same_on_a_fresh_loops_first_request_and_af
     eng = DecodeLoop(lambda: trained, None, 8)
     answers = []
     for _ in range(3):
-        s = seq(trained, loop, asyncio.Queue(), "", 12, ids=ids, temperature=1.0, seed=7)
+        s = decode_sequence(trained, loop, asyncio.Queue(), "", 12, ids=ids, temperature=1.0, seed=7)
         eng.waiting.append(s)
         eng.run()
         answers.append(s.generated)

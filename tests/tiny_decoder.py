@@ -45,3 +45,38 @@ def tiny_run(tmp, base, name: str, seed: int = 0, method: str = "lora", lr: floa
                   "eval_each_epoch": False, "progress": False, "tensorboard": False}})
     train(config)
     return config.run_dir
+
+
+# Driving the decode loop (serve/generation.py) step by step in process, on the test's own event loop.
+
+def decode_sequence(trained, loop, events, text, max_tokens, index=0, ids=None, **settings):
+    """A Sequence for `text` (or the token `ids` given), greedy unless `temperature` is set."""
+    from tunecraft.serve.generation import Sequence
+
+    ids = trained.tokenizer(text, add_special_tokens=False)["input_ids"] if ids is None else ids
+    return Sequence(ids, max_tokens, settings.pop("temperature", 0.0), settings.pop("top_p", 1.0),
+                    settings.pop("stops", []), False, events, loop, index=index, **settings)
+
+
+def sent_events(loop, events) -> list[tuple]:
+    """Every (index, event) the engine sent, in order."""
+    import asyncio
+
+    loop.run_until_complete(asyncio.sleep(0))
+    out = []
+    while not events.empty():
+        out.append(events.get_nowait())
+    return out
+
+
+def decode_alone(trained, loop, text, max_tokens, **settings) -> list[int]:
+    """The tokens `text` gets when it is the only sequence of a fresh decode loop."""
+    import asyncio
+
+    from tunecraft.serve.generation import DecodeLoop
+
+    seq = decode_sequence(trained, loop, asyncio.Queue(), text, max_tokens, **settings)
+    engine = DecodeLoop(lambda: trained, None, 8)
+    engine.waiting.append(seq)
+    engine.run()
+    return seq.generated
