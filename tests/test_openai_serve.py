@@ -31,8 +31,8 @@ def chat_run(base):
 
 @pytest.fixture(scope="module")
 def server(chat_run):
-    proc, url = start(chat_run, "--max-input-tokens", "64", "--max-new-tokens", "48", "--max-batch-size", "8",
-                      "--precision", "fp32")  # bf16 autocast rounds differently with the batch's padding
+    proc, url = start(chat_run, "--max-input-tokens", "64", "--max-new-tokens", "48", "--max-batch-size", "8")
+    # the default precision: fp32 for generative runs, so that every answer is the run's at any concurrency
     yield url, chat_run
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=30)
@@ -168,7 +168,7 @@ def test_greedy_answers_equal_predict_and_plain_transformers_under_concurrency(s
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     url, run_dir = server
-    local = [row["response"] for row in predict(run_dir, PROMPTS, precision="fp32")]
+    local = [row["response"] for row in predict(run_dir, PROMPTS)]
 
     model = AutoModelForCausalLM.from_pretrained(str(run_dir / "model")).eval()
     tokenizer = AutoTokenizer.from_pretrained(str(run_dir / "model"))
@@ -204,10 +204,10 @@ def test_greedy_answers_equal_predict_and_plain_transformers_under_concurrency(s
 def test_several_lora_runs_on_one_base_answer_by_model_name(base):
     a = tiny_run(base.parent, base, "a", seed=1, lr=3e-2)
     b = tiny_run(base.parent, base, "b", seed=2, lr=3e-2)
-    want = {name: [row["response"] for row in predict(run, PROMPTS, precision="fp32")] for name, run in
+    want = {name: [row["response"] for row in predict(run, PROMPTS)] for name, run in
             (("a", a), ("b", b))}
     assert want["a"] != want["b"]
-    proc, url = start(a, "--lora", f"b={b}", "--precision", "fp32")
+    proc, url = start(a, "--lora", f"b={b}")
     try:
         assert [m.id for m in client(url).models.list().data] == ["a", "b"]
 
@@ -233,7 +233,7 @@ def test_embeddings_of_an_encoder_run_equal_its_own_pooled_embeddings(tmp_path):
     run_dir = tiny_classifier(tmp_path, "enc")
     texts = ["a gorgeous, witty film", "a dull mess", "it is a film " * 3]
     own = run_embeddings(load_trained(run_dir), texts)
-    proc, url = start(run_dir, "--precision", "fp32")
+    proc, url = start(run_dir, "--precision", "fp32")  # an encoder run: auto would be bf16 where the CPU has it
     try:
         got = client(url).embeddings.create(model="enc", input=texts)  # the client asks for base64
         assert [d.index for d in got.data] == [0, 1, 2] and got.usage.prompt_tokens > 0
@@ -250,7 +250,7 @@ def test_embeddings_of_an_encoder_run_equal_its_own_pooled_embeddings(tmp_path):
 
 
 def test_a_request_past_the_generation_timeout_is_cancelled_with_504(chat_run):
-    proc, url = start(chat_run, "--generation-timeout-s", "0.01", "--precision", "fp32")
+    proc, url = start(chat_run, "--generation-timeout-s", "0.01")
     try:
         with pytest.raises(openai.InternalServerError, match="generation took longer than 0.01 s"):
             client(url).chat.completions.create(model="chat", messages=ask("hello"), max_tokens=48)
@@ -266,9 +266,10 @@ def test_a_request_past_the_generation_timeout_is_cancelled_with_504(chat_run):
 
 @pytest.mark.slow
 def test_a_smollm2_lora_run_answers_alike_in_predict_merged_adapter_on_base_and_served(tmp_path):
-    """Greedy fp32 on the real SmolLM2-135M-Instruct with a LoRA of a few steps: `tunecraft predict`, the merged
-    model/ in plain transformers, the adapter/ on the base through peft, and the server under concurrent requests
-    (continuous batching, the shared chat-template head cached) give the same answers."""
+    """Greedy, at the default precision, on the real SmolLM2-135M-Instruct with a LoRA of a few steps: `tunecraft
+    predict`, the merged model/ in plain transformers (fp32), the adapter/ on the base through peft, and the server
+    one request at a time and beside 7 and 31 others (continuous batching, padding, the shared chat-template head
+    cached) give the same answers."""
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -279,7 +280,7 @@ def test_a_smollm2_lora_run_answers_alike_in_predict_merged_adapter_on_base_and_
     run_dir = tiny_run(tmp_path, base, "chitchat", lr=1e-2)
     prompts = PROMPTS[:4]
     stops = read_meta(run_dir / "model")["generation"]["stop"]
-    local = [row["response"] for row in predict(run_dir, prompts, precision="fp32")]
+    local = [row["response"] for row in predict(run_dir, prompts)]
     tokenizer = AutoTokenizer.from_pretrained(str(run_dir / "model"))
 
     def answers(model) -> list[str]:
@@ -297,18 +298,20 @@ def test_a_smollm2_lora_run_answers_alike_in_predict_merged_adapter_on_base_and_
     plain_base = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.float32).eval()  # its config says bf16
     without = answers(plain_base)
     on_base = answers(PeftModel.from_pretrained(plain_base, str(run_dir / "adapter")).eval())
-    proc, url = start(run_dir, "--precision", "fp32")
+    proc, url = start(run_dir)  # the default precision (auto: fp32 for a generative run)
     try:
-        async def fire():
+        async def fire(batch: list[str]) -> list[str]:
             c = openai.AsyncOpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=300)
-            return await asyncio.gather(*[c.chat.completions.create(model="chitchat", messages=ask(p))
-                                          for p in prompts * 3])
+            rows = await asyncio.gather(*[c.chat.completions.create(model="chitchat", messages=ask(p)) for p in batch])
+            return [r.choices[0].message.content for r in rows]
 
-        served = [r.choices[0].message.content for r in asyncio.run(fire())]
+        alone = [asyncio.run(fire([p]))[0] for p in prompts]  # concurrency 1
+        served = {n: asyncio.run(fire(prompts * (n // len(prompts)))) for n in (8, 32)}
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
-    assert local == merged == on_base and served == local * 3
+    assert local == merged == on_base == alone
+    assert served[8] == local * 2 and served[32] == local * 8  # beside 7 and 31 others, as alone
     assert on_base != without  # the adapter changes the answers, so the comparison tests it
 
 

@@ -450,7 +450,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-column", default="text")
     p.add_argument("--json", action="store_true", help="print one JSON object per line")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
-                   help="auto: bf16 where the hardware has it, else fp32 (as `serve --precision`)")
+                   help="auto: fp32 for generative runs, else bf16 where the hardware has it, else fp32 "
+                        "(as `serve --precision`)")
     p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("chat", help="chat with a causal_lm run in the terminal (reads stdin, keeps the history)")

@@ -89,7 +89,7 @@ def evaluate_run(run: str | Path, data: str, split: str = "test", batch_size: in
     label_map = LabelMap(meta["labels"])
     enc = task.encode(trained.tokenizer, examples, meta, label_map)
     report_long_texts(enc, "evaluated texts", meta["max_length"], RUN_ADVICE)
-    _, dtype = resolve_precision(precision)
+    _, dtype = resolve_precision(precision, task.AUTO_PRECISION)
     logits = task.infer(trained.model, enc, batch_size, trained.tokenizer.pad_token_id, torch.device("cpu"), dtype)
     metrics = task.evaluate(logits, enc, label_map)
     # a generative task also scores generated answers (exact match, ROUGE-L); the others add nothing
@@ -134,8 +134,9 @@ def predict(run: str | Path, texts: list[str], batch_size: int = 64, precision: 
         if not text.strip():
             raise TunecraftError(f"text {i} is empty")
     trained = load_trained(run)
-    _, dtype = resolve_precision(precision)
-    return get_task(trained.meta["task"]).predict(trained, texts, batch_size, dtype)
+    task = get_task(trained.meta["task"])
+    _, dtype = resolve_precision(precision, task.AUTO_PRECISION)
+    return task.predict(trained, texts, batch_size, dtype)
 
 
 def format_predictions(rows: list[dict], as_json: bool, task: str) -> str:

@@ -18,9 +18,12 @@ def cpu_has_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def resolve(precision: str) -> tuple[str, torch.dtype | None]:
-    """→ (accelerate's mixed_precision value, autocast dtype)."""
+def resolve(precision: str, auto: str = "native") -> tuple[str, torch.dtype | None]:
+    """→ (accelerate's mixed_precision value, autocast dtype). What "auto" means is `auto`: "native" (bf16 where
+    the hardware runs it natively, else fp32) or "fp32" (a task's `AUTO_PRECISION` for inference, tasks/base.py)."""
     cuda = torch.cuda.is_available()
+    if precision == "auto" and auto == "fp32":
+        precision = "fp32"
     if precision == "auto":
         bf16 = torch.cuda.is_bf16_supported() if cuda else cpu_has_bf16()
         precision = "bf16" if bf16 else "fp32"

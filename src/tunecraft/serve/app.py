@@ -31,6 +31,7 @@ from .settings import ServeSettings
 from .site_guard import SiteGuard
 
 access_log = logging.getLogger("tunecraft.access")
+logger = logging.getLogger("tunecraft.serve")
 
 
 def configure_access_log() -> None:
@@ -65,7 +66,11 @@ class Server:
         self.settings, self.metrics = settings, metrics
         self.task = get_task(read_meta(settings.run)["task"])
         self.name = str(Path(settings.run).resolve().name)
-        _, self.dtype = resolve_precision(settings.precision)
+        _, self.dtype = resolve_precision(settings.precision, self.task.AUTO_PRECISION)
+        if self.dtype is not None and self.task.AUTO_PRECISION == "fp32":
+            logger.warning("--precision %s: faster decoding, but greedy answers can differ from `tunecraft predict` "
+                           "and change with the requests sharing a batch; the default (fp32) answers as the run at "
+                           "any concurrency (docs/serving.md)", settings.precision)
         self.trained = None
         self.feedback: FeedbackStore | None = None
         self.ready = False
@@ -84,7 +89,8 @@ class Server:
         self.batcher = MicroBatcher(self._infer, s.max_batch_size if s.batching else 1,
                                     s.max_wait_ms if s.batching else 0, self.metrics.on_batch)
         # loaded and cast on the inference thread, like every torch call (serve/batching.py)
-        self.trained, self.dtype = await self.batcher.run(lambda: serving_model(self._load(s.run), s.precision))
+        self.trained, self.dtype = await self.batcher.run(lambda: serving_model(self._load(s.run), s.precision,
+                                                                                self.task.AUTO_PRECISION))
         if self._warm_up is not None:
             await self.batcher.run(self._warm_up)
         self.batcher.start()

@@ -26,11 +26,13 @@ def cast_linears(model: torch.nn.Module, dtype: torch.dtype) -> int:
     return len(params)
 
 
-def serving_model(trained: TrainedModel, precision: str) -> tuple[TrainedModel, torch.dtype | None]:
+def serving_model(trained: TrainedModel, precision: str,
+                  auto: str = "native") -> tuple[TrainedModel, torch.dtype | None]:
     """The model as the server holds it and the autocast dtype its forward passes run under: for bf16 (or auto
-    on a CPU with native bf16) the linear weights in bf16 under bf16 autocast; fp32 as loaded. A model that is
+    meaning native bf16, on a CPU that has it: `auto` as runtime/precision.resolve) the linear weights in bf16
+    under bf16 autocast; fp32 as loaded. A model that is
     not a torch module (an ONNX Runtime variant) runs as it is, with no autocast."""
-    _, dtype = resolve(precision)
+    _, dtype = resolve(precision, auto)
     if not isinstance(trained.model, torch.nn.Module):
         return trained, None
     if dtype is not None:

@@ -59,6 +59,7 @@ class ServeSettings(Strict):
     feedback_db: str | None = None
     """SQLite file for /v1/feedback (default: <run>/feedback.sqlite)."""
     precision: Literal["auto", "fp32", "bf16"] = "auto"
-    """auto: bf16 where the hardware has it, else fp32."""
+    """auto: fp32 for generative runs (answers as the run at any concurrency; bf16 is a faster opt-in whose greedy
+    answers can change with the batch), else bf16 where the hardware has it, else fp32."""
     drain_seconds: float = Field(30, ge=0)
     """Graceful shutdown: how long requests in flight may take to finish."""

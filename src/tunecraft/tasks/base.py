@@ -81,6 +81,9 @@ class Task(Objective):
     """The run-level commands beyond train/eval/predict/report its runs support: "robustness", "compress"."""
     GENERATIVE: ClassVar[bool] = False
     """Also scored by generating text (`generation_eval`), and compared with the base model before training."""
+    AUTO_PRECISION: ClassVar[str] = "native"
+    """What `--precision auto` means when this task's runs predict, are scored or are served: "native" (bf16 where
+    the hardware has it, else fp32) or "fp32" (runtime/precision.resolve)."""
     run_predictor = None
     """(run folder, texts) -> that run's `predict` rows, for tasks that score with another run (rl's run rewards):
     handed down by the caller above the task package (`hand_runs`), which the tasks must not import."""

@@ -202,6 +202,10 @@ class CausalLM(Task):
     MODEL_CLASS = AutoModelForCausalLM
     PEFT_TASK_TYPE = "CAUSAL_LM"
     GENERATIVE = True
+    # Answers are decoded token by token: one bf16 rounding flips a greedy choice, and which one flips depends on
+    # the rows a request shares a batch with (padding, cache joins). In fp32 the served answer is the run's at any
+    # concurrency (tests/test_serve_parity.py, docs/serving.md); `--precision bf16` is the faster opt-in.
+    AUTO_PRECISION = "fp32"
 
     def load_data(self, cfg) -> ChatData:
         fmt_name = cfg.sft.format
