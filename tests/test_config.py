@@ -59,10 +59,19 @@ def test_dotted_overrides_are_typed_and_validated():
         load_config("recipes/mr-lora.yaml", ["train.lr"])
 
 
-def test_switching_method_by_override_drops_nothing_silently():
-    with pytest.raises(ConfigError) as err:
-        load_config("recipes/mr-lora.yaml", ["method.name=full"])
-    assert "unknown key 'method.r'" in str(err.value)
+def test_switching_method_by_override_replaces_the_method_and_names_what_it_dropped(caplog):
+    with caplog.at_level("WARNING", logger="tunecraft"):
+        config = load_config("recipes/mr-lora.yaml", ["method.name=full"])
+    assert config.method.name == "full"
+    note = caplog.text
+    assert "method.name=full replaces the recipe's method lora" in note and "method.r," in note
+    # a key given with the switch is kept and checked: ia3 has target_modules, not r
+    ia3 = load_config("recipes/mr-lora.yaml", ["method.name=ia3", "method.target_modules=[query, value]"])
+    assert ia3.method.name == "ia3" and list(ia3.method.target_modules) == ["query", "value"]
+    with pytest.raises(ConfigError, match="unknown key 'method.r'"):
+        load_config("recipes/mr-lora.yaml", ["method.name=ia3", "method.r=8"])
+    with pytest.raises(ConfigError, match="unknown key 'method.rank'"):  # the same method: nothing is dropped
+        load_config("recipes/mr-lora.yaml", ["method.rank=16"])
 
 
 def test_resolved_config_round_trips():

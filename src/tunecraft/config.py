@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import logging
 import types
 import typing
 from pathlib import Path
@@ -13,8 +14,10 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from .align.settings import RlConfig
 from .errors import ConfigError
-from .methods import MethodConfig
+from .methods import METHODS, MethodConfig
 from .settings import Strict
+
+logger = logging.getLogger("tunecraft")
 
 
 class ModelConfig(Strict):
@@ -412,8 +415,14 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """The dotted overrides applied to a recipe's YAML. One that changes `method.name` replaces the method: the
+    recipe's method keys that the new method does not have are dropped, with a warning naming them (the ones
+    given as overrides are kept and checked)."""
+    before = (raw.get("method") or {}).get("name", "full") if isinstance(raw.get("method"), dict) else None
+    overridden = set()
     for text in overrides:
         path, value = parse_override(text)
+        overridden.add(tuple(path))
         node = raw
         for part in path[:-1]:
             child = node.get(part)
@@ -423,7 +432,22 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
                 raise ConfigError(f"override '{text}': '{part}' is a value, not a section")
             node = child
         node[path[-1]] = value
+    method = raw.get("method")
+    if isinstance(method, dict) and before is not None and method.get("name", "full") != before:
+        _keep_keys_of_the_new_method(method, before, {p[1] for p in overridden if len(p) == 2 and p[0] == "method"})
     return raw
+
+
+def _keep_keys_of_the_new_method(method: dict, before: str, overridden: set[str]) -> None:
+    chosen = METHODS.get(method["name"])
+    if chosen is None:  # validation names the unknown method and the valid ones
+        return
+    dropped = [k for k in method if k not in chosen.Config.model_fields and k not in overridden]
+    for key in dropped:
+        del method[key]
+    if dropped:
+        logger.warning("method.name=%s replaces the recipe's method %s: dropped %s, which %s does not have",
+                       method["name"], before, ", ".join(f"method.{k}" for k in dropped), method["name"])
 
 
 def models_in(annotation: Any) -> list[type[BaseModel]]:
