@@ -189,6 +189,63 @@ def prompt_text(tokenizer, messages: list[dict]) -> str:
     return "\n".join(m["content"] for m in messages)
 
 
+def special_strings(tokenizer) -> list[str]:
+    """The text of each special token the tokenizer would match in its input (`<|im_end|>`, ...)."""
+    return [t.content for t in tokenizer.added_tokens_decoder.values() if t.special and t.content]
+
+
+def _text_spans(text: str, messages: list[dict], specials: list[str]) -> list[tuple[int, int]]:
+    """Where the message contents that hold a special token's text sit in `text` (the rendered chat), in order."""
+    spans, at = [], 0
+    for i, message in enumerate(messages, start=1):
+        content = message.get("content")
+        if not isinstance(content, str):
+            continue
+        found = text.find(content, at)
+        if found < 0 and content.strip():
+            content = content.strip()  # a template that trims the content
+            found = text.find(content, at)
+        if found < 0:
+            if any(s in content for s in specials):
+                raise DataError(f"message {i}: its content holds a special token's text and the chat template "
+                                     "changes the content, so it cannot be kept as plain text")
+            continue
+        if any(s in content for s in specials):
+            spans.append((found, found + len(content)))
+        at = found + len(content)
+    return spans
+
+
+def tokenize_chat(tokenizer, text: str, messages: list[dict], offsets: bool = False) -> dict:
+    """`text` (the chat template rendered over `messages`) tokenized with the template's own special tokens as
+    special tokens and the messages' text as text: a `<|im_end|>` typed in a message becomes ordinary tokens, so
+    it cannot end a turn or forge a system or assistant one. Text without such strings tokenizes exactly as one
+    tokenizer call. Written by hand: a tokenizer splits special tokens for a whole call or not at all."""
+    spans = _text_spans(text, messages, special_strings(tokenizer))
+    if not spans:
+        return dict(tokenizer(text, add_special_tokens=False, return_offsets_mapping=offsets))
+    ids, mapping, at = [], [], 0
+    pieces = []
+    for start, end in spans:
+        pieces += [(at, start, False), (start, end, True)]
+        at = end
+    pieces.append((at, len(text), False))
+    for start, end, as_text in pieces:
+        if start == end:
+            continue
+        out = tokenizer(text[start:end], add_special_tokens=False, split_special_tokens=as_text,
+                        return_offsets_mapping=offsets)
+        ids += out["input_ids"]
+        if offsets:
+            mapping += [(a + start, b + start) for a, b in out["offset_mapping"]]
+    return {"input_ids": ids, **({"offset_mapping": mapping} if offsets else {})}
+
+
+def prompt_ids(tokenizer, messages: list[dict]) -> list[int]:
+    """The token ids the model continues for `messages` (prompt_text, tokenized by tokenize_chat)."""
+    return tokenize_chat(tokenizer, prompt_text(tokenizer, messages), messages)["input_ids"]
+
+
 def cut_at_stops(text: str, stops: list[str]) -> str:
     ends = [text.find(s) for s in stops if s and s in text]
     return text[: min(ends)] if ends else text

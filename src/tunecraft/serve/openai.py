@@ -15,7 +15,8 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..data.chat import prompt_text
+from ..data.chat import prompt_ids
+from ..errors import DataError
 from ..settings import Strict
 from .adapters import load_adapters
 from .feedback import EMPTY_CHAT_FEEDBACK
@@ -349,8 +350,10 @@ def openai_routes(server) -> APIRouter:
                  responses={401: {}, 404: {}, 413: {}, 422: {}})
     async def chat_completions(req: ChatRequest, request: Request):
         tokenizer = server.trained.tokenizer
-        text = prompt_text(tokenizer, [m.model_dump() for m in req.messages])
-        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        try:  # user text is tokenized as text: a typed <|im_end|> cannot forge a turn (data/chat.tokenize_chat)
+            ids = prompt_ids(tokenizer, [m.model_dump() for m in req.messages])
+        except DataError as err:
+            return error(422, str(err), "bad_messages", "messages")
         try:
             seqs = sequences(req, [ids], True, asyncio.get_running_loop())
         except Refused as refused:

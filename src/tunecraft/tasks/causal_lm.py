@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from transformers import AutoModelForCausalLM
 
 from ..data import LabelMap
-from ..data.chat import BUNDLED_CHAT, Conversation, cut_at_stops, prompt_text, read_sft_file, render
+from ..data.chat import BUNDLED_CHAT, Conversation, cut_at_stops, prompt_ids, read_sft_file, render, tokenize_chat
 from ..data.dataset import (
     IGNORE,
     Encoded,
@@ -91,7 +91,7 @@ def _encode_one(tokenizer, conv: Conversation, train_on: str) -> tuple[list[int]
     if not tokenizer.chat_template:
         raise TunecraftError("chat data needs a tokenizer with a chat template; this base model has none")
     full = render(tokenizer, conv.messages)
-    out = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
+    out = tokenize_chat(tokenizer, full, conv.messages, offsets=True)  # a message's text is text, never a turn
     ids = out["input_ids"]
     if train_on == "all":
         return ids, list(ids)
@@ -146,8 +146,8 @@ def generate(model, tokenizer, conversations: list[list[dict]], gen: dict, batch
         torch.manual_seed(seed)
     out = []
     for start in range(0, len(conversations), batch_size):
-        texts = [prompt_text(tokenizer, m) for m in conversations[start : start + batch_size]]
-        batch = tokenizer(texts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
+        rows = [{"input_ids": prompt_ids(tokenizer, m)} for m in conversations[start : start + batch_size]]
+        batch = tokenizer.pad(rows, return_tensors="pt", padding=True, padding_side="left")
         batch = {k: v.to(device) for k, v in batch.items()}
         with autocast_context(device, dtype):
             ids = model.generate(**batch, **kwargs)
