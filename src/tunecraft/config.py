@@ -253,6 +253,10 @@ class TrainConfig(Strict):
     leaves idle at start (sampled for 0.1 s)."""
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
     """Mix this much of the uniform distribution into the target (0 is off)."""
+    class_weights: Literal["balanced"] | dict[str, Annotated[float, Field(gt=0.0)]] | None = None
+    """Weighted cross-entropy (task classification): `balanced` (sklearn's compute_class_weight on the training
+    labels, n_samples / (n_classes * count)) or a weight per label name; labels a mapping leaves out weigh 1.
+    null: unweighted."""
     rdrop: RDropConfig = RDropConfig()
     adversarial: AdversarialConfig = AdversarialConfig()
     layer_lr_decay: float | None = Field(None, gt=0.0, le=1.0)

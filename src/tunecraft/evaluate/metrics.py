@@ -11,10 +11,16 @@ from ..data.ner import tags_to_spans
 
 
 def classification_metrics(y_true: list[int], y_pred: list[int], labels: list[str]) -> dict:
+    """Macro averages are over the classes present in the gold labels (sklearn's `labels=`): a class the split
+    lacks would add an F1 of 0 however good the model; those classes are listed under `absent_classes`.
+    Micro and weighted averages and the per-class rows cover every class."""
     ids = list(range(len(labels)))
-    out = {"accuracy": float(accuracy_score(y_true, y_pred)), "samples": len(y_true)}
+    present = sorted(set(y_true))
+    out = {"accuracy": float(accuracy_score(y_true, y_pred)), "samples": len(y_true),
+           "absent_classes": [labels[i] for i in ids if i not in present]}
     for avg in ("macro", "micro", "weighted"):
-        p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, labels=ids, average=avg, zero_division=0)
+        over = (present or ids) if avg == "macro" else ids
+        p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, labels=over, average=avg, zero_division=0)
         out.update({f"{avg}_precision": float(p), f"{avg}_recall": float(r), f"{avg}_f1": float(f)})
     p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=ids, average=None, zero_division=0)
     out["per_class"] = {

@@ -117,11 +117,19 @@ class Task(Objective):
         """Refuse settings this task cannot honour, before any data is read or folder written."""
         if config.data.augment.copies:
             raise ConfigError(f"data.augment: text augmentation is not offered for task {self.NAME}")
+        if config.train.class_weights is not None:
+            raise ConfigError(f"train.class_weights: class weights are offered for task classification, not "
+                              f"{self.NAME}")
 
     # -- model -----------------------------------------------------------------------------------------------
     @abstractmethod
     def build_model(self, base, label_map, dropout: float | None = None) -> torch.nn.Module:
         """A model with this task's head on the base (pretrained weights, or a scratch config)."""
+
+    def fit_training_data(self, config, label_map, train_enc: Encoded) -> None:
+        """Learn what the loss needs from the encoded training split before anything is written (e.g. class
+        weights); called on every `train` and `plan`, so it must reset what an earlier run set. By default
+        nothing."""
 
     def before_training(self, model, splits: dict, session) -> None:
         """Work with the model as it is before the first optimizer step (`splits`: train/validation/test

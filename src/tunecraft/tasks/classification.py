@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from transformers import AutoModelForSequenceClassification
 
 from ..data import LabelMap, load_classification_data
+from ..data.balance import class_weights
 from ..data.dataset import encode as encode_examples
 from ..data.dataset import load_eval_examples as load_examples
 from ..data.long_documents import RUN_ADVICE, encode_windows, per_document, report_long_texts
@@ -77,8 +78,18 @@ class Classification(Task):
     def count(self, batch: dict[str, torch.Tensor]) -> int:
         return int(batch["labels"].numel())
 
+    weight: torch.Tensor | None = None
+    """Per-class weights of the training loss (train.class_weights), set by `fit_training_data`; None: plain CE."""
+
+    def fit_training_data(self, config, label_map: LabelMap, train_enc) -> None:
+        self.weight = class_weights(config.train.class_weights, train_enc.labels or [], label_map.labels)
+
     def loss_sum(self, outputs, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return F.cross_entropy(outputs.logits.float(), batch["labels"], reduction="sum")
+        """Summed cross-entropy, each term times its gold class's weight (torch's `weight=`, summed); the loop
+        divides by the example count, which `balanced` weights keep unbiased over the training split."""
+        logits = outputs.logits.float()
+        weight = None if self.weight is None else self.weight.to(logits.device)
+        return F.cross_entropy(logits, batch["labels"], weight=weight, reduction="sum")
 
     def evaluate(self, logits: torch.Tensor, enc, label_map: LabelMap) -> dict:
         logits, labels = per_document(logits, enc)  # windows of a long text → one row per text
@@ -139,7 +150,9 @@ class Classification(Task):
         return f"{row['label']}\t{row['score']:.3f}\t[{probs}]\t{row['text']}"
 
     def summary_line(self, metrics: dict) -> str:
-        return (f"accuracy {metrics['accuracy']:.4f}  macro-F1 {metrics['macro_f1']:.4f}  "
+        absent = metrics.get("absent_classes")
+        over = f" over the {len(metrics['per_class']) - len(absent)} classes present" if absent else ""
+        return (f"accuracy {metrics['accuracy']:.4f}  macro-F1 {metrics['macro_f1']:.4f}{over}  "
                 f"micro-F1 {metrics['micro_f1']:.4f}  ({metrics['samples']} examples)")
 
     def result_blocks(self, metrics: dict, labels: list[str], plots: Path | None = None) -> list:
@@ -149,7 +162,10 @@ class Classification(Task):
         per_class = [(label, fmt(v["precision"]), fmt(v["recall"]), fmt(v["f1"]), v["support"])
                      for label, v in metrics["per_class"].items()]
         confusion = [(f"true {label}", *row) for label, row in zip(labels, metrics["confusion_matrix"])]
-        blocks = [("table", ["metric", "value"], [(n, fmt(metrics[n])) for n in names]),
+        rows = [(n, fmt(metrics[n])) for n in names]
+        if metrics.get("absent_classes"):  # macro averages leave out the classes the scored split lacks
+            rows.append(("classes absent (not in macro averages)", ", ".join(metrics["absent_classes"])))
+        blocks = [("table", ["metric", "value"], rows),
                   ("table", ["class", "precision", "recall", "F1", "support"], per_class),
                   ("table", ["", *(f"pred {label}" for label in labels)], confusion)]
         if plots is not None:

@@ -62,6 +62,7 @@ def prepare_job(config: RunConfig, model=None, data=None) -> Job:
     train_enc = task.encode(tokenizer, train_examples, meta, lmap)
     val_enc = task.encode(tokenizer, data.validation, meta, lmap) if data.validation else None
     test_enc = task.encode(tokenizer, data.test, meta, lmap) if data.test else None
+    task.fit_training_data(config, lmap, train_enc)  # class weights: a bad label in the recipe fails here
     for what, enc in (("training texts", train_enc), ("validation texts", val_enc), ("test texts", test_enc)):
         report_long_texts(enc, what, config.model.max_length)  # once per split, on the terminal
     if model is None:
