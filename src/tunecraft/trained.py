@@ -11,6 +11,7 @@ from transformers import AutoTokenizer
 from .errors import TunecraftError
 from .methods import get_method
 from .models import META, TrainedModel, read_meta, run_model_dir
+from .models.file_checks import check_model_folder, reading
 from .models.formats import load_model
 from .tasks import TASKS
 
@@ -20,17 +21,25 @@ def load_trained(run: str | Path) -> TrainedModel:
     meta = read_meta(folder)
     if meta.get("task") not in TASKS:
         raise TunecraftError(f"{folder}/{META}: unknown task '{meta.get('task')}'")
-    if meta.get("format", "transformers") != "transformers":  # a compressed variant: int8, head-pruned, ONNX
-        model = load_model(folder, meta)
+    fmt = meta.get("format", "transformers")
+    if fmt != "transformers":  # a compressed variant: int8, head-pruned, ONNX
+        with reading(folder, f"{fmt} model"):
+            model = load_model(folder, meta)
     else:
-        model = TASKS[meta["task"]].MODEL_CLASS.from_pretrained(str(folder))
+        check_model_folder(folder)
+        with reading(folder, "model"):
+            model = TASKS[meta["task"]].MODEL_CLASS.from_pretrained(str(folder))
     if meta.get("adapter_required"):  # prompt, prefix, adapter: model/ is the base, adapter/ the trained part
         adapter = folder.parent / "adapter"
         if not adapter.is_dir():
             raise TunecraftError(f"{folder}: a '{meta['method']}' model needs its adapter in {adapter}")
-        model = get_method(meta["method"]).load_adapter(model, adapter)
+        check_model_folder(adapter)
+        with reading(adapter, "adapter"):
+            model = get_method(meta["method"]).load_adapter(model, adapter)
     model.eval()
-    return TrainedModel(model, AutoTokenizer.from_pretrained(str(folder)), meta, folder)
+    with reading(folder, "tokenizer"):
+        tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    return TrainedModel(model, tokenizer, meta, folder)
 
 
 @lru_cache(maxsize=4)

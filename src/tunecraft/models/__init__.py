@@ -93,7 +93,14 @@ def run_model_dir(run: str | Path) -> Path:
 
 
 def read_meta(run: str | Path) -> dict:
-    return json.loads((run_model_dir(run) / META).read_text(encoding="utf-8"))
+    from .file_checks import reading
+
+    path = run_model_dir(run) / META
+    with reading(path, "run's metadata"):
+        meta = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(meta, dict):
+            raise ValueError("not a JSON object")
+    return meta
 
 
 def run_task(run: str | Path) -> str:

@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..io import write_folder
+from ..models.file_checks import reading
 
 STATE = "trainer_state.json"
 
@@ -64,16 +65,21 @@ def load_checkpoint(source: Path, scheduler) -> tuple[dict, dict, dict]:
     """Restore the scheduler and the RNG; return (trainable weights, optimizer state, loop state) for the
     caller to load into the model and optimizer (sharded.load_weights_into, sharded.load_optimizer_state).
     Nothing is unpickled (weights_only loading)."""
-    weights = read_weights(source)
-    optimizer_state = torch.load(source / "optimizer.pt", weights_only=True)
-    scheduler.load_state_dict(torch.load(source / "scheduler.pt", weights_only=True))
-    rng = json.loads((source / "rng.json").read_text())
-    version, internal, gauss = rng["python"]
-    random.setstate((version, tuple(internal), gauss))
-    torch.set_rng_state(torch.tensor(rng["torch"], dtype=torch.uint8))
-    if "cuda" in rng and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in rng["cuda"]])
-    return weights, optimizer_state, json.loads((source / STATE).read_text())
+    with reading(source / "trainable.safetensors", "checkpoint's weights"):
+        weights = read_weights(source)
+    with reading(source / "optimizer.pt", "checkpoint's optimizer state"):
+        optimizer_state = torch.load(source / "optimizer.pt", weights_only=True)
+    with reading(source / "scheduler.pt", "checkpoint's scheduler state"):
+        scheduler.load_state_dict(torch.load(source / "scheduler.pt", weights_only=True))
+    with reading(source / "rng.json", "checkpoint's random state"):
+        rng = json.loads((source / "rng.json").read_text())
+        version, internal, gauss = rng["python"]
+        random.setstate((version, tuple(internal), gauss))
+        torch.set_rng_state(torch.tensor(rng["torch"], dtype=torch.uint8))
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in rng["cuda"]])
+    with reading(source / STATE, "checkpoint's loop state"):
+        return weights, optimizer_state, json.loads((source / STATE).read_text())
 
 
 def latest_checkpoint(folder: Path) -> Path | None:
