@@ -59,6 +59,8 @@ def test_a_sentence_pair_is_joined_so_words_of_the_second_text_count():
                                    [LABELS.index(e.label) for e in test], 0)
     assert result["metrics"]["accuracy"] == accuracy == 1.0 and result["metrics"]["macro_f1"] == macro_f1
     assert tfidf_svm(train[:1] * 3, test, LABELS) == []  # one label only: nothing to fit
+    one_letter = [Example("a !", LABELS[i % 2]) for i in range(4)]  # no word of two characters
+    assert tfidf_svm(one_letter, one_letter, LABELS) == []
 
 
 def test_below_baseline_names_each_headline_metric_the_fine_tune_misses():

@@ -96,12 +96,18 @@ def tfidf_pipeline(seed: int = 0):
 
 def tfidf_svm(train, test, labels: list[str], seed: int = 0) -> list[dict]:
     """TF-IDF + LinearSVC fit on the training examples, scored on the test examples; a bar baseline. Nothing
-    (an empty list) when the training split holds fewer than two labels or no test example."""
+    (an empty list) when the training split holds fewer than two labels, no word of two characters (sklearn's
+    token pattern: "empty vocabulary"), or there is no test example."""
     ids = {name: i for i, name in enumerate(labels)}
     train_y = [ids[e.label] for e in train]
     if len(set(train_y)) < 2 or not test:
         return []
-    pipeline = tfidf_pipeline(seed).fit([tfidf_text(e) for e in train], train_y)
+    try:
+        pipeline = tfidf_pipeline(seed).fit([tfidf_text(e) for e in train], train_y)
+    except ValueError as err:
+        if "empty vocabulary" not in str(err):
+            raise
+        return []
     predictions = pipeline.predict([tfidf_text(e) for e in test]).tolist()
     features = len(pipeline[0].vocabulary_)
     return [{"name": TFIDF_NAME, "bar": True, "features": features,
