@@ -67,7 +67,7 @@ def test_zero_shot_on_mr_reaches_70_percent_with_the_recipe_descriptions(encoder
     from tunecraft.evaluate.baselines import classification_baselines
     from tunecraft.tasks.classification import TASK as classification
 
-    config = load_config("recipes/mr-lora.yaml", ["baselines.shots=[]"])
+    config = load_config("recipes/mr-lora.yaml", ["baselines.shots=[]", "baselines.tfidf=false"])
     data = classification.load_data(config.data)
     (result,) = classification_baselines(config, data, resolve_base("minilm-l6"))
     assert result["metrics"]["samples"] == 1004 and result["metrics"]["accuracy"] >= 0.70

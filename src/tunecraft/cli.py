@@ -32,9 +32,20 @@ def _cmd_train(args) -> int:
           f"{summary['trainable_params']:,} trainable parameters, {summary['steps']} steps, "
           f"{summary['train_seconds']:.0f} s training ({summary['tokens_per_second']:.0f} tokens/s)")
     if m:
-        print(f"{summary['eval_split']}: {get_task(summary['task']).summary_line(m)}")
+        print("\n".join(result_lines(summary, get_task(summary["task"]))))
     print(f"report: {summary.get('report')}")
     return 0
+
+
+def result_lines(summary: dict, task) -> list[str]:
+    """The held-out metrics, each bar baseline's (TF-IDF + LinearSVC) beside them, and a "below baseline"
+    line for each one the fine-tuned result falls short of."""
+    from .evaluate.baselines import below_baseline
+
+    m, baselines = summary["metrics"], summary.get("baselines") or []
+    lines = [f"{summary['eval_split']}: {task.summary_line(m)}"]
+    lines += [f"baseline {b['name']}: {task.summary_line(b['metrics'])}" for b in baselines if b.get("bar")]
+    return lines + below_baseline(m, baselines, task.HEADLINE)
 
 
 def _cmd_plan(args) -> int:

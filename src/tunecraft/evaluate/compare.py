@@ -15,6 +15,7 @@ from ..errors import TunecraftError
 from ..io import write_text
 from ..report import plt, save_figure
 from ..tasks import TASKS
+from .baselines import below_baseline
 
 SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 """libyaml's safe loader where PyYAML has it: a config.yaml read in 1 ms instead of 30 (the studio reads hundreds)."""
@@ -77,7 +78,8 @@ def collect(runs: list[str | Path]) -> tuple[str, list[dict], list[dict]]:
         tasks.add(task)
         first, second = TASKS[task].HEADLINE
         metrics = s.get("metrics") or {}
-        rows.append(summary_row(run, s))
+        rows.append({**summary_row(run, s),
+                     "below_baseline": "; ".join(below_baseline(metrics, s.get("baselines"), (first, second)))})
         for b in s.get("baselines") or []:
             key = (b["name"], s.get("data"), metrics.get("samples"))
             if key in seen:
@@ -152,8 +154,12 @@ def markdown(task: str, rows: list[dict], baselines: list[dict], sort: bool = Tr
     note = ", ".join(f"{split} split, {n} examples" for split, n in sorted(splits, key=str))
     unit = "" if first in RAW_METRICS else " in %"
     text += f"\n\nScores{unit} on the {note}; `{second}` beside `{first}`. Train s: wall time of training only."
+    below = [f"- {r['run']}: {r['below_baseline']}" for r in rows if r.get("below_baseline")]
+    if below:
+        text += "\n\nRuns below a bar baseline scored on their own split:\n\n" + "\n".join(below)
     if baselines:
-        text += ("\n\nBaselines (scored on the same split; only the few-shot fine-tunes train):\n\n"
+        text += ("\n\nBaselines (scored on the same split; only TF-IDF + LinearSVC and the few-shot fine-tunes "
+                 "train):\n\n"
                  f"| baseline | {first} | {second} |\n|---|---|---|\n")
         text += "\n".join("| " + " | ".join(cells) + " |" for cells in baseline_cells(task, baselines))
     return text + "\n"

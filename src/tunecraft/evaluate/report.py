@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..io import write_text
 from ..report import fmt, markdown, plot_curves, write_pages
+from .baselines import below_baseline
 
 
 def run_sections(summary: dict, images: dict[str, Path], results: list, task) -> list[tuple[str, list]]:
@@ -34,7 +35,8 @@ def run_sections(summary: dict, images: dict[str, Path], results: list, task) ->
         sections.append((f"Results on the {summary['eval_split']} split", results))
     if summary.get("baselines") and m:
         first, second = task.HEADLINE
-        rows = [("fine-tuned: " + summary["method"], fmt(m[first]), fmt(m[second]), "")]
+        below = "; ".join(below_baseline(m, summary["baselines"], task.HEADLINE))
+        rows = [("fine-tuned: " + summary["method"], fmt(m[first]), fmt(m[second]), below)]
         for b in summary["baselines"]:
             if "note" in b:
                 note = b["note"]
@@ -48,7 +50,7 @@ def run_sections(summary: dict, images: dict[str, Path], results: list, task) ->
                 note = (f"descriptions {b['descriptions']} (best of {b['candidates']} on validation, "
                         f"{b['validation_accuracy']:.4f})")
             rows.append((b["name"], fmt(b["metrics"][first]), fmt(b["metrics"][second]), note))
-        sections.append(("Baselines (same test split): zero-shot, few-shot prototypes and fine-tunes",
+        sections.append(("Baselines (same test split): TF-IDF, zero-shot, few-shot prototypes and fine-tunes",
                          [("table", ["", first, second, ""], rows)]))
     speed = [("training time (s)", summary["train_seconds"]), ("wall time, whole job (s)", summary["wall_seconds"]),
              ("training tokens/s (non-padding)", summary["tokens_per_second"]),
