@@ -4,6 +4,7 @@ fields this server does not honour refused by name. In process (FastAPI's TestCl
 
 import openai
 import pytest
+from fastapi import HTTPException
 from fastapi.testclient import TestClient
 
 from tests.tiny_decoder import tiny_base, tiny_run
@@ -25,6 +26,10 @@ def http(tmp_path_factory):
     @app.get("/v1/crash")
     async def crash():
         raise RuntimeError("boom")
+
+    @app.get("/v1/busy")
+    async def busy():  # no route refuses with 429 today; a proxy-like limit would raise it like this
+        raise HTTPException(429, "too many requests; retry in 1 s")
 
     with TestClient(app, raise_server_exceptions=False) as c:
         yield c
@@ -51,7 +56,8 @@ def test_validation_errors_take_the_openai_shape_naming_the_field(http):
     assert error_of(chat(http, tempreature=1), 422)["param"] == "tempreature"  # a typo is no OpenAI field
     bad = http.post("/v1/chat/completions", content=b'{"model": "chat", "messages": [',
                     headers={**AUTH, "content-type": "application/json"})
-    assert error_of(bad, 422)["code"] == "json_invalid"
+    error = error_of(bad, 422)
+    assert error["code"] == "json_invalid" and error["param"] is None
 
 
 def test_auth_size_unknown_model_and_route_and_crash_errors_take_the_openai_shape(http):
@@ -66,6 +72,9 @@ def test_auth_size_unknown_model_and_route_and_crash_errors_take_the_openai_shap
         model["message"]
     route = error_of(http.get("/v1/nothing", headers=AUTH), 404)
     assert route["message"].startswith("no route GET /v1/nothing for this causal_lm run; it serves: ")
+    assert error_of(http.get("/v1/busy", headers=AUTH), 429) == {
+        "message": "too many requests; retry in 1 s", "type": "rate_limit_error", "param": None,
+        "code": "rate_limit_exceeded"}
     crash = error_of(http.get("/v1/crash", headers=AUTH), 500)
     assert crash == {"message": "internal error: RuntimeError", "type": "server_error", "param": None,
                      "code": "internal_error"}

@@ -33,7 +33,9 @@ def from_detail(status: int, detail) -> dict:
     """A `{"detail": ...}` body (a message, or FastAPI's list of validation errors) in the OpenAI shape."""
     if isinstance(detail, list) and detail and isinstance(detail[0], dict):
         message = "; ".join(f"{_where(e.get('loc', []))}: {e.get('msg', '')}" for e in detail)
-        return body(status, message, detail[0].get("type"), _where(detail[0].get("loc", [])) or None)
+        loc = detail[0].get("loc", [])
+        named = len(loc) > 1 and isinstance(loc[1], str) or len(loc) == 1  # not a place in malformed JSON
+        return body(status, message, detail[0].get("type"), _where(loc) if named else None)
     return body(status, detail if isinstance(detail, str) else json.dumps(detail))
 
 
