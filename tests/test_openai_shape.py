@@ -127,9 +127,14 @@ def test_the_no_op_values_of_those_fields_are_accepted(http):
     response = chat(http, logprobs=False, frequency_penalty=0, presence_penalty=0.0, logit_bias={}, tools=[],
                     tool_choice="none", response_format={"type": "text"})
     assert response.status_code == 200, response.text
-    refused = http.post("/v1/completions", headers=AUTH, json={"model": "chat", "prompt": "hi", "max_tokens": 2,
-                                                                "echo": True})
-    assert error_of(refused, 400)["param"] == "echo"
+    def complete(**fields):
+        return http.post("/v1/completions", headers=AUTH, json={"model": "chat", "prompt": "hi", "max_tokens": 2,
+                                                                 **fields})
+
+    assert complete(echo=False, best_of=1, suffix="", logprobs=False).status_code == 200
+    for field, value in (("echo", True), ("best_of", 3), ("suffix", "end"), ("logprobs", 2)):
+        assert error_of(complete(**{field: value}), 400)["param"] == field
+    assert error_of(chat(http, echo=True), 422)["code"] == "extra_forbidden"  # no chat field
 
 
 def test_the_official_client_raises_our_message(http):

@@ -73,9 +73,6 @@ class Sampling(Strict):
     parallel_tool_calls: bool | None = None
     functions: list | None = None
     function_call: str | dict | None = None
-    best_of: int | None = None
-    echo: bool | None = None
-    suffix: str | None = None
 
 
 NOT_HONOURED = {"logprobs": (False,), "top_logprobs": (0,), "frequency_penalty": (0,), "presence_penalty": (0,),
@@ -88,7 +85,7 @@ NOT_HONOURED = {"logprobs": (False,), "top_logprobs": (0,), "frequency_penalty":
 def refuse_not_honoured(req: Sampling) -> None:
     """Refused (400 in OpenAI's shape, param = the field) for a field set to a value this server would ignore."""
     for field, harmless in NOT_HONOURED.items():
-        value = getattr(req, field)
+        value = getattr(req, field, None)  # best_of, echo, suffix: completions only
         if value is not None and not any(value == ok and isinstance(value, bool) == isinstance(ok, bool)
                                          for ok in harmless):
             raise Refused(error(400, f"{field}={json.dumps(value)[:80]} is not supported by this server; leave "
@@ -124,6 +121,10 @@ class CompletionRequest(Sampling):
     model_config = ConfigDict(json_schema_extra={"example": {
         "model": "RUN", "prompt": "Once upon a time", "max_tokens": 32}})
     prompt: str | list[str]
+    best_of: int | None = None
+    """Not honoured, like echo and suffix (NOT_HONOURED)."""
+    echo: bool | None = None
+    suffix: str | None = None
 
 
 class ChatFeedback(Strict):
