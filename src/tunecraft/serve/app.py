@@ -23,7 +23,7 @@ from ..models import read_meta
 from ..runtime.precision import resolve as resolve_precision
 from ..tasks import get_task
 from ..trained import load_trained
-from . import guards
+from . import guards, openai_errors
 from .batching import MicroBatcher
 from .feedback import FeedbackStore
 from .precision import serving_model
@@ -76,6 +76,11 @@ class Server:
         self.ready = False
         self._infer, self._warm_up, self._load = None, None, load_trained
         self.batcher: MicroBatcher | None = None
+        self.openai_paths: list[str] = []
+        """Path prefixes whose errors take the OpenAI API's shape (the task's routes add theirs)."""
+
+    def openai_shaped(self, path: str) -> bool:
+        return path.startswith(tuple(self.openai_paths))
 
     def serve_batches(self, infer, warm_up, load=None) -> None:
         """`infer(items) -> results` runs batches of prepared request items on the inference thread (None: the
@@ -211,7 +216,8 @@ def create_app(settings: ServeSettings) -> FastAPI:
     # the run folder's name only: its path says where the server keeps its files
     app = FastAPI(title="tunecraft", version="1", lifespan=lifespan,
                   description=f"Serving the tunecraft run {Path(settings.run).resolve().name}")
-    guards.install(app, settings.max_body_bytes, settings.body_timeout, settings.api_key)  # inside Observe
+    guards.install(app, settings.max_body_bytes, settings.body_timeout, settings.api_key,  # inside Observe
+                   server.openai_shaped)
     app.add_middleware(SiteGuard, bound=settings.host, allowed=settings.allowed_hosts)  # first: before the key
     app.add_middleware(Observe, metrics=metrics)
 
@@ -224,6 +230,8 @@ def create_app(settings: ServeSettings) -> FastAPI:
                       f"{', '.join(served)}")
             return JSONResponse({"detail": detail}, status_code=404)
         return await guards.http_error(request, exc)
+
+    openai_errors.install(app, server.openai_shaped)  # after the handlers it wraps
 
     @app.get("/health", response_model=Health, responses={503: {"description": "loaded but not ready"}})
     async def health():

@@ -38,6 +38,7 @@ def embedding_routes(server) -> APIRouter:
     """`server`: the server core (serve/app.py `Server`)."""
     router = APIRouter()
     settings = server.settings
+    server.openai_paths.append("/v1/embeddings")
 
     @router.post("/v1/embeddings", dependencies=[Depends(server.require_key)], responses={401: {}, 404: {}, 422: {}})
     async def embeddings(req: EmbeddingRequest):

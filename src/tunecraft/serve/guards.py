@@ -17,6 +17,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
+from . import openai_errors
+
 MAX_DEPTH = 32
 """Nesting levels a JSON body may have; the API's bodies have three. Deeper bodies made json.loads raise
 RecursionError (a 400 from FastAPI) and, in an extra field, the 422 handler fail while echoing it."""
@@ -110,8 +112,9 @@ class RequestGuard:
     limit (by Content-Length or by counting a chunked one), 408 when the body does not arrive within
     `body_timeout` seconds, 422 for JSON the routes cannot take (check_json). The body it read is handed on."""
 
-    def __init__(self, app, router, max_body_bytes: int, body_timeout: float, api_key: str | None):
-        self.app, self.router = app, router
+    def __init__(self, app, router, max_body_bytes: int, body_timeout: float, api_key: str | None,
+                 shaped=lambda path: False):
+        self.app, self.router, self.shaped = app, router, shaped
         self.limit, self.timeout, self.api_key = max_body_bytes, body_timeout, api_key
 
     async def __call__(self, scope, receive, send):
@@ -123,7 +126,8 @@ class RequestGuard:
             return
         except Refused as refusal:
             self._name_route(scope)
-            return await self._refuse(send, refusal, close=refusal.status in (408, 413))
+            return await self._refuse(send, refusal, close=refusal.status in (408, 413),
+                                      openai=self.shaped(scope["path"]))
         if body is None:
             return await self.app(scope, receive, send)
         handed = False
@@ -177,8 +181,9 @@ class RequestGuard:
                 return
 
     @staticmethod
-    async def _refuse(send, refusal: Refused, close: bool) -> None:
-        body = json.dumps({"detail": refusal.detail}).encode()
+    async def _refuse(send, refusal: Refused, close: bool, openai: bool) -> None:
+        shown = openai_errors.from_detail(refusal.status, refusal.detail) if openai else {"detail": refusal.detail}
+        body = json.dumps(shown).encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
         if refusal.status == 401:
             headers.append((b"www-authenticate", b"Bearer"))
@@ -220,8 +225,10 @@ async def http_error(request: Request, exc: StarletteHTTPException):
     return await http_exception_handler(request, exc)
 
 
-def install(app: FastAPI, max_body_bytes: int, body_timeout: float, api_key: str | None) -> None:
+def install(app: FastAPI, max_body_bytes: int, body_timeout: float, api_key: str | None,
+            shaped=lambda path: False) -> None:
+    """`shaped(path)`: whether the path's refusals take the OpenAI API's error shape (serve/openai_errors.py)."""
     app.add_middleware(RequestGuard, router=app.router, max_body_bytes=max_body_bytes, body_timeout=body_timeout,
-                       api_key=api_key)
+                       api_key=api_key, shaped=shaped)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..data.chat import prompt_ids
 from ..errors import DataError
 from ..settings import Strict
+from . import openai_errors
 from .adapters import load_adapters
 from .feedback import EMPTY_CHAT_FEEDBACK
 from .generation import (
@@ -35,8 +36,11 @@ access_log = logging.getLogger("tunecraft.access")
 
 
 class Message(Strict):
-    role: Literal["system", "user", "assistant"]
-    content: str
+    role: Literal["system", "developer", "user", "assistant"]
+    """`developer` (OpenAI's newer name for the system message) is read as `system`."""
+    content: str | list[dict]
+    """Text, or an array of content parts of which only `{"type": "text", "text": ...}` is served (joined with
+    newlines); any other part is refused (400)."""
 
 
 class StreamOptions(Strict):
@@ -56,6 +60,54 @@ class Sampling(Strict):
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = None
+    # OpenAI fields this server does not honour: accepted only at their no-op value, else refused (400) naming
+    # the field (NOT_HONOURED), never silently ignored
+    logprobs: bool | int | None = None
+    top_logprobs: int | None = None
+    frequency_penalty: float | None = None
+    presence_penalty: float | None = None
+    logit_bias: dict | None = None
+    response_format: dict | None = None
+    tools: list | None = None
+    tool_choice: str | dict | None = None
+    parallel_tool_calls: bool | None = None
+    functions: list | None = None
+    function_call: str | dict | None = None
+
+
+NOT_HONOURED = {"logprobs": (False,), "top_logprobs": (0,), "frequency_penalty": (0,), "presence_penalty": (0,),
+                "logit_bias": ({},), "response_format": ({"type": "text"},), "tools": ([],), "tool_choice": ("none",),
+                "parallel_tool_calls": (), "functions": ([],), "function_call": ("none",), "best_of": (1,),
+                "echo": (False,), "suffix": ("",)}
+"""Each field's values, beside leaving it out (None), that change nothing."""
+
+
+def refuse_not_honoured(req: Sampling) -> None:
+    """Refused (400 in OpenAI's shape, param = the field) for a field set to a value this server would ignore."""
+    for field, harmless in NOT_HONOURED.items():
+        value = getattr(req, field, None)  # best_of, echo, suffix: completions only
+        if value is not None and not any(value == ok and isinstance(value, bool) == isinstance(ok, bool)
+                                         for ok in harmless):
+            raise Refused(error(400, f"{field}={json.dumps(value)[:80]} is not supported by this server; leave "
+                                     f"{field} out", "unsupported_parameter", field))
+
+
+def chat_messages(messages: list[Message]) -> list[dict]:
+    """The messages as the chat template takes them: `developer` as `system`, text parts joined with newlines;
+    Refused (400, naming the part) for a part that is not text."""
+    out = []
+    for i, m in enumerate(messages):
+        content = m.content
+        if isinstance(content, list):
+            for j, part in enumerate(content):
+                if part.get("type") != "text" or not isinstance(part.get("text"), str):
+                    raise Refused(error(400, f"messages[{i}].content[{j}] is a content part of type "
+                                             f"{json.dumps(part.get('type'))}; this server serves text parts "
+                                             '({"type": "text", "text": ...}) only', "unsupported_content_part",
+                                        f"messages[{i}].content[{j}].type"))
+            content = "\n".join(part["text"] for part in content)
+        out.append({"role": "system" if m.role == "developer" else m.role, "content": content})
+    return out
 
 
 class ChatRequest(Sampling):
@@ -69,6 +121,10 @@ class CompletionRequest(Sampling):
     model_config = ConfigDict(json_schema_extra={"example": {
         "model": "RUN", "prompt": "Once upon a time", "max_tokens": 32}})
     prompt: str | list[str]
+    best_of: int | None = None
+    """Not honoured, like echo and suffix (NOT_HONOURED)."""
+    echo: bool | None = None
+    suffix: str | None = None
 
 
 class ChatFeedback(Strict):
@@ -112,8 +168,7 @@ class ModelList(BaseModel):
 
 def error(status: int, message: str, code: str, param: str | None = None) -> JSONResponse:
     """An error in the OpenAI API's shape (the client raises it as the matching APIStatusError)."""
-    return JSONResponse({"error": {"message": message, "type": "invalid_request_error", "param": param,
-                                   "code": code}}, status_code=status)
+    return JSONResponse(openai_errors.body(status, message, code, param), status_code=status)
 
 
 class Refused(Exception):
@@ -125,6 +180,7 @@ def openai_routes(server) -> APIRouter:
     """`server`: the server core (serve/app.py `Server`)."""
     router = APIRouter()
     settings = server.settings
+    server.openai_paths.append("/v1/")  # every route of a causal-LM server is the OpenAI API's
     created = int(time.time())
     runs = {server.name: settings.run, **settings.lora}
     metas: dict[str, dict] = {}
@@ -190,8 +246,13 @@ def openai_routes(server) -> APIRouter:
         if req.model not in runs:
             raise Refused(error(404, f"the model '{req.model}' does not exist; this server serves: "
                                      f"{', '.join(runs)}", "model_not_found", "model"))
+        refuse_not_honoured(req)
         gen = meta(req.model)["generation"]
-        max_tokens = getattr(req, "max_completion_tokens", None) or req.max_tokens or gen["max_new_tokens"]
+        alias = getattr(req, "max_completion_tokens", None)
+        if alias is not None and req.max_tokens is not None and alias != req.max_tokens:
+            raise Refused(error(400, f"max_tokens ({req.max_tokens}) and max_completion_tokens ({alias}) differ; "
+                                     "give one of them", "conflicting_parameters", "max_completion_tokens"))
+        max_tokens = alias or req.max_tokens or gen["max_new_tokens"]
         if max_tokens > settings.max_new_tokens:
             raise Refused(error(422, f"max_tokens is {max_tokens}; the limit is {settings.max_new_tokens}",
                                 "max_tokens_too_large", "max_tokens"))
@@ -351,11 +412,10 @@ def openai_routes(server) -> APIRouter:
     async def chat_completions(req: ChatRequest, request: Request):
         tokenizer = server.trained.tokenizer
         try:  # user text is tokenized as text: a typed <|im_end|> cannot forge a turn (data/chat.tokenize_chat)
-            ids = prompt_ids(tokenizer, [m.model_dump() for m in req.messages])
+            ids = prompt_ids(tokenizer, chat_messages(req.messages))
+            seqs = sequences(req, [ids], True, asyncio.get_running_loop())
         except DataError as err:
             return error(422, str(err), "bad_messages", "messages")
-        try:
-            seqs = sequences(req, [ids], True, asyncio.get_running_loop())
         except Refused as refused:
             return refused.response
         return await run(request, req, seqs, "chat")
