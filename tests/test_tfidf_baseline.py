@@ -98,3 +98,20 @@ def test_a_run_below_the_baseline_is_marked_on_the_terminal_and_in_both_reports(
     assert mark in report and "| TF-IDF + LinearSVC |" in report
     assert main(["report", str(tmp_path / "runs" / "tiny")]) == 0
     assert f"- tiny: {mark}" in capsys.readouterr().out
+
+
+def test_unspaced_scripts_get_character_grams_and_a_real_bar():
+    """Chinese reviews: word tokens would be whole clauses, so the baseline uses character 1-3 grams and says so."""
+    rng = random.Random(0)
+    good, bad = ["很好", "喜欢", "满意", "推荐"], ["太差", "失望", "退货", "难用"]
+
+    def review(i):
+        label = LABELS[i % 2]
+        return Example("这个东西" + rng.choice(bad if label == "negative" else good) + "，我们", label)
+
+    train, test = [review(i) for i in range(60)], [review(i) for i in range(20)]
+    (result,) = tfidf_svm(train, test, LABELS)
+    assert result["note"].startswith("character 1-3 grams") and result["metrics"]["accuracy"] == 1.0
+    (english,) = tfidf_svm([Example(f"a {w} film", LABELS[i % 2]) for i, w in enumerate(["good", "bad"] * 10)],
+                           [Example("a good film", LABELS[0])], LABELS)
+    assert english["note"].startswith("word 1-2 grams")

@@ -10,6 +10,7 @@ classification report, and a fine-tuned result below a bar baseline (`"bar": Tru
 from __future__ import annotations
 
 import random
+import re
 
 import torch
 import torch.nn.functional as F
@@ -85,13 +86,28 @@ def tfidf_text(example) -> str:
     return example.text if example.text_pair is None else example.text + PAIR_SEPARATOR + example.text_pair
 
 
-def tfidf_pipeline(seed: int = 0):
-    """TfidfVectorizer (word 1-2 grams, sublinear tf) into LinearSVC, sklearn's defaults otherwise."""
+UNSPACED = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u0e00-\u0e7f]")
+"""Scripts written without spaces between words: Japanese kana, CJK ideographs, Thai."""
+
+
+def unspaced(texts: list[str]) -> bool:
+    """Whether the texts are mostly in a script without spaces between words (a third of their letters or more),
+    where sklearn's word pattern would take a whole clause for one word."""
+    sample = "".join(texts[:2000])
+    letters = sum(ch.isalpha() for ch in sample)
+    return letters > 0 and len(UNSPACED.findall(sample)) >= letters / 3
+
+
+def tfidf_pipeline(seed: int = 0, chars: bool = False):
+    """TfidfVectorizer (word 1-2 grams, or with `chars` character 1-3 grams; sublinear tf) into LinearSVC,
+    sklearn's defaults otherwise."""
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.pipeline import make_pipeline
     from sklearn.svm import LinearSVC
 
-    return make_pipeline(TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True), LinearSVC(random_state=seed))
+    vectorizer = (TfidfVectorizer(analyzer="char", ngram_range=(1, 3), sublinear_tf=True) if chars else
+                  TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True))
+    return make_pipeline(vectorizer, LinearSVC(random_state=seed))
 
 
 def tfidf_svm(train, test, labels: list[str], seed: int = 0) -> list[dict]:
@@ -102,8 +118,10 @@ def tfidf_svm(train, test, labels: list[str], seed: int = 0) -> list[dict]:
     train_y = [ids[e.label] for e in train]
     if len(set(train_y)) < 2 or not test:
         return []
+    texts = [tfidf_text(e) for e in train]
+    chars = unspaced(texts)
     try:
-        pipeline = tfidf_pipeline(seed).fit([tfidf_text(e) for e in train], train_y)
+        pipeline = tfidf_pipeline(seed, chars).fit(texts, train_y)
     except ValueError as err:
         if "empty vocabulary" not in str(err):
             raise
@@ -111,7 +129,8 @@ def tfidf_svm(train, test, labels: list[str], seed: int = 0) -> list[dict]:
     predictions = pipeline.predict([tfidf_text(e) for e in test]).tolist()
     features = len(pipeline[0].vocabulary_)
     return [{"name": TFIDF_NAME, "bar": True, "features": features,
-             "note": f"word 1-2 grams, sublinear tf, {features:,} features from {len(train):,} training texts",
+             "note": f"{'character 1-3' if chars else 'word 1-2'} grams, sublinear tf, {features:,} features from "
+                     f"{len(train):,} training texts",
              "metrics": classification_metrics([ids[e.label] for e in test], predictions, labels)}]
 
 
