@@ -328,3 +328,26 @@ def test_alpaca_system_and_history_and_sharegpt_system_are_kept(write):
     bad = write("h.jsonl", json.dumps({**row, "history": [["only one"]]}) + "\n")
     with pytest.raises(DataError, match=r"h.jsonl, line 1, field 'history\[0\]': expected a pair"):
         read_sft_file(bad)
+
+
+def test_a_users_file_is_split_stratified_by_label_and_a_rare_label_reaches_the_test_split(write):
+    """50 rows of `common` and 10 of `rare`: a stratified 10%/10% split holds one rare row in validation and test
+    each for every seed (one permutation of the whole file leaves it out of validation for seeds 1, 2 and 3),
+    keeps every row once, and is fixed by the seed; `data.split.stratify: false` gives the plain permutation, and
+    the bundled sets are untouched."""
+    rows = "".join(f"text number {i},{'rare' if i % 6 == 0 else 'common'}\n" for i in range(60))
+    path = write("imbalanced.csv", "text,label\n" + rows)
+    data = load_classification_data(data_config(train=path))
+    assert [sum(e.label == "rare" for e in part) for part in (data.train, data.validation, data.test)] == [8, 1, 1]
+    assert [len(p) for p in (data.train, data.validation, data.test)] == [48, 6, 6]
+    for seed in (1, 2, 3):
+        other = load_classification_data(data_config(train=path, split={"seed": seed}))
+        assert [sum(e.label == "rare" for e in p) for p in (other.train, other.validation, other.test)] == [8, 1, 1]
+    every = sorted(e.text for part in (data.train, data.validation, data.test) for e in part)
+    assert every == sorted(f"text number {i}" for i in range(60))
+    again = load_classification_data(data_config(train=path))
+    assert [e.text for e in again.test] == [e.text for e in data.test]
+    plain = load_classification_data(data_config(train=path, split={"stratify": False}))
+    assert [e.text for e in plain.test] == [e.text for e in seeded_split(read_examples(path, COLS), [0.1, 0.1], 42)[1]]
+    mr = load_classification_data(build_config({"data": {"dataset": "mr"}}).data)
+    assert (len(mr.train), len(mr.validation), len(mr.test)) == (8_035, 1_004, 1_004)

@@ -43,6 +43,10 @@ class SplitConfig(Strict):
     validation: float = Field(0.1, ge=0.0, lt=1.0)
     test: float = Field(0.1, ge=0.0, lt=1.0)
     seed: int = 42
+    stratify: bool = True
+    """Classification from your own file: carve validation and test out of each label's examples alike, so every
+    split keeps the file's label proportions (a rare label is not left out of the test split by chance). The
+    bundled sets keep their fixed seeded split, so published numbers stay."""
 
 
 class NerDataConfig(Strict):

@@ -109,6 +109,22 @@ def seeded_split(examples: list[Example], fractions: list[float], seed: int) -> 
     return parts
 
 
+def stratified_split(examples: list[Example], fractions: list[float], seed: int) -> list[list[Example]]:
+    """`seeded_split` within each label, the parts then joined (and shuffled by the seed): every part keeps the
+    label proportions, and a label with too few examples for a share keeps them in the last part (training).
+    Written by hand: sklearn's stratified splitters refuse a label with a single example."""
+    by_label: dict[str, list[Example]] = {}
+    for ex in examples:
+        by_label.setdefault(str(ex.label), []).append(ex)
+    parts: list[list[Example]] = [[] for _ in range(len(fractions) + 1)]
+    for group in by_label.values():
+        for part, share in zip(parts, seeded_split(group, fractions, seed)):
+            part.extend(share)
+    for i, part in enumerate(parts):
+        random.Random(seed + i).shuffle(part)
+    return parts
+
+
 def _limit(examples: list[Example], n: int | None, seed: int) -> list[Example]:
     if n is None or n >= len(examples):
         return examples
@@ -126,7 +142,8 @@ def load_classification_data(cfg) -> ClassificationData:
         given = {s: read_examples(getattr(cfg, s), cols, cfg.format) for s in ("validation", "test") if getattr(cfg, s)}
         missing = [s for s in ("validation", "test") if s not in given]
         fractions = [getattr(split, s) for s in missing]
-        *carved, train = seeded_split(train, fractions, split.seed)
+        carve = stratified_split if split.stratify else seeded_split
+        *carved, train = carve(train, fractions, split.seed)
         given.update(zip(missing, carved))
         validation, test = given["validation"], given["test"]
         description = f"{cfg.train}" + "".join(f" + {s} from file" for s in ("validation", "test") if s not in missing)

@@ -54,7 +54,9 @@ def run_file_split(run: Path, task, data: str, split: str) -> tuple[list, str] |
     if saved.get(split) and split != "train":
         raise TunecraftError(f"{data} is the run's training file; its {split} split came from {saved[split]}: "
                              f"evaluate on that file")
-    parts = task.load_data(DataConfig.model_validate({**saved, "augment": {}}))
+    # a run saved before splits were stratified was split by one permutation of the whole file
+    split_settings = {"stratify": False, **(saved.get("split") or {})}
+    parts = task.load_data(DataConfig.model_validate({**saved, "split": split_settings, "augment": {}}))
     examples = getattr(parts, split)
     if not examples:
         raise TunecraftError(f"the run has no {split} split in {data}")
