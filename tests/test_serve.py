@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import re
 import signal
 import sqlite3
 import subprocess
@@ -62,7 +63,11 @@ def test_health_openapi_and_docs(server):
                       "labels": ["negative", "positive"], "batching": True}
     spec = httpx.get(url + "/openapi.json").json()
     assert {"/v1/classify", "/v1/feedback", "/health", "/metrics"} <= set(spec["paths"])
-    assert httpx.get(url + "/docs").status_code == 200
+    docs = httpx.get(url + "/docs")
+    assert docs.status_code == 200 and "cdn" not in docs.text.lower()  # offline: Swagger UI from the package
+    for asset in re.findall(r'(?:src|href)="(/static-offline-docs/[^"]+)"', docs.text) or ["missing"]:
+        assert httpx.get(url + asset).status_code == 200, asset
+    assert "/static-offline-docs/swagger-ui-bundle.js" in docs.text
 
 
 def test_classify_gives_the_same_answers_as_predict(server):

@@ -6,7 +6,7 @@ from __future__ import annotations
 from importlib.util import find_spec
 
 EXTRAS = {
-    "serve": ("fastapi", "uvicorn", "prometheus_client"),
+    "serve": ("fastapi", "fastapi_offline", "uvicorn", "prometheus_client"),
     "studio": ("fastapi", "uvicorn"),
     "compress": ("onnx", "onnxscript", "onnxruntime", "torchao"),
     "tune": ("optuna",),

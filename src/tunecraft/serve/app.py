@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -214,7 +215,8 @@ def create_app(settings: ServeSettings) -> FastAPI:
         await server.stop()
 
     # the run folder's name only: its path says where the server keeps its files
-    app = FastAPI(title="tunecraft", version="1", lifespan=lifespan,
+    # /docs and /redoc from assets inside the fastapi-offline package: Swagger UI's CDN is not reachable offline
+    app = FastAPIOffline(title="tunecraft", version="1", lifespan=lifespan,
                   description=f"Serving the tunecraft run {Path(settings.run).resolve().name}")
     guards.install(app, settings.max_body_bytes, settings.body_timeout, settings.api_key,  # inside Observe
                    server.openai_shaped)
