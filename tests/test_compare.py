@@ -61,3 +61,17 @@ def test_report_refuses_unfinished_runs_and_bad_summaries(tmp_path, capsys):
     (tmp_path / "cls" / "summary.json").write_text(json.dumps({"task": "classification", "metrics": {}}))
     with pytest.raises(TunecraftError, match="runs of different tasks cannot share one table"):
         compare_runs([tmp_path / "ner", tmp_path / "cls"])
+
+
+def test_each_metric_is_shown_in_its_own_unit_and_ranked_its_own_way():
+    """A reward of 0.7833 is 0.783, not "78.33 %"; RL runs rank by highest reward (a negative one included, a
+    run without a score last); perplexity lowest first; accuracy is a fraction shown in %."""
+    from tunecraft.evaluate.compare import ranked, score_text
+    from tunecraft.studio.app import _score
+
+    assert score_text(0.78333, "reward") == "0.783" and _score(0.78333, "reward") == "0.783"
+    assert score_text(0.5, "kl") == "0.500" and _score(0.8612, "accuracy") == "86.12 %"
+    rows = [{"run": "a", "score": -0.2}, {"run": "b", "score": None}, {"run": "c", "score": 0.4}]
+    assert [r["run"] for r in ranked("rl", rows)] == ["c", "a", "b"]
+    lm = [{"run": "a", "score": 12.0}, {"run": "b", "score": None}, {"run": "c", "score": 8.0}]
+    assert [r["run"] for r in ranked("causal_lm", lm)] == ["c", "a", "b"]

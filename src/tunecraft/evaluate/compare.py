@@ -94,8 +94,11 @@ def collect(runs: list[str | Path]) -> tuple[str, list[dict], list[dict]]:
     return tasks.pop(), rows, baselines
 
 
-RAW_METRICS = ("loss", "perplexity")
-"""Shown as they are and ranked lowest first; every other headline metric is a fraction, shown in %."""
+RAW_METRICS = ("loss", "perplexity", "ref_perplexity", "kl", "reward", "margin", "mean_margin")
+"""Shown in their own unit (a reward, a KL, a log-probability margin); every other headline metric is a fraction
+of examples, shown in %."""
+LOWER_IS_BETTER = ("loss", "perplexity", "ref_perplexity", "kl")
+"""Ranked lowest first; every other headline metric highest first."""
 
 
 def score_text(value, metric: str = "accuracy") -> str:
@@ -123,10 +126,10 @@ def table_rows(rows: list[dict], first: str, second: str) -> list[list[str]]:
 
 
 def ranked(task: str, rows: list[dict]) -> list[dict]:
-    """Best headline score first (lowest for loss and perplexity); runs without a score last."""
+    """Best headline score first (lowest for loss, perplexity and KL); runs without a score last."""
     first = TASKS[task].HEADLINE[0]
-    worst = float("inf") if first in RAW_METRICS else 0.0
-    sign = 1 if first in RAW_METRICS else -1
+    lower = first in LOWER_IS_BETTER
+    worst, sign = (float("inf"), 1) if lower else (float("-inf"), -1)
     return sorted(rows, key=lambda r: sign * (worst if r["score"] is None else r["score"]))
 
 
