@@ -137,3 +137,45 @@ def test_a_weighted_run_records_its_weights_and_the_absent_classes(tmp_path):
     metrics = json.loads((run_dir / "summary.json").read_text())["metrics"]
     gold = {row["label"] for row in map(json.loads, (run_dir / "predictions.jsonl").read_text().splitlines())}
     assert metrics["absent_classes"] == sorted({"negative", "positive"} - gold)
+
+
+def test_the_balanced_sampler_draws_each_label_about_equally_and_exactly_by_seed_and_epoch():
+    """90 `a` and 10 `b`: an epoch's balanced draw holds about 50 of each (within 3 standard deviations of
+    Binomial(100, 0.5) over 20 epochs), keeps the split's size and batch count, repeats exactly for the same
+    (seed, epoch), and `shuffle` visits each example once."""
+    from tunecraft.train.loop import epoch_windows, planned_steps
+
+    labels = [0] * 90 + [1] * 10
+    lengths = [5 + i % 7 for i in range(100)]
+    cfg = SimpleNamespace(batch_size=8, grad_accum=1, group_by_length=True, sampler="balanced", epochs=2,
+                          max_steps=None)
+
+    def drawn(epoch):
+        return [i for window in epoch_windows(lengths, cfg, 7, epoch, labels=labels) for b in window for i in b]
+
+    for epoch in range(20):
+        picks = drawn(epoch)
+        assert len(picks) == 100 and abs(sum(labels[i] for i in picks) - 50) <= 15
+    assert drawn(3) == drawn(3) and drawn(3) != drawn(4)
+    assert planned_steps(lengths, cfg, 7) == 2 * len(epoch_windows(lengths, cfg, 7, 0, labels=labels))
+    plain = SimpleNamespace(**{**vars(cfg), "sampler": "shuffle"})
+    once = [i for window in epoch_windows(lengths, plain, 7, 0, labels=labels) for b in window for i in b]
+    assert sorted(once) == list(range(100))
+
+
+def test_the_balanced_sampler_is_recorded_and_refused_for_other_tasks(tmp_path):
+    assert yaml.safe_load(dump_config(build_config(tiny(tmp_path, sampler="balanced"))))["train"]["sampler"] == \
+        "balanced"
+    raw = {**tiny(tmp_path, sampler="balanced"), "task": "token_classification"}
+    raw["data"] = {"dataset": "conll2003", "max_train_samples": 8}
+    with pytest.raises(ConfigError, match="train.sampler: the balanced sampler is offered for task classification"):
+        prepare_job(build_config(raw))
+
+
+def test_a_run_with_the_balanced_sampler_trains_its_steps_and_records_the_setting(tmp_path):
+    from tests.conftest import tiny_classifier
+
+    run_dir = tiny_classifier(tmp_path, "sampled", train_samples=32, eval_samples=8, max_steps=2, sampler="balanced")
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["train"]["sampler"] == "balanced"
+    assert summary["metrics"]["samples"] == 8 and summary["steps"] == 2

@@ -261,6 +261,10 @@ class TrainConfig(Strict):
     """Weighted cross-entropy (task classification): `balanced` (sklearn's compute_class_weight on the training
     labels, n_samples / (n_classes * count)) or a weight per label name; labels a mapping leaves out weigh 1.
     null: unweighted."""
+    sampler: Literal["shuffle", "balanced"] = "shuffle"
+    """Task classification: `balanced` draws each epoch's examples with replacement, each label equally often
+    in expectation (weight 1 / its count; the epoch keeps the training split's size, and the draw depends only on
+    seed and epoch, so resume stays exact); `shuffle` visits every example once per epoch."""
     rdrop: RDropConfig = RDropConfig()
     adversarial: AdversarialConfig = AdversarialConfig()
     layer_lr_decay: float | None = Field(None, gt=0.0, le=1.0)

@@ -120,6 +120,9 @@ class Task(Objective):
         if config.train.class_weights is not None:
             raise ConfigError(f"train.class_weights: class weights are offered for task classification, not "
                               f"{self.NAME}")
+        if config.train.sampler != "shuffle":
+            raise ConfigError(f"train.sampler: the balanced sampler is offered for task classification, not "
+                              f"{self.NAME}")
 
     # -- model -----------------------------------------------------------------------------------------------
     @abstractmethod

@@ -15,6 +15,7 @@ import logging
 import math
 import shutil
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -34,10 +35,27 @@ from .sharded import is_sharded, load_optimizer_state, load_weights_into, optimi
 logger = logging.getLogger(__name__)
 
 
-def epoch_windows(lengths: list[int], cfg, seed: int, epoch: int, rank: int = 0,
-                  world: int = 1) -> list[list[list[int]]]:
-    """One process's micro-batches for an epoch, grouped into accumulation windows (one step each)."""
+def balanced_draw(labels: list[int], seed: int, epoch: int) -> list[int]:
+    """`len(labels)` example indices drawn with replacement, each with weight 1 / its label's count, from a
+    generator seeded by (seed, epoch): every label equally often in expectation, and resume exact (train.sampler:
+    balanced). torch's WeightedRandomSampler draws from the global RNG, which resume would not reproduce here."""
+    counts = Counter(labels)
+    weights = torch.tensor([1.0 / counts[y] for y in labels], dtype=torch.double)
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.multinomial(weights, len(labels), replacement=True, generator=generator).tolist()
+
+
+def epoch_windows(lengths: list[int], cfg, seed: int, epoch: int, rank: int = 0, world: int = 1,
+                  labels: list[int] | None = None) -> list[list[list[int]]]:
+    """One process's micro-batches for an epoch, grouped into accumulation windows (one step each); with
+    `cfg.sampler` balanced, over the epoch's balanced draw of the examples (`labels` needed)."""
+    # without labels (planned_steps): the same number of batches, so the count needs no draw
+    drawn = balanced_draw(labels, seed, epoch) if cfg.sampler == "balanced" and labels is not None else None
+    if drawn is not None:
+        lengths = [lengths[i] for i in drawn]
     batches = batch_order(lengths, cfg.batch_size, seed, epoch, group_by_length=cfg.group_by_length)
+    if drawn is not None:
+        batches = [[drawn[i] for i in batch] for batch in batches]
     usable = len(batches) // world * world or len(batches)
     mine = batches[rank:usable:world]
     return [mine[i : i + cfg.grad_accum] for i in range(0, len(mine), cfg.grad_accum)]
@@ -99,7 +117,8 @@ class TrainingLoop:
     def epoch_windows(self, epoch: int) -> list[list[list[int]]]:
         if self._windows[0] != epoch:
             self._windows = (epoch, epoch_windows(self.train_enc.lengths, self.cfg, self.seed, epoch,
-                                                  self.acc.process_index, self.acc.num_processes))
+                                                  self.acc.process_index, self.acc.num_processes,
+                                                  self.train_enc.labels))
         return self._windows[1]
 
     # -- the loop ---------------------------------------------------------------------------------
