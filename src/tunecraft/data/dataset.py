@@ -110,18 +110,32 @@ def seeded_split(examples: list[Example], fractions: list[float], seed: int) -> 
 
 
 def stratified_split(examples: list[Example], fractions: list[float], seed: int) -> list[list[Example]]:
-    """`seeded_split` within each label, the parts then joined (and shuffled by the seed): every part keeps the
-    label proportions, and a label with too few examples for a share keeps them in the last part (training).
-    Written by hand: sklearn's stratified splitters refuse a label with a single example."""
+    """Like `seeded_split` (the same part sizes: round(n x fraction)), each part's share of every label as near
+    its share of the data as whole rows allow (largest remainder), each label's rows in a seeded order, the
+    parts shuffled by the seed; every label keeps at least one row for the last part (training). Written by hand:
+    sklearn's stratified splitters refuse a label with a single example."""
     by_label: dict[str, list[Example]] = {}
     for ex in examples:
         by_label.setdefault(str(ex.label), []).append(ex)
-    parts: list[list[Example]] = [[] for _ in range(len(fractions) + 1)]
-    for group in by_label.values():
-        for part, share in zip(parts, seeded_split(group, fractions, seed)):
-            part.extend(share)
+    groups = list(by_label.values())
+    for i, group in enumerate(groups):
+        random.Random(seed + i).shuffle(group)
+    taken = [0] * len(groups)
+    parts: list[list[Example]] = []
+    for frac in fractions:
+        share = [len(g) * frac for g in groups]
+        quota = [min(int(s), len(g) - t - 1) for s, g, t in zip(share, groups, taken)]
+        order = sorted(range(len(groups)), key=lambda i: share[i] - int(share[i]), reverse=True)
+        for i in order:
+            if sum(quota) >= round(len(examples) * frac):
+                break
+            if taken[i] + quota[i] < len(groups[i]) - 1:
+                quota[i] += 1
+        parts.append([ex for i, g in enumerate(groups) for ex in g[taken[i] : taken[i] + max(quota[i], 0)]])
+        taken = [t + max(q, 0) for t, q in zip(taken, quota)]
+    parts.append([ex for i, g in enumerate(groups) for ex in g[taken[i]:]])
     for i, part in enumerate(parts):
-        random.Random(seed + i).shuffle(part)
+        random.Random(seed + 1000 + i).shuffle(part)
     return parts
 
 

@@ -118,7 +118,7 @@ class TrainingLoop:
         if self._windows[0] != epoch:
             self._windows = (epoch, epoch_windows(self.train_enc.lengths, self.cfg, self.seed, epoch,
                                                   self.acc.process_index, self.acc.num_processes,
-                                                  self.train_enc.labels))
+                                                  getattr(self.train_enc, "labels", None)))
         return self._windows[1]
 
     # -- the loop ---------------------------------------------------------------------------------
