@@ -28,6 +28,7 @@ from tunecraft.cpus import wait_briefly
 
 wait_briefly()  # before torch: the plain loop's OpenMP threads wait as the server's do (cpus.py)
 import torch  # noqa: E402
+from generate_load import streamed_chat  # noqa: E402
 from server_process import percentile, start_server, stop_server  # noqa: E402
 
 from tunecraft.data.chat import BUNDLED_CHAT, cut_at_stops  # noqa: E402
@@ -87,26 +88,6 @@ def plain_generate(run: Path, prompts: list[str], max_tokens: int, stops: list[s
     return answers, {"ttft": ttft, "tokens": tokens, "wall": time.perf_counter() - start}
 
 
-async def streamed(client: httpx.AsyncClient, url: str, model: str, prompt: str, max_tokens: int):
-    """(answer, time to first token, completion tokens) of one streamed greedy chat completion."""
-    start, first, tokens, parts = time.perf_counter(), None, 0, []
-    body = {"model": model, "messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens,
-            "temperature": 0, "stream": True, "stream_options": {"include_usage": True}}
-    async with client.stream("POST", url + "/v1/chat/completions", json=body) as r:
-        r.raise_for_status()
-        async for line in r.aiter_lines():
-            if not line.startswith("data: {"):
-                continue
-            chunk = json.loads(line[6:])
-            piece = chunk["choices"][0]["delta"].get("content") if chunk["choices"] else None
-            if piece:
-                first = first or time.perf_counter() - start
-                parts.append(piece)
-            if chunk.get("usage"):
-                tokens = chunk["usage"]["completion_tokens"]
-    return "".join(parts).strip(), first or time.perf_counter() - start, tokens
-
-
 async def served(url: str, model: str, prompts: list[str], concurrency: int, max_tokens: int):
     """Every prompt answered, in waves of `concurrency` requests sent together (prompts repeated to fill a wave
     larger than the set); the answers of each prompt's first copy."""
@@ -115,7 +96,8 @@ async def served(url: str, model: str, prompts: list[str], concurrency: int, max
         start = time.perf_counter()
         for at in range(0, len(prompts), concurrency):
             wave = [prompts[(at + i) % len(prompts)] for i in range(concurrency)]
-            results = await asyncio.gather(*[streamed(client, url, model, p, max_tokens) for p in wave])
+            results = await asyncio.gather(*[streamed_chat(client, url, model, p, max_tokens, temperature=0)
+                                             for p in wave])
             for prompt, (answer, first, n) in zip(wave, results):
                 answers.setdefault(prompt, answer)
                 ttft.append(first)

@@ -33,23 +33,31 @@ PROMPTS = ["What is AI?", "Tell me a joke.", "My internet is not working.", "hel
            "What is your favourite colour?"]
 
 
-async def one_request(client: httpx.AsyncClient, url: str, model: str, prompt: str, max_tokens: int):
-    """(time to first token, completion tokens) of one streamed chat completion."""
-    start = time.perf_counter()
-    first, tokens = None, 0
+async def streamed_chat(client: httpx.AsyncClient, url: str, model: str, prompt: str, max_tokens: int,
+                        **settings) -> tuple[str, float, int]:
+    """(answer, time to first token, completion tokens) of one streamed chat completion."""
+    start, first, tokens, parts = time.perf_counter(), None, 0, []
     body = {"model": model, "messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens,
-            "stream": True, "stream_options": {"include_usage": True}}
+            "stream": True, "stream_options": {"include_usage": True}, **settings}
     async with client.stream("POST", url + "/v1/chat/completions", json=body) as r:
         r.raise_for_status()
         async for line in r.aiter_lines():
             if not line.startswith("data: {"):
                 continue
             chunk = json.loads(line[6:])
-            if first is None and chunk["choices"] and chunk["choices"][0]["delta"].get("content"):
-                first = time.perf_counter() - start
+            piece = chunk["choices"][0]["delta"].get("content") if chunk["choices"] else None
+            if piece:
+                first = first if first is not None else time.perf_counter() - start
+                parts.append(piece)
             if chunk.get("usage"):
                 tokens = chunk["usage"]["completion_tokens"]
-    return first if first is not None else time.perf_counter() - start, tokens
+    return "".join(parts).strip(), first if first is not None else time.perf_counter() - start, tokens
+
+
+async def one_request(client: httpx.AsyncClient, url: str, model: str, prompt: str, max_tokens: int):
+    """(time to first token, completion tokens) of one streamed chat completion."""
+    _, first, tokens = await streamed_chat(client, url, model, prompt, max_tokens)
+    return first, tokens
 
 
 async def load(url: str, model: str, concurrency: int, requests: int, max_tokens: int) -> dict:
