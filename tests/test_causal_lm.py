@@ -10,7 +10,7 @@ from tunecraft.config import build_config
 from tunecraft.data.chat import BUNDLED_CHAT, read_sft_file
 from tunecraft.data.dataset import IGNORE
 from tunecraft.errors import ConfigError, DataError
-from tunecraft.evaluate.text_metrics import exact_match, rouge_l
+from tunecraft.metrics.text import exact_match, rouge_l
 from tunecraft.models import load_tokenizer, resolve_base
 from tunecraft.tasks import causal_lm
 from tunecraft.train import train

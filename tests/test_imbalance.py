@@ -16,7 +16,7 @@ from sklearn.utils.class_weight import compute_class_weight
 from tunecraft.config import build_config, dump_config
 from tunecraft.data import LabelMap
 from tunecraft.errors import ConfigError
-from tunecraft.evaluate.metrics import classification_metrics
+from tunecraft.metrics.labels import classification_metrics
 from tunecraft.tasks.classification import Classification
 from tunecraft.train.job import prepare_job
 

@@ -20,9 +20,9 @@ from tunecraft.data.ner import (
     tags_to_spans,
 )
 from tunecraft.errors import DataError, TunecraftError
-from tunecraft.evaluate.metrics import entity_metrics
 from tunecraft.evaluate.runs import evaluate_run, predict
 from tunecraft.experiment import experiment
+from tunecraft.metrics.labels import entity_metrics
 from tunecraft.models import load_tokenizer, resolve_base
 from tunecraft.tasks import token_classification as ner
 from tunecraft.train import train

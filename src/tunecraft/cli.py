@@ -41,10 +41,11 @@ def result_lines(summary: dict, task) -> list[str]:
     """The held-out metrics, each bar baseline's (TF-IDF + LinearSVC) beside them, and a "below baseline"
     line for each one the fine-tuned result falls short of."""
     from .evaluate.baselines import below_baseline
+    from .evaluate.views import view_of
 
-    m, baselines = summary["metrics"], summary.get("baselines") or []
-    lines = [f"{summary['eval_split']}: {task.summary_line(m)}"]
-    lines += [f"baseline {b['name']}: {task.summary_line(b['metrics'])}" for b in baselines if b.get("bar")]
+    m, baselines, view = summary["metrics"], summary.get("baselines") or [], view_of(task.NAME)
+    lines = [f"{summary['eval_split']}: {view.summary_line(m)}"]
+    lines += [f"baseline {b['name']}: {view.summary_line(b['metrics'])}" for b in baselines if b.get("bar")]
     return lines + below_baseline(m, baselines, task.HEADLINE)
 
 
@@ -152,10 +153,10 @@ def _cmd_continual(args) -> int:
 
 def _cmd_eval(args) -> int:
     from .evaluate.runs import evaluate_run
-    from .tasks import get_task
+    from .evaluate.views import view_of
 
     result = evaluate_run(args.run, args.data, split=args.split, fmt=args.format)
-    print(f"{args.data}: {get_task(result['task']).summary_line(result['metrics'])}")
+    print(f"{args.data}: {view_of(result['task']).summary_line(result['metrics'])}")
     print(f"report: {result['report']}")
     return 0
 
@@ -175,11 +176,11 @@ def _cmd_predict(args) -> int:
 
 
 def _cmd_chat(args) -> int:
-    from .tasks import get_task
+    from .chat import chat_of
     from .trained import load_trained
 
     trained = load_trained(args.run)
-    task = get_task(trained.meta["task"])
+    chat = chat_of(trained.meta["task"])
     for key in ("max_new_tokens", "temperature", "top_p"):
         if getattr(args, key) is not None:
             trained.meta["generation"][key] = getattr(args, key)
@@ -196,7 +197,7 @@ def _cmd_chat(args) -> int:
                 return
             yield line
 
-    task.chat(trained, lines(), lambda text: print(text, flush=True), system=args.system)
+    chat(trained, lines(), lambda text: print(text, flush=True), system=args.system)
     return 0
 
 

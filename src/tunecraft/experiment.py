@@ -11,6 +11,7 @@ import torch
 
 from .config import RunConfig
 from .evaluate.report import write_report
+from .evaluate.task_baselines import baselines_of
 from .io import write_json, write_jsonl
 from .models import prepare_base
 from .tasks import get_task
@@ -27,7 +28,8 @@ def experiment(config: RunConfig, resume: bool = False, overwrite: bool = False,
     task.check_config(config)
     data = task.load_data(config.data)
     base = prepare_base(config.model, lambda: task.training_texts(data.train))
-    task.check_baselines(config, data, base)  # a bad baseline set-up fails before training
+    offered = baselines_of(task.NAME)
+    offered.check(config, data, base)  # a bad baseline set-up fails before training
     run_dir = config.run_dir
     saved = run_dir / "before.json"
     before = None
@@ -46,7 +48,7 @@ def experiment(config: RunConfig, resume: bool = False, overwrite: bool = False,
     def fit(sub_config, data):
         return train(sub_config, overwrite=True, data=data)
 
-    summary["baselines"] = task.baselines(config, data, base, run_dir, fit if single else None)
+    summary["baselines"] = offered.run(task, config, data, base, run_dir, fit if single else None)
     write_json(run_dir / "summary.json", {k: v for k, v in summary.items() if k != "report"})
     history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
                if line] if (run_dir / "metrics.jsonl").is_file() else []

@@ -15,7 +15,7 @@ import re
 import torch
 import torch.nn.functional as F
 
-from .metrics import classification_metrics, entity_metrics
+from ..metrics.labels import classification_metrics, entity_metrics
 
 
 @torch.no_grad()

@@ -1,5 +1,6 @@
 """The run report: report.md and a self-contained report.html with PNG plots, built from a run's summary by
-the task's own result blocks (the blocks, plots and rendering come from the leaf `tunecraft.report`)."""
+the task's view's result blocks (evaluate/views/; the blocks, plots and rendering come from the leaf
+`tunecraft.report`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 from ..io import write_text
 from ..report import fmt, markdown, plot_curves, write_pages
 from .baselines import below_baseline
+from .views import view_of
 
 
 def run_sections(summary: dict, images: dict[str, Path], results: list, task) -> list[tuple[str, list]]:
@@ -24,7 +26,7 @@ def run_sections(summary: dict, images: dict[str, Path], results: list, task) ->
         *([("entities per split", "; ".join(f"{split}: " + ", ".join(f"{t} {n}" for t, n in counts.items())
                                              for split, counts in summary["entities"].items()))]
           if summary.get("entities") else []),
-        task.length_row(summary),
+        view_of(task.NAME).length_row(summary),
         ("optimizer steps", f"{summary['steps']} of {summary['planned_steps']}"
                             + (" (stopped early)" if summary["stopped_early"] else "")),
         ("best validation step", summary["best_step"]),
@@ -68,7 +70,8 @@ def write_report(run_dir: Path, summary: dict, history: list[dict], task, extra_
     plots = run_dir / "plots"
     plots.mkdir(exist_ok=True)
     images = {p.stem: p for p in plot_curves(history, plots, task.HEADLINE)}
-    results = task.result_blocks(summary["metrics"], summary["labels"], plots) if summary.get("metrics") else []
+    view = view_of(task.NAME)
+    results = view.result_blocks(summary["metrics"], summary["labels"], plots) if summary.get("metrics") else []
     title = f"tunecraft run '{summary['name']}' — {dt.date.today().isoformat()}"
     sections = run_sections(summary, images, results, task) + list(extra_sections or [])
     return write_pages(run_dir, title, sections)
@@ -76,5 +79,5 @@ def write_report(run_dir: Path, summary: dict, history: list[dict], task, extra_
 
 def write_eval_report(path: Path, title: str, metrics: dict, labels: list[str], task) -> Path:
     """A markdown report for `tunecraft eval` (plots beside it)."""
-    sections = [("Results", task.result_blocks(metrics, labels, path.parent))]
+    sections = [("Results", view_of(task.NAME).result_blocks(metrics, labels, path.parent))]
     return write_text(path, markdown(title, sections, path.parent))

@@ -19,6 +19,7 @@ from ..runtime.precision import resolve as resolve_precision
 from ..tasks import get_task
 from ..trained import load_trained, predict_with_run
 from .report import write_eval_report
+from .views import view_of
 
 logger = logging.getLogger(__name__)
 
@@ -144,4 +145,4 @@ def predict(run: str | Path, texts: list[str], batch_size: int = 64, precision: 
 def format_predictions(rows: list[dict], as_json: bool, task: str) -> str:
     if as_json:
         return "\n".join(json.dumps(r, ensure_ascii=False) for r in rows)
-    return "\n".join(get_task(task).format_prediction(r) for r in rows)
+    return "\n".join(view_of(task).format_prediction(r) for r in rows)

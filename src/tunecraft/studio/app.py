@@ -375,12 +375,14 @@ def _report_html(run: Path, summary: dict, images: Path) -> str:
     """The run report's sections (evaluate/report.py) with the task's own result blocks (their images drawn
     into `images`); the curves the report drew are reused."""
     from ..evaluate.report import run_sections
+    from ..evaluate.views import view_of
     from ..tasks import get_task
 
     task = get_task(summary["task"])
     plots = {p.stem: p for p in (run / "plots").glob("*.png")} if (run / "plots").is_dir() else {}
     images.mkdir(parents=True, exist_ok=True)
-    results = task.result_blocks(summary["metrics"], summary["labels"], images) if summary.get("metrics") else []
+    results = view_of(task.NAME).result_blocks(summary["metrics"], summary["labels"], images) if summary.get(
+        "metrics") else []
     sections = run_sections(summary, plots, results, task)
     base = run.parent
     return html_sections(sections, lambda p: "/files/" + urllib.parse.quote(Path(p).relative_to(base).as_posix()),

@@ -15,13 +15,12 @@ server take it from there.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from pathlib import Path
 from typing import ClassVar
 
 import torch
 
 from ..data.dataset import Encoded, collate
-from ..errors import ConfigError, TunecraftError
+from ..errors import ConfigError
 from ..runtime.inference import predict_logits
 
 
@@ -151,40 +150,3 @@ class Task(Objective):
     @abstractmethod
     def predict(self, trained, texts: list[str], batch_size: int, dtype) -> list[dict]:
         """Raw texts → one result dict each (`tunecraft predict`)."""
-
-    @abstractmethod
-    def format_prediction(self, row: dict) -> str:
-        """One `predict` result as a terminal line."""
-
-    # -- reporting -------------------------------------------------------------------------------------------
-    @abstractmethod
-    def summary_line(self, metrics: dict) -> str:
-        """The headline metrics in one terminal line."""
-
-    @abstractmethod
-    def result_blocks(self, metrics: dict, labels: list[str], plots: Path | None = None) -> list:
-        """The report's result section as blocks (tables, images written under `plots`)."""
-
-    @abstractmethod
-    def length_row(self, summary: dict) -> tuple[str, object]:
-        """The report's row saying how texts longer than max_length were handled."""
-
-    # -- baselines -------------------------------------------------------------------------------------------
-    def check_baselines(self, config, data, base) -> None:
-        """Refuse a baseline set-up that cannot run (before training), with a ConfigError naming the key."""
-
-    def baselines(self, config, data, base, run_dir: Path, fit=None) -> list[dict]:
-        """The baselines the recipe asks for and this task offers, scored on the run's own held-out split.
-        `fit(config, data)` trains a run (tunecraft.train), for baselines that fine-tune; None where they cannot
-        (under several processes)."""
-        return []
-
-    def chat(self, trained, lines, write, system: str | None = None, dtype=None) -> list[dict]:
-        """An interactive chat over `lines` (`tunecraft chat`), for tasks that generate."""
-        raise TunecraftError(f"{self.NAME} runs do not chat: `tunecraft chat` needs a causal_lm run")
-
-    # -- serving ---------------------------------------------------------------------------------------------
-    def routes(self, server):
-        """The task's HTTP routes as a FastAPI APIRouter, given the server core (serve/app.py `Server`); None
-        if this task cannot be served yet."""
-        return None

@@ -26,8 +26,7 @@ from ..data.dataset import (
     task_splits,
 )
 from ..errors import TunecraftError
-from ..evaluate.text_metrics import exact_match, rouge_l
-from ..report import fmt
+from ..metrics.text import exact_match, rouge_l
 from ..runtime.inference import autocast_context
 from .base import Task
 
@@ -169,28 +168,6 @@ def held_out_prompts(conversations: list[Conversation], limit: int) -> list[tupl
     return out
 
 
-def chat(trained, lines, write, system: str | None = None, dtype=None) -> list[dict]:
-    """An interactive chat over `lines` (e.g. stdin): each line is the user's turn, the answer is written out and
-    kept in the history. `/reset` forgets the history, `/exit` ends. Returns the conversation."""
-    start = [{"role": "system", "content": system}] if system else []
-    history = list(start)
-    for line in lines:
-        text = line.strip()
-        if not text:
-            continue
-        if text == "/exit":
-            break
-        if text == "/reset":
-            history = list(start)
-            write("(history cleared)")
-            continue
-        history.append({"role": "user", "content": text})
-        answer = generate(trained.model, trained.tokenizer, [history], trained.meta["generation"], 1, dtype)[0]
-        history.append({"role": "assistant", "content": answer})
-        write(answer)
-    return history
-
-
 class CausalLM(Task):
     """Causal language modelling / instruction tuning: the loss on the learned tokens, scored by perplexity and
     by generating answers."""
@@ -316,47 +293,6 @@ class CausalLM(Task):
         answers = generate(trained.model, trained.tokenizer, [[{"role": "user", "content": t}] for t in texts], gen,
                            min(batch_size, gen["batch_size"]), dtype)
         return [{"prompt": t, "response": a} for t, a in zip(texts, answers)]
-
-    def length_row(self, summary: dict) -> tuple[str, object]:
-        return (f"training examples longer than max_length ({summary.get('overlong', 'drop')})",
-                f"{summary['truncated']['train']} (max_length {summary['truncated']['max_length']})")
-
-    def chat(self, trained, lines, write, system: str | None = None, dtype=None) -> list[dict]:
-        return chat(trained, lines, write, system, dtype)
-
-    def format_prediction(self, row: dict) -> str:
-        return row["response"]
-
-    def routes(self, server):
-        from ..serve.openai import openai_routes
-
-        return openai_routes(server)
-
-    def summary_line(self, metrics: dict) -> str:
-        line = f"perplexity {metrics['perplexity']:.3f}  loss {metrics['loss']:.4f}"
-        if "exact_match" in metrics:
-            line += f"  exact match {metrics['exact_match']:.4f}  ROUGE-L {metrics['rouge_l']:.4f}"
-        if "before" in metrics:
-            line += f"  (base model: perplexity {metrics['before']['perplexity']:.3f})"
-        return line + f"  ({metrics['samples']} examples)"
-
-    def result_blocks(self, metrics: dict, labels: list[str], plots: Path | None = None) -> list:
-        before = metrics.get("before") or {}
-        names = [n for n in ("perplexity", "loss", "exact_match", "rouge_l", "tokens", "samples", "generated")
-                 if n in metrics]
-        header = ["metric", "base model", "trained"] if before else ["metric", "value"]
-        table = [(n, fmt(before[n]), fmt(metrics[n])) if before else (n, fmt(metrics[n]))
-                 for n in names if not before or n in before]
-        blocks = [("table", header, table)]
-        shown = metrics.get("samples_shown") or []
-        if shown:
-            if "before" in shown[0]:
-                blocks.append(("table", ["prompt", "reference", "base model", "trained"],
-                               [(r["prompt"], r["reference"], r["before"], r["output"]) for r in shown]))
-            else:
-                blocks.append(("table", ["prompt", "reference", "generated"],
-                               [(r["prompt"], r["reference"], r["output"]) for r in shown]))
-        return blocks
 
 
 TASK = CausalLM()

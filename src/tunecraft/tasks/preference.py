@@ -5,7 +5,6 @@ the OpenAI routes are the causal_lm task's, inherited."""
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +26,6 @@ from ..data.preferences import (
 )
 from ..errors import ConfigError, TunecraftError
 from ..io import write_file
-from ..report import fmt, line_plot
 from ..runtime.inference import autocast_context
 from .causal_lm import CausalLM, ChatData, Columns
 
@@ -352,50 +350,6 @@ class Preference(CausalLM):
             prompts = [c.messages[:-1] for c in convs[: gen["eval_samples"]]]
             out.update(sampled_kl(model, tokenizer, prompts, gen, dtype))
         return out
-
-    # -- reporting -----------------------------------------------------------------------------------------------
-    def summary_line(self, metrics: dict) -> str:
-        line = f"implicit-reward accuracy {metrics['accuracy']:.4f}  margin {metrics['margin']:.4f}"
-        if "kl" in metrics:
-            line += f"  KL to the reference {metrics['kl']:.3f} nats"
-        if "before" in metrics:
-            line += f"  (base model: accuracy {metrics['before']['accuracy']:.4f})"
-        return line + f"  ({metrics['samples']} examples)"
-
-    def length_row(self, summary: dict) -> tuple[str, object]:
-        return (f"training examples longer than max_length ({summary.get('overlong', 'drop')})",
-                f"{summary['truncated']['train']} (max_length {summary['truncated']['max_length']})")
-
-    def result_blocks(self, metrics: dict, labels: list[str], plots: Path | None = None) -> list:
-        before = metrics.get("before") or {}
-        names = [n for n in ("accuracy", "margin", "chosen_reward", "rejected_reward", "chosen_logps",
-                             "rejected_logps", "chosen_logratio", "loss", "kl", "kl_per_token", "exact_match",
-                             "rouge_l", "samples", "generated") if n in metrics]
-        header = ["metric", "base model", "trained"] if before else ["metric", "value"]
-        table = [(n, fmt(before.get(n, "")), fmt(metrics[n])) if before else (n, fmt(metrics[n])) for n in names]
-        blocks = [("table", header, table)]
-        if "kl" in metrics:
-            blocks.append(("table", ["", ""], [("KL to the reference", (
-                f"{metrics['kl']:.4f} nats per answer ({metrics['kl_per_token']:.4f} per token): the mean of "
-                "log π(y|x) − log π_ref(y|x) over one answer y sampled (temperature 1) from the trained model for "
-                f"each of {metrics['kl_prompts']} held-out prompts; π_ref is the base with the adapter off"))]))
-        history = plots.parent / "metrics.jsonl" if plots is not None else None
-        evals = [json.loads(line) for line in history.read_text(encoding="utf-8").splitlines() if line] \
-            if history is not None and history.is_file() else []
-        evals = [e for e in evals if e.get("type") == "eval" and "chosen_logps" in e]
-        if evals and plots is not None:
-            image = line_plot([("chosen", evals, "chosen_logps", "o-"), ("rejected", evals, "rejected_logps", "o-")],
-                              "mean log-prob of the answer (validation)", plots / "logps.png")
-            blocks.append(("image", image))
-        shown = metrics.get("samples_shown") or []
-        if shown:
-            if "before" in shown[0]:
-                blocks.append(("table", ["prompt", "chosen (reference)", "base model", "trained"],
-                               [(r["prompt"], r["reference"], r["before"], r["output"]) for r in shown]))
-            else:
-                blocks.append(("table", ["prompt", "chosen (reference)", "generated"],
-                               [(r["prompt"], r["reference"], r["output"]) for r in shown]))
-        return blocks
 
 
 # -- the reference and the KL ------------------------------------------------------------------------------------

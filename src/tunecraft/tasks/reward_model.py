@@ -18,7 +18,6 @@ from ..data.preferences import PreferencePair, Prompt, read_preference_file, ren
 from ..data.rated_pairs import BUNDLED_PAIRS, bundled_pairs_split, describe_pairs
 from ..data.readers import Columns
 from ..errors import ConfigError, TunecraftError
-from ..report import fmt, plt, save_figure
 from ..runtime.inference import predict_logits
 from .base import Task
 
@@ -169,33 +168,6 @@ def pair_metrics(scores: torch.Tensor, target: torch.Tensor, margins: list[float
     return result
 
 
-def plot_margins(metrics: dict, path: Path) -> Path:
-    hist = metrics["margin_histogram"]
-    edges = hist["edges"]
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.bar(edges[:-1], hist["counts"], width=[b - a for a, b in zip(edges, edges[1:])], align="edge",
-           edgecolor="white")
-    ax.axvline(0, color="black", lw=1)
-    ax.set_xlabel("reward margin r(chosen) − r(rejected)")
-    ax.set_ylabel("held-out pairs")
-    ax.grid(alpha=0.3)
-    return save_figure(fig, path)
-
-
-def plot_calibration(metrics: dict, path: Path) -> Path:
-    rows = metrics["calibration"]
-    fig, ax = plt.subplots(figsize=(4.5, 4))
-    ax.plot([0.5, 1], [0.5, 1], "--", color="grey", label="calibrated")
-    ax.plot([r["predicted"] for r in rows], [r["observed"] for r in rows], "o-", label="model")
-    ax.set_xlabel("predicted P(preferred) = σ(|margin|)")
-    ax.set_ylabel("observed: the preferred one is chosen")
-    ax.set_xlim(0.48, 1.02)
-    ax.set_ylim(0, 1.02)
-    ax.legend()
-    ax.grid(alpha=0.3)
-    return save_figure(fig, path)
-
-
 # -- the task ---------------------------------------------------------------------------------------------------
 
 class RewardModel(Task):
@@ -337,74 +309,6 @@ class RewardModel(Task):
                                  tokenizer.pad_token_id, device, dtype)
         return [{**({"prompt": p} if p else {}), "text": t, "reward": float(r), "truncated": c}
                 for p, t, r, c in zip(prompts, texts, rewards.reshape(-1).tolist(), cut)]
-
-    def format_prediction(self, row: dict) -> str:
-        prompt = row.get("prompt")
-        prompt = f"{prompt if isinstance(prompt, str) else prompt[-1]['content']}\t" if prompt else ""
-        return f"{row['reward']:+.4f}\t{prompt}{row['text']}"
-
-    # -- reporting -------------------------------------------------------------------------------------------
-    def summary_line(self, metrics: dict) -> str:
-        return (f"pairwise accuracy {metrics['accuracy']:.4f}  mean margin {metrics['mean_margin']:.3f}  "
-                f"ECE {metrics.get('ece', 0.0):.3f}  ({metrics['samples']} pairs)")
-
-    def result_blocks(self, metrics: dict, labels: list[str], plots: Path | None = None) -> list:
-        """The pairwise accuracy and margins, their distribution, the calibration and (pairs with margins) the
-        accuracy per margin quartile, as report blocks."""
-        names = [n for n in ("accuracy", "loss", "mean_margin", "margin_std", "ece", "samples") if n in metrics]
-        blocks = [("table", ["metric", "value"],
-                   [("pairwise accuracy" if n == "accuracy" else n, fmt(metrics[n])) for n in names])]
-        if "margin_quantiles" in metrics:
-            q = metrics["margin_quantiles"]
-            blocks.append(("table", ["reward margin r(chosen) − r(rejected)", *q], [("held-out pairs",
-                                                                                    *(fmt(v) for v in q.values()))]))
-        if metrics.get("calibration"):
-            blocks.append(("table", ["σ(|margin|) bin", "pairs", "predicted P(preferred)", "observed"],
-                           [(f"{r['low']:.2f}–{r['high']:.2f}", r["pairs"], fmt(r["predicted"]), fmt(r["observed"]))
-                            for r in metrics["calibration"]]))
-        if metrics.get("accuracy_by_data_margin"):
-            blocks.append(("table", ["the pairs' own margin", "pairs", "pairwise accuracy"],
-                           [(f"{r['low']:.2f}–{r['high']:.2f}", r["pairs"], fmt(r["accuracy"]))
-                            for r in metrics["accuracy_by_data_margin"]]))
-        if plots is not None and metrics.get("samples"):
-            blocks.append(("image", plot_margins(metrics, plots / "margins.png")))
-            blocks.append(("image", plot_calibration(metrics, plots / "calibration.png")))
-        return blocks
-
-    def length_row(self, summary: dict) -> tuple[str, object]:
-        return (f"training pairs longer than max_length ({summary.get('overlong', 'drop')})",
-                f"{summary['truncated']['train']} (max_length {summary['truncated']['max_length']})")
-
-    # -- baselines -------------------------------------------------------------------------------------------
-    def baselines(self, config, data, base, run_dir: Path, fit=None) -> list[dict]:
-        """On the run's held-out pairs: the base model with an untrained head (about chance), and the length of
-        each text as its reward (the longer preferred: the bias reward models are known to pick up)."""
-        from ..runtime.precision import resolve as resolve_precision
-
-        pairs = data.test or data.validation
-        if not pairs:
-            return []
-        meta = {"max_length": config.model.max_length, **self.options(config)}
-        enc = self.encode(base.tokenizer, pairs, meta)
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        torch.manual_seed(config.seed)
-        model = self.build_model(base, REWARD, config.model.dropout).to(device)
-        _, dtype = resolve_precision(config.train.precision)
-        untrained = self.evaluate(self.infer(model, enc, config.train.batch_size * 2, base.tokenizer.pad_token_id,
-                                             device, dtype), enc)
-        lengths = torch.tensor([[len(c), len(r)] for c, r in zip(enc.input_ids, enc.rejected_ids)], dtype=torch.float)
-        by_length = self.evaluate(lengths, enc)
-        keep = ("accuracy", "mean_margin", "loss", "ece")
-        return [{"name": "untrained head", "metrics": {k: untrained[k] for k in keep},
-                 "note": "the base model with a fresh reward head (seeded): about chance"},
-                {"name": "text length", "metrics": {k: by_length[k] for k in keep},
-                 "note": "reward = length in tokens, the longer preferred (margin in tokens)"}]
-
-    # -- serving ---------------------------------------------------------------------------------------------
-    def routes(self, server):
-        from ..serve.reward import reward_routes
-
-        return reward_routes(server, self.predict)
 
 
 def read_pairs(path) -> list[PreferencePair]:

@@ -13,9 +13,7 @@ from ..data import LabelMap
 from ..data.dataset import IGNORE, Encoded, seeded_split, task_splits
 from ..data.ner import BUNDLED_NER, Sentence, normalise, read_ner_file, split_words, tags_to_spans
 from ..errors import DataError, TunecraftError
-from ..evaluate.baselines import lexicon_ner
-from ..evaluate.metrics import entity_metrics
-from ..report import fmt, plot_confusion
+from ..metrics.labels import entity_metrics
 from .base import Task
 
 
@@ -246,45 +244,6 @@ class TokenClassification(Task):
                 raise TunecraftError(f"text {i} has no words")
             sentences.append(Sentence(tokens, None, given_text=text, given_offsets=offsets))
         return self.predict_sentences(trained, sentences, batch_size, dtype)
-
-    def length_row(self, summary: dict) -> tuple[str, object]:
-        return ("training windows (sentences longer than max_length are split into overlapping windows, never "
-                "truncated)", summary["features"]["train"])
-
-    def baselines(self, config, data, base, run_dir: Path, fit=None) -> list[dict]:
-        if not config.baselines.lexicon:
-            return []
-        ner = config.data.ner
-        return [lexicon_ner(data.train, data.test or data.validation, ner.scheme, ner.strict)]
-
-    def routes(self, server):
-        from ..serve.entities import entity_routes
-
-        return entity_routes(server, self.predict_sentences)
-
-    def format_prediction(self, row: dict) -> str:
-        found = "  ".join(f"{e['type']}:{e['text']}[{e['start']}:{e['end']}]={e['score']:.3f}" for e in row["entities"])
-        return f"{row['text']}\n  {found or '(no entities)'}"
-
-    def summary_line(self, metrics: dict) -> str:
-        return (f"entity F1 {metrics['f1']:.4f}  precision {metrics['precision']:.4f}  recall {metrics['recall']:.4f}  "
-                f"macro-F1 {metrics['macro_f1']:.4f}  token accuracy {metrics['token_accuracy']:.4f}  "
-                f"({metrics['samples']} sentences)")
-
-    def result_blocks(self, metrics: dict, labels: list[str], plots: Path | None = None) -> list:
-        names = [n for n in ("f1", "precision", "recall", "macro_f1", "macro_precision", "macro_recall",
-                             "token_accuracy", "loss", "samples", "tokens", "mode") if n in metrics]
-        per_type = [(t, fmt(v["precision"]), fmt(v["recall"]), fmt(v["f1"]), v["support"])
-                    for t, v in metrics["per_type"].items()]
-        types = metrics["confusion_types"]
-        confusion = [(f"true {t}", *row) for t, row in zip(types, metrics["confusion_matrix"])]
-        blocks = [("table", ["metric (entity-level unless named)", "value"], [(n, fmt(metrics[n])) for n in names]),
-                  ("table", ["entity type", "precision", "recall", "F1", "support"], per_type),
-                  ("table", ["", *(f"pred {t}" for t in types)], confusion)]
-        if plots is not None:
-            blocks.append(("image", plot_confusion(metrics["confusion_matrix"], types, types, plots / "confusion.png",
-                                                   "predicted entity type", "true entity type")))
-        return blocks
 
 
 TASK = TokenClassification()

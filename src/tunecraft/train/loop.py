@@ -23,8 +23,8 @@ from accelerate.utils import send_to_device
 from tqdm.auto import tqdm
 
 from ..data.dataset import Encoded, batch_order, pad_multiple
-from ..evaluate.metrics import headline
 from ..io import write_text
+from ..metrics.labels import headline
 from ..runtime.inference import autocast_context
 from ..runtime.precision import frozen_linears_cast
 from .checkpoint import latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint, save_weights
