@@ -1,4 +1,4 @@
-"""The decode loop behind the OpenAI routes (serve/generation.py), driven step by step in process on the tiny
+"""The decode loop behind the OpenAI routes (serve/routes/generation.py), driven step by step in process on the tiny
 decoder: a sequence admitted while another decodes gets its tokens before that one ends, and every answer equals
 the one it gets alone (greedy and seeded sampling); a cancelled row leaves the others' answers unchanged; rows of
 two LoRA runs in one running batch each answer as their own run's `predict` does."""
@@ -12,8 +12,8 @@ import torch
 from tests.tiny_decoder import PROMPTS, decode_alone, decode_sequence, sent_events, tiny_base, tiny_run
 from tunecraft import predict
 from tunecraft.data.chat import prompt_text
-from tunecraft.serve.adapters import load_adapters
-from tunecraft.serve.generation import DONE, DecodeLoop, Sequence
+from tunecraft.serve.routes.adapters import load_adapters
+from tunecraft.serve.routes.generation import DONE, DecodeLoop, Sequence
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""One request cannot break or starve the others (serve/generation.py's decode loop, in process on the tiny
+"""One request cannot break or starve the others (serve/routes/generation.py's decode loop, in process on the tiny
 decoder): a row whose draw or decoding fails ends alone and the others answer as alone; a prompt whose prefill
 fails fails alone; stop strings are matched on the text's tail only; queued requests are admitted in turn; a seeded
 request answers the same on a fresh loop's first request as on the next ones."""
@@ -11,7 +11,7 @@ import torch
 
 from tests.tiny_decoder import decode_alone, decode_sequence, sent_events, tiny_base
 from tunecraft.data.chat import prompt_text
-from tunecraft.serve.generation import DONE, DecodeLoop, Prefix
+from tunecraft.serve.routes.generation import DONE, DecodeLoop, Prefix
 
 
 @pytest.fixture(scope="module")

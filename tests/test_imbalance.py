@@ -16,6 +16,7 @@ from sklearn.utils.class_weight import compute_class_weight
 from tunecraft.config import build_config, dump_config
 from tunecraft.data import LabelMap
 from tunecraft.errors import ConfigError
+from tunecraft.evaluate.views import view_of
 from tunecraft.metrics.labels import classification_metrics
 from tunecraft.tasks.classification import Classification
 from tunecraft.train.job import prepare_job
@@ -114,17 +115,17 @@ def test_macro_averages_cover_the_present_classes_and_name_the_absent():
     assert m["per_class"]["c"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
     assert [m["per_class"][n]["support"] for n in names] == [2, 3, 0]
     assert m["micro_f1"] == f1_score(gold, pred, labels=[0, 1, 2], average="micro", zero_division=0)
-    task = Classification()
-    table = task.result_blocks(m, names)[0][2]
+    view = view_of("classification")
+    table = view.result_blocks(m, names)[0][2]
     assert ("classes absent (not in macro averages)", "c") in table
-    assert "macro-F1 0.6500 over the 2 classes present" in task.summary_line(m)
+    assert "macro-F1 0.6500 over the 2 classes present" in view.summary_line(m)
 
 
 def test_no_absent_class_keeps_the_report_as_it_was():
     m = classification_metrics([0, 1, 2], [0, 1, 1], ["a", "b", "c"])
     assert m["absent_classes"] == []
     assert m["macro_f1"] == f1_score([0, 1, 2], [0, 1, 1], average="macro", zero_division=0)
-    table = Classification().result_blocks(m, ["a", "b", "c"])[0][2]
+    table = view_of("classification").result_blocks(m, ["a", "b", "c"])[0][2]
     assert not any(row[0].startswith("classes absent") for row in table)
 
 

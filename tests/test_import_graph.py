@@ -43,3 +43,32 @@ def test_an_unknown_model_format_names_the_file_and_the_known_formats(tmp_path):
     assert str(err.value) == (f"{tmp_path / 'tunecraft.json'}: unknown model format 'zip'; known: transformers, "
                               + ", ".join(FORMATS))
     assert FORMATS["torch-int8"] == "tunecraft.compress.quantize"
+
+
+def _imports_of(path, package: str) -> set[str]:
+    """Every module `path` imports, at module level or inside a function, relative imports resolved."""
+    import ast
+
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = package.split(".")[: len(package.split(".")) - node.level + 1] if node.level else []
+            module = ".".join([*base, *([node.module] if node.module else [])])
+            found.add(module)
+            found.update(f"{module}.{alias.name}" for alias in node.names)
+    return found
+
+
+def test_no_task_module_imports_the_server_the_evaluate_layer_or_the_report():
+    from pathlib import Path
+
+    import tunecraft.tasks
+
+    above = ("tunecraft.serve", "tunecraft.evaluate", "tunecraft.report")
+    folder = Path(tunecraft.tasks.__file__).parent
+    reached = {f"{path.name}: {module}" for path in sorted(folder.glob("*.py"))
+               for module in _imports_of(path, "tunecraft.tasks")
+               if any(module == m or module.startswith(m + ".") for m in above)}
+    assert reached == set()

@@ -241,7 +241,7 @@ def test_predicted_spans_on_text_match_the_tags_predicted_on_its_tokens(english_
     trained = load_trained(config.run_dir)
     for text, row in zip(texts, rows):
         tokens, _ = split_words(text)
-        by_tokens = ner.TASK.predict_sentences(trained, [Sentence(tokens)], 8, None)[0]
+        by_tokens = ner.TASK.predict(trained, [{"tokens": tokens}], 8, None)[0]
         assert by_tokens["tags"] == row["tags"]
         for e in row["entities"]:
             assert text[e["start"]:e["end"]] == e["text"] and 0 < e["score"] <= 1

@@ -227,7 +227,7 @@ def test_several_lora_runs_on_one_base_answer_by_model_name(base):
 
 
 def test_embeddings_of_an_encoder_run_equal_its_own_pooled_embeddings(tmp_path):
-    from tunecraft.serve.embeddings import run_embeddings
+    from tunecraft.serve.routes.embeddings import run_embeddings
     from tunecraft.trained import load_trained
 
     run_dir = tiny_classifier(tmp_path, "enc")

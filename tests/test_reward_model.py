@@ -198,8 +198,9 @@ def test_a_decoder_reward_model_learns_and_scores_answers_to_prompts(tmp_path):
     trained = load_trained(config.run_dir)
     assert trained.model.config.pad_token_id == trained.tokenizer.pad_token_id is not None
     answers = ["a superb film", "a dull film number 3, long and slow and longer still"]
-    together = TASK.predict(trained, answers, 8, None, prompts=["Review the film."] * 2)
-    alone = [TASK.predict(trained, [a], 1, None, prompts=["Review the film."])[0] for a in answers]
+    asked = [{"prompt": "Review the film.", "text": a} for a in answers]
+    together = TASK.predict(trained, asked, 8, None)
+    alone = [TASK.predict(trained, [a], 1, None)[0] for a in asked]
     assert [r["reward"] for r in together] == pytest.approx([r["reward"] for r in alone], abs=1e-5)
     assert together[0]["reward"] > together[1]["reward"]
 

@@ -214,3 +214,33 @@ def test_several_worker_processes_serve_the_same_model(lora_run):
         proc.wait(timeout=60)
     pids = {json.loads(line)["pid"] for line in proc.stderr.read().splitlines() if line.startswith("{")}
     assert 1 <= len(pids) <= 2
+
+
+def test_a_single_worker_start_loads_the_model_once(lora_run, monkeypatch):
+    """`tunecraft serve` loads the run before binding the port (a broken run folder fails fast), and the server
+    then serves that model: one load, where the lifespan used to load it a second time."""
+    import uvicorn
+    from fastapi.testclient import TestClient
+
+    from tunecraft import trained as trained_module
+    from tunecraft.serve.app import serve
+    from tunecraft.serve.settings import ServeSettings
+
+    run_dir, _ = lora_run
+    checked = []
+    real = trained_module.check_model_folder
+    monkeypatch.setattr(trained_module, "check_model_folder", lambda folder: checked.append(folder) or real(folder))
+    trained_module.load_trained(run_dir)
+    per_load, checked[:] = len(checked), []
+    answers = {}
+
+    def run(app, **options):
+        with TestClient(app, base_url="http://127.0.0.1") as client:
+            answers["health"] = client.get("/health").json()
+            answers["classify"] = client.post("/v1/classify", json={"texts": ["a gorgeous, witty film"]}).json()
+
+    monkeypatch.setattr(uvicorn, "run", run)
+    serve(ServeSettings(run=str(run_dir)))
+    assert answers["health"]["ready"] is True
+    assert answers["classify"]["predictions"][0]["label"] == predict(run_dir, ["a gorgeous, witty film"])[0]["label"]
+    assert per_load >= 1 and len(checked) == per_load

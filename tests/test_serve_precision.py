@@ -10,8 +10,8 @@ from tests.conftest import tiny_classifier
 from tunecraft import predict
 from tunecraft.compress import compress
 from tunecraft.serve.app import ServeSettings, create_app
-from tunecraft.serve.embeddings import run_embeddings
 from tunecraft.serve.precision import serving_model
+from tunecraft.serve.routes.embeddings import run_embeddings
 from tunecraft.trained import load_trained
 
 TEXTS = ["a gorgeous, witty, deeply moving film", "a dull, lifeless and boring mess", "it is a film",

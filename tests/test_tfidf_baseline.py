@@ -14,6 +14,7 @@ from tunecraft.cli import main
 from tunecraft.config import build_config
 from tunecraft.data.readers import Example
 from tunecraft.evaluate.baselines import below_baseline, classification_baselines, tfidf_svm
+from tunecraft.evaluate.views import view_of
 from tunecraft.tasks.classification import TASK as classification
 
 LABELS = ["negative", "positive"]
@@ -92,7 +93,7 @@ def test_a_run_below_the_baseline_is_marked_on_the_terminal_and_in_both_reports(
     ours, theirs = summary["metrics"]["accuracy"], tfidf["metrics"]["accuracy"]
     assert ours < theirs  # the set-up this test needs
     mark = f"below baseline: TF-IDF + LinearSVC {100 * theirs:.1f}% > {100 * ours:.1f}% (accuracy)"
-    assert f"baseline TF-IDF + LinearSVC: {classification.summary_line(tfidf['metrics'])}" in out
+    assert f"baseline TF-IDF + LinearSVC: {view_of('classification').summary_line(tfidf['metrics'])}" in out
     assert mark in out
     report = (tmp_path / "runs" / "tiny" / "report.md").read_text(encoding="utf-8")
     assert mark in report and "| TF-IDF + LinearSVC |" in report

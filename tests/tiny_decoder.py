@@ -47,11 +47,11 @@ def tiny_run(tmp, base, name: str, seed: int = 0, method: str = "lora", lr: floa
     return config.run_dir
 
 
-# Driving the decode loop (serve/generation.py) step by step in process, on the test's own event loop.
+# Driving the decode loop (serve/routes/generation.py) step by step in process, on the test's own event loop.
 
 def decode_sequence(trained, loop, events, text, max_tokens, index=0, ids=None, **settings):
     """A Sequence for `text` (or the token `ids` given), greedy unless `temperature` is set."""
-    from tunecraft.serve.generation import Sequence
+    from tunecraft.serve.routes.generation import Sequence
 
     ids = trained.tokenizer(text, add_special_tokens=False)["input_ids"] if ids is None else ids
     return Sequence(ids, max_tokens, settings.pop("temperature", 0.0), settings.pop("top_p", 1.0),
@@ -73,7 +73,7 @@ def decode_alone(trained, loop, text, max_tokens, **settings) -> list[int]:
     """The tokens `text` gets when it is the only sequence of a fresh decode loop."""
     import asyncio
 
-    from tunecraft.serve.generation import DecodeLoop
+    from tunecraft.serve.routes.generation import DecodeLoop
 
     seq = decode_sequence(trained, loop, asyncio.Queue(), text, max_tokens, **settings)
     engine = DecodeLoop(lambda: trained, None, 8)

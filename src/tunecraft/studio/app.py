@@ -26,7 +26,7 @@ from ..models import read_meta, run_model_dir
 from ..report import fmt, html_sections
 from ..serve import guards
 from ..serve.feedback import EMPTY_CHAT_FEEDBACK, unknown_label
-from ..serve.openai import ChatFeedback
+from ..serve.routes.openai import ChatFeedback
 from ..serve.site_guard import SiteGuard
 from ..settings import Strict, borrow
 from ..tasks import TASKS

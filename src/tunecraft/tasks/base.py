@@ -4,12 +4,16 @@ a task. Nothing outside `tasks/` (and the pre-training objectives) asks which ta
 Two levels:
 - `Objective`: what the training loop needs to train and score a model (batches, the loss, held-out scoring).
   The pre-training objectives (pretrain/objectives.py) are objectives.
-- `Task(Objective)`: a fine-tuning task a run folder is made of: data, the model head, inference, the report's
-  sections, the baselines it offers and the server routes it brings.
+- `Task(Objective)`: a fine-tuning task a run folder is made of: data, the model head, inference.
 
-To add a task, copy the smallest complete one (`classification.py`), implement the abstract members, and
-register the instance in `tasks/__init__.py`: the loop, the run lifecycle, `tunecraft report`, the CLI and the
-server take it from there.
+What the layers above show or serve of a task are its facets, each registered by task name in the layer that
+uses it, so that a task module imports nothing of them (tests/test_import_graph.py): how its results are shown
+(evaluate/views/), the baselines it offers (evaluate/task_baselines.py), its HTTP routes (serve/routes/) and its
+chat (chat.py). A task without a facet simply has none.
+
+To add a task, copy the smallest complete one (`classification.py`), implement the abstract members, register
+the instance in `tasks/__init__.py` and its view in `evaluate/views/__init__.py`; routes, baselines and chat as
+it offers them.
 """
 
 from __future__ import annotations
@@ -70,7 +74,7 @@ class Objective(ABC):
 
 
 class Task(Objective):
-    """A fine-tuning task: everything a run folder, `eval`, `predict`, `report` and `serve` need."""
+    """A fine-tuning task: what a run folder, `eval` and `predict` need of it (its facets live above)."""
 
     MODEL_CLASS: ClassVar[type]
     """The transformers auto class that loads the exported model/ folder."""
@@ -148,5 +152,14 @@ class Task(Objective):
         return {}
 
     @abstractmethod
-    def predict(self, trained, texts: list[str], batch_size: int, dtype) -> list[dict]:
-        """Raw texts → one result dict each (`tunecraft predict`)."""
+    def predict(self, trained, inputs: list[str | dict], batch_size: int, dtype, warn: bool = True) -> list[dict]:
+        """Inputs → one result dict each: `tunecraft predict`, the server's routes and run rewards all call this.
+        An input is a raw text, read as `tunecraft predict` reads it, or a record of the task's fields
+        (classification: text, text_pair; reward_model: text, prompt; token_classification: text, or tokens
+        for words already split; the generative tasks: text). `warn`: say on the terminal how many inputs were
+        cut (off for the server, which would say it for every batch)."""
+
+
+def records(inputs: list[str | dict], field: str = "text") -> list[dict]:
+    """`predict`'s inputs as records: a raw text is the record {field: text}."""
+    return [item if isinstance(item, dict) else {field: item} for item in inputs]

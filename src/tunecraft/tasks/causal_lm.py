@@ -28,7 +28,7 @@ from ..data.dataset import (
 from ..errors import TunecraftError
 from ..metrics.text import exact_match, rouge_l
 from ..runtime.inference import autocast_context
-from .base import Task
+from .base import Task, records
 
 log = logging.getLogger(__name__)
 
@@ -288,7 +288,9 @@ class CausalLM(Task):
         return {"exact_match": sum(r["exact_match"] for r in rows) / len(rows),
                 "rouge_l": sum(r["rouge_l"] for r in rows) / len(rows), "generated": len(rows), "generations": rows}
 
-    def predict(self, trained, texts: list[str], batch_size: int, dtype) -> list[dict]:
+    def predict(self, trained, inputs: list[str | dict], batch_size: int, dtype, warn: bool = True) -> list[dict]:
+        """Each text (or {"text"} record) as the user's message, answered as the run's generation settings say."""
+        texts = [r["text"] for r in records(inputs)]
         gen = trained.meta["generation"]
         answers = generate(trained.model, trained.tokenizer, [[{"role": "user", "content": t}] for t in texts], gen,
                            min(batch_size, gen["batch_size"]), dtype)

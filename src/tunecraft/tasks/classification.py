@@ -13,7 +13,7 @@ from ..data.dataset import load_eval_examples as load_examples
 from ..data.long_documents import RUN_ADVICE, encode_windows, per_document, report_long_texts
 from ..data.readers import Columns, Example
 from ..metrics.labels import classification_metrics
-from .base import Task
+from .base import Task, records
 
 
 def decode(logits: torch.Tensor, label_map: LabelMap) -> list[dict]:
@@ -104,13 +104,14 @@ class Classification(Task):
             rows.append(row)
         return rows
 
-    def predict(self, trained, texts: list[str], batch_size: int, dtype, pairs: list[str] | None = None,
-                warn: bool = True) -> list[dict]:
-        """`warn`: say on the terminal how many texts are cut (off for the server, which would say it per batch).
-        Each result says whether its text was cut to max_length (never, when the run reads windows)."""
+    def predict(self, trained, inputs: list[str | dict], batch_size: int, dtype, warn: bool = True) -> list[dict]:
+        """A raw text, or a {"text", "text_pair"} record, each. Each result says whether its text was cut to
+        max_length (never, when the run reads windows)."""
         from ..runtime.inference import predict_logits
 
-        examples = [Example(text=t, text_pair=pairs[i] if pairs else None) for i, t in enumerate(texts)]
+        rows = records(inputs)
+        texts = [r["text"] for r in rows]
+        examples = [Example(text=r["text"], text_pair=r.get("text_pair")) for r in rows]
         enc = self.encode(trained.tokenizer, examples, trained.meta)
         if warn:
             report_long_texts(enc, "texts to predict", trained.meta["max_length"], RUN_ADVICE)

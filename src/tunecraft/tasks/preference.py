@@ -1,7 +1,8 @@
 """Offline preference optimisation (DPO, IPO, SimPO, ORPO, KTO) of a causal LM on the one training loop: pairs or
 judged answers in, the losses of align/losses.py, reference log-probs computed once before the first step and
-cached in the run folder, held-out implicit-reward accuracy. The trained run is a causal LM: predict, chat and
-the OpenAI routes are the causal_lm task's, inherited."""
+cached in the run folder, held-out implicit-reward accuracy. The trained run is a causal LM: predict is the
+causal_lm task's, inherited; chat and the OpenAI routes are registered for it as for causal_lm (chat.py,
+serve/routes/)."""
 
 from __future__ import annotations
 

@@ -287,16 +287,12 @@ class RewardModel(Task):
                          "correct": chosen > rejected})
         return rows
 
-    def predict(self, trained, texts: list[str], batch_size: int, dtype, prompts: list[Prompt] | None = None,
-                warn: bool = True) -> list[dict]:
-        """The reward of each text; of each text as the answer to `prompts[i]` when given. Without `prompts`, a
-        text `PROMPT<TAB>ANSWER` is the answer after the first tab to the prompt before it (`tunecraft predict`).
+    def predict(self, trained, inputs: list[str | dict], batch_size: int, dtype, warn: bool = True) -> list[dict]:
+        """The reward of each text; of a {"prompt", "text"} record's text as the answer to its prompt. A raw text
+        `PROMPT<TAB>ANSWER` is the answer after the first tab to the prompt before it (`tunecraft predict`).
         Texts longer than max_length are cut (each result says so; `warn` says how many on the terminal)."""
-        if prompts is None:
-            split = [t.split("\t", 1) if "\t" in t else ["", t] for t in texts]
-            prompts, texts = [s[0] for s in split], [s[1] for s in split]
-        if len(prompts) != len(texts):
-            raise TunecraftError(f"{len(prompts)} prompts for {len(texts)} texts")
+        rows = [item if isinstance(item, dict) else _tab_record(item) for item in inputs]
+        prompts, texts = [r.get("prompt") or "" for r in rows], [r["text"] for r in rows]
         tokenizer, max_len = trained.tokenizer, trained.meta["max_length"]
         ensure_pad_token(tokenizer)
         ids, types, lengths = tokenize_rows(tokenizer, list(zip(prompts, texts)), max_len)
@@ -309,6 +305,12 @@ class RewardModel(Task):
                                  tokenizer.pad_token_id, device, dtype)
         return [{**({"prompt": p} if p else {}), "text": t, "reward": float(r), "truncated": c}
                 for p, t, r, c in zip(prompts, texts, rewards.reshape(-1).tolist(), cut)]
+
+
+def _tab_record(text: str) -> dict:
+    """`PROMPT<TAB>ANSWER` as {"prompt", "text"}; a text without a tab is an answer to no prompt."""
+    prompt, answer = text.split("\t", 1) if "\t" in text else ("", text)
+    return {"prompt": prompt, "text": answer}
 
 
 def read_pairs(path) -> list[PreferencePair]:

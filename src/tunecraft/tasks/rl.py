@@ -6,7 +6,7 @@ prompts left-padded); the reward functions (align/rewards.py) score them; the ad
 loss is the clipped objective with a per-token KL penalty to the reference, the base with the adapter off
 (align/logprobs.py `reference_of`). Held-out prompts are scored by mean reward, KL to the reference, perplexity
 of the completions under the reference and distinct-n. A run exports a causal LM, so chat, predict and serve work
-on it as on a causal_lm run (the routes and chat are causal_lm's).
+on it as on a causal_lm run (the routes and chat are registered for it as for causal_lm).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from ..data.dataset import Encoded, seeded_split, task_splits
 from ..data.preferences import PromptRow, read_prompt_file, render_prompt
 from ..errors import ConfigError, DataError, TunecraftError
 from ..runtime.inference import autocast_context
+from .base import records
 from .causal_lm import CausalLM, ChatData, Columns
 
 OPENING_WORDS = 5
@@ -361,8 +362,9 @@ class ReinforcementLearning(CausalLM):
     def generation_eval(self, model, tokenizer, examples: list, gen: dict, dtype=None) -> dict:
         return {}  # the held-out completions are `infer`'s: scored by reward, KL and fluency there
 
-    def predict(self, trained, texts: list[str], batch_size: int, dtype) -> list[dict]:
-        """Each text continued by one completion sampled as in training (rl.temperature)."""
+    def predict(self, trained, inputs: list[str | dict], batch_size: int, dtype, warn: bool = True) -> list[dict]:
+        """Each text (or {"text"} record) continued by one completion sampled as in training (rl.temperature)."""
+        texts = [r["text"] for r in records(inputs)]
         s, tokenizer = trained.meta["rl"], trained.tokenizer
         out = []
         for start in range(0, len(texts), batch_size):

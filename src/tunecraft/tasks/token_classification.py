@@ -14,7 +14,7 @@ from ..data.dataset import IGNORE, Encoded, seeded_split, task_splits
 from ..data.ner import BUNDLED_NER, Sentence, normalise, read_ner_file, split_words, tags_to_spans
 from ..errors import DataError, TunecraftError
 from ..metrics.labels import entity_metrics
-from .base import Task
+from .base import Task, records
 
 
 @dataclass
@@ -114,6 +114,16 @@ def spans_with_offsets(sentence: Sentence, tags: list[str], probs: torch.Tensor 
             row["score"] = round(float(probs[span.start : span.end].max(dim=-1).values.mean()), 6)
         out.append(row)
     return out
+
+
+def _sentence(number: int, record: dict) -> Sentence:
+    """A `predict` input as a sentence of words: its tokens as given, or its text split into words."""
+    if "tokens" in record:
+        return Sentence(list(record["tokens"]))
+    tokens, offsets = split_words(record["text"])
+    if not tokens:
+        raise TunecraftError(f"text {number} has no words")
+    return Sentence(tokens, None, given_text=record["text"], given_offsets=offsets)
 
 
 class TokenClassification(Task):
@@ -224,9 +234,13 @@ class TokenClassification(Task):
             rows.append(row)
         return rows
 
-    def predict_sentences(self, trained, sentences: list[Sentence], batch_size: int, dtype) -> list[dict]:
+    def predict(self, trained, inputs: list[str | dict], batch_size: int, dtype, warn: bool = True) -> list[dict]:
+        """Raw text (or a {"text"} record) → words (each CJK character one word), or a {"tokens"} record of words
+        already split → entities with types, character offsets and scores. A sentence longer than max_length
+        goes through overlapping windows, as in training."""
         from ..runtime.inference import predict_logits
 
+        sentences = [_sentence(i, r) for i, r in enumerate(records(inputs), start=1)]
         label_map = LabelMap(trained.meta["labels"])
         enc = self.encode(trained.tokenizer, sentences, trained.meta)
         logits = predict_logits(trained.model, enc, batch_size, trained.tokenizer.pad_token_id, torch.device("cpu"),
@@ -234,16 +248,6 @@ class TokenClassification(Task):
         rows = self.prediction_rows(sentences, logits, enc, label_map)
         return [{"text": r["text"], "entities": r["predicted_entities"], "tokens": r["tokens"],
                  "tags": r["predicted_tags"]} for r in rows]
-
-    def predict(self, trained, texts: list[str], batch_size: int, dtype) -> list[dict]:
-        """Raw text → words (each CJK character one word) → entities with types, character offsets and scores."""
-        sentences = []
-        for i, text in enumerate(texts, start=1):
-            tokens, offsets = split_words(text)
-            if not tokens:
-                raise TunecraftError(f"text {i} has no words")
-            sentences.append(Sentence(tokens, None, given_text=text, given_offsets=offsets))
-        return self.predict_sentences(trained, sentences, batch_size, dtype)
 
 
 TASK = TokenClassification()

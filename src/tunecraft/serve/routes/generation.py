@@ -27,9 +27,9 @@ from prometheus_client import Counter, Gauge, Histogram
 from transformers import DynamicCache, TemperatureLogitsWarper, TopPLogitsWarper
 from transformers.cache_utils import DynamicLayer
 
-from ..data.chat import cut_at_stops
-from ..errors import TunecraftError
-from ..runtime.inference import autocast_context
+from ...data.chat import cut_at_stops
+from ...errors import TunecraftError
+from ...runtime.inference import autocast_context
 
 DONE = None
 """The event that ends a sequence's stream (after its last text delta); an exception instead says the engine
@@ -63,7 +63,7 @@ class Sequence:
     """With a seed (and temperature > 0) the sequence samples from its own generator, seeded with seed + index, so
     the seed reproduces the answer whatever it is batched with."""
     adapter: str | None = None
-    """The named LoRA adapter that answers (serve/adapters.py), or None for the run's own model."""
+    """The named LoRA adapter that answers (serve/routes/adapters.py), or None for the run's own model."""
     cancelled: bool = False
     queued: float = field(default_factory=time.perf_counter)
     generated: list[int] = field(default_factory=list)
