@@ -41,21 +41,21 @@ def main(output_dir: str) -> dict:
     data = task.load_data(config.data)
     base = prepare_base(config.model, lambda: task.training_texts(data.train))
     meta = model_meta(config, task, data.label_map, data.columns)
-    train_enc = task.encode(base.tokenizer, data.train, meta, data.label_map)
-    test_enc = task.encode(base.tokenizer, data.test, meta, data.label_map)
+    train_enc = task.encode(base.processor, data.train, meta, data.label_map)
+    test_enc = task.encode(base.processor, data.test, meta, data.label_map)
 
     method = get_method(config.method.name)  # which weights train
     model = method.apply(task.build_model(base, data.label_map, config.model.dropout), config.method, task)
 
     session.start(model, train_enc.lengths)
-    loop = session.loop(model, task, train_enc, test_enc, data.label_map, base.tokenizer.pad_token_id)
+    loop = session.loop(model, task, train_enc, test_enc, data.label_map, base.pad_id)
     loop.run()
     metrics = loop.evaluate(test_enc, loop.evaluate_logits(test_enc))
 
     summary = {"name": config.name, "task": config.task, "metrics": metrics, **session.run_summary(loop)}
     return session.close(summary, lambda tmp: method.export(loop.model, tmp["model"], tmp["adapter"]),
                          ("model", "adapter"), lambda s: write_json(session.run_dir / "metrics.json", s["metrics"]),
-                         base.tokenizer, meta)
+                         base.processor, meta)
 
 
 if __name__ == "__main__":

@@ -27,10 +27,10 @@ def _cmd_train(args) -> int:
     summary = experiment(config, resume=args.resume, overwrite=args.overwrite)
     if os.environ.get("RANK", "0") != "0":  # under accelerate launch: process 0 prints
         return 0
-    m = summary.get("metrics") or {}
+    m, unit = summary.get("metrics") or {}, summary.get("unit", "tokens")
     print(f"\n{summary['name']}: {summary['method']} on {summary['base_model']}, "
           f"{summary['trainable_params']:,} trainable parameters, {summary['steps']} steps, "
-          f"{summary['train_seconds']:.0f} s training ({summary['tokens_per_second']:.0f} tokens/s)")
+          f"{summary['train_seconds']:.0f} s training ({summary[unit + '_per_second']:.0f} {unit}/s)")
     if m:
         print("\n".join(result_lines(summary, get_task(summary["task"]))))
     print(f"report: {summary.get('report')}")

@@ -63,11 +63,11 @@ def base_model_scores(config: RunConfig, task, data, base) -> dict:
 
     examples = data.test or data.validation
     meta = model_meta(config, task, data.label_map, data.columns)
-    enc = task.encode(base.tokenizer, examples, meta, data.label_map)
+    enc = task.encode(base.processor, examples, meta, data.label_map)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = task.build_model(base, data.label_map, config.model.dropout).to(device)
     _, dtype = resolve_precision(config.train.precision)
-    scores = task.infer(model, enc, config.train.batch_size * 2, base.tokenizer.pad_token_id, device, dtype)
+    scores = task.infer(model, enc, config.train.batch_size * 2, base.pad_id, device, dtype)
     before = task.evaluate(scores, enc, data.label_map)
     before.update(task.generation_eval(model, base.tokenizer, examples, config.generation.model_dump(), dtype))
     return before

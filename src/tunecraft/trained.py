@@ -6,11 +6,9 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from transformers import AutoTokenizer
-
 from .errors import TunecraftError
 from .methods import get_method
-from .models import META, TrainedModel, read_meta, run_model_dir
+from .models import META, TrainedModel, load_processor, read_meta, run_model_dir
 from .models.file_checks import check_model_folder, reading
 from .models.formats import load_model
 from .tasks import TASKS
@@ -37,9 +35,9 @@ def load_trained(run: str | Path) -> TrainedModel:
         with reading(adapter, "adapter"):
             model = get_method(meta["method"]).load_adapter(model, adapter)
     model.eval()
-    with reading(folder, "tokenizer"):
-        tokenizer = AutoTokenizer.from_pretrained(str(folder))
-    return TrainedModel(model, tokenizer, meta, folder)
+    with reading(folder, "processor"):  # the tokenizer, for text runs
+        processor = load_processor(folder)
+    return TrainedModel(model, processor, meta, folder)
 
 
 @lru_cache(maxsize=4)

@@ -68,7 +68,7 @@ def benchmark(variants: dict[str, Path], test_enc: Encoded, labels: LabelMap, th
     models = {name: t.model for name, t in loaded.items()}
     if bf16_reference and torch.backends.mkldnn.is_available():
         models[f"{original} (bf16 autocast)"] = Bf16Autocast(loaded[original].model)
-    pad_id = loaded[original].tokenizer.pad_token_id
+    pad_id = loaded[original].pad_id
     task = get_task(loaded[original].meta["task"])
     single = _batches(test_enc, pad_id, 1, latency_samples)
     full = _batches(test_enc, pad_id, 32, throughput_batches)

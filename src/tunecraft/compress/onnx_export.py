@@ -107,7 +107,7 @@ def make(source: TrainedModel, target: Path, settings: OnnxSettings, check_enc: 
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    pad_id = source.tokenizer.pad_token_id
+    pad_id = source.pad_id
     result: dict = {}
 
     def write(tmp: Path) -> dict:

@@ -201,7 +201,7 @@ def layers_to_drop(model: nn.Module, n: int, enc: Encoded, pad_id: int) -> tuple
 def prune(source: TrainedModel, settings: PruneSettings, importance_enc: Encoded) -> tuple[nn.Module, dict]:
     """The pruned model (a copy) and what was done to it."""
     model = copy.deepcopy(source.model).float()
-    pad_id = source.tokenizer.pad_token_id
+    pad_id = source.pad_id
     if settings.kind == "unstructured":
         masks = magnitude_masks(model, settings.sparsity)
         apply_masks(masks)

@@ -15,12 +15,14 @@ from ..models import META, TrainedModel, run_model_dir
 def write_variant(target: Path, source: TrainedModel, fmt: str, write: Callable[[Path], dict],
                   overwrite: bool) -> Path:
     """Write a variant model folder atomically: `write(tmp)` puts the weights there and returns the meta
-    additions; the tokenizer and the source's meta (labels, columns, max_length) are copied alongside."""
+    additions; the processor (the tokenizer, for text) and the source's meta (labels, columns, max_length) are
+    copied alongside."""
     refuse_existing(target, overwrite)
 
     def fill(tmp: Path) -> None:
         extra = write(tmp)
-        source.tokenizer.save_pretrained(tmp)
+        if source.processor is not None:
+            source.processor.save_pretrained(tmp)
         write_json(tmp / META, {**source.meta, "format": fmt, "compressed_from": str(source.path), **extra})
 
     return write_folder(target, fill)

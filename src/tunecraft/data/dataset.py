@@ -1,4 +1,5 @@
-"""Label maps, seeded splits, tokenization and length-grouped dynamic-padding batches."""
+"""Label maps, seeded splits, tokenization, the encoded features of any modality and length-grouped
+dynamic-padding batches."""
 
 from __future__ import annotations
 
@@ -198,11 +199,15 @@ def load_eval_examples(spec: str, columns: Columns, fmt: str = "auto", split: st
 
 @dataclass
 class Encoded:
-    """Tokenized features, unpadded. For classification one feature per example and `labels` one id each;
-    for token classification `labels` holds one id per token (-100: not scored), a long sentence may give
-    several overlapping windows, and `sample`/`word_ids` map each feature back to its sentence and words."""
+    """A split's model inputs, unpadded, one entry per feature: token sequences (`input_ids`, `token_type_ids`:
+    padded per batch, with an attention mask), and/or any other inputs in `features` (name → one array-like per
+    feature, stacked per batch: an image's pixel_values, a clip's input_features, a vector), so a task of any
+    modality is one. For classification one feature per example and `labels` one id each; for token
+    classification `labels` holds one id per token (-100: not scored), a long sentence may give several
+    overlapping windows, and `sample`/`word_ids` map each feature back to its sentence and words."""
 
-    input_ids: list[list[int]]
+    input_ids: list[list[int]] | None
+    """Token ids per feature; None for inputs without tokens (then `features` holds them)."""
     token_type_ids: list[list[int]] | None
     labels: list[int] | list[list[int]] | None
     truncated: int
@@ -216,13 +221,26 @@ class Encoded:
     """Classification: each text's length in tokens before any cut (see long_documents.report_long_texts)."""
     cut: list[bool] | None = None
     """Classification: whether each example was longer than max_length and cut to it."""
+    features: dict[str, list] = field(default_factory=dict)
+    """Model inputs other than token sequences, by the name the model's forward takes, one entry per feature."""
+    sizes: list[int] | None = None
+    """Each feature's length where it has no token sequence (what batches are grouped by); 1 each by default."""
+
+    @classmethod
+    def of(cls, features: dict[str, list], labels: list | None = None, sizes: list[int] | None = None) -> Encoded:
+        """Inputs without tokens (images, audio, vectors): `features` by input name, one entry per feature."""
+        return cls(None, None, labels, 0, features=features, sizes=sizes)
 
     def __len__(self) -> int:
-        return len(self.input_ids)
+        if self.input_ids is not None:
+            return len(self.input_ids)
+        return len(next(iter(self.features.values()), []))
 
     @property
     def lengths(self) -> list[int]:
-        return [len(ids) for ids in self.input_ids]
+        if self.input_ids is not None:
+            return [len(ids) for ids in self.input_ids]
+        return list(self.sizes) if self.sizes is not None else [1] * len(self)
 
 
 def refuse_overlong(policy: str, setting: str, source, tokens: int, max_length: int, what: str = "") -> None:
@@ -290,8 +308,27 @@ def batch_order(lengths: list[int], batch_size: int, seed: int, epoch: int, shuf
     return batches
 
 
-def collate(enc: Encoded, indices: list[int], pad_id: int, pad_to_multiple_of: int = 1) -> dict[str, torch.Tensor]:
-    """Pad a batch to its longest member, rounded up to `pad_to_multiple_of` (see pad_multiple)."""
+def collate(enc: Encoded, indices: list[int], pad_id: int | None,
+            pad_to_multiple_of: int = 1) -> dict[str, torch.Tensor]:
+    """A batch of the features `indices`: token sequences padded to the longest member, rounded up to
+    `pad_to_multiple_of` (see pad_multiple), with their attention mask; other inputs (`enc.features`)
+    stacked."""
+    batch = pad_tokens(enc, indices, pad_id, pad_to_multiple_of) if enc.input_ids is not None else {}
+    for name, column in enc.features.items():
+        batch[name] = torch.stack([torch.as_tensor(column[i]) for i in indices])
+    if enc.labels is not None:
+        if isinstance(enc.labels[indices[0]], list):  # one label per token: padded like the tokens
+            labels = torch.full(batch["input_ids"].shape, IGNORE, dtype=torch.long)
+            for row, i in enumerate(indices):
+                labels[row, : len(enc.labels[i])] = torch.tensor(enc.labels[i])
+            batch["labels"] = labels
+        else:
+            batch["labels"] = torch.tensor([enc.labels[i] for i in indices], dtype=torch.long)
+    return batch
+
+
+def pad_tokens(enc: Encoded, indices: list[int], pad_id: int, pad_to_multiple_of: int) -> dict[str, torch.Tensor]:
+    """input_ids, attention_mask (and token_type_ids where the features have them) of a padded batch."""
     width = max(len(enc.input_ids[i]) for i in indices)
     width = -(-width // pad_to_multiple_of) * pad_to_multiple_of
     ids = torch.full((len(indices), width), pad_id, dtype=torch.long)
@@ -306,12 +343,4 @@ def collate(enc: Encoded, indices: list[int], pad_id: int, pad_to_multiple_of: i
     batch = {"input_ids": ids, "attention_mask": mask}
     if types is not None:
         batch["token_type_ids"] = types
-    if enc.labels is not None:
-        if isinstance(enc.labels[indices[0]], list):
-            labels = torch.full((len(indices), width), IGNORE, dtype=torch.long)
-            for row, i in enumerate(indices):
-                labels[row, : len(enc.labels[i])] = torch.tensor(enc.labels[i])
-            batch["labels"] = labels
-        else:
-            batch["labels"] = torch.tensor([enc.labels[i] for i in indices], dtype=torch.long)
     return batch

@@ -54,8 +54,9 @@ def run_sections(summary: dict, images: dict[str, Path], results: list, task) ->
             rows.append((b["name"], fmt(b["metrics"][first]), fmt(b["metrics"][second]), note))
         sections.append(("Baselines (same test split): TF-IDF, zero-shot, few-shot prototypes and fine-tunes",
                          [("table", ["", first, second, ""], rows)]))
+    unit = summary.get("unit", "tokens")  # what a step trains on (the objective's UNIT); older runs: tokens
     speed = [("training time (s)", summary["train_seconds"]), ("wall time, whole job (s)", summary["wall_seconds"]),
-             ("training tokens/s (non-padding)", summary["tokens_per_second"]),
+             (f"training {unit}/s (non-padding)", summary[f"{unit}_per_second"]),
              ("training examples/s", summary["examples_per_second"]),
              ("padding fraction", summary["padding_fraction"]), ("peak RSS (MB)", summary["peak_rss_mb"])]
     sections.append(("Speed and memory", [("table", ["", ""], speed)]))

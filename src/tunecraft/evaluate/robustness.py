@@ -245,7 +245,7 @@ def robustness(run: str | Path, ood: list[str] | None = None, perturbations: lis
 
     def logits_of(examples: list[Example]) -> tuple[torch.Tensor, list[int]]:
         enc = task.encode(trained.tokenizer, examples, meta, label_map)  # cut or windowed, as in training
-        return per_document(predict_logits(trained.model, enc, batch_size, trained.tokenizer.pad_token_id,
+        return per_document(predict_logits(trained.model, enc, batch_size, trained.pad_id,
                                            torch.device("cpu"), dtype), enc)
 
     def accuracy(logits: torch.Tensor, labels: list[int]) -> float:

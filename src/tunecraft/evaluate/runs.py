@@ -90,10 +90,10 @@ def evaluate_run(run: str | Path, data: str, split: str = "test", batch_size: in
         else:
             note = None
     label_map = LabelMap(meta["labels"])
-    enc = task.encode(trained.tokenizer, examples, meta, label_map)
+    enc = task.encode(trained.processor, examples, meta, label_map)
     report_long_texts(enc, "evaluated texts", meta["max_length"], RUN_ADVICE)
     _, dtype = resolve_precision(precision, task.AUTO_PRECISION)
-    logits = task.infer(trained.model, enc, batch_size, trained.tokenizer.pad_token_id, torch.device("cpu"), dtype)
+    logits = task.infer(trained.model, enc, batch_size, trained.pad_id, torch.device("cpu"), dtype)
     metrics = task.evaluate(logits, enc, label_map)
     # a generative task also scores generated answers (exact match, ROUGE-L); the others add nothing
     gen = meta.get("generation") or {}

@@ -10,6 +10,7 @@ from peft.utils.constants import (
     TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING,
 )
 
+from ..errors import ConfigError
 from .base import Method, MethodSettings
 from .lora import merge_export
 
@@ -36,8 +37,9 @@ class IA3(Method):
         targets, feedforward = default_targets(model.config.model_type)
         targets, feedforward = cfg.target_modules or targets, cfg.feedforward_modules or feedforward
         if targets is None:
-            raise ValueError(f"no default IA3 targets for model type '{model.config.model_type}' (neither here nor "
-                             "in peft's mapping); set method.target_modules and method.feedforward_modules")
+            raise ConfigError(f"method.target_modules: no default IA3 targets for model type "
+                              f"'{model.config.model_type}' (neither here nor in peft's mapping); set "
+                              "method.target_modules and method.feedforward_modules")
         config = PeftIA3Config(task_type=task.PEFT_TASK_TYPE, target_modules=targets,
                                feedforward_modules=feedforward or [])
         with warnings.catch_warnings():

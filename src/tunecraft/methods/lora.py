@@ -6,13 +6,17 @@ from typing import Literal
 
 from peft import LoraConfig as PeftLoraConfig
 from peft import get_peft_model
+from peft.utils.error import NoMatchingPeftModuleError
 from pydantic import Field
 
+from ..errors import ConfigError
 from .base import Method, MethodSettings
 
 # Default targets per architecture family: every linear layer inside the transformer blocks. bert and llama are
-# pinned (the demo recipes' results depend on them); any other family gets peft's "all-linear" (every Linear but
-# the output layer), so a new architecture needs no entry here.
+# pinned (the demo recipes' results depend on them); any other family, of any modality, gets peft's "all-linear"
+# (every Linear but the output layer), so a new architecture needs no entry here. Not peft's per-family LoRA table
+# (TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING): it lists the attention's query and value only (bert:
+# query, value), so defaults would differ in kind between the pinned families and the rest.
 ALL_LINEAR = "all-linear"
 DEFAULT_TARGETS = {
     "bert": ["query", "key", "value", "dense"],
@@ -45,7 +49,8 @@ class Lora(Method):
     def apply(self, model, cfg, task):
         if cfg.quantize == "4bit":
             model = quantized_4bit(model)
-        targets = cfg.target_modules or DEFAULT_TARGETS.get(model.config.model_type, ALL_LINEAR)
+        model_type = model.config.model_type
+        targets = cfg.target_modules or DEFAULT_TARGETS.get(model_type, ALL_LINEAR)
         peft_cfg = PeftLoraConfig(
             task_type=task.PEFT_TASK_TYPE,
             r=cfg.r,
@@ -59,7 +64,14 @@ class Lora(Method):
         with warnings.catch_warnings():
             # peft 0.21 calls a transformers 5 attribute that warns of its own rename; nothing for users to do
             warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-            return get_peft_model(model, peft_cfg)
+            try:
+                return get_peft_model(model, peft_cfg)
+            except NoMatchingPeftModuleError:
+                if cfg.target_modules:
+                    raise
+                raise ConfigError(f"method.target_modules: no default LoRA targets for model type '{model_type}' "
+                                  "(it has no linear layer besides the output); set method.target_modules to the "
+                                  "names of the modules to adapt") from None
 
     def export(self, model, model_dir, adapter_dir):
         return merge_export(model, model_dir, adapter_dir)

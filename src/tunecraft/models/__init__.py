@@ -1,4 +1,8 @@
-"""Load a base model's folder and tokenizer (bundled asset or local HF folder); find a trained run's model folder."""
+"""Load a base model's folder and processor (bundled asset or local HF folder); find a trained run's model folder.
+
+The processor is what turns raw inputs into model features: a tokenizer for text, an image processor, a feature
+extractor (audio) or a multimodal processor (transformers' Auto*Processor families), or None for a model that takes
+ready features. Text code reads the tokenizer through `tokenizer_of` (`Base.tokenizer`, `TrainedModel.tokenizer`)."""
 
 from __future__ import annotations
 
@@ -7,7 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import transformers
-from transformers import AutoTokenizer
+from transformers import AutoProcessor, AutoTokenizer, PreTrainedTokenizerBase
+from transformers.utils import FEATURE_EXTRACTOR_NAME, IMAGE_PROCESSOR_NAME, PROCESSOR_NAME
 
 from ..assets import model_path
 from ..errors import TunecraftError
@@ -24,18 +29,59 @@ def resolve_base(name: str) -> Path:
     return model_path(name)
 
 
+NON_TEXT_FILES = (PROCESSOR_NAME, IMAGE_PROCESSOR_NAME, FEATURE_EXTRACTOR_NAME)
+"""A folder holding one of these has a processor beyond a tokenizer (multimodal, image or audio)."""
+TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json", "vocab.txt", "vocab.json", "tokenizer.model")
+
+
 def load_tokenizer(path: Path):
     return AutoTokenizer.from_pretrained(str(path))
 
 
+def load_processor(path: Path):
+    """The processor a model folder holds: transformers' AutoProcessor where the folder has a processor, image
+    processor or feature extractor config; a tokenizer-only folder through AutoTokenizer (exactly as text runs
+    always loaded); None where it holds neither (a model over ready features)."""
+    path = Path(path)
+    if any((path / name).is_file() for name in NON_TEXT_FILES):
+        return AutoProcessor.from_pretrained(str(path))
+    if any((path / name).is_file() for name in TOKENIZER_FILES):
+        return load_tokenizer(path)
+    return None
+
+
+def tokenizer_of(processor):
+    """The text part of a processor: the processor itself for a tokenizer, its `tokenizer` for a multimodal
+    processor, None for an image processor, a feature extractor or no processor."""
+    if processor is None or isinstance(processor, PreTrainedTokenizerBase):
+        return processor
+    return getattr(processor, "tokenizer", None)
+
+
+def pad_id_of(processor) -> int | None:
+    """The id batches are padded with: the tokenizer's pad id; None where there is no tokenizer (nothing to pad)."""
+    tokenizer = tokenizer_of(processor)
+    return None if tokenizer is None else tokenizer.pad_token_id
+
+
 @dataclass
 class Base:
-    """What a run starts from: pretrained weights in `path`, or a fresh model of `config` (scratch)."""
+    """What a run starts from: pretrained weights in `path`, or a fresh model of `config` (scratch), and the
+    `processor` that makes its features (a tokenizer for every text base)."""
 
-    tokenizer: object
+    processor: object
     path: Path | None = None
     config: object = None
     name: str = ""
+
+    @property
+    def tokenizer(self):
+        """The processor's text part (see tokenizer_of)."""
+        return tokenizer_of(self.processor)
+
+    @property
+    def pad_id(self) -> int | None:
+        return pad_id_of(self.processor)
 
 
 def prepare_base(model_cfg, training_texts) -> Base:
@@ -46,7 +92,7 @@ def prepare_base(model_cfg, training_texts) -> Base:
             raise TunecraftError(f"model.tokenizer: a pretrained base ({name}) brings its own tokenizer; "
                                  "model.tokenizer is for scratch:<size> bases")
         path = resolve_base(name)
-        return Base(load_tokenizer(path), path=path, name=name)
+        return Base(load_processor(path), path=path, name=name)
     from .sizes import ENCODER_SIZES, char_tokenizer, encoder_config
 
     size = name[len(SCRATCH):]
@@ -78,9 +124,19 @@ def instantiate(model_class, base: Base | Path, label_map, dropout: float | None
 @dataclass
 class TrainedModel:
     model: object
-    tokenizer: object
+    processor: object
+    """What the model folder holds to make features (models.load_processor); the tokenizer for text runs."""
     meta: dict
     path: Path
+
+    @property
+    def tokenizer(self):
+        """The processor's text part (see tokenizer_of)."""
+        return tokenizer_of(self.processor)
+
+    @property
+    def pad_id(self) -> int | None:
+        return pad_id_of(self.processor)
 
 
 def run_model_dir(run: str | Path) -> Path:

@@ -1,4 +1,4 @@
-"""Batched inference over pre-tokenized examples (length-sorted batches, results in input order)."""
+"""Batched inference over encoded examples (length-sorted batches, results in input order)."""
 
 from __future__ import annotations
 
@@ -25,14 +25,15 @@ def to_eval(model) -> None:
 
 
 @torch.no_grad()
-def predict_logits(model, enc: Encoded, batch_size: int, pad_id: int, device: torch.device,
+def predict_logits(model, enc: Encoded, batch_size: int, pad_id: int | None, device: torch.device,
                    dtype: torch.dtype | None = None, rank: int = 0, world: int = 1,
                    gather=None) -> torch.Tensor | list[torch.Tensor]:
     """Logits for every feature, in input order: one tensor [N, C] for sequence classification, a list of
     [length, C] tensors for token classification. With world > 1 each process takes every world-th batch
     and `gather` (accelerate's gather_object) joins the parts, so no example is counted twice."""
     to_eval(model)
-    batches = batch_order(enc.lengths, batch_size, seed=0, epoch=0, shuffle=False)
+    lengths = enc.lengths
+    batches = batch_order(lengths, batch_size, seed=0, epoch=0, shuffle=False)
     rows: list[tuple[int, torch.Tensor]] = []
     for indices in batches[rank::world]:
         batch = collate(enc, indices, pad_id, pad_multiple(device))
@@ -41,7 +42,7 @@ def predict_logits(model, enc: Encoded, batch_size: int, pad_id: int, device: to
         with autocast_context(device, dtype):
             logits = model(**batch).logits.float().cpu()
         if logits.dim() == 3:
-            rows.extend((i, logits[row, : len(enc.input_ids[i])]) for row, i in enumerate(indices))
+            rows.extend((i, logits[row, : lengths[i]]) for row, i in enumerate(indices))
         else:
             rows.extend(zip(indices, logits))
     if world > 1 and gather is not None:

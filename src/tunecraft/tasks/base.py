@@ -38,6 +38,17 @@ class Objective(ABC):
     """The two metrics the CLI prints, the report plots over training and `tunecraft report` ranks by."""
     EARLY_STOPPING: ClassVar[tuple[str, str]] = ("loss", "min")
     """The validation metric (and whether higher is better) early stopping watches unless the recipe says."""
+    UNIT: ClassVar[str] = "tokens"
+    """What `units` counts (plural): throughput is logged as <UNIT>_per_s and summarised as <UNIT>_per_second."""
+
+    def units(self, batch: dict[str, torch.Tensor]) -> tuple[int, int]:
+        """How much a training batch trained on, in UNIT: (real, processed with padding). By default its
+        attention mask's ones and positions (tokens); an objective over other inputs counts its own (images)."""
+        mask = batch.get("attention_mask")
+        if mask is None:
+            raise TunecraftError(f"{self.NAME}: its batches have no attention_mask to count tokens by; the "
+                                 "objective must say what a step trains on (Objective.units and UNIT)")
+        return int(mask.sum()), mask.numel()
 
     def collate(self, enc: Encoded, indices: list[int], pad_id: int, multiple: int = 1) -> dict[str, torch.Tensor]:
         """A padded training batch of the features `indices` (an objective may mask or relabel here)."""

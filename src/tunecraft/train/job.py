@@ -32,7 +32,7 @@ class Job:
     task: Task
     data: object
     base: object
-    tokenizer: object
+    """models.Base: the weights and the processor (the tokenizer, for text) the features are made with."""
     meta: dict
     train_examples: list
     train_enc: object
@@ -40,6 +40,10 @@ class Job:
     test_enc: object
     method: object
     model: torch.nn.Module
+
+    @property
+    def tokenizer(self):
+        return self.base.tokenizer
 
     def held_out(self) -> tuple[str, list, object]:
         """The split the run is scored on: test, or validation when there is no test split."""
@@ -56,12 +60,12 @@ def prepare_job(config: RunConfig, model=None, data=None) -> Job:
     if data is None:
         data = task.load_data(config.data)  # bad data fails here, before the run folder is touched
     base = prepare_base(config.model, lambda: task.training_texts(data.train))
-    tokenizer, lmap = base.tokenizer, data.label_map
+    processor, lmap = base.processor, data.label_map  # a text task's processor is its tokenizer
     meta = model_meta(config, task, lmap, data.columns)
     train_examples = augment_examples(data.train, config.data.augment, config.seed)  # training split only
-    train_enc = task.encode(tokenizer, train_examples, meta, lmap)
-    val_enc = task.encode(tokenizer, data.validation, meta, lmap) if data.validation else None
-    test_enc = task.encode(tokenizer, data.test, meta, lmap) if data.test else None
+    train_enc = task.encode(processor, train_examples, meta, lmap)
+    val_enc = task.encode(processor, data.validation, meta, lmap) if data.validation else None
+    test_enc = task.encode(processor, data.test, meta, lmap) if data.test else None
     task.fit_training_data(config, lmap, train_enc)  # class weights: a bad label in the recipe fails here
     for what, enc in (("training texts", train_enc), ("validation texts", val_enc), ("test texts", test_enc)):
         report_long_texts(enc, what, config.model.max_length)  # once per split, on the terminal
@@ -73,7 +77,7 @@ def prepare_job(config: RunConfig, model=None, data=None) -> Job:
     except ValueError as err:
         raise ConfigError(f"method: {err}") from None
     set_gradient_checkpointing(model, config.train.gradient_checkpointing)
-    return Job(task, data, base, tokenizer, meta, train_examples, train_enc, val_enc, test_enc, method, model)
+    return Job(task, data, base, meta, train_examples, train_enc, val_enc, test_enc, method, model)
 
 
 def set_gradient_checkpointing(model: torch.nn.Module, on: bool) -> None:
@@ -104,8 +108,7 @@ def train(config: RunConfig, resume: bool = False, overwrite: bool = False, plug
     steps = session.start(model, job.train_enc.lengths, fsdp=True)  # the first write
     plugins = [*method.plugins(model, task, steps), *plugins]
     spare = prepare_for_sharding(session.acc, model)  # under FSDP, process 0's unsharded copy, for the export
-    loop = session.loop(model, task, job.train_enc, job.val_enc, job.data.label_map, tokenizer.pad_token_id,
-                        plugins)
+    loop = session.loop(model, task, job.train_enc, job.val_enc, job.data.label_map, job.base.pad_id, plugins)
     task.before_training(session.acc.unwrap_model(loop.model),
                          {"train": job.train_enc, "validation": job.val_enc, "test": job.test_enc}, session)
     loop.run(resume=resume)
@@ -132,7 +135,7 @@ def train(config: RunConfig, resume: bool = False, overwrite: bool = False, plug
             write_jsonl(session.run_dir / "generations.jsonl", generations)
     return session.close(summary, lambda tmp: method.export(exported, tmp["model"], tmp["adapter"]),
                          ("model", "adapter"), lambda s: write_report(session.run_dir, s, loop.state.history, task),
-                         tokenizer, job.meta)
+                         job.base.processor, job.meta)
 
 
 def data_summary(config: RunConfig, job: Job, trainable: int, total: int) -> dict:

@@ -82,6 +82,7 @@ class LoopState:
     log_loss_sum: float = 0.0
     log_count: int = 0
     train_tokens: int = 0
+    """What the steps trained on, in the objective's UNIT (tokens for text; the name is kept for old checkpoints)."""
     padded_tokens: int = 0
     train_examples: int = 0
     train_seconds: float = 0.0
@@ -199,8 +200,9 @@ class TrainingLoop:
                     plugin.after_backward(self.model, batch, self.task,
                                           lambda loss: self.acc.backward(loss * world / total))
             loss_value += summed.item()
-            self.state.train_tokens += int(batch["attention_mask"].sum())
-            self.state.padded_tokens += batch["attention_mask"].numel()
+            real, padded = self.task.units(batch)  # tokens for text; what the objective counts (images) else
+            self.state.train_tokens += real
+            self.state.padded_tokens += padded
         if world > 1:  # the logged loss is the global batch's, as with one process
             loss_value = float(self.acc.reduce(torch.tensor(loss_value, device=self.acc.device), reduction="sum"))
         grad_norm = None
@@ -222,7 +224,7 @@ class TrainingLoop:
                       "epoch": round(s.epoch + s.step_in_epoch / per_epoch, 4),
                       "loss": s.log_loss_sum / max(s.log_count, 1), "lr": self.scheduler.get_last_lr()[0],
                       "grad_norm": stats["grad_norm"],
-                      "tokens_per_s": s.train_tokens / max(s.train_seconds, 1e-9)}
+                      f"{self.task.UNIT}_per_s": s.train_tokens / max(s.train_seconds, 1e-9)}
             s.log_loss_sum, s.log_count = 0.0, 0
             self.log(record)
         due = (cfg.eval_every and s.global_step % cfg.eval_every == 0) or (epoch_end and cfg.eval_each_epoch)

@@ -66,7 +66,7 @@ class Measurement:
     step_seconds: float
     """Median seconds per optimizer step over the timed steps."""
     tokens_per_second: float
-    """Non-padding tokens per second over the timed steps (one process)."""
+    """Non-padding tokens (the objective's UNIT) per second over the timed steps (one process)."""
     steps_timed: int
 
     def overrides(self) -> list[str]:
@@ -127,7 +127,7 @@ def measure(config: RunConfig, job, steps: int = 5, reference_activations: dict 
         session = RunSession(config.model_copy(update={"output_dir": tmp}), overwrite=True)
         session.start(model, job.train_enc.lengths)
         params = _tensor_bytes(model.parameters())
-        loop = session.loop(model, job.task, job.train_enc, None, job.data.label_map, job.tokenizer.pad_token_id,
+        loop = session.loop(model, job.task, job.train_enc, None, job.data.label_map, job.base.pad_id,
                             job.method.plugins(model, job.task, session.steps))
         acc, optimizer, dtype = session.acc, session.optimizer, session.dtype
         # the loop's run() holds frozen Linear weights in the autocast dtype and swaps in MaskedDropout on CPU:
@@ -225,7 +225,8 @@ def plan(config: RunConfig, steps: int = 5, memory_budget: int | None = None, au
     trainable, total = count_parameters(job.model)
     result = {"recipe": config.name, "base_model": config.model.base, "method": config.method.name,
               "trainable_params": trainable, "total_params": total, "train_examples": len(job.train_enc),
-              "processes": processes, "memory_budget_bytes": memory_budget, "measured": []}
+              "processes": processes, "memory_budget_bytes": memory_budget, "measured": [],
+              "unit": job.task.UNIT}
     if not auto:
         if config.train.precision == "auto":
             config.train.precision = "bf16" if resolve_precision("auto")[1] is not None else "fp32"
@@ -246,7 +247,8 @@ def plan(config: RunConfig, steps: int = 5, memory_budget: int | None = None, au
             fits = m.peak_bytes <= memory_budget
             result["measured"].append({**asdict(m), "fits": fits})
             log(f"  batch {batch_size:>4} × accum {accum:<3} {precision:<4} checkpointing "
-                f"{'on ' if ckpt else 'off'}: peak {mb(m.peak_bytes):>8} MB, {m.tokens_per_second:>8.0f} tokens/s"
+                f"{'on ' if ckpt else 'off'}: peak {mb(m.peak_bytes):>8} MB, "
+                f"{m.tokens_per_second:>8.0f} {job.task.UNIT}/s"
                 f"{'' if fits else '  (over budget)'}")
             if fits and not ckpt:
                 fitted_without_ckpt.add(precision)
@@ -268,6 +270,7 @@ def plan(config: RunConfig, steps: int = 5, memory_budget: int | None = None, au
 
 def format_plan(result: dict) -> str:
     c, e = result["chosen"], result["estimate"]
+    unit = result.get("unit", "tokens")  # what a step trains on (the objective's UNIT)
     budget = result["memory_budget_bytes"]
     lines = [
         f"{result['recipe']}: {result['method']} on {result['base_model']}, {result['trainable_params']:,} of "
@@ -282,8 +285,8 @@ def format_plan(result: dict) -> str:
         f"  peak         {mb(c['peak_bytes']):>9} MB"
         + (f"   budget {mb(budget)} MB: {'fits' if result['fits'] else 'DOES NOT FIT'}" if budget else ""),
         f"  process peak RSS so far {mb(result['peak_rss_bytes'])} MB",
-        f"speed: {c['tokens_per_second']:,.0f} tokens/s, {c['step_seconds']:.3f} s per optimizer step",
-        f"estimate: {_duration(e['epoch_seconds'])} per epoch ({e['epoch_tokens']:,} tokens), "
+        f"speed: {c['tokens_per_second']:,.0f} {unit}/s, {c['step_seconds']:.3f} s per optimizer step",
+        f"estimate: {_duration(e['epoch_seconds'])} per epoch ({e['epoch_tokens']:,} {unit}), "
         f"{_duration(e['run_seconds'])} for the run ({e['epochs']} epochs, {e['steps']} steps"
         f"{', ' + str(result['processes']) + ' processes, ideal scaling' if result['processes'] > 1 else ''}); "
         "training only, evaluation not included",

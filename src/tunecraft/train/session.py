@@ -137,20 +137,21 @@ class RunSession:
             load_weights_into(self.acc, loop.model, read_weights(self.run_dir / "checkpoints" / "best"))
 
     def run_summary(self, loop: TrainingLoop) -> dict:
-        """What every run reports about its training: steps, time, throughput (all processes' tokens), memory,
+        """What every run reports about its training: steps, time, throughput (all processes' tokens, or what
+        else the objective's UNIT counts: `train_<unit>`, `<unit>_per_second`, named in "unit"), memory,
         precision, device, versions."""
         s, acc = loop.state, self.acc
         counts = torch.tensor([s.train_tokens, s.padded_tokens, s.train_examples], device=acc.device)
         if acc.num_processes > 1:
             counts = acc.reduce(counts, reduction="sum")
         tokens, padded, examples = (int(v) for v in counts.tolist())
-        seconds = max(s.train_seconds, 1e-9)
+        seconds, unit = max(s.train_seconds, 1e-9), loop.task.UNIT
         return {
             "steps": s.global_step, "planned_steps": s.total_steps, "epochs_done": s.epoch,
             "stopped_early": s.stopped_early, "best_step": s.best_step,
             "best_validation": {self.config.train.early_stopping.metric: s.best_metric},
             "train_seconds": round(s.train_seconds, 2), "wall_seconds": round(time.time() - self.started, 2),
-            "train_tokens": tokens, "tokens_per_second": round(tokens / seconds, 1),
+            "unit": unit, f"train_{unit}": tokens, f"{unit}_per_second": round(tokens / seconds, 1),
             "examples_per_second": round(examples / seconds, 2),
             "padding_fraction": round(1 - tokens / max(padded, 1), 4),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
@@ -161,10 +162,11 @@ class RunSession:
         }
 
     def close(self, summary: dict, export: Callable[[dict[str, Path]], None], folders: tuple[str, ...],
-              report: Callable[[dict], Path], tokenizer=None, meta: dict | None = None) -> dict:
+              report: Callable[[dict], Path], processor=None, meta: dict | None = None) -> dict:
         """On process 0: the model folders (`export(tmp_folders)` fills temporary siblings of run_dir/<name>
-        for each name in `folders`; a folder left empty is not exported; the tokenizer and tunecraft.json go in
-        each), summary.json, the report; then the checkpoints but the last are removed."""
+        for each name in `folders`; a folder left empty is not exported; the processor (the tokenizer, for text;
+        see models.load_processor) and tunecraft.json go in each), summary.json, the report; then the
+        checkpoints but the last are removed."""
         if self.acc.is_main_process:
             from ..models import META
 
@@ -174,10 +176,7 @@ class RunSession:
                 for name, tmp in tmps.items():
                     if not any(tmp.iterdir()):
                         continue
-                    if tokenizer is not None:
-                        if meta and "max_length" in meta:  # plain transformers then cuts where training did
-                            tokenizer.model_max_length = meta["max_length"]
-                        tokenizer.save_pretrained(tmp)
+                    save_processor(processor, tmp, meta)
                     if meta is not None:
                         write_json(tmp / META, meta, ensure_ascii=False)
                     replace_folder(tmp, self.run_dir / name)
@@ -189,3 +188,16 @@ class RunSession:
             prune_checkpoints(self.run_dir / "checkpoints", 1)
         self.acc.wait_for_everyone()
         return summary
+
+
+def save_processor(processor, folder: Path, meta: dict | None) -> None:
+    """The processor's own `save_pretrained` into a model folder (nothing where there is none); a tokenizer's
+    model_max_length set to meta's max_length first, so plain transformers cuts where training did."""
+    if processor is None:
+        return
+    from ..models import tokenizer_of
+
+    tokenizer = tokenizer_of(processor)
+    if tokenizer is not None and meta and "max_length" in meta:
+        tokenizer.model_max_length = meta["max_length"]
+    processor.save_pretrained(folder)
