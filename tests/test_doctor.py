@@ -201,3 +201,25 @@ def test_a_nan_loss_fails_the_run_naming_the_step_and_writes_no_model(tmp_path):
     assert last == {"type": "failed", "step": 2, "loss": "nan"}
     found = _by_check(doctor(run)["findings"])["loss"][0]
     assert found["numbers"] == {"step": 2, "loss": "nan"} and found["severity"] == "warn"
+
+
+def test_a_diverged_tuning_trial_is_pruned_and_the_search_goes_on(tmp_path, monkeypatch):
+    pytest.importorskip("optuna")
+    import tunecraft.tune as tuning
+
+    real, bad = tuning.train, 0.5
+
+    def train_or_diverge(config, **kwargs):
+        if config.train.lr == bad:  # as the loop fails on a NaN loss
+            raise TrainingFailed(f"{config.run_dir}: the training loss is nan at step 1 (diverged)")
+        return real(config, **kwargs)
+
+    monkeypatch.setattr(tuning, "train", train_or_diverge)
+    raw = json.loads(open(_recipe(tmp_path, "search", dataset="mr", max_train_samples=32, max_eval_samples=16))
+                     .read())
+    raw["tune"] = {"trials": 2, "startup_trials": 1, "seed": 0,
+                   "space": {"train.lr": {"type": "categorical", "choices": [bad, 1e-3]}},
+                   "first": [{"train.lr": bad}, {"train.lr": 1e-3}]}
+    result = tuning.tune(build_config(raw), log=lambda line: None)
+    assert (result["complete"], result["pruned"], result["best_trial"]) == (1, 1, 1)
+    assert result["best_params"] == {"train.lr": 1e-3}
