@@ -223,3 +223,16 @@ def test_a_diverged_tuning_trial_is_pruned_and_the_search_goes_on(tmp_path, monk
     result = tuning.tune(build_config(raw), log=lambda line: None)
     assert (result["complete"], result["pruned"], result["best_trial"]) == (1, 1, 1)
     assert result["best_params"] == {"train.lr": 1e-3}
+
+
+def test_train_prints_the_findings_after_the_metrics(tmp_path, capsys):
+    recipe = _recipe(tmp_path, "printed", {**TINY, "max_length": 64}, dataset="mr", max_train_samples=64,
+                     max_eval_samples=16)
+    assert main(["train", recipe, "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    summary = json.loads((tmp_path / "runs" / "printed" / "summary.json").read_text(encoding="utf-8"))
+    warns = sum(f["severity"] == "warn" for f in summary["doctor"])
+    assert warns >= 3  # max_length 64 cuts texts of each split
+    head = f"doctor: {warns} warnings, {len(summary['doctor']) - warns} note"
+    assert out.index("test: accuracy") < out.index(head) < out.index("report: ")
+    assert "  warn  truncation: " in out and "→ model.max_length=256 or model.long_documents: windows" in out
