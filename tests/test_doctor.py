@@ -236,3 +236,22 @@ def test_train_prints_the_findings_after_the_metrics(tmp_path, capsys):
     head = f"doctor: {warns} warnings, {len(summary['doctor']) - warns} note"
     assert out.index("test: accuracy") < out.index(head) < out.index("report: ")
     assert "  warn  truncation: " in out and "→ model.max_length=256 or model.long_documents: windows" in out
+
+
+def test_the_studio_counts_a_runs_warnings_and_shows_a_nan_run_as_failed(run, tmp_path):
+    import shutil
+
+    from tunecraft.studio.runs import RunIndex
+
+    class NoLaunches:
+        def status(self, name):
+            return None
+
+    shutil.copytree(run, tmp_path / "finished")
+    (tmp_path / "nan").mkdir()
+    shutil.copy(run / "config.yaml", tmp_path / "nan" / "config.yaml")
+    (tmp_path / "nan" / "metrics.jsonl").write_text('{"type": "failed", "step": 2, "loss": "nan"}\n')
+    rows = {r["name"]: r for r in RunIndex(tmp_path, NoLaunches()).rows()}
+    summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
+    assert rows["finished"]["doctor"] == sum(f["severity"] == "warn" for f in summary["doctor"]) > 0
+    assert rows["nan"]["status"] == "failed" and rows["nan"]["steps"] == 2
