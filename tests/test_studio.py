@@ -149,6 +149,8 @@ def test_runs_page_shows_each_run_and_its_accuracy(page, studio_runs):
         assert row.locator("td").nth(2).inner_text() == "classification"
         assert f"accuracy {100 * summary['metrics']['accuracy']:.2f} %" in row.inner_text()
         assert "finished" in row.inner_text()
+        warns = sum(f["severity"] == "warn" for f in summary.get("doctor") or [])
+        assert (f"{warns} doctor" in row.inner_text()) == (warns > 0)  # the doctor's count beside the name
     shot(page, "runs")
     page.fill("#filter", "tiny-b")
     assert page.locator("#runs tr[data-name='tiny-a']").is_hidden()

@@ -47,6 +47,10 @@ def _public(name):
         import importlib
 
         return importlib.import_module(".compress", __name__)
+    if name == "doctor":
+        from .diagnose import doctor
+
+        return doctor
     if name in ("load_config", "build_config"):
         from . import config
 

@@ -33,8 +33,22 @@ def _cmd_train(args) -> int:
           f"{summary['train_seconds']:.0f} s training ({summary[unit + '_per_second']:.0f} {unit}/s)")
     if m:
         print("\n".join(result_lines(summary, get_task(summary["task"]))))
+    if summary.get("doctor"):
+        from .evaluate.doctor import format_findings
+
+        print("\n".join(format_findings(summary["doctor"])))
     print(f"report: {summary.get('report')}")
     return 0
+
+
+def _cmd_doctor(args) -> int:
+    from .diagnose import doctor
+    from .evaluate.doctor import format_findings
+
+    result = doctor(args.recipe, args.overrides)
+    print(f"{result['kind']} {result['target']}")
+    print("\n".join(format_findings(result["findings"])))
+    return 1 if any(f["severity"] == "warn" for f in result["findings"]) else 0
 
 
 def result_lines(summary: dict, task) -> list[str]:
@@ -436,6 +450,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--space", help="a YAML file with the search settings (a `tune:` mapping)")
     p.add_argument("--trials", type=int, help="number of trials (overrides tune.trials)")
 
+    recipe_command(sub, "doctor", _cmd_doctor, "data.max_train_samples=500", progress=False,
+                   help="check a recipe's data and base model before training, or a run folder's data and outcome",
+                   description="RECIPE: label imbalance and tiny classes, train/validation/test overlap (exact and "
+                               "near-duplicate), the tokenizer's unknown rate and fertility, truncation. A run "
+                               "folder: the same on its data, plus classes never predicted, a result below a "
+                               "baseline, a NaN or diverged loss. Each finding says what to do. Exit status 1 "
+                               "when there is a warning.")
     recipe_command(sub, "tokenizer", _cmd_tokenizer, "vocab_size=16000", overwrite="tokenizer folder",
                    progress=False, help="train a tokenizer (wordpiece, bpe, chars) from corpora or text files")
     recipe_command(sub, "pretrain", _cmd_pretrain, "train.max_steps=100", resume=True, overwrite="run folder",

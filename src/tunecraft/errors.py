@@ -25,3 +25,7 @@ class DataError(TunecraftError):
 
 class AssetError(TunecraftError):
     """A bundled model or dataset is not installed."""
+
+
+class TrainingFailed(TunecraftError):
+    """A run that cannot give a usable model (a NaN/inf loss): it ends without exporting one."""

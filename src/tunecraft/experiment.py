@@ -10,6 +10,7 @@ import os
 import torch
 
 from .config import RunConfig
+from .evaluate.doctor import refresh
 from .evaluate.report import write_report
 from .evaluate.task_baselines import baselines_of
 from .io import write_json, write_jsonl
@@ -49,6 +50,7 @@ def experiment(config: RunConfig, resume: bool = False, overwrite: bool = False,
         return train(sub_config, overwrite=True, data=data)
 
     summary["baselines"] = offered.run(task, config, data, base, run_dir, fit if single else None)
+    refresh(summary, run_dir, task.NAME, task.HEADLINE)  # a result below a baseline joins the doctor's findings
     write_json(run_dir / "summary.json", {k: v for k, v in summary.items() if k != "report"})
     history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
                if line] if (run_dir / "metrics.jsonl").is_file() else []

@@ -16,7 +16,7 @@ from pathlib import Path
 import yaml
 
 from .config import RunConfig, TuneConfig, apply_overrides, build_config, dump_config
-from .errors import ConfigError, TunecraftError
+from .errors import ConfigError, TrainingFailed, TunecraftError
 from .io import refuse_existing, write_text
 from .plugins import AfterStep
 from .train import train
@@ -143,6 +143,10 @@ def tune(config: RunConfig, tune_config: TuneConfig | None = None, overwrite: bo
             row.update(state="pruned", evaluations=reporter.reported, seconds=round(time.time() - started, 1),
                        value=reporter.last)
             raise
+        except TrainingFailed as err:  # a NaN/inf loss: these parameters diverge, the search goes on
+            row.update(state="pruned", seconds=round(time.time() - started, 1))
+            log(f"{name}: pruned, {err}")
+            raise optuna.TrialPruned(str(err)) from None
         except Exception:
             row.update(state="failed", seconds=round(time.time() - started, 1))
             raise

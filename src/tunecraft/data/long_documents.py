@@ -58,9 +58,9 @@ TRAINING_ADVICE = "set model.max_length or model.long_documents=windows to read 
 RUN_ADVICE = "as in training; a run trained with model.long_documents=windows reads them whole"
 
 
-def report_long_texts(enc: Encoded | None, what: str, max_length: int, advice: str = TRAINING_ADVICE) -> str | None:
-    """Say on the terminal (a WARNING) how many of `what` are longer than max_length and what happens to
-    them: cut, or read as windows. Returns the message (None when every text fits)."""
+def long_texts(enc: Encoded | None, what: str, max_length: int, advice: str = TRAINING_ADVICE) -> dict | None:
+    """How many of `what` are longer than max_length and what happens to them (cut, or read as windows):
+    {"message", "cut", "long", "texts", "median", "max"}; None when every text fits (or nothing was counted)."""
     lengths = getattr(enc, "source_lengths", None) if enc is not None else None
     if not lengths:
         return None
@@ -69,11 +69,21 @@ def report_long_texts(enc: Encoded | None, what: str, max_length: int, advice: s
         return None
     counts = (f"{len(long):,} of {len(lengths):,} {what} are longer than max_length {max_length} tokens "
               f"(median {statistics.median(long):,.0f}, max {long[-1]:,})")
-    if "pool" in enc.options:
+    cut = "pool" not in enc.options
+    if cut:
+        message = f"{counts}: they are cut, {advice}"
+    else:
         message = (f"{counts}: the {len(lengths):,} texts are read as {len(enc):,} overlapping windows, "
                    f"their logits pooled ({enc.options['pool']})")
-        logger.info(message)
-    else:
-        message = f"{counts}: they are cut, {advice}"
-        logger.warning(message)
-    return message
+    return {"message": message, "cut": cut, "long": len(long), "texts": len(lengths),
+            "median": statistics.median(long), "max": long[-1]}
+
+
+def report_long_texts(enc: Encoded | None, what: str, max_length: int, advice: str = TRAINING_ADVICE) -> str | None:
+    """Say on the terminal (a WARNING when they are cut, else INFO) what `long_texts` found. Returns the
+    message (None when every text fits)."""
+    found = long_texts(enc, what, max_length, advice)
+    if found is None:
+        return None
+    logger.log(logging.WARNING if found["cut"] else logging.INFO, found["message"])
+    return found["message"]

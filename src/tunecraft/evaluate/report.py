@@ -54,6 +54,8 @@ def run_sections(summary: dict, images: dict[str, Path], results: list, task) ->
             rows.append((b["name"], fmt(b["metrics"][first]), fmt(b["metrics"][second]), note))
         sections.append(("Baselines (same test split): TF-IDF, zero-shot, few-shot prototypes and fine-tunes",
                          [("table", ["", first, second, ""], rows)]))
+    if summary.get("doctor"):
+        sections.append(doctor_section(summary["doctor"]))
     unit = summary.get("unit", "tokens")  # what a step trains on (the objective's UNIT); older runs: tokens
     speed = [("training time (s)", summary["train_seconds"]), ("wall time, whole job (s)", summary["wall_seconds"]),
              (f"training {unit}/s (non-padding)", summary[f"{unit}_per_second"]),
@@ -64,6 +66,14 @@ def run_sections(summary: dict, images: dict[str, Path], results: list, task) ->
     if curves:
         sections.append(("Curves", curves))
     return sections
+
+
+def doctor_section(findings: list[dict]) -> tuple[str, list]:
+    """The doctor's findings (evaluate/doctor.py): warnings first, each with what to do."""
+    rows = [(f["severity"], f["check"], f["message"], f["advice"])
+            for f in sorted(findings, key=lambda f: f["severity"] != "warn")]
+    warns = sum(f["severity"] == "warn" for f in findings)
+    return (f"Doctor: {warns} warning{'s' * (warns != 1)}", [("table", ["", "check", "finding", "what to do"], rows)])
 
 
 def write_report(run_dir: Path, summary: dict, history: list[dict], task, extra_sections: list | None = None) -> Path:

@@ -70,6 +70,7 @@ class RunIndex:
                 "second": r["second"], "trainable_pct": frac and 100 * frac, "train_seconds": r["train_seconds"],
                 "tokens_per_second": r["tokens_per_second"], "steps": r["steps"],
                 "status": "stopped early" if s.get("stopped_early") else "finished",
+                "doctor": sum(f.get("severity") == "warn" for f in s.get("doctor") or []),
                 "started": (run / "config.yaml").stat().st_mtime if (run / "config.yaml").is_file() else None}
 
     def _unfinished(self, run: Path) -> dict:
@@ -85,11 +86,13 @@ class RunIndex:
         if history.is_file():
             records = read_history(run)
             steps = max((r.get("step", 0) for r in records), default=None)
+            if records and records[-1].get("type") == "failed":  # a NaN/inf loss ended it (train/loop.py)
+                status = "failed"
         first, second = TASKS[task].HEADLINE if task in TASKS else ("", "")
         return {"name": run.name, "task": task, "base": (raw.get("model") or {}).get("base", ""),
                 "method": (raw.get("method") or {}).get("name", ""), "metric": first, "score": None,
                 "second_metric": second, "second": None, "trainable_pct": None, "train_seconds": None,
-                "tokens_per_second": None, "steps": steps, "status": status,
+                "tokens_per_second": None, "steps": steps, "status": status, "doctor": 0,
                 "started": config.stat().st_mtime if config.is_file() else None}
 
 

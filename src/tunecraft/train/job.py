@@ -7,14 +7,14 @@ report) is the run session's (train/session.py).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from ..config import RunConfig
 from ..data.augment import augment_examples
-from ..data.long_documents import report_long_texts
 from ..errors import ConfigError
+from ..evaluate.doctor import data_findings, log_findings, refresh
 from ..evaluate.report import write_report
 from ..io import write_jsonl
 from ..methods import count_parameters, get_method
@@ -39,7 +39,9 @@ class Job:
     val_enc: object
     test_enc: object
     method: object
-    model: torch.nn.Module
+    model: torch.nn.Module | None
+    findings: list = field(default_factory=list)
+    """The doctor's fast checks on the data and the base model (evaluate/doctor.py)."""
 
     @property
     def tokenizer(self):
@@ -52,9 +54,9 @@ class Job:
         return "validation", self.data.validation, self.val_enc
 
 
-def prepare_job(config: RunConfig, model=None, data=None) -> Job:
-    """Data → tokenized splits → model + method (shared by `train` and `plan`). Only reads: bad data or a
-    bad method config fail here, before any run folder is touched."""
+def read_job(config: RunConfig, data=None) -> Job:
+    """Data → tokenized splits, and the doctor's fast checks on them (on the terminal); no model yet (what
+    `tunecraft doctor RECIPE` reads). Only reads: bad data fails here, before any run folder is touched."""
     task = get_task(config.task).hand_runs(predict_with_run)
     task.check_config(config)
     if data is None:
@@ -66,18 +68,31 @@ def prepare_job(config: RunConfig, model=None, data=None) -> Job:
     train_enc = task.encode(processor, train_examples, meta, lmap)
     val_enc = task.encode(processor, data.validation, meta, lmap) if data.validation else None
     test_enc = task.encode(processor, data.test, meta, lmap) if data.test else None
-    task.fit_training_data(config, lmap, train_enc)  # class weights: a bad label in the recipe fails here
-    for what, enc in (("training texts", train_enc), ("validation texts", val_enc), ("test texts", test_enc)):
-        report_long_texts(enc, what, config.model.max_length)  # once per split, on the terminal
+    job = Job(task, data, base, meta, train_examples, train_enc, val_enc, test_enc, None, None)
+    splits = {"train": data.train, "validation": data.validation, "test": data.test}
+    job.findings = data_findings(task.NAME, splits, base.tokenizer,
+                                 {"train": train_enc, "validation": val_enc, "test": test_enc},
+                                 config.model.max_length)
+    log_findings(job.findings)  # truncation among them: once per split, on the terminal
+    return job
+
+
+def prepare_job(config: RunConfig, model=None, data=None) -> Job:
+    """Data → tokenized splits → model + method (shared by `train` and `plan`). Only reads: bad data or a
+    bad method config fail here, before any run folder is touched."""
+    job = read_job(config, data)
+    task, lmap = job.task, job.data.label_map
+    task.fit_training_data(config, lmap, job.train_enc)  # class weights: a bad label in the recipe fails here
     if model is None:
-        model = task.build_model(base, lmap, config.model.dropout)
+        model = task.build_model(job.base, lmap, config.model.dropout)
     method = get_method(config.method.name)
     try:
         model = method.apply(model, config.method, task)
     except ValueError as err:
         raise ConfigError(f"method: {err}") from None
     set_gradient_checkpointing(model, config.train.gradient_checkpointing)
-    return Job(task, data, base, meta, train_examples, train_enc, val_enc, test_enc, method, model)
+    job.method, job.model = method, model
+    return job
 
 
 def set_gradient_checkpointing(model: torch.nn.Module, on: bool) -> None:
@@ -125,7 +140,7 @@ def train(config: RunConfig, resume: bool = False, overwrite: bool = False, plug
         if generations:
             metrics["samples_shown"] = generations[: config.generation.report_samples]
     summary = {**data_summary(config, job, trainable, total), "eval_split": eval_name, "metrics": metrics,
-               "baselines": [], **session.run_summary(loop)}
+               "baselines": [], **session.run_summary(loop), "doctor": [f.as_dict() for f in job.findings]}
     exported = unsharded(session.acc, loop.model, spare)  # every process: under FSDP it gathers the full model
     if session.acc.is_main_process:
         if eval_enc:
@@ -133,6 +148,8 @@ def train(config: RunConfig, resume: bool = False, overwrite: bool = False, plug
                         task.prediction_rows(eval_examples, scores, eval_enc, job.data.label_map))
         if generations:
             write_jsonl(session.run_dir / "generations.jsonl", generations)
+        log_findings([f for f in refresh(summary, session.run_dir, task.NAME, task.HEADLINE)
+                      if f["stage"] == "outcome"])  # the run's outcome, read back from its folder
     return session.close(summary, lambda tmp: method.export(exported, tmp["model"], tmp["adapter"]),
                          ("model", "adapter"), lambda s: write_report(session.run_dir, s, loop.state.history, task),
                          job.base.processor, job.meta)

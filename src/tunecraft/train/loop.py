@@ -23,6 +23,7 @@ from accelerate.utils import send_to_device
 from tqdm.auto import tqdm
 
 from ..data.dataset import Encoded, batch_order, pad_multiple
+from ..errors import TrainingFailed
 from ..io import write_text
 from ..metrics.labels import headline
 from ..runtime.inference import autocast_context
@@ -205,6 +206,8 @@ class TrainingLoop:
             self.state.padded_tokens += padded
         if world > 1:  # the logged loss is the global batch's, as with one process
             loss_value = float(self.acc.reduce(torch.tensor(loss_value, device=self.acc.device), reduction="sum"))
+        if not math.isfinite(loss_value):  # every process sees the same global value: all stop here
+            self.fail(loss_value)
         grad_norm = None
         if self.cfg.max_grad_norm:
             grad_norm = float(self.acc.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm))
@@ -236,6 +239,15 @@ class TrainingLoop:
         if (cfg.checkpoint_every and s.global_step % cfg.checkpoint_every == 0) or evaluated:
             if not last and not s.stopped_early:
                 self.checkpoint()
+
+    def fail(self, loss_value: float) -> None:
+        """A NaN/inf loss: the run ends as failed before its optimizer step (nothing exported, no summary),
+        the step in metrics.jsonl."""
+        step = self.state.global_step + 1
+        self.log({"type": "failed", "step": step, "loss": str(loss_value)})
+        raise TrainingFailed(f"{self.run_dir}: the training loss is {loss_value} at step {step} (diverged); the "
+                             f"run failed and exported nothing: lower train.lr (now {self.cfg.lr:g}) or "
+                             "train.max_grad_norm, then train again with --overwrite")
 
     # -- evaluation, early stopping, best model -----------------------------------------------------
     def evaluate_logits(self, enc: Encoded) -> torch.Tensor:
