@@ -24,7 +24,7 @@ from typing import ClassVar
 import torch
 
 from ..data.dataset import Encoded, collate
-from ..errors import ConfigError
+from ..errors import ConfigError, TunecraftError
 from ..runtime.inference import predict_logits
 
 
