@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .errors import TunecraftError
 from .methods import get_method
-from .models import META, TrainedModel, load_processor, read_meta, run_model_dir
+from .models import META, NON_TEXT_FILES, TrainedModel, load_processor, read_meta, run_model_dir
 from .models.file_checks import check_model_folder, reading
 from .models.formats import load_model
 from .tasks import TASKS
@@ -35,7 +35,8 @@ def load_trained(run: str | Path) -> TrainedModel:
         with reading(adapter, "adapter"):
             model = get_method(meta["method"]).load_adapter(model, adapter)
     model.eval()
-    with reading(folder, "processor"):  # the tokenizer, for text runs
+    what = "processor" if any((folder / name).is_file() for name in NON_TEXT_FILES) else "tokenizer"
+    with reading(folder, what):  # a text run's processor is its tokenizer: the error names it so
         processor = load_processor(folder)
     return TrainedModel(model, processor, meta, folder)
 
