@@ -3,7 +3,6 @@ run report, `tunecraft report`/compare, the studio and experiments ask `view_of(
 
 from __future__ import annotations
 
-from ...errors import TunecraftError
 from .base import View
 from .causal_lm import VIEW as CAUSAL_LM
 from .classification import VIEW as CLASSIFICATION
@@ -15,11 +14,12 @@ from .token_classification import VIEW as TOKEN_CLASSIFICATION
 VIEWS: dict[str, View] = {"classification": CLASSIFICATION, "token_classification": TOKEN_CLASSIFICATION,
                           "causal_lm": CAUSAL_LM, "reward_model": REWARD_MODEL, "preference": PREFERENCE, "rl": RL}
 
+DEFAULT = View()
+
 __all__ = ["VIEWS", "View", "view_of"]
 
 
 def view_of(task: str) -> View:
-    """The view of the task named `task` (a run's meta "task")."""
-    if task not in VIEWS:
-        raise TunecraftError(f"no results view for task '{task}'; views: {', '.join(VIEWS)}")
-    return VIEWS[task]
+    """The view of the task named `task` (a run's meta "task"); a task without a view of its own (a plug-in
+    task) gets the base view: its scalar metrics as they are."""
+    return VIEWS.get(task, DEFAULT)
