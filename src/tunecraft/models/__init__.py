@@ -64,15 +64,10 @@ def pad_id_of(processor) -> int | None:
     return None if tokenizer is None else tokenizer.pad_token_id
 
 
-@dataclass
-class Base:
-    """What a run starts from: pretrained weights in `path`, or a fresh model of `config` (scratch), and the
-    `processor` that makes its features (a tokenizer for every text base)."""
+class ProcessorParts:
+    """The text part and pad id of what a base or a loaded run holds in `processor`."""
 
     processor: object
-    path: Path | None = None
-    config: object = None
-    name: str = ""
 
     @property
     def tokenizer(self):
@@ -82,6 +77,17 @@ class Base:
     @property
     def pad_id(self) -> int | None:
         return pad_id_of(self.processor)
+
+
+@dataclass
+class Base(ProcessorParts):
+    """What a run starts from: pretrained weights in `path`, or a fresh model of `config` (scratch), and the
+    `processor` that makes its features (a tokenizer for every text base)."""
+
+    processor: object
+    path: Path | None = None
+    config: object = None
+    name: str = ""
 
 
 def prepare_base(model_cfg, training_texts) -> Base:
@@ -122,21 +128,12 @@ def instantiate(model_class, base: Base | Path, label_map, dropout: float | None
 
 
 @dataclass
-class TrainedModel:
+class TrainedModel(ProcessorParts):
     model: object
     processor: object
     """What the model folder holds to make features (models.load_processor); the tokenizer for text runs."""
     meta: dict
     path: Path
-
-    @property
-    def tokenizer(self):
-        """The processor's text part (see tokenizer_of)."""
-        return tokenizer_of(self.processor)
-
-    @property
-    def pad_id(self) -> int | None:
-        return pad_id_of(self.processor)
 
 
 def run_model_dir(run: str | Path) -> Path:
