@@ -180,10 +180,10 @@ def test_auto_precision_means_fp32_for_generative_runs_and_native_bf16_for_the_o
     run's at any concurrency, tests/test_openai_serve.py); other tasks keep bf16 where the CPU has it; an explicit
     bf16 is honoured for both."""
     from tunecraft.runtime.precision import cpu_has_bf16, resolve
-    from tunecraft.tasks import get_task
+    from tunecraft.tasks import build_task
 
-    assert resolve("auto", get_task("causal_lm").AUTO_PRECISION) == ("no", None)
-    assert resolve("auto", get_task("rl").AUTO_PRECISION) == ("no", None)
+    assert resolve("auto", build_task("causal_lm").AUTO_PRECISION) == ("no", None)
+    assert resolve("auto", build_task("rl").AUTO_PRECISION) == ("no", None)
     native = ("bf16", torch.bfloat16) if cpu_has_bf16() else ("no", None)
-    assert resolve("auto", get_task("classification").AUTO_PRECISION) == native
-    assert resolve("bf16", get_task("causal_lm").AUTO_PRECISION) == ("bf16", torch.bfloat16)
+    assert resolve("auto", build_task("classification").AUTO_PRECISION) == native
+    assert resolve("bf16", build_task("causal_lm").AUTO_PRECISION) == ("bf16", torch.bfloat16)

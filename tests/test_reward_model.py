@@ -16,11 +16,11 @@ from tunecraft.errors import ConfigError, DataError
 from tunecraft.evaluate.runs import evaluate_run, predict
 from tunecraft.experiment import experiment
 from tunecraft.methods import METHODS
-from tunecraft.tasks import get_task
+from tunecraft.tasks import build_task
 from tunecraft.train import train
 from tunecraft.trained import load_trained
 
-TASK = get_task("reward_model")
+TASK = build_task("reward_model")
 
 
 def jsonl(rows) -> str:

@@ -185,14 +185,14 @@ def classifier(tmp_path_factory):
 
 
 def test_run_reward_is_the_classifiers_own_predict_probability(classifier, base, tmp_path):
-    from tunecraft.tasks import get_task
+    from tunecraft.tasks import build_task
     from tunecraft.trained import load_trained, predict_with_run
 
     reward = build_rewards([RewardConfig(run=str(classifier), label="positive")], predict_run=predict_with_run)[0]
     prompts, completions = ["A film that", "The plot is"], [" soars.", " a dull mess."]
     got = reward.score(prompts, completions, [None, None])
     trained = load_trained(classifier)
-    own = get_task("classification").predict(trained, [p + c for p, c in zip(prompts, completions)], 8, None)
+    own = build_task("classification").predict(trained, [p + c for p, c in zip(prompts, completions)], 8, None)
     assert got == [row["probabilities"]["positive"] for row in own]
     # a field of the predict row works the same way; a label the run does not know is refused
     by_field = RunReward(RewardConfig(run=str(classifier), field="score"), "k", predict_with_run)

@@ -19,7 +19,7 @@ from .settings import add_options, from_args
 def _cmd_train(args) -> int:
     from .config import load_config
     from .experiment import experiment
-    from .tasks import get_task
+    from .tasks import build_task
 
     config = load_config(args.recipe, args.overrides)
     if args.no_progress:
@@ -32,7 +32,7 @@ def _cmd_train(args) -> int:
           f"{summary['trainable_params']:,} trainable parameters, {summary['steps']} steps, "
           f"{summary['train_seconds']:.0f} s training ({summary['tokens_per_second']:.0f} tokens/s)")
     if m:
-        print("\n".join(result_lines(summary, get_task(summary["task"]))))
+        print("\n".join(result_lines(summary, build_task(summary["task"]))))
     print(f"report: {summary.get('report')}")
     return 0
 
@@ -152,10 +152,10 @@ def _cmd_continual(args) -> int:
 
 def _cmd_eval(args) -> int:
     from .evaluate.runs import evaluate_run
-    from .tasks import get_task
+    from .tasks import build_task
 
     result = evaluate_run(args.run, args.data, split=args.split, fmt=args.format)
-    print(f"{args.data}: {get_task(result['task']).summary_line(result['metrics'])}")
+    print(f"{args.data}: {build_task(result['task']).summary_line(result['metrics'])}")
     print(f"report: {result['report']}")
     return 0
 
@@ -175,11 +175,11 @@ def _cmd_predict(args) -> int:
 
 
 def _cmd_chat(args) -> int:
-    from .tasks import get_task
+    from .tasks import build_task
     from .trained import load_trained
 
     trained = load_trained(args.run)
-    task = get_task(trained.meta["task"])
+    task = build_task(trained.meta)
     for key in ("max_new_tokens", "temperature", "top_p"):
         if getattr(args, key) is not None:
             trained.meta["generation"][key] = getattr(args, key)

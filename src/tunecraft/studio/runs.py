@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 
 from ..evaluate.compare import SAFE_LOADER, read_summary, summary_row
-from ..tasks import TASKS
+from ..tasks import TASKS, build_task
 
 RUNNING_WITHIN_S = 120
 """A run without summary.json whose metrics.jsonl (or config.yaml) changed this recently counts as running
@@ -63,7 +63,7 @@ class RunIndex:
         if s.get("task") not in TASKS:
             return self._unfinished(run)
         r = summary_row(run, s, settings=False)  # they are in the run page's recipe and in comparisons
-        first, second = TASKS[s["task"]].HEADLINE
+        first, second = build_task(s["task"]).HEADLINE
         frac = r["trainable"] / r["total"] if r["trainable"] is not None and r["total"] else None
         return {"name": run.name, "task": s["task"], "base": s.get("base_model", ""), "method": r["method"],
                 "metric": first, "score": r["score"], "second_metric": second,
@@ -85,7 +85,7 @@ class RunIndex:
         if history.is_file():
             records = read_history(run)
             steps = max((r.get("step", 0) for r in records), default=None)
-        first, second = TASKS[task].HEADLINE if task in TASKS else ("", "")
+        first, second = build_task(task).HEADLINE if task in TASKS else ("", "")
         return {"name": run.name, "task": task, "base": (raw.get("model") or {}).get("base", ""),
                 "method": (raw.get("method") or {}).get("name", ""), "metric": first, "score": None,
                 "second_metric": second, "second": None, "trainable_pct": None, "train_seconds": None,

@@ -7,9 +7,13 @@ Two levels:
 - `Task(Objective)`: a fine-tuning task a run folder is made of: data, the model head, inference, the report's
   sections, the baselines it offers and the server routes it brings.
 
-To add a task, copy the smallest complete one (`classification.py`), implement the abstract members, and
-register the instance in `tasks/__init__.py`: the loop, the run lifecycle, `tunecraft report`, the CLI and the
-server take it from there.
+Each task declares its recipe settings (`Settings`, a `TaskSettings` subclass tagged by `name`: the recipe's
+`task:` section); a run gets its own instance holding them (`tasks.build_task(config.task)`), so nothing of a run
+lives on a module-level object.
+
+To add a task, copy the smallest complete one (`classification.py`), declare its `Settings`, implement the abstract
+members, and register the class in `tasks/__init__.py` (or at run time with `tasks.register_task`): the recipe
+schema, the loop, the run lifecycle, `tunecraft report`, the CLI and the server take it from there.
 """
 
 from __future__ import annotations
@@ -20,9 +24,10 @@ from typing import ClassVar
 
 import torch
 
-from ..data.dataset import Encoded, collate
+from ..data.dataset import BundledSets, Encoded, bundled_or_file, collate
 from ..errors import ConfigError, TunecraftError
 from ..runtime.inference import predict_logits
+from ..settings import TaskSettings
 
 
 class Objective(ABC):
@@ -73,6 +78,8 @@ class Objective(ABC):
 class Task(Objective):
     """A fine-tuning task: everything a run folder, `eval`, `predict`, `report` and `serve` need."""
 
+    Settings: ClassVar[type[TaskSettings]]
+    """The class of the recipe's `task:` section for this task."""
     MODEL_CLASS: ClassVar[type]
     """The transformers auto class that loads the exported model/ folder."""
     PEFT_TASK_TYPE: ClassVar[str]
@@ -88,6 +95,17 @@ class Task(Objective):
     """(run folder, texts) -> that run's `predict` rows, for tasks that score with another run (rl's run rewards):
     handed down by the caller above the task package (`hand_runs`), which the tasks must not import."""
 
+    def __init__(self, settings: TaskSettings | None = None):
+        self.settings = settings if settings is not None else self.Settings(name=self.NAME)
+        """This run's `task:` settings (the recipe's, or rebuilt from a run folder's tunecraft.json)."""
+
+    @classmethod
+    def settings_from_meta(cls, meta: dict) -> TaskSettings:
+        """A trained run's settings from its tunecraft.json (`options` wrote them there); by default the
+        stored `task_settings`, or the defaults for a run written before they were stored."""
+        stored = meta.get("task_settings")
+        return cls.Settings.model_validate(stored) if isinstance(stored, dict) else cls.Settings(name=cls.NAME)
+
     def hand_runs(self, predictor) -> Task:
         self.run_predictor = predictor
         return self
@@ -97,13 +115,23 @@ class Task(Objective):
     def load_data(self, data_cfg):
         """The train/validation/test splits with their label map, columns and a description (bad data fails here)."""
 
-    @abstractmethod
-    def load_eval_examples(self, spec: str, meta: dict, fmt: str, split: str, seed: int, fractions) -> list:
-        """Examples of a bundled set's split or of a file, read as the run was trained (`tunecraft eval`)."""
+    BUNDLED: ClassVar[BundledSets | None] = None
+    """The task's bundled example sets, for `load_data` and `load_eval_examples`."""
 
-    @abstractmethod
+    def read_file(self, path: str, meta: dict, fmt: str) -> list:
+        """The examples of one data file, read as the run's meta says (`load_eval_examples`)."""
+        raise TunecraftError(f"task {self.NAME} reads no example files")
+
+    def load_eval_examples(self, spec: str, meta: dict, fmt: str, split: str, seed: int, fractions) -> list:
+        """Examples of a bundled set's split or of a file, read as the run was trained (`tunecraft eval`): by
+        default `BUNDLED` or `read_file`, through the one loader (data/dataset.py `bundled_or_file`)."""
+        bundled = self.BUNDLED or BundledSets((), lambda *_: {}, f"{self.NAME} set")
+        return bundled_or_file(spec, split, seed, fractions, bundled, lambda path: self.read_file(path, meta, fmt))
+
     def training_texts(self, examples: list):
-        """The raw texts of examples (to build a character tokenizer for a scratch model)."""
+        """The raw texts of examples (to build a character tokenizer for a scratch model): by default each
+        example's `text`."""
+        return (e.text for e in examples)
 
     @abstractmethod
     def encode(self, tokenizer, examples: list, meta: dict, label_map=None) -> Encoded:
@@ -140,9 +168,9 @@ class Task(Objective):
         computed once and cached in the run folder. Runs on resume too, before the checkpoint is loaded."""
 
     # -- inference and evaluation ----------------------------------------------------------------------------
-    @abstractmethod
     def prediction_rows(self, examples: list, scores, enc: Encoded, label_map) -> list[dict]:
-        """One predictions.jsonl row per held-out example."""
+        """One predictions.jsonl row per held-out example: by default its scores, as they are."""
+        return [dict(s) if isinstance(s, dict) else {"score": s} for s in _rows_of(scores)]
 
     def generation_eval(self, model, tokenizer, examples: list, gen: dict, dtype=None) -> dict:
         """Metrics of generated text (GENERATIVE tasks), with the rows under "generations"."""
@@ -188,3 +216,7 @@ class Task(Objective):
         """The task's HTTP routes as a FastAPI APIRouter, given the server core (serve/app.py `Server`); None
         if this task cannot be served yet."""
         return None
+
+
+def _rows_of(scores) -> list:
+    return scores.tolist() if isinstance(scores, torch.Tensor) else list(scores)
