@@ -5,8 +5,9 @@ from tunecraft.config import build_config
 from tunecraft.data import LabelMap
 from tunecraft.errors import ConfigError
 from tunecraft.methods import count_parameters, get_method
-from tunecraft.tasks import CAUSAL_LM
-from tunecraft.tasks.classification import TASK as classification
+from tunecraft.tasks import CAUSAL_LM, build_task
+
+classification = build_task("classification")
 
 
 @pytest.fixture
@@ -180,7 +181,9 @@ def test_inserted_methods_pad_safely_train_only_their_part_and_reload_exactly(se
 def test_prefix_keeps_token_positions_for_ner():
     from transformers import AutoTokenizer
 
-    from tunecraft.tasks.token_classification import TASK as token_classification
+    from tunecraft.tasks import build_task
+
+    token_classification = build_task("token_classification")
 
     model = token_classification.build_model(model_path("minilm-l6"), LabelMap(["O", "B-PER", "I-PER"]))
     model = get_method("prefix").apply(model, build_config({"method": {"name": "prefix"}}).method,

@@ -99,8 +99,8 @@ class Classification(Task):
         weight = None if self.weight is None else self.weight.to(logits.device)
         return F.cross_entropy(logits, batch["labels"], weight=weight, reduction="sum")
 
-    def evaluate(self, logits: torch.Tensor, enc, label_map: LabelMap) -> dict:
-        logits, labels = per_document(logits, enc)  # windows of a long text → one row per text
+    def evaluate(self, scores: torch.Tensor, enc, label_map: LabelMap) -> dict:
+        logits, labels = per_document(scores, enc)  # windows of a long text → one row per text
         result = classification_metrics(labels, logits.argmax(dim=-1).tolist(), label_map.labels)
         result["loss"] = float(F.cross_entropy(logits, torch.tensor(labels)))
         return result

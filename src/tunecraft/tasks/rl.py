@@ -242,7 +242,7 @@ class ReinforcementLearning(CausalLM):
             raise ConfigError(f"task.max_new_tokens: {self.settings.max_new_tokens} leaves no room for the prompt in "
                               f"model.max_length={config.model.max_length}")
         # a missing run folder, an unknown label...: refused before any work
-        build_rewards(self.settings.rewards, predict_run=self.run_predictor)
+        build_rewards(self.settings.rewards, "task.rewards", predict_run=self.run_predictor)
 
     def training_texts(self, rows: list[PromptRow]):
         return (prompt_display(r.prompt) for r in rows)
@@ -251,7 +251,8 @@ class ReinforcementLearning(CausalLM):
         """Each prompt rendered (messages through the chat template's generation prompt) and tokenized; a prompt
         longer than max_length − task.max_new_tokens keeps its end, and is counted."""
         settings = meta["rl"]
-        rewards = build_rewards(RlConfig.model_validate(settings).rewards, predict_run=self.run_predictor)
+        rewards = build_rewards(RlConfig.model_validate(settings).rewards, "task.rewards",
+                                predict_run=self.run_predictor)
         if any(isinstance(r, ExactReward) for r in rewards):
             for row in rows:
                 if row.answer is None:

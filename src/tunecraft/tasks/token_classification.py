@@ -219,7 +219,8 @@ class TokenClassification(Task):
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch["labels"].reshape(-1), ignore_index=IGNORE,
                                reduction="sum")
 
-    def evaluate(self, logits: list[torch.Tensor], enc: Encoded, label_map: LabelMap) -> dict:
+    def evaluate(self, scores: list[torch.Tensor], enc: Encoded, label_map: LabelMap) -> dict:
+        logits = scores  # one [features, tags] tensor per window
         per_word = word_logits(logits, enc, [len(g) for g in enc.gold])
         pred = _predicted_tags(per_word, label_map.labels)
         result = entity_metrics(enc.gold, pred, enc.options.get("scheme", "bio"), enc.options.get("strict", False))
