@@ -468,7 +468,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("chat", help="chat with a causal_lm run in the terminal (reads stdin, keeps the history)")
     p.add_argument("run")
     p.add_argument("--system", help="a system message to start the conversation with")
-    p.add_argument("--max-new-tokens", type=int, help="default: the recipe's generation.max_new_tokens")
+    p.add_argument("--max-new-tokens", type=int, help="default: the recipe's task.generation.max_new_tokens")
     p.add_argument("--temperature", type=float, help="0 is greedy (default: the recipe's)")
     p.add_argument("--top-p", type=float)
     p.set_defaults(func=_cmd_chat)

@@ -104,7 +104,7 @@ def _assistant_spans(tokenizer, conv: Conversation, full: str) -> list[tuple[int
         through = render(tokenizer, conv.messages[: i + 1])
         if not full.startswith(through):
             raise TunecraftError("the chat template does not render a conversation's prefixes as prefixes of the "
-                                 "whole; set data.sft.train_on=all")
+                                 "whole; set task.train_on=all")
         spans.append((start, len(through)))
     return spans
 
@@ -259,7 +259,7 @@ class CausalLM(Task):
     def encode(self, tokenizer, conversations: list[Conversation], meta: dict,
                label_map: LabelMap | None = None) -> Encoded:
         """Tokenize each conversation through the chat template, labels only on the learned tokens (-100 elsewhere).
-        A conversation longer than max_length is an error, dropped or cut at the end (data.sft.overlong), and
+        A conversation longer than max_length is an error, dropped or cut at the end (task.overlong), and
         counted either way; packing then joins whole conversations into rows of up to max_length tokens."""
         opts, max_len = meta["sft"], meta["max_length"]
         ids_rows, label_rows, samples, over = [], [], [], 0
@@ -267,7 +267,7 @@ class CausalLM(Task):
             ids, labels = _encode_one(tokenizer, conv, opts["train_on"])
             if len(ids) > max_len:
                 over += 1
-                refuse_overlong(opts["overlong"], "data.sft.overlong", conv, len(ids), max_len)
+                refuse_overlong(opts["overlong"], "task.overlong", conv, len(ids), max_len)
                 if opts["overlong"] == "drop":
                     continue
                 ids, labels = ids[:max_len], labels[:max_len]
