@@ -177,6 +177,18 @@ def test_a_registered_task_is_a_valid_recipe_and_shows_on_the_launch_form(echo):
     assert [f["key"] for f in task_fields] == ["task.name", "task.loud"]
 
 
+def test_a_task_without_settings_of_its_own_gets_its_name_alone():
+    class Quiet(Classification):
+        NAME = "quiet"
+
+    register_task(Quiet)
+    try:
+        assert build_config({"task": "quiet"}).task.model_dump() == {"name": "quiet"}
+        assert "unknown key 'task.loud'" in refused({"task": {"name": "quiet", "loud": True}})
+    finally:
+        del TASKS["quiet"]
+
+
 def test_the_launch_form_offers_every_task_like_every_method():
     (task_fields,) = [fields for section, fields in sections(build_config({"task": "rl"})) if section == "task"]
     assert task_fields[0]["choices"] == list(TASKS)

@@ -20,9 +20,10 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import torch
+from pydantic import create_model
 
 from ..data.dataset import BundledSets, Encoded, bundled_or_file, collate
 from ..errors import ConfigError, TunecraftError
@@ -78,8 +79,9 @@ class Objective(ABC):
 class Task(Objective):
     """A fine-tuning task: everything a run folder, `eval`, `predict`, `report` and `serve` need."""
 
-    Settings: ClassVar[type[TaskSettings]]
-    """The class of the recipe's `task:` section for this task."""
+    Settings: ClassVar[type[TaskSettings]] = TaskSettings
+    """The class of the recipe's `task:` section for this task (a `TaskSettings` with `name:
+    Literal["<NAME>"]`); a task that declares none gets one holding only its name."""
     MODEL_CLASS: ClassVar[type]
     """The transformers auto class that loads the exported model/ folder."""
     PEFT_TASK_TYPE: ClassVar[str]
@@ -94,6 +96,12 @@ class Task(Objective):
     run_predictor = None
     """(run folder, texts) -> that run's `predict` rows, for tasks that score with another run (rl's run rewards):
     handed down by the caller above the task package (`hand_runs`), which the tasks must not import."""
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        name = cls.__dict__.get("NAME")
+        if name is not None and "Settings" not in cls.__dict__:  # no settings of its own: the tag alone
+            cls.Settings = create_model(f"{cls.__name__}Settings", __base__=TaskSettings, name=(Literal[name], name))
 
     def __init__(self, settings: TaskSettings | None = None):
         self.settings = settings if settings is not None else self.Settings(name=self.NAME)
