@@ -39,7 +39,9 @@ def main() -> None:
     from tunecraft.data.dataset import batch_order, collate, encode
     from tunecraft.methods import get_method
     from tunecraft.runtime.precision import frozen_linears_cast
-    from tunecraft.tasks.classification import TASK as classification
+    from tunecraft.tasks import build_task
+
+    classification = build_task("classification")
 
     torch.manual_seed(0)
     labels = LabelMap(["negative", "positive"])

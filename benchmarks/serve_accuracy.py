@@ -19,7 +19,7 @@ from tunecraft import predict
 from tunecraft.evaluate.runs import _split_settings
 from tunecraft.models import read_meta, run_model_dir
 from tunecraft.serve.app import ServeSettings, create_app
-from tunecraft.tasks import get_task
+from tunecraft.tasks import build_task
 
 
 def main() -> None:
@@ -35,7 +35,7 @@ def main() -> None:
         folder, precision = config.rsplit(":", 1)
         meta = read_meta(run_model_dir(folder))
         seed, fractions = _split_settings(Path(folder))  # a variant folder has none: mr-lora's 42, (0.1, 0.1)
-        examples = get_task(meta["task"]).load_eval_examples(args.data, meta, "auto", "test", seed, fractions)
+        examples = build_task(meta).load_eval_examples(args.data, meta, "auto", "test", seed, fractions)
         texts, gold = [e.text for e in examples], [e.label for e in examples]
         start = time.perf_counter()
         with TestClient(create_app(ServeSettings(run=folder, precision=precision))) as client:

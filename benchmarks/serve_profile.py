@@ -18,7 +18,7 @@ from tunecraft.data.dataset import collate
 from tunecraft.data.readers import Example
 from tunecraft.runtime.inference import autocast_context
 from tunecraft.serve.precision import serving_model
-from tunecraft.tasks import get_task
+from tunecraft.tasks import build_task
 from tunecraft.tasks.classification import decode
 from tunecraft.trained import load_trained
 
@@ -39,7 +39,7 @@ def median_ms(fn, reps: int) -> float:
 def profile(run: str, precision: str, reps: int) -> list[float]:
     """Median ms of tokenize, collate, forward, decode and the whole task.predict for one text."""
     trained = load_trained(run)
-    task = get_task(trained.meta["task"])
+    task = build_task(trained.meta)
     # bf16-autocast: the old server (fp32 weights under autocast); bf16-model: every weight in bf16, no autocast
     # (LayerNorm, softmax, GELU in bf16 too: other numbers); fp32 and bf16 as the server now holds them
     dtype = torch.bfloat16 if precision == "bf16-autocast" else None

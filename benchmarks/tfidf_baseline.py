@@ -17,7 +17,9 @@ from pathlib import Path
 
 def load(recipe: str, dataset: str, scratch: Path):
     from tunecraft.config import load_config
-    from tunecraft.tasks.classification import TASK as classification
+    from tunecraft.tasks import build_task
+
+    classification = build_task("classification")
 
     if dataset == "bbc-news":
         sys.path.insert(0, str(Path(__file__).parent))

@@ -17,7 +17,7 @@ from tunecraft.config import build_config
 from tunecraft.io import write_json
 from tunecraft.methods import get_method
 from tunecraft.models import prepare_base
-from tunecraft.tasks import get_task
+from tunecraft.tasks import build_task
 from tunecraft.train.job import model_meta
 from tunecraft.train.session import RunSession
 
@@ -37,7 +37,7 @@ def recipe(output_dir: str):
 def main(output_dir: str) -> dict:
     config = recipe(output_dir)
     session = RunSession(config)  # the run folder, seed, threads and precision
-    task = get_task(config.task)  # what the data, the model head, the loss and the metrics are
+    task = build_task(config.task)  # what the data, the model head, the loss and the metrics are
     data = task.load_data(config.data)
     base = prepare_base(config.model, lambda: task.training_texts(data.train))
     meta = model_meta(config, task, data.label_map, data.columns)
@@ -52,7 +52,7 @@ def main(output_dir: str) -> dict:
     loop.run()
     metrics = loop.evaluate(test_enc, loop.evaluate_logits(test_enc))
 
-    summary = {"name": config.name, "task": config.task, "metrics": metrics, **session.run_summary(loop)}
+    summary = {"name": config.name, "task": config.task.name, "metrics": metrics, **session.run_summary(loop)}
     return session.close(summary, lambda tmp: method.export(loop.model, tmp["model"], tmp["adapter"]),
                          ("model", "adapter"), lambda s: write_json(session.run_dir / "metrics.json", s["metrics"]),
                          base.processor, meta)

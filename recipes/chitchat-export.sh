@@ -4,8 +4,8 @@
 # shared 2-core machine), its causal-LM variants (torchao int8/int4, GGUF f16/q8_0/q4_0) measured in one run, then
 # the folders vLLM, Ollama, llama.cpp and plain transformers take, each loaded back and checked against the run.
 set -euo pipefail
-tunecraft train recipes/chitchat-lora.yaml train.max_steps=12 train.batch_size=8 generation.eval_samples=0 \
-  generation.report_samples=0 data.max_eval_samples=40 --overwrite --no-progress
+tunecraft train recipes/chitchat-lora.yaml train.max_steps=12 train.batch_size=8 task.generation.eval_samples=0 \
+  task.generation.report_samples=0 data.max_eval_samples=40 --overwrite --no-progress
 tunecraft compress runs/chitchat-lora all --threads 2 --rounds 2 --llm-prompts 24 --overwrite --no-progress
 tunecraft export runs/chitchat-lora --for hf --overwrite
 tunecraft export runs/chitchat-lora --for vllm --overwrite

@@ -65,7 +65,9 @@ def test_every_classification_report_shows_the_zero_shot_baseline(lora_run):
 def test_zero_shot_on_mr_reaches_70_percent_with_the_recipe_descriptions(encoder):
     from tunecraft.config import load_config
     from tunecraft.evaluate.baselines import classification_baselines
-    from tunecraft.tasks.classification import TASK as classification
+    from tunecraft.tasks import build_task
+
+    classification = build_task("classification")
 
     config = load_config("recipes/mr-lora.yaml", ["baselines.shots=[]", "baselines.tfidf=false"])
     data = classification.load_data(config.data)

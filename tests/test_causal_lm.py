@@ -12,10 +12,11 @@ from tunecraft.data.dataset import IGNORE
 from tunecraft.errors import ConfigError, DataError
 from tunecraft.metrics.text import exact_match, rouge_l
 from tunecraft.models import load_tokenizer, resolve_base
-from tunecraft.tasks import causal_lm
+from tunecraft.tasks import build_task, causal_lm
 from tunecraft.train import train
 
-SFT = build_config({"task": "causal_lm"}).data.sft.model_dump()
+SFT = build_config({"task": "causal_lm"}).task.model_dump(include={"format", "train_on", "packing", "overlong"})
+TASK = build_task("causal_lm")
 
 
 def meta(max_length=128, **sft):
@@ -91,9 +92,9 @@ def test_only_assistant_tokens_are_learned(write, tokenizer):
         {"role": "user", "content": "Name a colour."}, {"role": "assistant", "content": "Blue."},
         {"role": "user", "content": "Another?"}, {"role": "assistant", "content": "Green."}]}]))
     convs = read_sft_file(path)
-    enc = causal_lm.TASK.encode(tokenizer, convs, meta())
+    enc = TASK.encode(tokenizer, convs, meta())
     assert _learned(tokenizer, enc) == "Blue.<|im_end|>\nGreen.<|im_end|>\n"
-    everything = causal_lm.TASK.encode(tokenizer, convs, meta(train_on="all"))
+    everything = TASK.encode(tokenizer, convs, meta(train_on="all"))
     assert everything.labels[0] == everything.input_ids[0]
     assert tokenizer.decode(enc.input_ids[0]).startswith("<|im_start|>system")  # the chat template was applied
 
@@ -103,17 +104,17 @@ def test_overlong_is_an_error_with_line_or_counted_when_dropped_or_cut(write, to
     long = {"instruction": "Repeat", "output": "word " * 80}
     convs = read_sft_file(write("l.jsonl", jsonl([short, long])))
     with pytest.raises(DataError, match=r"l.jsonl, line 2: \d+ tokens, more than model.max_length=64"):
-        causal_lm.TASK.encode(tokenizer, convs, meta(64, overlong="error"))
-    dropped = causal_lm.TASK.encode(tokenizer, convs, meta(64, overlong="drop"))
+        TASK.encode(tokenizer, convs, meta(64, overlong="error"))
+    dropped = TASK.encode(tokenizer, convs, meta(64, overlong="drop"))
     assert (len(dropped), dropped.truncated, dropped.sample) == (1, 1, [0])
-    cut = causal_lm.TASK.encode(tokenizer, convs, meta(64, overlong="truncate"))
+    cut = TASK.encode(tokenizer, convs, meta(64, overlong="truncate"))
     assert (len(cut), cut.truncated, max(cut.lengths)) == (2, 1, 64)
 
 
 def test_packing_joins_whole_examples_up_to_max_length(tokenizer):
     convs = BUNDLED_CHAT["chitchat-en"]()[:40]
-    plain = causal_lm.TASK.encode(tokenizer, convs, meta(128))
-    packed = causal_lm.TASK.encode(tokenizer, convs, meta(128, packing=True))
+    plain = TASK.encode(tokenizer, convs, meta(128))
+    packed = TASK.encode(tokenizer, convs, meta(128, packing=True))
     assert len(packed) < len(plain) and max(packed.lengths) <= 128
     assert sum(packed.lengths) == sum(plain.lengths)
     learned = sum(t != IGNORE for row in plain.labels for t in row[1:])
@@ -172,7 +173,7 @@ def test_generation_eval_with_eval_samples_zero_generates_nothing():
     from tunecraft.data.chat import Conversation
 
     chats = [Conversation(messages=[{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}])]
-    assert causal_lm.TASK.generation_eval(None, None, chats, {"eval_samples": 0}) == {}
+    assert TASK.generation_eval(None, None, chats, {"eval_samples": 0}) == {}
 
 
 def test_auto_precision_means_fp32_for_generative_runs_and_native_bf16_for_the_others():
@@ -180,10 +181,10 @@ def test_auto_precision_means_fp32_for_generative_runs_and_native_bf16_for_the_o
     run's at any concurrency, tests/test_openai_serve.py); other tasks keep bf16 where the CPU has it; an explicit
     bf16 is honoured for both."""
     from tunecraft.runtime.precision import cpu_has_bf16, resolve
-    from tunecraft.tasks import get_task
+    from tunecraft.tasks import build_task
 
-    assert resolve("auto", get_task("causal_lm").AUTO_PRECISION) == ("no", None)
-    assert resolve("auto", get_task("rl").AUTO_PRECISION) == ("no", None)
+    assert resolve("auto", build_task("causal_lm").AUTO_PRECISION) == ("no", None)
+    assert resolve("auto", build_task("rl").AUTO_PRECISION) == ("no", None)
     native = ("bf16", torch.bfloat16) if cpu_has_bf16() else ("no", None)
-    assert resolve("auto", get_task("classification").AUTO_PRECISION) == native
-    assert resolve("bf16", get_task("causal_lm").AUTO_PRECISION) == ("bf16", torch.bfloat16)
+    assert resolve("auto", build_task("classification").AUTO_PRECISION) == native
+    assert resolve("bf16", build_task("causal_lm").AUTO_PRECISION) == ("bf16", torch.bfloat16)

@@ -35,12 +35,11 @@ def sft_run(tmp_path_factory):
     path = tmp / "tiny.jsonl"
     path.write_text(jsonl([{"messages": c.messages} for c in convs]), encoding="utf-8")
     config = build_config({
-        "name": "sft", "output_dir": str(tmp), "seed": 7, "task": "causal_lm",
+        "name": "sft", "output_dir": str(tmp), "seed": 7, "task": {"name": "causal_lm", "overlong": "truncate",
+                 "generation": {"max_new_tokens": 12, "eval_samples": 4, "report_samples": 2}},
         "model": {"base": "smollm2-135m", "max_length": 64},
-        "data": {"dataset": None, "train": str(path), "validation": str(path), "test": str(path),
-                 "sft": {"overlong": "truncate"}},
+        "data": {"dataset": None, "train": str(path), "validation": str(path), "test": str(path)},
         "method": {"name": "lora", "r": 8, "alpha": 16},
-        "generation": {"max_new_tokens": 12, "eval_samples": 4, "report_samples": 2},
         "train": {"max_steps": 8, "batch_size": 8, "lr": 2e-3, "warmup_ratio": 0, "num_threads": 1,
                   "eval_each_epoch": False, "progress": False, "tensorboard": False}})
     return config.run_dir, experiment(config)  # the base model before training is scored beside the result

@@ -18,7 +18,7 @@ from tunecraft.data.dataset import Encoded
 from tunecraft.data.readers import Example
 from tunecraft.errors import ConfigError
 from tunecraft.runtime.inference import predict_logits
-from tunecraft.tasks import CLASSIFICATION
+from tunecraft.tasks import build_task
 
 # -- metrics on a hand-made accuracy matrix ---------------------------------------------------------------
 
@@ -167,7 +167,7 @@ def test_replay_sends_other_label_sets_through_their_own_head():
     model = Toy()
     tokenizer = SimpleNamespace()
     stream = SimpleNamespace(autocast_dtype=None, pad_id=0, config=SimpleNamespace(seed=0),
-                             base=SimpleNamespace(tokenizer=tokenizer))
+                             base=SimpleNamespace(tokenizer=tokenizer), classifier=build_task("classification"))
     replay = Replay(ReplayConfig(memory_size=10), stream)
     replay.model = model
     replay.use_head(("negative", "positive"))
@@ -180,7 +180,7 @@ def test_replay_sends_other_label_sets_through_their_own_head():
     replay.use_head(task.labels)
     assert replay.replayed(1) == []  # nothing of this label set to mix into the data
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(CLASSIFICATION, "encode",
+        mp.setattr(stream.classifier, "encode",
                    lambda tok, examples, meta, lmap: Encoded([[1 + int(e.text[1:]), 2] for e in examples], None,
                                                              [lmap.label2id[e.label] for e in examples], 0))
         replay.before(1)

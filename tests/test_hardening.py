@@ -173,9 +173,9 @@ def test_eval_of_the_training_file_scores_the_runs_split_and_never_training_rows
 def test_a_split_given_as_its_own_file_is_that_file_and_is_never_carved_again(tmp_path):
     from tunecraft.errors import TunecraftError
     from tunecraft.evaluate.runs import run_file_split
-    from tunecraft.tasks import get_task
+    from tunecraft.tasks import build_task
 
-    task = get_task("classification")
+    task = build_task("classification")
     (tmp_path / "config.yaml").write_text(yaml.safe_dump({"data": {"train": "a.csv", "test": "a.csv"}}))
     assert run_file_split(tmp_path, task, "a.csv", "test") is None  # the test file itself: scored whole
     (tmp_path / "config.yaml").write_text(yaml.safe_dump({"data": {"train": "a.csv", "test": "b.csv"}}))

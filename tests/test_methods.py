@@ -5,8 +5,9 @@ from tunecraft.config import build_config
 from tunecraft.data import LabelMap
 from tunecraft.errors import ConfigError
 from tunecraft.methods import count_parameters, get_method
-from tunecraft.tasks import CAUSAL_LM
-from tunecraft.tasks.classification import TASK as classification
+from tunecraft.tasks import build_task
+
+classification = build_task("classification")
 
 
 @pytest.fixture
@@ -180,7 +181,9 @@ def test_inserted_methods_pad_safely_train_only_their_part_and_reload_exactly(se
 def test_prefix_keeps_token_positions_for_ner():
     from transformers import AutoTokenizer
 
-    from tunecraft.tasks.token_classification import TASK as token_classification
+    from tunecraft.tasks import build_task
+
+    token_classification = build_task("token_classification")
 
     model = token_classification.build_model(model_path("minilm-l6"), LabelMap(["O", "B-PER", "I-PER"]))
     model = get_method("prefix").apply(model, build_config({"method": {"name": "prefix"}}).method,
@@ -202,7 +205,7 @@ def test_methods_on_a_causal_lm_adapter_starts_as_the_base_and_virtual_tokens_ar
     with torch.no_grad():
         before = model(**batch).logits
     settings = build_config({"task": "causal_lm", "method": {"name": "adapter"}}).method
-    model = get_method("adapter").apply(model, settings, CAUSAL_LM)
+    model = get_method("adapter").apply(model, settings, build_task("causal_lm"))
     trainable, total = count_parameters(model)
     assert 0 < trainable < 0.05 * total  # bottlenecks after o_proj and down_proj, and the RMS norms
     with torch.no_grad():
@@ -210,7 +213,7 @@ def test_methods_on_a_causal_lm_adapter_starts_as_the_base_and_virtual_tokens_ar
     for name, message in (("prompt", "not 'causal_lm'"), ("prefix", "supports BERT-style encoders")):
         cfg = build_config({"task": "causal_lm", "method": {"name": name}}).method
         with pytest.raises(ValueError, match=message):
-            get_method(name).apply(AutoModelForCausalLM.from_pretrained(str(path)), cfg, CAUSAL_LM)
+            get_method(name).apply(AutoModelForCausalLM.from_pretrained(str(path)), cfg, build_task("causal_lm"))
 
 
 @pytest.mark.parametrize("method", [{"name": "lora", "r": 8}, {"name": "lora", "r": 8, "dora": True}, {"name": "ia3"},

@@ -24,12 +24,14 @@ from tunecraft.evaluate.runs import evaluate_run, predict
 from tunecraft.experiment import experiment
 from tunecraft.metrics.labels import entity_metrics
 from tunecraft.models import load_tokenizer, resolve_base
+from tunecraft.tasks import build_task
 from tunecraft.tasks import token_classification as ner
 from tunecraft.train import train
 
 from .ner_data import write_english_ner
 
-META = {"max_length": 128, "ner": build_config({}).data.ner.model_dump()}
+META = {"max_length": 128, "ner": build_config({"task": "token_classification"}).task.model_dump(exclude={"name"})}
+TASK = build_task("token_classification")
 
 
 def ner_config(tmp, name, train_file, test_file=None, **sections):
@@ -148,7 +150,7 @@ def test_unknown_tag_at_eval_time_names_file_and_line(write, tmp_path):
     test_file = write("test.conll", "Ana B-PER\n\nat O\nAcme B-ORG\n")
     config = ner_config(tmp_path, "x", train_file, test_file, data={"split": {"validation": 0.0}})
     with pytest.raises(DataError, match=r"test.conll, line 4, field 'tag': unknown tag 'B-ORG'"):
-        ner.TASK.load_data(config.data)
+        build_task(config.task).load_data(config.data)
 
 
 # -- alignment, windows, metrics -------------------------------------------------------------------------------
@@ -162,13 +164,13 @@ def test_labels_sit_on_the_first_sub_token_only(tokenizer):
     sentence = normalise(Sentence(["Tokenization", "works", "in", "Reykjavik"], ["O", "O", "O", "B-LOC"]), "bio",
                          "error")
     label_map = LabelMap(["O", "B-LOC", "I-LOC"])
-    enc = ner.TASK.encode(tokenizer, [sentence], META, label_map)
+    enc = TASK.encode(tokenizer, [sentence], META, label_map)
     words, labels = enc.word_ids[0], enc.labels[0]
     firsts = [i for i, w in enumerate(words) if w is not None and (i == 0 or words[i - 1] != w)]
     assert [labels[i] for i in firsts] == [0, 0, 0, 1]
     assert all(lab == IGNORE for i, lab in enumerate(labels) if i not in firsts)
     assert len(words) > 6  # the long words were split into several sub-tokens
-    every = ner.TASK.encode(tokenizer, [sentence], {**META, "ner": {**META["ner"], "label_subtokens": "all"}},
+    every = TASK.encode(tokenizer, [sentence], {**META, "ner": {**META["ner"], "label_subtokens": "all"}},
                             label_map)
     assert IGNORE not in [lab for lab, w in zip(every.labels[0], every.word_ids[0]) if w is not None]
 
@@ -176,7 +178,7 @@ def test_labels_sit_on_the_first_sub_token_only(tokenizer):
 def test_long_sentences_become_overlapping_windows_and_merge_back(tokenizer):
     words = [f"w{i}" for i in range(150)]
     meta = {"max_length": 32, "ner": {**META["ner"], "stride": 8}}
-    enc = ner.TASK.encode(tokenizer, [Sentence(words), Sentence(["short"])], meta)
+    enc = TASK.encode(tokenizer, [Sentence(words), Sentence(["short"])], meta)
     assert max(len(ids) for ids in enc.input_ids) <= 32
     assert enc.sample.count(0) > 5 and enc.sample.count(1) == 1
     # logits that say "I am word w" in column w: merging must give every word its own row
@@ -241,7 +243,7 @@ def test_predicted_spans_on_text_match_the_tags_predicted_on_its_tokens(english_
     trained = load_trained(config.run_dir)
     for text, row in zip(texts, rows):
         tokens, _ = split_words(text)
-        by_tokens = ner.TASK.predict(trained, [{"tokens": tokens}], 8, None)[0]
+        by_tokens = TASK.predict(trained, [{"tokens": tokens}], 8, None)[0]
         assert by_tokens["tags"] == row["tags"]
         for e in row["entities"]:
             assert text[e["start"]:e["end"]] == e["text"] and 0 < e["score"] <= 1
@@ -276,7 +278,7 @@ def test_chinese_character_model_trains_from_scratch_on_people_daily(tmp_path):
     losses = [e["loss"] for e in evals if e["type"] == "eval"]
     assert losses[-1] < losses[0]
     # chance: tags drawn at the training data's tag frequencies
-    data = ner.TASK.load_data(config.data)
+    data = build_task(config.task).load_data(config.data)
     tags = [t for s in data.train for t in s.tags]
     rng = random.Random(0)
     chance = f1_score([s.tags for s in data.test], [rng.choices(tags, k=len(s.tags)) for s in data.test])

@@ -16,7 +16,7 @@ from transformers import PretrainedConfig, PreTrainedModel, Wav2Vec2FeatureExtra
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from tunecraft.config import build_config
-from tunecraft.data.dataset import ClassificationData, Encoded, LabelMap, seeded_split
+from tunecraft.data.dataset import Encoded, TaskData, LabelMap, seeded_split
 from tunecraft.tasks import TASKS, Task
 
 DIM, LABELS = 8, ["ramp", "fall", "zigzag"]
@@ -60,7 +60,8 @@ def points(n: int, seed: int) -> list[Point]:
 
 
 class VectorTask(Task):
-    """The whole task: data, features through the processor, head, loss, scores, report lines."""
+    """The whole task: data, features through the processor, head, loss, scores (its report shows the base view:
+    its scalar metrics)."""
 
     NAME = "vectors"
     METRICS = ["accuracy", "loss"]
@@ -72,7 +73,7 @@ class VectorTask(Task):
 
     def load_data(self, data_cfg):
         test, validation, train = seeded_split(points(144, data_cfg.split.seed), [1 / 3, 1 / 6], data_cfg.split.seed)
-        return ClassificationData(train, validation, test, LabelMap(list(LABELS)), description="random vectors")
+        return TaskData(train, validation, test, LabelMap(list(LABELS)), description="random vectors")
 
     def load_eval_examples(self, spec, meta, fmt, split, seed, fractions):
         return getattr(self.load_data(build_config({"data": {"split": {"seed": seed}}}).data), split)
@@ -107,31 +108,18 @@ class VectorTask(Task):
     def prediction_rows(self, examples, scores, enc, label_map):
         return [{"label": p.label, "predicted": label_map.labels[i]} for p, i in zip(examples, scores.argmax(-1))]
 
-    def predict(self, trained, texts, batch_size, dtype):
+    def predict(self, trained, inputs, batch_size, dtype, warn=True):
         label_map = LabelMap(trained.meta["labels"])
-        enc = self.encode(trained.processor, texts, trained.meta)
+        enc = self.encode(trained.processor, inputs, trained.meta)
         scores = self.infer(trained.model, enc, batch_size, trained.pad_id, torch.device("cpu"), dtype)
         return [{"predicted": label_map.labels[i]} for i in scores.argmax(-1)]
-
-    def format_prediction(self, row):
-        return row["predicted"]
-
-    def summary_line(self, metrics):
-        return f"accuracy {metrics['accuracy']:.4f}"
-
-    def result_blocks(self, metrics, labels, plots=None):
-        return [("table", ["metric", "value"], [("accuracy", f"{metrics['accuracy']:.4f}")])]
-
-    def length_row(self, summary):
-        return ("inputs", f"{DIM}-dim vectors")
 
 
 @pytest.fixture
 def vector_task(monkeypatch):
     """The fake task in the registry, for this test only (the one place that registers it)."""
-    task = VectorTask()
-    monkeypatch.setitem(TASKS, task.NAME, task)
-    return task
+    monkeypatch.setitem(TASKS, VectorTask.NAME, VectorTask)
+    return VectorTask()
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from tunecraft.align import losses
 from tunecraft.config import build_config
 from tunecraft.data.chat import BUNDLED_CHAT
 from tunecraft.experiment import experiment
-from tunecraft.tasks.preference import REFERENCE_FILE, TASK
+from tunecraft.tasks.preference import REFERENCE_FILE
 from tunecraft.train import train
 
 C, R = torch.tensor([-4.0, -9.0]), torch.tensor([-6.0, -5.0])  # policy log-probs of chosen, rejected
@@ -94,15 +94,15 @@ def base(tmp_path_factory):
     return tiny_base(tmp_path_factory.mktemp("preference") / "base")
 
 
-def preference_config(folder, name, train, held_out, objective="dpo", steps=12, **extra):
+def preference_config(folder, name, train, held_out, objective="dpo", steps=12, task=None, generation=None, **extra):
+    generation = generation or {"max_new_tokens": 8, "eval_samples": 4, "report_samples": 2, "batch_size": 4}
     return build_config({
-        "name": name, "output_dir": str(folder), "seed": 0, "task": "preference",
+        "name": name, "output_dir": str(folder), "seed": 0,
+        "task": {"name": "preference", "objective": objective, "beta": 0.5, "generation": generation, **(task or {})},
         "model": {"base": str(extra.pop("base")), "max_length": 96},
         "data": {"dataset": None, "train": str(train), "validation": str(held_out), "test": str(held_out),
                  **extra.pop("data", {})},
         "method": {"name": "lora", "r": 8, "alpha": 16},
-        "preference": {"objective": objective, "beta": 0.5},
-        "generation": {"max_new_tokens": 8, "eval_samples": 4, "report_samples": 2, "batch_size": 4},
         "train": {"max_steps": steps, "batch_size": 8, "lr": 1e-2, "warmup_ratio": 0, "num_threads": 1,
                   "eval_every": steps, "eval_each_epoch": False, "progress": False, "tensorboard": False,
                   "precision": "fp32"}, **extra})
@@ -143,14 +143,14 @@ def test_cached_reference_equals_a_frozen_copy_of_the_base(dpo_run):
     from tunecraft.train.job import prepare_job
 
     job = prepare_job(config)
-    again = TASK.infer(frozen, job.train_enc, config.train.batch_size * 2, job.tokenizer.pad_token_id,
-                       torch.device("cpu"), None)
+    again = job.task.infer(frozen, job.train_enc, config.train.batch_size * 2, job.tokenizer.pad_token_id,
+                           torch.device("cpu"), None)
     assert torch.equal(again[:, 0:2], cached["train"])
 
     # a resumed run reads them back: no model is asked (None would fail), the splits get the cached values
     splits = {"train": job.train_enc, "validation": job.val_enc, "test": job.test_enc}
     session = SimpleNamespace(run_dir=config.run_dir, resume=True)
-    TASK.before_training(None, splits, session)
+    job.task.before_training(None, splits, session)
     assert all(torch.equal(splits[name].reference, cached[name]) for name in splits)
 
 
@@ -162,7 +162,7 @@ def test_every_pairwise_objective_raises_its_held_out_accuracy(base, objective, 
                                                                                  start=60, count=16)
     config = preference_config(folder, objective, pairs, held, objective=objective, base=base,
                                generation={"eval_samples": 0},
-                               preference={"objective": objective, "beta": 0.5, **constants})
+                               task=constants)
     m = experiment(config)["metrics"]
     assert m["accuracy"] >= 0.75 and m["accuracy"] > m["before"]["accuracy"]
     assert m["chosen_reward"] > m["rejected_reward"]
@@ -202,7 +202,7 @@ def test_bad_preference_files_stop_train_with_file_line_and_field(base, tmp_path
     long = tmp_path / "long.jsonl"  # a prompt past max_length: refused (overlong: error), or dropped and counted
     long.write_text("".join(json.dumps(r) + "\n" for r in [rows[0], {"prompt": "word " * 200, "chosen": "a",
                                                                      "rejected": "b"}] * 5), encoding="utf-8")
-    config = preference_config(tmp_path, "long", long, long, base=base, data={"preference": {"overlong": "error"}})
+    config = preference_config(tmp_path, "long", long, long, base=base, task={"overlong": "error"})
     with pytest.raises(DataError, match=f"{long}, line [0-9]+: 2.. tokens .prompt and answer., more than "
                                         "model.max_length=96"):
         prepare_job(config)

@@ -19,7 +19,7 @@ from tunecraft.data.dataset import Encoded, collate
 from tunecraft.errors import ConfigError, TunecraftError
 from tunecraft.methods import get_method
 from tunecraft.models import Base, load_processor, pad_id_of, prepare_base, tokenizer_of
-from tunecraft.tasks import get_task
+from tunecraft.tasks import build_task
 
 TEXTS = ["a gorgeous, witty film", "Überraschend flach, leider.", "x"]
 
@@ -74,7 +74,7 @@ def test_features_without_tokens_batch_by_stacking_and_count_one_each():
 
 
 def test_the_loop_counts_tokens_by_the_attention_mask_and_refuses_a_batch_without_one():
-    task = get_task("classification")
+    task = build_task("classification")
     assert task.UNIT == "tokens"
     text = collate(Encoded([[5, 6, 7], [5]], None, [0, 1], 0), [0, 1], pad_id=0, pad_to_multiple_of=4)
     assert task.units(text) == (4, 8)
@@ -103,4 +103,4 @@ def test_an_unknown_architecture_without_defaults_names_method_target_modules(me
     name = {"lora": "LoRA", "ia3": "IA3"}[method]
     with pytest.raises(ConfigError, match=rf"^method\.target_modules: no default {name} targets for model type "
                                           "'tiny-embed'"):
-        get_method(method).apply(_EmbedModel(_EmbedConfig()), cfg, get_task("classification"))
+        get_method(method).apply(_EmbedModel(_EmbedConfig()), cfg, build_task("classification"))

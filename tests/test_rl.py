@@ -15,7 +15,8 @@ from tunecraft.align.rewards import RunReward, build_rewards
 from tunecraft.align.settings import RewardConfig
 from tunecraft.config import build_config
 from tunecraft.errors import ConfigError, TunecraftError
-from tunecraft.tasks.rl import TASK, group_advantages, joined, per_token_loss, sample, summed_loss
+from tunecraft.tasks import build_task
+from tunecraft.tasks.rl import group_advantages, joined, per_token_loss, sample, summed_loss
 
 WORDS = "the cat dog sat ran on a mat house tree red blue big small".split()
 
@@ -31,12 +32,12 @@ def _config(tmp_path, base, rewards, **rl):
     train = _prompts(tmp_path / "train.jsonl", 32, 0)
     test = _prompts(tmp_path / "test.jsonl", 8, 1)
     return build_config({
-        "name": "rl", "output_dir": str(tmp_path / "runs"), "task": "rl", "seed": 0,
+        "name": "rl", "output_dir": str(tmp_path / "runs"), "seed": 0,
+        "task": {"name": "rl", "group_size": 8, "max_new_tokens": 2, "temperature": 1.0, "eval_samples": 8,
+                 "rewards": rewards, **rl},
         "model": {"base": str(base), "max_length": 64},
         "data": {"dataset": None, "train": train, "validation": test, "test": test},
         "method": {"name": "lora", "r": 8, "alpha": 16},
-        "rl": {"group_size": 8, "max_new_tokens": 2, "temperature": 1.0, "eval_samples": 8, "rewards": rewards,
-               **rl},
         "train": {"max_steps": 10, "batch_size": 4, "lr": 3e-2, "warmup_ratio": 0, "num_threads": 1,
                   "eval_each_epoch": False, "progress": False, "tensorboard": False, "log_every": 5}})
 
@@ -131,11 +132,11 @@ def test_rollouts_are_one_generate_call_for_k_times_the_prompts(base, tmp_path):
     calls = []
     generate = job.model.generate
     job.model.generate = lambda *a, **kw: calls.append(kw["input_ids"].shape[0]) or generate(*a, **kw)
-    batch = TASK.prepare(job.model, TASK.collate(job.train_enc, [0, 1, 2, 3], job.tokenizer.pad_token_id))
+    batch = job.task.prepare(job.model, job.task.collate(job.train_enc, [0, 1, 2, 3], job.tokenizer.pad_token_id))
     assert calls == [4 * 3]  # one call, every prompt's k completions in it
     labels = batch["labels"]
     assert batch["input_ids"].shape[0] == 12 and labels["advantages"].shape == (12,)
-    assert TASK.count(batch) == 12  # loss_type grpo: one term per completion
+    assert job.task.count(batch) == 12  # loss_type grpo: one term per completion
     assert labels["ref_logps"].shape == (12, batch["input_ids"].shape[1] - 1)
     # with the adapter still at zero the policy is the reference: the k3 KL of every token is 0
     logps = torch.log_softmax(job.model(input_ids=batch["input_ids"]).logits[:, :-1].float(), -1)
@@ -157,7 +158,7 @@ def test_a_short_run_raises_the_held_out_reward(steerable_base, tmp_path):
     assert len(metrics["shown"]) == len(metrics["before"]["shown"]) > 0
     # the run is a causal LM like any other: it loads, and predict continues a text
     trained = load_trained(config.run_dir)
-    rows = TASK.predict(trained, ["the cat sat on"], 4, None)
+    rows = build_task(trained.meta).predict(trained, ["the cat sat on"], 4, None)
     assert rows[0]["prompt"] == "the cat sat on" and isinstance(rows[0]["response"], str)
     assert (config.run_dir / "adapter").is_dir()
 
@@ -168,14 +169,14 @@ def test_bad_reward_configs_are_refused_naming_the_key(base, tmp_path):
             config = _config(tmp_path, base, rewards)
             if extra:
                 config = build_config({**config.model_dump(mode="json"), **extra})
-            TASK.check_config(config)
+            build_task(config.task).check_config(config)
         return str(err.value)
 
-    assert "rl.rewards.0.run" in refused([{"run": str(tmp_path / "nowhere"), "label": "positive"}])
-    assert "rl.rewards:" in refused([])
-    assert "rl.rewards.1.regex" in refused([{"length": 3}, {"regex": "(unclosed"}])
-    assert "rl.rewards.0.function" in refused([{"function": "no_such_module:fn"}])
-    assert "rl.rewards.0" in refused([{"regex": "a", "length": 3}])  # two kinds in one entry
+    assert "task.rewards.0.run" in refused([{"run": str(tmp_path / "nowhere"), "label": "positive"}])
+    assert "task.rewards:" in refused([])
+    assert "task.rewards.1.regex" in refused([{"length": 3}, {"regex": "(unclosed"}])
+    assert "task.rewards.0.function" in refused([{"function": "no_such_module:fn"}])
+    assert "task.rewards.0" in refused([{"regex": "a", "length": 3}])  # two kinds in one entry
     assert "method:" in refused([{"length": 3}], method={"name": "full"})
 
 
@@ -185,23 +186,22 @@ def classifier(tmp_path_factory):
 
 
 def test_run_reward_is_the_classifiers_own_predict_probability(classifier, base, tmp_path):
-    from tunecraft.tasks import get_task
     from tunecraft.trained import load_trained, predict_with_run
 
     reward = build_rewards([RewardConfig(run=str(classifier), label="positive")], predict_run=predict_with_run)[0]
     prompts, completions = ["A film that", "The plot is"], [" soars.", " a dull mess."]
     got = reward.score(prompts, completions, [None, None])
     trained = load_trained(classifier)
-    own = get_task("classification").predict(trained, [p + c for p, c in zip(prompts, completions)], 8, None)
+    own = build_task("classification").predict(trained, [p + c for p, c in zip(prompts, completions)], 8, None)
     assert got == [row["probabilities"]["positive"] for row in own]
     # a field of the predict row works the same way; a label the run does not know is refused
     by_field = RunReward(RewardConfig(run=str(classifier), field="score"), "k", predict_with_run)
     assert by_field.score(prompts, completions, [None] * 2) \
         == [row["score"] for row in own]
-    with pytest.raises(ConfigError, match="rl.rewards.0.label: unknown label 'happy'"):
+    with pytest.raises(ConfigError, match="task.rewards.0.label: unknown label 'happy'"):
         build_rewards([RewardConfig(run=str(classifier), label="happy")])
     with pytest.raises(ConfigError, match="k.field: 'reward' is not a number"):
         RunReward(RewardConfig(run=str(classifier), field="reward"), "k", predict_with_run)
     # the rewards import neither the run loader nor the task registry: without a predictor handed down, refused
-    with pytest.raises(TunecraftError, match=r"rl.rewards.0.run: no run predictor was handed to the rewards"):
+    with pytest.raises(TunecraftError, match=r"task.rewards.0.run: no run predictor was handed to the rewards"):
         build_rewards([RewardConfig(run=str(classifier), label="positive")])[0].score(prompts, completions, [None] * 2)

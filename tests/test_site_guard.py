@@ -112,7 +112,7 @@ def test_code_rewards_need_allow_code_rewards(project):
     reward = ["task=rl", 'rl.rewards=[{"function": "json:dumps"}]']
     refused = studio().post("/api/check", json={"recipe": "recipes/r.yaml", "overrides": reward})
     assert refused.status_code == 403
-    assert refused.json()["error"] == ("rl.rewards.0.function: a reward that imports and runs Python code "
+    assert refused.json()["error"] == ("task.rewards.0.function: a reward that imports and runs Python code "
                                        "(json:dumps) is refused from the studio; start it with --allow-code-rewards "
                                        "to allow it")
     allowed = studio(allow_code_rewards=True).post("/api/check", json={"recipe": "recipes/r.yaml",

@@ -381,7 +381,7 @@ def test_chat_feedback_rate_edit_and_train_a_preference_run(page, studio_runs):
     # the CLI's run: `tunecraft train RUN/config.yaml` with these overrides, a preference run on the store
     record = json.loads((runs / ".studio" / "launches" / "tiny-chat-feedback.json").read_text())
     assert record["command"][1:] == ["-m", "tunecraft", "train", str(run / "config.yaml"), *record["overrides"]]
-    assert "task=preference" in record["overrides"] and f"data.train={(run / 'feedback.sqlite').resolve()}" in \
+    assert "task.name=preference" in record["overrides"] and f"data.train={(run / 'feedback.sqlite').resolve()}" in \
         record["overrides"]
     config = load_config(run / "config.yaml", record["overrides"])
     assert (runs / "tiny-chat-feedback" / "config.yaml").read_text(encoding="utf-8") == dump_config(config)

@@ -15,7 +15,9 @@ from tunecraft.config import build_config
 from tunecraft.data.readers import Example
 from tunecraft.evaluate.baselines import below_baseline, classification_baselines, tfidf_svm
 from tunecraft.evaluate.views import view_of
-from tunecraft.tasks.classification import TASK as classification
+from tunecraft.tasks import build_task
+
+classification = build_task("classification")
 
 LABELS = ["negative", "positive"]
 

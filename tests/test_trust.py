@@ -19,13 +19,15 @@ from tunecraft.evaluate.explain import attribute_text, deletion_check, integrate
 from tunecraft.evaluate.robustness import expected_calibration_error, perturb, robustness
 from tunecraft.methods import get_method
 from tunecraft.models import load_tokenizer
-from tunecraft.tasks.classification import TASK as classification
+from tunecraft.tasks import build_task
 from tunecraft.train import train
 from tunecraft.train.optim import build_optimizer
 from tunecraft.train.regularizers import EmbeddingAdversary, LabelSmoothing, RDrop, config_plugins, symmetric_kl_sum
 from tunecraft.trained import load_trained
 
 from .conftest import recipe
+
+classification = build_task("classification")
 
 LABELS = LabelMap(["negative", "positive"])
 

@@ -35,12 +35,11 @@ def tiny_run(tmp, base, name: str, seed: int = 0, method: str = "lora", lr: floa
     path = tmp / f"{name}.jsonl"
     path.write_text("".join(json.dumps({"messages": c.messages}) + "\n" for c in convs), encoding="utf-8")
     config = build_config({
-        "name": name, "output_dir": str(tmp), "seed": seed, "task": "causal_lm",
+        "name": name, "output_dir": str(tmp), "seed": seed, "task": {"name": "causal_lm", "overlong": "truncate",
+                 "generation": {"max_new_tokens": 12, "eval_samples": 0, "report_samples": 0}},
         "model": {"base": str(base), "max_length": 64},
-        "data": {"dataset": None, "train": str(path), "validation": str(path), "test": str(path),
-                 "sft": {"overlong": "truncate"}},
+        "data": {"dataset": None, "train": str(path), "validation": str(path), "test": str(path)},
         "method": {"name": method, **({"r": 4, "alpha": 8} if method == "lora" else {})},
-        "generation": {"max_new_tokens": 12, "eval_samples": 0, "report_samples": 0},
         "train": {"max_steps": 3, "batch_size": 8, "lr": lr, "warmup_ratio": 0, "num_threads": 1,
                   "eval_each_epoch": False, "progress": False, "tensorboard": False}})
     train(config)

@@ -19,7 +19,7 @@ from .settings import add_options, from_args
 def _cmd_train(args) -> int:
     from .config import load_config
     from .experiment import experiment
-    from .tasks import get_task
+    from .tasks import build_task
 
     config = load_config(args.recipe, args.overrides)
     if args.no_progress:
@@ -32,7 +32,7 @@ def _cmd_train(args) -> int:
           f"{summary['trainable_params']:,} trainable parameters, {summary['steps']} steps, "
           f"{summary['train_seconds']:.0f} s training ({summary[unit + '_per_second']:.0f} {unit}/s)")
     if m:
-        print("\n".join(result_lines(summary, get_task(summary["task"]))))
+        print("\n".join(result_lines(summary, build_task(summary["task"]))))
     if summary.get("doctor"):
         from .evaluate.doctor import format_findings
 
@@ -490,7 +490,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("chat", help="chat with a causal_lm run in the terminal (reads stdin, keeps the history)")
     p.add_argument("run")
     p.add_argument("--system", help="a system message to start the conversation with")
-    p.add_argument("--max-new-tokens", type=int, help="default: the recipe's generation.max_new_tokens")
+    p.add_argument("--max-new-tokens", type=int, help="default: the recipe's task.generation.max_new_tokens")
     p.add_argument("--temperature", type=float, help="0 is greedy (default: the recipe's)")
     p.add_argument("--top-p", type=float)
     p.set_defaults(func=_cmd_chat)

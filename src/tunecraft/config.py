@@ -10,12 +10,12 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, Field, SerializeAsAny, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
 
-from .align.settings import RlConfig
 from .errors import ConfigError
 from .methods import METHODS, MethodConfig
-from .settings import Strict
+from .settings import Strict, TaskSettings
 
 logger = logging.getLogger("tunecraft")
 
@@ -49,100 +49,6 @@ class SplitConfig(Strict):
     bundled sets keep their fixed seeded split, so published numbers stay."""
 
 
-class NerDataConfig(Strict):
-    """Token classification (task: token_classification)."""
-
-    token_column: int = 0
-    """CoNLL files: the column of the tokens (0 = first)."""
-    tag_column: int = -1
-    """CoNLL files: the column of the tags (-1 = last)."""
-    scheme: Literal["bio", "bioes"] = "bio"
-    """The tag scheme the model predicts; input files in either scheme are converted to it."""
-    on_invalid: Literal["repair", "error"] = "repair"
-    """An I-/E- tag with no entity of its type to continue: start a new entity (with a warning), or stop."""
-    label_subtokens: Literal["first", "all"] = "first"
-    """Train on the first sub-token of each word only, or on all of them (predictions always read the first)."""
-    stride: int = Field(32, ge=0)
-    """Tokens shared by consecutive windows of a sentence longer than model.max_length."""
-    strict: bool = False
-    """Score entities in seqeval's strict mode (exact scheme-valid tag sequences) instead of conlleval's."""
-
-
-class SftDataConfig(Strict):
-    """Instruction-tuning data (task: causal_lm)."""
-
-    format: Literal["auto", "messages", "sharegpt", "alpaca", "text"] = "auto"
-    """JSONL rows with `messages` (OpenAI roles), `conversations` (ShareGPT from/value), Alpaca
-    instruction/input/output, or `text`; auto tells them apart per row. A .txt file is plain text per line."""
-    train_on: Literal["assistant", "all"] = "assistant"
-    """Learn only the assistant's tokens (the prompt and the template's other parts take no loss), or all."""
-    packing: bool = False
-    """Join whole training examples into rows of up to model.max_length tokens (less padding)."""
-    overlong: Literal["error", "drop", "truncate"] = "drop"
-    """An example longer than model.max_length: stop with its file and line, drop it, or cut its end. Dropped
-    and cut examples are counted in the log and in summary.json (truncated), never silently."""
-
-
-class PreferenceDataConfig(Strict):
-    """Preference data (task: preference): JSONL pairs or judged answers (data/preferences.py), or a server's
-    feedback store (RUN/feedback.sqlite)."""
-
-    kind: Literal["auto", "pairs", "judgements"] = "auto"
-    """pairs (prompt/chosen/rejected) or judgements (prompt/completion/label); auto: told by each file."""
-    overlong: Literal["error", "drop", "truncate"] = "drop"
-    """A prompt + answer longer than model.max_length: stop with its file and line, drop the example (counted in
-    the log and summary.json), or cut the prompt's start (the whole answer is kept)."""
-    good_rating: int = 1
-    """Feedback stores: a rating at or above this is a good answer, below it a bad one (1 for thumbs -1/1; 4 for
-    a 1..5 scale)."""
-
-
-class PreferenceConfig(Strict):
-    """The offline preference objective (task: preference); its constants are TRL's (align/losses.py)."""
-
-    objective: Literal["dpo", "ipo", "simpo", "orpo", "kto"] = "dpo"
-    beta: float = Field(0.1, gt=0.0)
-    """DPO/IPO/KTO: the strength of the pull toward the reference (IPO's τ); SimPO: the reward scale."""
-    label_smoothing: float = Field(0.0, ge=0.0, lt=0.5)
-    """DPO only: the probability that a pair's label is flipped (conservative DPO)."""
-    simpo_gamma: float = Field(0.5, ge=0.0)
-    """SimPO: the target reward margin γ."""
-    orpo_lambda: float = Field(0.1, gt=0.0)
-    """ORPO: the weight λ of the odds-ratio term beside the chosen answer's NLL."""
-    kto_desirable_weight: float = Field(1.0, gt=0.0)
-    kto_undesirable_weight: float = Field(1.0, gt=0.0)
-
-
-class GenerationSettings(Strict):
-    """How causal_lm runs generate: held-out evaluation, the report's samples, predict and chat."""
-
-    max_new_tokens: int = Field(48, ge=1, le=4096)
-    temperature: float = Field(0.0, ge=0.0)
-    """0 is greedy decoding."""
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
-    stop: list[str] = []
-    """Strings that end a generated answer (it is cut before them)."""
-    eval_samples: int = Field(32, ge=0)
-    """Held-out answers generated for exact match and ROUGE-L (0: perplexity only)."""
-    report_samples: int = Field(6, ge=0)
-    """Of those, shown in the report beside the base model's answer to the same prompt."""
-    batch_size: int = Field(16, ge=1)
-
-
-class RewardModelSettings(Strict):
-    """Reward models (task: reward_model): pairs scored by a scalar head, trained with the Bradley–Terry loss."""
-
-    margin_scale: float = Field(0.0, ge=0.0)
-    """The loss is −log σ(r_chosen − r_rejected − margin_scale × the pair's `margin`) (Llama 2's margin loss):
-    pairs the data says differ more must be scored further apart. 0 ignores the margins; a pair without one
-    counts as margin 0."""
-    overlong: Literal["error", "drop", "truncate"] = "drop"
-    """A pair whose chosen or rejected text (with its prompt) is longer than model.max_length tokens: stop with
-    its file and line, drop the pair, or cut the texts to max_length (an encoder's prompt/answer pair loses
-    tokens from the longer of the two first). Dropped and cut pairs are counted in the log and in summary.json
-    (truncated). `predict` and `serve` always cut, and say so per text."""
-
-
 class AugmentConfig(Strict):
     """EDA-style augmentation of the training split only (Wei & Zou 2019): each copy applies synonym
     replacement, random insertion, random swap and random deletion, each to about `alpha` of the words."""
@@ -174,9 +80,6 @@ class DataConfig(Strict):
     """Used for the splits that are not given as files."""
     max_train_samples: int | None = Field(None, ge=1)
     max_eval_samples: int | None = Field(None, ge=1)
-    ner: NerDataConfig = NerDataConfig()
-    sft: SftDataConfig = SftDataConfig()
-    preference: PreferenceDataConfig = PreferenceDataConfig()
     augment: AugmentConfig = AugmentConfig()
 
     @model_validator(mode="after")
@@ -372,12 +275,112 @@ class TuneConfig(Strict):
     """Keep each trial's model/, adapter/ and checkpoints/ (off: only the best recipe is kept, re-train it)."""
 
 
+def task_classes() -> dict:
+    """The task registry (name → task class); imported when first asked, as the tasks import the data layer."""
+    from .tasks import TASKS
+
+    return TASKS
+
+
+class TaskUnion:
+    """Marks `task:` as a tagged union whose members are the registered tasks' settings classes (read when
+    asked, so a task registered at run time is one): the launch form offers their names like `method:`'s."""
+
+    def members(self) -> list[type[BaseModel]]:
+        return [cls.Settings for cls in task_classes().values()]
+
+
+def task_settings(value: Any) -> TaskSettings:
+    """A recipe's `task:` (a name, or a mapping with `name`) validated by the settings class of the task it
+    names; errors name `task.<key>` and the valid keys."""
+    if isinstance(value, TaskSettings):
+        return value
+    if isinstance(value, str):
+        value = {"name": value}
+    if not isinstance(value, dict):
+        raise _task_error(f"task: a task name or a mapping with `name`, got {type(value).__name__}")
+    tasks = task_classes()
+    name = value.get("name", "classification")
+    if name not in tasks:
+        raise _task_error(f"task: unknown task {name!r}; choose one of {', '.join(tasks)}")
+    settings = tasks[name].Settings
+    try:
+        return settings.model_validate({**value, "name": name})
+    except ValidationError as err:
+        raise _task_error("\n".join(error_lines(err, settings, prefix="task."))) from None
+
+
+def _task_error(text: str) -> PydanticCustomError:
+    return PydanticCustomError("task_settings", "{text}", {"text": text})
+
+
+def move_legacy_task_keys(raw: dict) -> dict:
+    """An old recipe's task sections (`generation`, `preference`, `data.sft`...: each task's `LEGACY`) moved into
+    `task:`, with one warning naming old → new keys; a section the recipe's task never read is dropped (it was
+    ignored before). A key set both ways keeps the `task:` value."""
+    tasks = task_classes()
+    sections = {old for cls in tasks.values() for old in cls.Settings.LEGACY}
+    found = [old for old in sections if isinstance(_section(raw, old), dict)]
+    if not found:
+        return raw
+    raw = {**raw, "data": dict(raw["data"])} if isinstance(raw.get("data"), dict) else dict(raw)
+    task = raw.get("task", "classification")
+    task = {"name": task} if isinstance(task, str) else dict(task) if isinstance(task, dict) else None
+    cls = tasks.get(task.get("name", "classification")) if task is not None else None
+    claimed = cls.Settings.LEGACY if cls is not None else {}
+    moved, dropped = [], []
+    for old in sorted(found):
+        values = _pop_section(raw, old)
+        if old not in claimed:
+            dropped.append(old)
+            continue
+        target = task
+        if claimed[old]:
+            target = task[claimed[old]] = dict(task.get(claimed[old]) or {})
+        for key, value in values.items():
+            new = ".".join(p for p in ("task", claimed[old], key) if p)
+            if key not in target:
+                target[key] = value
+            moved.append(f"{old}.{key} → {new}")
+    if task is not None:
+        raw["task"] = task
+    logger.warning("recipe: old-form task keys%s%s", f" moved into task: {', '.join(moved)}" if moved else "",
+                   f"; dropped {', '.join(dropped)} (not read by task {task and task.get('name', 'classification')})"
+                   if dropped else "")
+    return raw
+
+
+def without_legacy_data_keys(data: dict) -> dict:
+    """A `data:` section as an old run folder's config.yaml holds it, less the task sections that moved into
+    `task:` (data.ner, data.sft, data.preference), so it validates as a DataConfig."""
+    moved = {old.split(".", 1)[1] for cls in task_classes().values() for old in cls.Settings.LEGACY
+             if old.startswith("data.")}
+    return {k: v for k, v in data.items() if k not in moved}
+
+
+def _section(raw: dict, dotted: str) -> Any:
+    node: Any = raw
+    for part in dotted.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+def _pop_section(raw: dict, dotted: str) -> dict:
+    *parents, last = dotted.split(".")
+    node = raw
+    for part in parents:
+        node = node[part]
+    return node.pop(last)
+
+
 class RunConfig(Strict):
     name: str = "run"
     output_dir: str = "runs"
     seed: int = 42
-    task: str = "classification"
-    """The task (tunecraft.tasks): classification, token_classification, causal_lm, reward_model, preference or rl."""
+    task: Annotated[SerializeAsAny[TaskSettings], BeforeValidator(lambda v: task_settings(v)), TaskUnion()] = Field(
+        default_factory=lambda: task_settings("classification"))
+    """The task and its settings: `task: {name: preference, objective: dpo, beta: 0.1}`, or a bare name
+    (`task: classification`) for its defaults. The names are the task registry's (tunecraft.tasks)."""
     model: ModelConfig = ModelConfig()
     data: DataConfig = DataConfig()
     method: Annotated[MethodConfig, Field(discriminator="name")] = Field(
@@ -387,25 +390,20 @@ class RunConfig(Strict):
     baselines: BaselinesConfig = BaselinesConfig()
     tune: TuneConfig | None = None
     """Read by `tunecraft tune` only; `train` ignores it."""
-    generation: GenerationSettings = GenerationSettings()
-    reward_model: RewardModelSettings = RewardModelSettings()
-    preference: PreferenceConfig = PreferenceConfig()
-    """Read by task: preference only."""
-    rl: RlConfig = RlConfig()
-    """Read by task: rl only."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_task_keys(cls, raw: Any) -> Any:
+        return move_legacy_task_keys(raw) if isinstance(raw, dict) else raw
 
     @model_validator(mode="after")
     def _task_defaults(self):
-        from .tasks import TASKS
-
-        if self.task not in TASKS:
-            raise ValueError(f"task: unknown task '{self.task}'; tasks: {', '.join(TASKS)}")
-        task = TASKS[self.task]
+        task = task_classes()[self.task.name]
         es = self.train.early_stopping
         if es.metric is None:
             es.metric = task.EARLY_STOPPING[0]
         if es.metric not in task.METRICS:
-            raise ValueError(f"train.early_stopping.metric: unknown metric '{es.metric}' for {self.task}; "
+            raise ValueError(f"train.early_stopping.metric: unknown metric '{es.metric}' for {self.task.name}; "
                              f"choose one of {', '.join(task.METRICS)}")
         if es.mode is None:
             es.mode = "min" if es.metric in ("loss", "perplexity") else "max"
@@ -430,13 +428,15 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
-    """The dotted overrides applied to a recipe's YAML. One that changes `method.name` replaces the method: the
-    recipe's method keys that the new method does not have are dropped, with a warning naming them (the ones
-    given as overrides are kept and checked)."""
-    before = (raw.get("method") or {}).get("name", "full") if isinstance(raw.get("method"), dict) else None
+    """The dotted overrides applied to a recipe's YAML. One that changes `method.name` (or `task.name`) replaces
+    the method (the task): the recipe's keys of that section that the new one does not have are dropped, with a
+    warning naming them (the ones given as overrides are kept and checked)."""
+    before = {k: _tag(raw.get(k), default) for k, default in (("method", "full"), ("task", "classification"))}
     overridden = set()
     for text in overrides:
         path, value = parse_override(text)
+        if path[0] == "task" and len(path) > 1 and isinstance(raw.get("task"), str):  # `task: causal_lm`
+            raw["task"] = {"name": raw["task"]}
         overridden.add(tuple(path))
         node = raw
         for part in path[:-1]:
@@ -447,22 +447,31 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
                 raise ConfigError(f"override '{text}': '{part}' is a value, not a section")
             node = child
         node[path[-1]] = value
-    method = raw.get("method")
-    if isinstance(method, dict) and before is not None and method.get("name", "full") != before:
-        _keep_keys_of_the_new_method(method, before, {p[1] for p in overridden if len(p) == 2 and p[0] == "method"})
+    fields = {"method": lambda n: METHODS[n].Config.model_fields if n in METHODS else None,
+              "task": lambda n: task_classes()[n].Settings.model_fields if n in task_classes() else None}
+    for section, default in (("method", "full"), ("task", "classification")):
+        node = raw.get(section)
+        if isinstance(node, dict) and before[section] is not None and node.get("name", default) != before[section]:
+            _keep_keys_of_the_new(section, node, before[section], fields[section](node.get("name", default)),
+                                  {p[1] for p in overridden if len(p) == 2 and p[0] == section})
     return raw
 
 
-def _keep_keys_of_the_new_method(method: dict, before: str, overridden: set[str]) -> None:
-    chosen = METHODS.get(method["name"])
-    if chosen is None:  # validation names the unknown method and the valid ones
+def _tag(node: Any, default: str) -> str | None:
+    if isinstance(node, str):
+        return node
+    return node.get("name", default) if isinstance(node, dict) else None
+
+
+def _keep_keys_of_the_new(section: str, node: dict, before: str, fields: dict | None, overridden: set[str]) -> None:
+    if fields is None:  # validation names the unknown method (task) and the valid ones
         return
-    dropped = [k for k in method if k not in chosen.Config.model_fields and k not in overridden]
+    dropped = [k for k in node if k not in fields and k not in overridden]
     for key in dropped:
-        del method[key]
+        del node[key]
     if dropped:
-        logger.warning("method.name=%s replaces the recipe's method %s: dropped %s, which %s does not have",
-                       method["name"], before, ", ".join(f"method.{k}" for k in dropped), method["name"])
+        logger.warning("%s.name=%s replaces the recipe's %s %s: dropped %s, which %s does not have", section,
+                       node["name"], section, before, ", ".join(f"{section}.{k}" for k in dropped), node["name"])
 
 
 def models_in(annotation: Any) -> list[type[BaseModel]]:
@@ -518,15 +527,18 @@ def _closest(word: str, valid: list[str]) -> list[str]:
     return close
 
 
-def format_errors(err: ValidationError, source: str, root: type[BaseModel] = RunConfig, what: str = "configuration",
-                  tagged: dict[str, str] | None = None) -> str:
-    """A recipe's validation errors, one line each, naming the dotted key (and for an unknown key the closest
-    valid one). `tagged`: a tagged union's section → what its `name` picks, e.g. {"method": "method"}."""
+def error_lines(err: ValidationError, root: type[BaseModel], tagged: dict[str, str] | None = None,
+                prefix: str = "") -> list[str]:
+    """A validation error's lines, each naming the dotted key (with `prefix`) and for an unknown key the closest
+    valid one. `tagged`: a tagged union's section → what its `name` picks, e.g. {"method": "method"}."""
     tagged = tagged or {"method": "method"}
-    lines = [f"{source}: invalid {what}"]
+    lines = []
     for e in err.errors():
         key, valid = _walk(tuple(e["loc"]), root)
-        if e["type"] == "extra_forbidden":
+        key = prefix + key if key else prefix.rstrip(".")
+        if e["type"] == "task_settings":  # already one line per error, naming task.<key>
+            lines.extend(f"  {line.strip()}" for line in e["msg"].splitlines())
+        elif e["type"] == "extra_forbidden":
             close = _closest(key.rsplit(".", 1)[-1], valid)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             lines.append(f"  unknown key '{key}'{hint}; valid keys here: {', '.join(valid)}")
@@ -538,7 +550,22 @@ def format_errors(err: ValidationError, source: str, root: type[BaseModel] = Run
             lines.append(f"  {e['msg'].removeprefix('Value error, ')}")
         else:
             lines.append(f"  {key}: {e['msg']} (got {e.get('input')!r})")
-    return "\n".join(lines)
+    return lines
+
+
+def format_errors(err: ValidationError, source: str, root: type[BaseModel] = RunConfig, what: str = "configuration",
+                  tagged: dict[str, str] | None = None) -> str:
+    """A recipe's validation errors, one line each, naming the dotted key (and for an unknown key the closest
+    valid one). `tagged`: a tagged union's section → what its `name` picks, e.g. {"method": "method"}."""
+    return "\n".join([f"{source}: invalid {what}", *error_lines(err, root, tagged)])
+
+
+def union_members(field) -> list[type[BaseModel]]:
+    """The settings classes a field may hold: a registry-backed union's members (`task:`), else its annotation's."""
+    for marker in field.metadata:
+        if isinstance(marker, TaskUnion):
+            return marker.members()
+    return models_in(field.annotation)
 
 
 def with_method_name(raw: dict) -> dict:

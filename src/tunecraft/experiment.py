@@ -15,7 +15,7 @@ from .evaluate.report import write_report
 from .evaluate.task_baselines import baselines_of
 from .io import write_json, write_jsonl
 from .models import prepare_base
-from .tasks import get_task
+from .tasks import build_task
 from .train.job import model_meta, train
 from .train.session import check_run_dir
 from .trained import predict_with_run
@@ -25,7 +25,7 @@ def experiment(config: RunConfig, resume: bool = False, overwrite: bool = False,
     """Train as the config says (tunecraft.train) and compare: returns the run summary with "baselines" and,
     for generative tasks, metrics["before"] (the base model on the same split and prompts)."""
     check_run_dir(config, resume, overwrite)  # before the comparisons' work, as train() would
-    task = get_task(config.task).hand_runs(predict_with_run)
+    task = build_task(config.task).hand_runs(predict_with_run)
     task.check_config(config)
     data = task.load_data(config.data)
     base = prepare_base(config.model, lambda: task.training_texts(data.train))
@@ -71,7 +71,7 @@ def base_model_scores(config: RunConfig, task, data, base) -> dict:
     _, dtype = resolve_precision(config.train.precision)
     scores = task.infer(model, enc, config.train.batch_size * 2, base.pad_id, device, dtype)
     before = task.evaluate(scores, enc, data.label_map)
-    before.update(task.generation_eval(model, base.tokenizer, examples, config.generation.model_dump(), dtype))
+    before.update(task.generation_eval(model, base.tokenizer, examples, meta.get("generation") or {}, dtype))
     return before
 
 
@@ -88,4 +88,4 @@ def add_before(config: RunConfig, summary: dict, before: dict) -> None:
     for row, base_row in zip(rows, base_rows):
         row["before"] = base_row["output"]
     write_jsonl(path, rows)
-    metrics["samples_shown"] = rows[: config.generation.report_samples]
+    metrics["samples_shown"] = rows[: config.task.generation.report_samples]  # generations: a generative task

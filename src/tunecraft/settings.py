@@ -14,7 +14,7 @@ import argparse
 import copy
 import types
 import typing
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic.fields import FieldInfo
@@ -27,6 +27,17 @@ class Strict(BaseModel):
     A field's docstring is its description: the same text in `--help`, the OpenAPI page and the docs."""
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=(), use_attribute_docstrings=True)
+
+
+class TaskSettings(Strict):
+    """A recipe's `task:` section: `name` picks the task (the tag), the rest are that task's settings. Each task
+    (tunecraft/tasks) subclasses it with `name: Literal["<its name>"]` and its own fields; config.py validates
+    `task:` by the class the task registry gives for its name."""
+
+    name: str
+    LEGACY: ClassVar[dict[str, str]] = {}
+    """Old recipe sections this task read before `task:` held them (e.g. "data.sft") → where they go inside
+    `task:` now ("" for the section itself, "generation" for `task.generation`); config.py moves them."""
 
 
 def borrow(cls: type[BaseModel], name: str) -> Any:

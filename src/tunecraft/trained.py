@@ -11,7 +11,7 @@ from .methods import get_method
 from .models import META, NON_TEXT_FILES, TrainedModel, load_processor, read_meta, run_model_dir
 from .models.file_checks import check_model_folder, reading
 from .models.formats import load_model
-from .tasks import TASKS
+from .tasks import TASKS, build_task
 
 
 def load_trained(run: str | Path) -> TrainedModel:
@@ -26,7 +26,7 @@ def load_trained(run: str | Path) -> TrainedModel:
     else:
         check_model_folder(folder)
         with reading(folder, "model"):
-            model = TASKS[meta["task"]].MODEL_CLASS.from_pretrained(str(folder))
+            model = build_task(meta).MODEL_CLASS.from_pretrained(str(folder))
     if meta.get("adapter_required"):  # prompt, prefix, adapter: model/ is the base, adapter/ the trained part
         adapter = folder.parent / "adapter"
         if not adapter.is_dir():
@@ -50,4 +50,4 @@ def predict_with_run(folder: str, texts: list[str]) -> list[dict]:
     """A run's `predict` rows for texts, as `tunecraft predict` would give them; the run's model is loaded once per
     process (rollouts score with it every step). Handed to the tasks (`Task.hand_runs`) by their callers."""
     trained = _loaded_once(str(folder))
-    return TASKS[trained.meta["task"]].predict(trained, texts, 64, None)
+    return build_task(trained.meta).predict(trained, texts, 64, None)

@@ -148,7 +148,7 @@ KINDS = {"run": RunReward, "regex": RegexReward, "exact": ExactReward, "length":
          "function": FunctionReward}
 
 
-def build_rewards(configs: list, section: str = "rl.rewards",
+def build_rewards(configs: list, section: str = "task.rewards",
                   predict_run: RunPredictor | None = None) -> list[Reward]:
     """The reward functions of a recipe's list, checked (a missing run folder, an unknown label, a pattern that
     does not compile, a function that does not import: a ConfigError naming the key). `predict_run` is how a run

@@ -22,7 +22,7 @@ from ..data.dataset import Encoded, collate
 from ..io import write_json, write_text
 from ..report import labelled_scatter
 from ..runtime.inference import predict_logits
-from ..tasks import get_task
+from ..tasks import build_task
 from ..trained import load_trained
 from .variant import count_params, gzip_mb, size_mb
 
@@ -69,7 +69,7 @@ def benchmark(variants: dict[str, Path], test_enc: Encoded, labels: LabelMap, th
     if bf16_reference and torch.backends.mkldnn.is_available():
         models[f"{original} (bf16 autocast)"] = Bf16Autocast(loaded[original].model)
     pad_id = loaded[original].pad_id
-    task = get_task(loaded[original].meta["task"])
+    task = build_task(loaded[original].meta)
     single = _batches(test_enc, pad_id, 1, latency_samples)
     full = _batches(test_enc, pad_id, 32, throughput_batches)
     load_before = os.getloadavg()

@@ -34,7 +34,7 @@ from ..io import refuse_existing, write_text
 from ..models import read_meta, run_model_dir
 from ..plugins import AfterStep, LossTerm
 from ..runtime.precision import resolve as resolve_precision
-from ..tasks import get_task
+from ..tasks import build_task
 from ..trained import load_trained
 from . import bench
 from .distill import DistillationLoss, DistillSettings, build_student
@@ -122,7 +122,7 @@ class Context:
         self.original = load_trained(run)
         if self.original.meta.get("format", "transformers") != "transformers":
             raise TunecraftError(f"{run}: compress starts from a fine-tuned run, not from a compressed variant")
-        if "compress" not in get_task(self.original.meta["task"]).OFFERS or self.original.meta.get("adapter_required"):
+        if "compress" not in build_task(self.original.meta).OFFERS or self.original.meta.get("adapter_required"):
             raise TunecraftError(f"{run}: compress takes classification runs with a plain model/ folder (this one: "
                                  f"{self.original.meta['task']}, method {self.original.meta.get('method')})")
         data = load_classification_data(self.config.data)
@@ -217,7 +217,7 @@ def compress(run: str | Path, variants: list[str], out: str | Path | None = None
     options = options or Options()
     run_model_dir(run)  # a clear error for a folder that is not a run
     out = Path(out) if out else run / "compressed"
-    if get_task(read_meta(run)["task"]).GENERATIVE:  # causal LMs: weight-only int8/int4 and GGUF (compress/llm.py)
+    if build_task(read_meta(run)).GENERATIVE:  # causal LMs: weight-only int8/int4 and GGUF (compress/llm.py)
         from .llm import compress_llm
 
         result = compress_llm(run, variants, out, options, measure, overwrite)

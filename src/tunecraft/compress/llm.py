@@ -31,7 +31,7 @@ from ..config import load_config
 from ..errors import ConfigError, TunecraftError
 from ..io import refuse_existing, write_json, write_text
 from ..report import labelled_scatter
-from ..tasks import get_task
+from ..tasks import build_task
 from ..trained import load_trained
 from .llm_variant import make_gguf, make_torchao
 from .settings import Options
@@ -83,7 +83,7 @@ def benchmark(folders: dict[str, Path], conversations, options: Options) -> dict
     torch.set_num_threads(options.threads)
     loaded = {name: load_trained(path) for name, path in folders.items()}
     original = loaded[next(iter(loaded))]
-    task = get_task(original.meta["task"])
+    task = build_task(original.meta)
     meta, tokenizer = original.meta, original.tokenizer
     enc = task.encode(tokenizer, conversations, meta)
     gen = {**meta["generation"], "temperature": 0.0, "eval_samples": options.llm_prompts}
@@ -185,7 +185,7 @@ def compress_llm(run: Path, variants: list[str], out: Path, options: Options, me
     result: dict = {"variants": {n: {} for n in plan}, "folders": {n: str(out / n) for n in plan}}
     if measure:
         config = load_config(Path(run) / "config.yaml")
-        task = get_task(original.meta["task"])
+        task = build_task(original.meta)
         data = task.load_data(config.data)
         conversations = (data.test or data.validation)[: options.llm_conversations]
         measured = benchmark({"original": Path(run), **{n: out / n for n in plan}}, conversations, options)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import math
 import random
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
@@ -20,7 +20,7 @@ from ..data.dataset import LabelMap, collate
 from ..errors import ConfigError
 from ..plugins import LossTerm
 from ..runtime.inference import autocast_context, predict_logits
-from ..tasks.classification import TASK as classification
+from ..tasks import Task, build_task
 from ..train import train
 
 
@@ -49,6 +49,8 @@ class Stream:
     """The base model (models.Base): its weights start the stream, its tokenizer encodes every task."""
     autocast_dtype: torch.dtype | None
     overwrite: bool = True
+    classifier: Task = field(default_factory=lambda: build_task("classification"))
+    """The stream's task (every stream task is a classification): its head, encoding and metrics."""
 
     @property
     def pad_id(self) -> int:
@@ -57,7 +59,7 @@ class Stream:
     def fresh_model(self, task: LoadedTask) -> nn.Module:
         """The base with a new head, initialised from the recipe's seed (the same for every strategy)."""
         transformers.set_seed(self.config.seed)
-        return classification.build_model(self.base, task.data.label_map, self.config.model.dropout)
+        return self.classifier.build_model(self.base, task.data.label_map, self.config.model.dropout)
 
 
 def training_data(task: LoadedTask, extra: list | None = None):
@@ -104,7 +106,7 @@ class Strategy:
         if logits is None:
             return None
         task = self.stream.tasks[j]
-        return classification.evaluate(logits, task.test_enc, task.data.label_map)["accuracy"]
+        return self.stream.classifier.evaluate(logits, task.test_enc, task.data.label_map)["accuracy"]
 
 
 class Sequential(Strategy):
@@ -237,7 +239,7 @@ class Replay(Sequential):
             if labels != task.labels:
                 by_labels.setdefault(labels, []).append(example)
         seen = len(task.data.train) + len(self.replayed(i))
-        self.foreign = {labels: classification.encode(self.stream.base.tokenizer, examples, task.meta,
+        self.foreign = {labels: self.stream.classifier.encode(self.stream.base.tokenizer, examples, task.meta,
                                                       LabelMap(list(labels)))
                         for labels, examples in by_labels.items()}
         self.share = {labels: len(examples) / (seen + len(examples)) for labels, examples in by_labels.items()}
@@ -315,7 +317,7 @@ class Ewc(Sequential):
         task = self.stream.tasks[i]
         rng = random.Random(self.stream.config.seed + i)
         chosen = rng.sample(task.data.train, min(self.cfg.fisher_samples, len(task.data.train)))
-        enc = classification.encode(self.stream.base.tokenizer, chosen, task.meta, task.data.label_map)
+        enc = self.stream.classifier.encode(self.stream.base.tokenizer, chosen, task.meta, task.data.label_map)
         for p, f in diagonal_fisher(self.model, enc, self.stream.pad_id).items():
             self.fisher[p] = self.fisher[p] + f if p in self.fisher else f
         self.anchor = {p: p.detach().clone() for p in self.fisher}

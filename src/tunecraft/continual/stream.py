@@ -13,7 +13,7 @@ from ..errors import TunecraftError
 from ..io import refuse_existing, write_json, write_text
 from ..models import prepare_base
 from ..runtime.precision import resolve as resolve_precision
-from ..tasks.classification import TASK as classification
+from ..tasks import build_task
 from .metrics import summarize
 from .recipe import ContinualConfig, dump_continual
 from .report import write_continual_report
@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 def load_stream(config: ContinualConfig, overwrite: bool = True) -> Stream:
     """Every task's data (bad data fails here, before any training), the base, every test split tokenized."""
     configs = [config.task_config(i, "load") for i in range(len(config.stream))]
+    classification = build_task(configs[0].task)
     loaded = [classification.load_data(c.data) for c in configs]
     for i, data in enumerate(loaded):
         if not data.test:
@@ -37,7 +38,7 @@ def load_stream(config: ContinualConfig, overwrite: bool = True) -> Stream:
         test_enc = classification.encode(base.tokenizer, data.test, meta, data.label_map)
         tasks.append(LoadedTask(i, config.stream[i].name, data, test_enc, meta))
     _, dtype = resolve_precision(configs[0].train.precision)
-    return Stream(config, tasks, base, dtype, overwrite)
+    return Stream(config, tasks, base, dtype, overwrite, classification)
 
 
 def run_continual(config: ContinualConfig, overwrite: bool = False) -> dict:

@@ -4,6 +4,7 @@ dynamic-padding batches."""
 from __future__ import annotations
 
 import random
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,13 +53,48 @@ class LabelMap:
 
 
 @dataclass
-class ClassificationData:
-    train: list[Example]
-    validation: list[Example]
-    test: list[Example]
-    label_map: LabelMap
+class TaskData:
+    """What a task's `load_data` returns, whatever the task: the three splits (examples of the task's own kind:
+    texts, sentences, conversations, pairs, prompts), the label map (empty for tasks without labels), the fields
+    the rows are read by, a description of the source, and what the run summary keeps about the data."""
+
+    train: list
+    validation: list
+    test: list
+    label_map: LabelMap = field(default_factory=lambda: LabelMap([]))
     columns: Columns = field(default_factory=Columns)
     description: str = ""
+    summary: dict = field(default_factory=dict)
+    """Extra entries of summary.json about the data (token classification: {"entities": counts per split})."""
+
+
+ClassificationData = TaskData
+"""The name classification's data had before every task's data was one type."""
+
+
+@dataclass(frozen=True)
+class BundledSets:
+    """A task's bundled example sets: their names, the fixed seeded split of one ({split: examples}), what one is
+    called in messages, and optionally all of one's examples in their own order (`split: all`)."""
+
+    names: Collection[str]
+    split: Callable[[str, int, tuple[float, float]], dict[str, list]]
+    what: str = "set"
+    whole: Callable[[str], list] | None = None
+
+
+def bundled_or_file(spec: str, split: str, seed: int, fractions, bundled: BundledSets, read) -> list:
+    """The examples `tunecraft eval` reads, for every task: a bundled set's split ('all' for every example) or a
+    file (`read(path)`)."""
+    if spec in bundled.names:
+        if split != "all":
+            return bundled.split(spec, seed, fractions)[split]
+        if bundled.whole is not None:
+            return bundled.whole(spec)
+        return [e for part in bundled.split(spec, seed, fractions).values() for e in part]
+    if Path(spec).exists():
+        return read(spec)
+    raise TunecraftError(f"'{spec}' is neither a bundled {bundled.what} ({', '.join(bundled.names)}) nor a file")
 
 
 def limit_sample(items: list, n: int | None, seed: int) -> list:
@@ -148,7 +184,7 @@ def _limit(examples: list[Example], n: int | None, seed: int) -> list[Example]:
     return [examples[i] for i in sorted(order[:n])]
 
 
-def load_classification_data(cfg) -> ClassificationData:
+def load_classification_data(cfg) -> TaskData:
     """Build train/validation/test from a DataConfig: a bundled set or the user's files."""
     cols = Columns(cfg.text_column, cfg.label_column, cfg.text_pair_column, cfg.missing_labels)
     split = cfg.split
@@ -180,21 +216,23 @@ def load_classification_data(cfg) -> ClassificationData:
     for part in (validation, test):
         for ex in part:
             label_map.encode(ex, cols.label)
-    return ClassificationData(train, validation, test, label_map, cols, description)
+    return TaskData(train, validation, test, label_map, cols, description)
+
+
+def bundled_classification_split(name: str, seed: int, fractions: tuple[float, float]) -> dict[str, list[Example]]:
+    """A bundled classification set's fixed seeded split (test, validation, the rest train)."""
+    test, validation, train = seeded_split(read_bundled(name), [fractions[1], fractions[0]], seed)
+    return {"test": test, "validation": validation, "train": train}
+
+
+BUNDLED_CLASSIFICATION = BundledSets(LANGUAGE, bundled_classification_split, "dataset", read_bundled)
 
 
 def load_eval_examples(spec: str, columns: Columns, fmt: str = "auto", split: str = "test",
                        seed: int = 42, fractions: tuple[float, float] = (0.1, 0.1)) -> list[Example]:
     """Examples to evaluate on: a bundled set's split ('all' for every example) or a file."""
-    if is_bundled(spec):
-        examples = read_bundled(spec)
-        if split == "all":
-            return examples
-        test, validation, train = seeded_split(examples, [fractions[1], fractions[0]], seed)
-        return {"test": test, "validation": validation, "train": train}[split]
-    if not Path(spec).exists():
-        raise TunecraftError(f"'{spec}' is neither a bundled dataset ({', '.join(LANGUAGE)}) nor a file")
-    return read_examples(spec, columns, fmt)
+    return bundled_or_file(spec, split, seed, fractions, BUNDLED_CLASSIFICATION,
+                           lambda path: read_examples(path, columns, fmt))
 
 
 @dataclass

@@ -137,7 +137,7 @@ def normalise(sentence: Sentence, scheme: str, on_invalid: str) -> Sentence:
         problem = (f"tag '{sentence.tags[i]}' of token {i + 1} ('{sentence.tokens[i]}') does not continue an "
                    "entity of its type")
         if on_invalid == "error":
-            raise DataError(sentence.path, line, "tag", problem + "; set data.ner.on_invalid: repair to accept it")
+            raise DataError(sentence.path, line, "tag", problem + "; set task.on_invalid: repair to accept it")
         log.warning("%s:%s: %s; repaired as the start of a new entity", sentence.path, line, problem)
     sentence.tags = spans_to_tags(len(sentence.tokens), spans, scheme)
     return sentence

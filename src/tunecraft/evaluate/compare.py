@@ -14,7 +14,7 @@ import yaml
 from ..errors import TunecraftError
 from ..io import write_text
 from ..report import plt, save_figure
-from ..tasks import TASKS
+from ..tasks import TASKS, build_task
 from .baselines import below_baseline
 
 SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -52,7 +52,7 @@ def _method_settings(run: Path, method: str) -> str:
 def summary_row(run: Path, s: dict, settings: bool = True) -> dict:
     """A finished run's row of the comparison: method, parameters, the task's two headline metrics, time.
     `settings`: also the method settings that differ from the defaults (read from config.yaml)."""
-    first, second = TASKS[s["task"]].HEADLINE
+    first, second = build_task(s["task"]).HEADLINE
     metrics = s.get("metrics") or {}
     return {
         "run": s.get("name", run.name), "path": str(run), "method": s.get("method", "?"),
@@ -76,7 +76,7 @@ def collect(runs: list[str | Path]) -> tuple[str, list[dict], list[dict]]:
         if task not in TASKS:
             raise TunecraftError(f"{run}: not a fine-tuning run (its summary.json names no known task)")
         tasks.add(task)
-        first, second = TASKS[task].HEADLINE
+        first, second = build_task(task).HEADLINE
         metrics = s.get("metrics") or {}
         rows.append({**summary_row(run, s),
                      "below_baseline": "; ".join(below_baseline(metrics, s.get("baselines"), (first, second)))})
@@ -127,7 +127,7 @@ def table_rows(rows: list[dict], first: str, second: str) -> list[list[str]]:
 
 def ranked(task: str, rows: list[dict]) -> list[dict]:
     """Best headline score first (lowest for loss, perplexity and KL); runs without a score last."""
-    first = TASKS[task].HEADLINE[0]
+    first = build_task(task).HEADLINE[0]
     lower = first in LOWER_IS_BETTER
     worst, sign = (float("inf"), 1) if lower else (float("-inf"), -1)
     return sorted(rows, key=lambda r: sign * (worst if r["score"] is None else r["score"]))
@@ -135,18 +135,18 @@ def ranked(task: str, rows: list[dict]) -> list[dict]:
 
 def header(task: str) -> list[str]:
     """The table's column names, with the task's two headline metrics for score and second."""
-    first, second = TASKS[task].HEADLINE
+    first, second = build_task(task).HEADLINE
     return [c if c not in ("score", "second") else (first if c == "score" else second) for c in COLUMNS]
 
 
 def baseline_cells(task: str, baselines: list[dict]) -> list[list[str]]:
-    first, second = TASKS[task].HEADLINE
+    first, second = build_task(task).HEADLINE
     return [[b["name"], score_text(b["score"], first) + b["spread"], score_text(b["second"], second)]
             for b in baselines]
 
 
 def markdown(task: str, rows: list[dict], baselines: list[dict], sort: bool = True) -> str:
-    first, second = TASKS[task].HEADLINE
+    first, second = build_task(task).HEADLINE
     if sort:
         rows = ranked(task, rows)
     header_ = header(task)
@@ -169,7 +169,7 @@ def markdown(task: str, rows: list[dict], baselines: list[dict], sort: bool = Tr
 
 
 def plot(task: str, rows: list[dict], baselines: list[dict], path: Path) -> Path:
-    first = TASKS[task].HEADLINE[0]
+    first = build_task(task).HEADLINE[0]
     scale = _scale(first)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     for ax, key, label, log in ((axes[0], "trainable", "trainable parameters", True),

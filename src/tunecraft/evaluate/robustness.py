@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from ..config import DataConfig
+from ..config import DataConfig, without_legacy_data_keys
 from ..data import LabelMap, load_classification_data
 from ..data.bundled import LANGUAGE, is_bundled, read_bundled
 from ..data.long_documents import per_document
@@ -26,7 +26,7 @@ from ..io import write_json, write_text
 from ..report import markdown, plt, save_figure
 from ..runtime.inference import predict_logits
 from ..runtime.precision import resolve as resolve_precision
-from ..tasks import get_task
+from ..tasks import build_task
 from ..trained import load_trained
 from .report import write_report
 
@@ -217,10 +217,10 @@ def robustness(run: str | Path, ood: list[str] | None = None, perturbations: lis
     run = Path(run)
     trained = load_trained(run)
     meta, saved = trained.meta, _saved_config(run)
-    if "robustness" not in get_task(meta["task"]).OFFERS:
+    if "robustness" not in build_task(meta).OFFERS:
         raise TunecraftError(f"{run}: robustness reports are for classification runs (this one is {meta['task']})")
     label_map = LabelMap(meta["labels"])
-    data_cfg = DataConfig.model_validate({**saved.get("data", {}), "augment": {}})
+    data_cfg = DataConfig.model_validate({**without_legacy_data_keys(saved.get("data", {})), "augment": {}})
     test = load_classification_data(data_cfg).test
     if not test:
         raise TunecraftError(f"{run}: the run has no test split to perturb")
@@ -241,7 +241,7 @@ def robustness(run: str | Path, ood: list[str] | None = None, perturbations: lis
         raise TunecraftError(f"unknown perturbation(s) {', '.join(unknown)}; choose from {', '.join(PERTURBATIONS)}")
     _, dtype = resolve_precision(precision)
 
-    task = get_task(meta["task"])
+    task = build_task(meta)
 
     def logits_of(examples: list[Example]) -> tuple[torch.Tensor, list[int]]:
         enc = task.encode(trained.tokenizer, examples, meta, label_map)  # cut or windowed, as in training
@@ -286,7 +286,7 @@ def robustness(run: str | Path, ood: list[str] | None = None, perturbations: lis
         summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
         history = [json.loads(line) for line in (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
                    if line.strip()] if (run / "metrics.jsonl").is_file() else []
-        task = get_task(summary["task"])
+        task = build_task(summary["task"])
         result["report"] = str(write_report(run, summary, history, task, extra_sections=sections))
     result["markdown"] = str(md)
     return result

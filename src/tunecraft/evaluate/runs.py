@@ -9,14 +9,14 @@ from pathlib import Path
 import torch
 import yaml
 
-from ..config import DataConfig
+from ..config import DataConfig, without_legacy_data_keys
 from ..data import LabelMap
 from ..data.long_documents import RUN_ADVICE, report_long_texts
 from ..data.readers import Columns, read_examples
 from ..errors import DataError, TunecraftError
 from ..io import write_json, write_jsonl
 from ..runtime.precision import resolve as resolve_precision
-from ..tasks import get_task
+from ..tasks import build_task
 from ..trained import load_trained, predict_with_run
 from .report import write_eval_report
 from .views import view_of
@@ -57,6 +57,7 @@ def run_file_split(run: Path, task, data: str, split: str) -> tuple[list, str] |
                              f"evaluate on that file")
     # a run saved before splits were stratified was split by one permutation of the whole file
     split_settings = {"stratify": False, **(saved.get("split") or {})}
+    saved = without_legacy_data_keys(saved)  # a run folder written before task: held them
     parts = task.load_data(DataConfig.model_validate({**saved, "split": split_settings, "augment": {}}))
     examples = getattr(parts, split)
     if not examples:
@@ -73,7 +74,7 @@ def evaluate_run(run: str | Path, data: str, split: str = "test", batch_size: in
     run = Path(run)
     trained = load_trained(run)
     meta = trained.meta
-    task = get_task(meta["task"]).hand_runs(predict_with_run)
+    task = build_task(meta).hand_runs(predict_with_run)
     seed, fractions = _split_settings(run)
     is_file = Path(data).exists()
     own = run_file_split(run, task, data, split) if is_file else None
@@ -137,7 +138,7 @@ def predict(run: str | Path, texts: list[str], batch_size: int = 64, precision: 
         if not text.strip():
             raise TunecraftError(f"text {i} is empty")
     trained = load_trained(run)
-    task = get_task(trained.meta["task"])
+    task = build_task(trained.meta)
     _, dtype = resolve_precision(precision, task.AUTO_PRECISION)
     return task.predict(trained, texts, batch_size, dtype)
 

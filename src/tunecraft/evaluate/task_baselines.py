@@ -36,7 +36,7 @@ def _classification(task, config, data, base, run_dir: Path, fit=None) -> list[d
 def _lexicon(task, config, data, base, run_dir: Path, fit=None) -> list[dict]:
     if not config.baselines.lexicon:
         return []
-    ner = config.data.ner
+    ner = config.task
     return [lexicon_ner(data.train, data.test or data.validation, ner.scheme, ner.strict)]
 
 

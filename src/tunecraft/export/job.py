@@ -48,13 +48,13 @@ def _adapter_rank(adapter: Path) -> dict:
 
 def inspect(run: Path, target: str, settings: ExportSettings) -> Source:
     """The run, checked for `target`: every refusal happens here, before anything is written."""
-    from ..tasks import get_task
+    from ..tasks import build_task
 
     if target not in TARGETS:
         raise TunecraftError(f"unknown export target '{target}'; known: {', '.join(TARGETS)}")
     model_dir = run_model_dir(run)
     meta = read_meta(model_dir)
-    task = get_task(meta["task"])
+    task = build_task(meta)
     if not task.GENERATIVE:
         raise TunecraftError(f"{run}: export hands generative runs (causal LMs) to serving engines; this run's task "
                              f"'{meta['task']}' is not generative (a classifier goes to ONNX: tunecraft compress RUN "

@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from ..models import read_meta
 from ..runtime.precision import resolve as resolve_precision
-from ..tasks import get_task
+from ..tasks import build_task
 from ..trained import load_trained
 from . import guards
 from .batching import MicroBatcher
@@ -30,7 +30,7 @@ class Server:
 
     def __init__(self, settings: ServeSettings, metrics: Metrics):
         self.settings, self.metrics = settings, metrics
-        self.task = get_task(read_meta(settings.run)["task"])
+        self.task = build_task(read_meta(settings.run))
         self.name = str(Path(settings.run).resolve().name)
         _, self.dtype = resolve_precision(settings.precision, self.task.AUTO_PRECISION)
         if self.dtype is not None and self.task.AUTO_PRECISION == "fp32":

@@ -29,7 +29,7 @@ from ..serve.feedback import EMPTY_CHAT_FEEDBACK, unknown_label
 from ..serve.routes.openai import ChatFeedback
 from ..serve.site_guard import SiteGuard
 from ..settings import Strict, borrow
-from ..tasks import TASKS
+from ..tasks import TASKS, build_task
 from . import form
 from .confine import Confinement, Refused
 from .feedback import STORE, FeedbackQueue
@@ -166,7 +166,7 @@ def create_app(settings: StudioSettings) -> FastAPI:
         files = sorted(p.relative_to(run).as_posix() + ("/" if p.is_dir() else "") for p in run.iterdir()) \
             if run.is_dir() else []
         config = (run / "config.yaml").read_text(encoding="utf-8") if (run / "config.yaml").is_file() else ""
-        task = TASKS.get(row["task"])
+        task = build_task(row["task"]) if row["task"] in TASKS else None
         labels = read_meta(run).get("labels") or [] if summary else []
         return page(request, "run.html", run=row, report=report, config=config, files=files,
                     feedback=queue.rows(run), chat_feedback=queue.chat_rows(run), labels=labels,
@@ -188,7 +188,7 @@ def create_app(settings: StudioSettings) -> FastAPI:
         table = None
         if result is not None:
             task = result["task"]
-            first, second = TASKS[task].HEADLINE
+            first, second = build_task(task).HEADLINE
             table = {"header": header(task), "rows": table_rows(ranked(task, result["rows"]), first, second),
                      "baseline_header": ["baseline", first, second],
                      "baselines": baseline_cells(task, result["baselines"])}
@@ -312,7 +312,7 @@ def create_app(settings: StudioSettings) -> FastAPI:
             if not rows:
                 raise HTTPException(409, "no chat feedback to learn from yet: rate or edit some answers first")
             # the store is the preference task's data file (config.py data.train); the run's model its base
-            overrides += ["task=preference", f"model.base={run_model_dir(run).resolve()}", "data.dataset=null",
+            overrides += ["task.name=preference", f"model.base={run_model_dir(run).resolve()}", "data.dataset=null",
                           f"data.train={(run / STORE).resolve()}", "data.validation=null", "data.test=null"]
         else:
             meta = read_meta(run)
@@ -376,9 +376,8 @@ def _report_html(run: Path, summary: dict, images: Path) -> str:
     into `images`); the curves the report drew are reused."""
     from ..evaluate.report import run_sections
     from ..evaluate.views import view_of
-    from ..tasks import get_task
 
-    task = get_task(summary["task"])
+    task = build_task(summary["task"])
     plots = {p.stem: p for p in (run / "plots").glob("*.png")} if (run / "plots").is_dir() else {}
     images.mkdir(parents=True, exist_ok=True)
     results = view_of(task.NAME).result_blocks(summary["metrics"], summary["labels"], images) if summary.get(

@@ -1,6 +1,6 @@
 """What a studio launch may read: recipes and every file or folder a recipe names must lie in the studio's roots
 (its recipes folder, its runs folder, and its data folders: `--data DIR`, repeated), and a reward that imports
-and calls Python code (`rl.rewards[].function`) needs `--allow-code-rewards`. The studio is driven by whoever
+and calls Python code (`task.rewards[].function`) needs `--allow-code-rewards`. The studio is driven by whoever
 reaches its page: without these, a launch could read any file its process can read, and the reader's error
 would show a line of it in the launch log. Refusals name the field and the path, never a file's contents."""
 
@@ -55,7 +55,7 @@ class Confinement:
 
 
 def _strings(value, key: str = "") -> Iterator[tuple[str, str]]:
-    """(dotted key, value) of every string in a dumped config: `rl.rewards.0.function`."""
+    """(dotted key, value) of every string in a dumped config: `task.rewards.0.function`."""
     if isinstance(value, str):
         yield key, value
     elif isinstance(value, dict):

@@ -11,7 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 from pydantic_core import to_jsonable_python
 
-from ..config import models_in, tag_of
+from ..config import models_in, tag_of, union_members
 from ..settings import value_type
 
 
@@ -47,7 +47,7 @@ def _field(key: str, field, value: Any) -> dict:
 
 def sections(config: BaseModel) -> list[tuple[str, list[dict]]]:
     """(section, fields) of a validated recipe, in the schema's order: the top-level values first, then each
-    settings section (nested sections flattened into dotted keys; `method` as the recipe's method's class)."""
+    settings section (nested sections flattened into dotted keys; `method` and `task` as the recipe's class)."""
     top, out = [], []
 
     def walk(prefix: str, model: BaseModel, into: list[dict]) -> None:
@@ -64,8 +64,8 @@ def sections(config: BaseModel) -> list[tuple[str, list[dict]]]:
         if isinstance(value, BaseModel):
             fields: list[dict] = []
             walk(name, value, fields)
-            tags = [t for t in map(tag_of, models_in(field.annotation)) if t is not None]
-            if len(tags) > 1:  # a tagged union (method): its `name` may pick any of its classes
+            tags = [t for t in map(tag_of, union_members(field)) if t is not None]
+            if len(tags) > 1:  # a tagged union (method, task): its `name` may pick any of its classes
                 fields[0]["choices"] = tags
             out.append((name, fields))
         elif value is not None or not models_in(field.annotation):  # an absent optional section (tune): left out

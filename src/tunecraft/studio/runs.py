@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 
 from ..evaluate.compare import SAFE_LOADER, read_summary, summary_row
-from ..tasks import TASKS
+from ..tasks import TASKS, build_task
 
 RUNNING_WITHIN_S = 120
 """A run without summary.json whose metrics.jsonl (or config.yaml) changed this recently counts as running
@@ -63,7 +63,7 @@ class RunIndex:
         if s.get("task") not in TASKS:
             return self._unfinished(run)
         r = summary_row(run, s, settings=False)  # they are in the run page's recipe and in comparisons
-        first, second = TASKS[s["task"]].HEADLINE
+        first, second = build_task(s["task"]).HEADLINE
         frac = r["trainable"] / r["total"] if r["trainable"] is not None and r["total"] else None
         return {"name": run.name, "task": s["task"], "base": s.get("base_model", ""), "method": r["method"],
                 "metric": first, "score": r["score"], "second_metric": second,
@@ -76,7 +76,8 @@ class RunIndex:
     def _unfinished(self, run: Path) -> dict:
         config = run / "config.yaml"
         raw = (yaml.load(config.read_text(encoding="utf-8"), Loader=SAFE_LOADER) or {}) if config.is_file() else {}
-        task = raw.get("task", "")
+        task = raw.get("task") or ""
+        task = task.get("name", "") if isinstance(task, dict) else task  # `task: {name: ...}` or an older `task: name`
         history = run / "metrics.jsonl"
         changed = max((p.stat().st_mtime for p in (config, history) if p.is_file()), default=0)
         status = self.launches.status(run.name)

@@ -24,7 +24,7 @@ class StudioSettings(Strict):
     """Folders a launch may read data from, beside the recipes and runs folders (a recipe naming a file or
     folder elsewhere is refused, 403). Repeated."""
     allow_code_rewards: bool = False
-    """Let launches use `rl.rewards[].function` rewards, which import and run Python code (refused otherwise)."""
+    """Let launches use `task.rewards[].function` rewards, which import and run Python code (refused otherwise)."""
     api_key: str | None = None
     """Require this key on every page and call (X-API-Key, Authorization: Bearer, or the key form's cookie); the
     command line's default is $TUNECRAFT_API_KEY, else no key."""

@@ -6,26 +6,33 @@ Two levels:
   The pre-training objectives (pretrain/objectives.py) are objectives.
 - `Task(Objective)`: a fine-tuning task a run folder is made of: data, the model head, inference.
 
+Each task declares its recipe settings (`Settings`, a `TaskSettings` subclass tagged by `name`: the recipe's
+`task:` section); a run gets its own instance holding them (`tasks.build_task(config.task)`), so nothing of a run
+lives on a module-level object.
+
 What the layers above show or serve of a task are its facets, each registered by task name in the layer that
 uses it, so that a task module imports nothing of them (tests/test_import_graph.py): how its results are shown
 (evaluate/views/), the baselines it offers (evaluate/task_baselines.py), its HTTP routes (serve/routes/) and its
 chat (chat.py). A task without a facet simply has none.
 
-To add a task, copy the smallest complete one (`classification.py`), implement the abstract members, register
-the instance in `tasks/__init__.py` and its view in `evaluate/views/__init__.py`; routes, baselines and chat as
-it offers them.
+To add a task, copy the smallest complete one (`classification.py`), declare its `Settings`, implement the abstract
+members, and register the class in `tasks/__init__.py` (or at run time with `tasks.register_task`): the recipe
+schema, the loop, the run lifecycle and the CLI take it from there. Register its view in `evaluate/views/`, and
+its routes, baselines and chat as it offers them.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import torch
+from pydantic import create_model
 
-from ..data.dataset import Encoded, collate
+from ..data.dataset import BundledSets, Encoded, bundled_or_file, collate
 from ..errors import ConfigError, TunecraftError
 from ..runtime.inference import predict_logits
+from ..settings import TaskSettings
 
 
 class Objective(ABC):
@@ -87,6 +94,9 @@ class Objective(ABC):
 class Task(Objective):
     """A fine-tuning task: what a run folder, `eval` and `predict` need of it (its facets live above)."""
 
+    Settings: ClassVar[type[TaskSettings]] = TaskSettings
+    """The class of the recipe's `task:` section for this task (a `TaskSettings` with `name:
+    Literal["<NAME>"]`); a task that declares none gets one holding only its name."""
     MODEL_CLASS: ClassVar[type]
     """The transformers auto class that loads the exported model/ folder."""
     PEFT_TASK_TYPE: ClassVar[str]
@@ -102,6 +112,23 @@ class Task(Objective):
     """(run folder, texts) -> that run's `predict` rows, for tasks that score with another run (rl's run rewards):
     handed down by the caller above the task package (`hand_runs`), which the tasks must not import."""
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        name = cls.__dict__.get("NAME")
+        if name is not None and "Settings" not in cls.__dict__:  # no settings of its own: the tag alone
+            cls.Settings = create_model(f"{cls.__name__}Settings", __base__=TaskSettings, name=(Literal[name], name))
+
+    def __init__(self, settings: TaskSettings | None = None):
+        self.settings = settings if settings is not None else self.Settings(name=self.NAME)
+        """This run's `task:` settings (the recipe's, or rebuilt from a run folder's tunecraft.json)."""
+
+    @classmethod
+    def settings_from_meta(cls, meta: dict) -> TaskSettings:
+        """A trained run's settings from its tunecraft.json (`options` wrote them there); by default the
+        stored `task_settings`, or the defaults for a run written before they were stored."""
+        stored = meta.get("task_settings")
+        return cls.Settings.model_validate(stored) if isinstance(stored, dict) else cls.Settings(name=cls.NAME)
+
     def hand_runs(self, predictor) -> Task:
         self.run_predictor = predictor
         return self
@@ -111,13 +138,23 @@ class Task(Objective):
     def load_data(self, data_cfg):
         """The train/validation/test splits with their label map, columns and a description (bad data fails here)."""
 
-    @abstractmethod
-    def load_eval_examples(self, spec: str, meta: dict, fmt: str, split: str, seed: int, fractions) -> list:
-        """Examples of a bundled set's split or of a file, read as the run was trained (`tunecraft eval`)."""
+    BUNDLED: ClassVar[BundledSets | None] = None
+    """The task's bundled example sets, for `load_data` and `load_eval_examples`."""
 
-    @abstractmethod
+    def read_file(self, path: str, meta: dict, fmt: str) -> list:
+        """The examples of one data file, read as the run's meta says (`load_eval_examples`)."""
+        raise TunecraftError(f"task {self.NAME} reads no example files")
+
+    def load_eval_examples(self, spec: str, meta: dict, fmt: str, split: str, seed: int, fractions) -> list:
+        """Examples of a bundled set's split or of a file, read as the run was trained (`tunecraft eval`): by
+        default `BUNDLED` or `read_file`, through the one loader (data/dataset.py `bundled_or_file`)."""
+        bundled = self.BUNDLED or BundledSets((), lambda *_: {}, f"{self.NAME} set")
+        return bundled_or_file(spec, split, seed, fractions, bundled, lambda path: self.read_file(path, meta, fmt))
+
     def training_texts(self, examples: list):
-        """The raw texts of examples (to build a character tokenizer for a scratch model)."""
+        """The raw texts of examples (to build a character tokenizer for a scratch model): by default each
+        example's `text`."""
+        return (e.text for e in examples)
 
     @abstractmethod
     def encode(self, tokenizer, examples: list, meta: dict, label_map=None) -> Encoded:
@@ -154,9 +191,9 @@ class Task(Objective):
         computed once and cached in the run folder. Runs on resume too, before the checkpoint is loaded."""
 
     # -- inference and evaluation ----------------------------------------------------------------------------
-    @abstractmethod
     def prediction_rows(self, examples: list, scores, enc: Encoded, label_map) -> list[dict]:
-        """One predictions.jsonl row per held-out example."""
+        """One predictions.jsonl row per held-out example: by default its scores, as they are."""
+        return [dict(s) if isinstance(s, dict) else {"score": s} for s in _rows_of(scores)]
 
     def generation_eval(self, model, tokenizer, examples: list, gen: dict, dtype=None) -> dict:
         """Metrics of generated text (GENERATIVE tasks), with the rows under "generations"."""
@@ -174,3 +211,7 @@ class Task(Objective):
 def records(inputs: list[str | dict], field: str = "text") -> list[dict]:
     """`predict`'s inputs as records: a raw text is the record {field: text}."""
     return [item if isinstance(item, dict) else {field: item} for item in inputs]
+
+
+def _rows_of(scores) -> list:
+    return scores.tolist() if isinstance(scores, torch.Tensor) else list(scores)

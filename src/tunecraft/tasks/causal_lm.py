@@ -6,18 +6,20 @@ from __future__ import annotations
 import json
 import logging
 import math
-from dataclasses import dataclass, field
-from pathlib import Path
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from transformers import AutoModelForCausalLM
 
 from ..data import LabelMap
 from ..data.chat import BUNDLED_CHAT, Conversation, cut_at_stops, prompt_ids, read_sft_file, render, tokenize_chat
 from ..data.dataset import (
     IGNORE,
+    BundledSets,
     Encoded,
+    TaskData,
     batch_order,
     collate,
     pad_multiple,
@@ -25,31 +27,53 @@ from ..data.dataset import (
     seeded_split,
     task_splits,
 )
+from ..data.readers import Columns
 from ..errors import TunecraftError
 from ..metrics.text import exact_match, rouge_l
 from ..runtime.inference import autocast_context
-from .base import Task, records
+from ..settings import Strict
+from .base import Task, TaskSettings, records
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class ChatData:
-    """A generative task's splits (conversations, preference pairs, prompts) and the field its rows are read by."""
+class GenerationSettings(Strict):
+    """How generative runs (causal_lm, preference, rl) generate: held-out evaluation, the report's samples,
+    predict and chat."""
 
-    train: list
-    validation: list
-    test: list
-    label_map: LabelMap = field(default_factory=lambda: LabelMap([]))
-    columns: object = None
-    description: str = ""
+    max_new_tokens: int = Field(48, ge=1, le=4096)
+    temperature: float = Field(0.0, ge=0.0)
+    """0 is greedy decoding."""
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    stop: list[str] = []
+    """Strings that end a generated answer (it is cut before them)."""
+    eval_samples: int = Field(32, ge=0)
+    """Held-out answers generated for exact match and ROUGE-L (0: perplexity only)."""
+    report_samples: int = Field(6, ge=0)
+    """Of those, shown in the report beside the base model's answer to the same prompt."""
+    batch_size: int = Field(16, ge=1)
 
 
-@dataclass
-class Columns:
-    text: str = "messages"
-    label: str | None = None
-    text_pair: None = None
+class CausalLMSettings(TaskSettings):
+    """Instruction tuning (SFT): the data format, what takes the loss, packing, overlong examples, generation."""
+
+    name: Literal["causal_lm"] = "causal_lm"
+    LEGACY = {"data.sft": "", "generation": "generation"}
+    format: Literal["auto", "messages", "sharegpt", "alpaca", "text"] = "auto"
+    """JSONL rows with `messages` (OpenAI roles), `conversations` (ShareGPT from/value), Alpaca
+    instruction/input/output, or `text`; auto tells them apart per row. A .txt file is plain text per line."""
+    train_on: Literal["assistant", "all"] = "assistant"
+    """Learn only the assistant's tokens (the prompt and the template's other parts take no loss), or all."""
+    packing: bool = False
+    """Join whole training examples into rows of up to model.max_length tokens (less padding)."""
+    overlong: Literal["error", "drop", "truncate"] = "drop"
+    """An example longer than model.max_length: stop with its file and line, drop it, or cut its end. Dropped
+    and cut examples are counted in the log and in summary.json (truncated), never silently."""
+    generation: GenerationSettings = GenerationSettings()
+
+
+SFT_KEYS = ("format", "train_on", "packing", "overlong")
+"""The settings tunecraft.json keeps under "sft" (runs before task_settings are rebuilt from them)."""
 
 
 # -- data -------------------------------------------------------------------------------------------------------
@@ -78,7 +102,7 @@ def _assistant_spans(tokenizer, conv: Conversation, full: str) -> list[tuple[int
         through = render(tokenizer, conv.messages[: i + 1])
         if not full.startswith(through):
             raise TunecraftError("the chat template does not render a conversation's prefixes as prefixes of the "
-                                 "whole; set data.sft.train_on=all")
+                                 "whole; set task.train_on=all")
         spans.append((start, len(through)))
     return spans
 
@@ -184,28 +208,34 @@ class CausalLM(Task):
     # concurrency (tests/test_serve_parity.py, docs/serving.md); `--precision bf16` is the faster opt-in.
     AUTO_PRECISION = "fp32"
 
-    def load_data(self, cfg) -> ChatData:
-        fmt_name = cfg.sft.format
+    Settings = CausalLMSettings
+    BUNDLED = BundledSets(BUNDLED_CHAT, bundled_split, "chat set", lambda name: BUNDLED_CHAT[name]())
+
+    @classmethod
+    def settings_from_meta(cls, meta: dict):
+        if "task_settings" not in meta and isinstance(meta.get("sft"), dict):  # a run written before task_settings
+            return cls.Settings.model_validate({**{k: meta["sft"][k] for k in SFT_KEYS if k in meta["sft"]},
+                                                "generation": meta.get("generation") or {}})
+        return super().settings_from_meta(meta)
+
+    def load_data(self, cfg) -> TaskData:
+        fmt_name = self.settings.format
         parts, description = task_splits(cfg, lambda path: read_sft_file(path, fmt_name), BUNDLED_CHAT, bundled_split,
                                          "chat", "chatterbot-corpus conversations; split by prompt")
-        return ChatData(parts["train"], parts["validation"], parts["test"], columns=Columns(), description=description)
+        return TaskData(parts["train"], parts["validation"], parts["test"], columns=Columns("messages", None),
+                        description=description)
 
-    def load_eval_examples(self, spec: str, meta: dict, fmt_name: str, split: str, seed: int,
-                           fractions) -> list[Conversation]:
-        if spec in BUNDLED_CHAT:
-            return BUNDLED_CHAT[spec]() if split == "all" else bundled_split(spec, seed, fractions)[split]
-        if Path(spec).exists():
-            return read_sft_file(spec, meta["sft"]["format"] if fmt_name == "auto" else fmt_name)
-        raise TunecraftError(f"'{spec}' is neither a bundled chat set ({', '.join(BUNDLED_CHAT)}) nor a file")
+    def read_file(self, path: str, meta: dict, fmt: str) -> list[Conversation]:
+        return read_sft_file(path, meta["sft"]["format"] if fmt == "auto" else fmt)
 
     def options(self, config) -> dict:
-        return {"sft": config.data.sft.model_dump(), "generation": config.generation.model_dump(),
-                "text_column": "messages", "label_column": None}
+        return {"sft": self.settings.model_dump(include=set(SFT_KEYS)),
+                "generation": self.settings.generation.model_dump(), "text_column": "messages", "label_column": None}
 
     def encode(self, tokenizer, conversations: list[Conversation], meta: dict,
                label_map: LabelMap | None = None) -> Encoded:
         """Tokenize each conversation through the chat template, labels only on the learned tokens (-100 elsewhere).
-        A conversation longer than max_length is an error, dropped or cut at the end (data.sft.overlong), and
+        A conversation longer than max_length is an error, dropped or cut at the end (task.overlong), and
         counted either way; packing then joins whole conversations into rows of up to max_length tokens."""
         opts, max_len = meta["sft"], meta["max_length"]
         ids_rows, label_rows, samples, over = [], [], [], 0
@@ -213,7 +243,7 @@ class CausalLM(Task):
             ids, labels = _encode_one(tokenizer, conv, opts["train_on"])
             if len(ids) > max_len:
                 over += 1
-                refuse_overlong(opts["overlong"], "data.sft.overlong", conv, len(ids), max_len)
+                refuse_overlong(opts["overlong"], "task.overlong", conv, len(ids), max_len)
                 if opts["overlong"] == "drop":
                     continue
                 ids, labels = ids[:max_len], labels[:max_len]
@@ -295,6 +325,3 @@ class CausalLM(Task):
         answers = generate(trained.model, trained.tokenizer, [[{"role": "user", "content": t}] for t in texts], gen,
                            min(batch_size, gen["batch_size"]), dtype)
         return [{"prompt": t, "response": a} for t, a in zip(texts, answers)]
-
-
-TASK = CausalLM()

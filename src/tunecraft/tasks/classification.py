@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 from transformers import AutoModelForSequenceClassification
 
 from ..data import LabelMap, load_classification_data
 from ..data.balance import class_weights
+from ..data.dataset import BUNDLED_CLASSIFICATION
 from ..data.dataset import encode as encode_examples
-from ..data.dataset import load_eval_examples as load_examples
 from ..data.long_documents import RUN_ADVICE, encode_windows, per_document, report_long_texts
-from ..data.readers import Columns, Example
+from ..data.readers import Columns, Example, read_examples
 from ..metrics.labels import classification_metrics
-from .base import Task, records
+from .base import Task, TaskSettings, records
 
 
 def decode(logits: torch.Tensor, label_map: LabelMap) -> list[dict]:
@@ -24,6 +26,12 @@ def decode(logits: torch.Tensor, label_map: LabelMap) -> list[dict]:
         out.append({"label": label_map.labels[best], "score": row[best],
                     "probabilities": dict(zip(label_map.labels, row))})
     return out
+
+
+class ClassificationSettings(TaskSettings):
+    """Sequence classification: its data columns are data.*, its loss options train.class_weights/sampler."""
+
+    name: Literal["classification"] = "classification"
 
 
 class Classification(Task):
@@ -37,13 +45,20 @@ class Classification(Task):
     MODEL_CLASS = AutoModelForSequenceClassification
     PEFT_TASK_TYPE = "SEQ_CLS"
     OFFERS = frozenset({"robustness", "compress"})
+    Settings = ClassificationSettings
+    BUNDLED = BUNDLED_CLASSIFICATION
+
+    def __init__(self, settings: ClassificationSettings | None = None):
+        super().__init__(settings)
+        self.weight: torch.Tensor | None = None
+        """Per-class weights of this run's training loss (train.class_weights), set by `fit_training_data`;
+        None: plain CE."""
 
     def load_data(self, data_cfg):
         return load_classification_data(data_cfg)
 
-    def load_eval_examples(self, spec: str, meta: dict, fmt: str, split: str, seed: int, fractions) -> list[Example]:
-        columns = Columns(meta["text_column"], meta["label_column"], meta["text_pair_column"])
-        return load_examples(spec, columns, fmt, split, seed, fractions)
+    def read_file(self, path: str, meta: dict, fmt: str) -> list[Example]:
+        return read_examples(path, Columns(meta["text_column"], meta["label_column"], meta["text_pair_column"]), fmt)
 
     def options(self, config) -> dict:
         m = config.model
@@ -68,14 +83,8 @@ class Classification(Task):
         model.config.problem_type = "single_label_classification"
         return model
 
-    def training_texts(self, examples: list[Example]):
-        return (e.text for e in examples)
-
     def count(self, batch: dict[str, torch.Tensor]) -> int:
         return int(batch["labels"].numel())
-
-    weight: torch.Tensor | None = None
-    """Per-class weights of the training loss (train.class_weights), set by `fit_training_data`; None: plain CE."""
 
     def fit_training_data(self, config, label_map: LabelMap, train_enc) -> None:
         self.weight = class_weights(config.train.class_weights, train_enc.labels or [], label_map.labels)
@@ -87,8 +96,8 @@ class Classification(Task):
         weight = None if self.weight is None else self.weight.to(logits.device)
         return F.cross_entropy(logits, batch["labels"], weight=weight, reduction="sum")
 
-    def evaluate(self, logits: torch.Tensor, enc, label_map: LabelMap) -> dict:
-        logits, labels = per_document(logits, enc)  # windows of a long text → one row per text
+    def evaluate(self, scores: torch.Tensor, enc, label_map: LabelMap) -> dict:
+        logits, labels = per_document(scores, enc)  # windows of a long text → one row per text
         result = classification_metrics(labels, logits.argmax(dim=-1).tolist(), label_map.labels)
         result["loss"] = float(F.cross_entropy(logits, torch.tensor(labels)))
         return result
@@ -120,6 +129,3 @@ class Classification(Task):
         decoded = decode(per_document(logits, enc)[0], LabelMap(trained.meta["labels"]))
         cut = enc.cut or [False] * len(texts)
         return [{"text": t, **d, "truncated": c} for t, d, c in zip(texts, decoded, cut)]
-
-
-TASK = Classification()

@@ -9,14 +9,16 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import torch
+from pydantic import Field
 from safetensors.torch import load_file, save_file
 
 from ..align import losses
 from ..align.logprobs import encode_completions, pad_rows, reference_of, sequence_logprobs
 from ..data.chat import Conversation
-from ..data.dataset import Encoded, batch_order, pad_multiple, refuse_overlong, task_splits
+from ..data.dataset import Encoded, TaskData, batch_order, pad_multiple, refuse_overlong, task_splits
 from ..data.preferences import (
     PreferencePair,
     as_judgements,
@@ -25,10 +27,12 @@ from ..data.preferences import (
     render_completion,
     render_prompt,
 )
+from ..data.readers import Columns
 from ..errors import ConfigError, TunecraftError
 from ..io import write_file
 from ..runtime.inference import autocast_context
-from .causal_lm import CausalLM, ChatData, Columns
+from .base import TaskSettings
+from .causal_lm import CausalLM, GenerationSettings
 
 log = logging.getLogger(__name__)
 
@@ -73,17 +77,52 @@ def _sources(examples: list) -> str:
     return "; ".join(f"{p}: {len(lines)} rows" for p, lines in by_file.items())
 
 
+class PreferenceSettings(TaskSettings):
+    """Offline preference optimisation: the objective (its constants are TRL's, align/losses.py), how the data
+    is read (JSONL pairs or judged answers, data/preferences.py, or a server's feedback store,
+    RUN/feedback.sqlite), and how the trained causal LM generates."""
+
+    name: Literal["preference"] = "preference"
+    LEGACY = {"preference": "", "data.preference": "", "generation": "generation"}
+    objective: Literal["dpo", "ipo", "simpo", "orpo", "kto"] = "dpo"
+    beta: float = Field(0.1, gt=0.0)
+    """DPO/IPO/KTO: the strength of the pull toward the reference (IPO's τ); SimPO: the reward scale."""
+    label_smoothing: float = Field(0.0, ge=0.0, lt=0.5)
+    """DPO only: the probability that a pair's label is flipped (conservative DPO)."""
+    simpo_gamma: float = Field(0.5, ge=0.0)
+    """SimPO: the target reward margin γ."""
+    orpo_lambda: float = Field(0.1, gt=0.0)
+    """ORPO: the weight λ of the odds-ratio term beside the chosen answer's NLL."""
+    kto_desirable_weight: float = Field(1.0, gt=0.0)
+    kto_undesirable_weight: float = Field(1.0, gt=0.0)
+    kind: Literal["auto", "pairs", "judgements"] = "auto"
+    """pairs (prompt/chosen/rejected) or judgements (prompt/completion/label); auto: told by each file."""
+    overlong: Literal["error", "drop", "truncate"] = "drop"
+    """A prompt + answer longer than model.max_length: stop with its file and line, drop the example (counted in
+    the log and summary.json), or cut the prompt's start (the whole answer is kept)."""
+    good_rating: int = 1
+    """Feedback stores: a rating at or above this is a good answer, below it a bad one (1 for thumbs -1/1; 4 for
+    a 1..5 scale)."""
+    generation: GenerationSettings = GenerationSettings()
+
+
 class Preference(CausalLM):
-    """A causal LM trained on preferences. The objective's constants come with the run's options (tunecraft.json
-    "preference"), which `encode` reads: the loss of the batches it encoded uses them."""
+    """A causal LM trained on preferences. The objective's constants are this run's settings (the recipe's
+    `task:`, or for a trained run its tunecraft.json "preference")."""
 
     NAME = "preference"
     METRICS = ["accuracy", "margin", "loss", "chosen_logps", "rejected_logps"]
     HEADLINE = ("accuracy", "margin")
     EARLY_STOPPING = ("accuracy", "max")
 
-    def __init__(self):
-        self.settings: dict = {"objective": "dpo", "beta": 0.1}
+    Settings = PreferenceSettings
+    BUNDLED = None
+
+    @classmethod
+    def settings_from_meta(cls, meta: dict) -> PreferenceSettings:
+        if "task_settings" not in meta and isinstance(meta.get("preference"), dict):  # written before task_settings
+            return cls.Settings.model_validate({**meta["preference"], "generation": meta.get("generation") or {}})
+        return super().settings_from_meta(meta)
 
     # -- data ------------------------------------------------------------------------------------------------
     def check_config(self, config) -> None:
@@ -91,13 +130,13 @@ class Preference(CausalLM):
         train = config.train
         if train.label_smoothing or train.rdrop.alpha or train.adversarial.method != "none":
             raise ConfigError("train.label_smoothing, train.rdrop and train.adversarial act on a classifier's "
-                              "logits; task preference takes none of them (preference.label_smoothing smooths DPO)")
-        if config.preference.label_smoothing and config.preference.objective != "dpo":
-            raise ConfigError("preference.label_smoothing: conservative DPO; the objective is "
-                              f"{config.preference.objective}")
+                              "logits; task preference takes none of them (task.label_smoothing smooths DPO)")
+        if self.settings.label_smoothing and self.settings.objective != "dpo":
+            raise ConfigError("task.label_smoothing: conservative DPO; the objective is "
+                              f"{self.settings.objective}")
 
-    def load_data(self, cfg) -> ChatData:
-        opts = cfg.preference
+    def load_data(self, cfg) -> TaskData:
+        opts = self.settings
         parts, description = task_splits(cfg, lambda path: read_preference_data(path, opts.kind, opts.good_rating),
                                          {}, None, "preference", "")
         description += " (" + _sources(parts["train"]) + ")"
@@ -106,18 +145,21 @@ class Preference(CausalLM):
             pairs = sorted(e.line for e in feedback if isinstance(e, PreferencePair))
             judged = sorted(e.line for e in feedback if not isinstance(e, PreferencePair))
             description += f"; feedback rows as pairs {pairs}, as judged answers {judged}"
-        return ChatData(parts["train"], parts["validation"], parts["test"], columns=Columns("prompt"),
-                              description=description)
+        return TaskData(parts["train"], parts["validation"], parts["test"], columns=Columns("prompt", None),
+                        description=description)
 
     def load_eval_examples(self, spec: str, meta: dict, fmt_name: str, split: str, seed: int, fractions) -> list:
         if not Path(spec).exists():
             raise TunecraftError(f"'{spec}' is not a file of preference pairs or judged answers")
+        return self.read_file(spec, meta, fmt_name)
+
+    def read_file(self, path: str, meta: dict, fmt: str) -> list:
         opts = meta["preference"]
-        return read_preference_data(spec, opts["kind"], opts["good_rating"])
+        return read_preference_data(path, opts["kind"], opts["good_rating"])
 
     def options(self, config) -> dict:
-        return {"generation": config.generation.model_dump(), "text_column": "prompt", "label_column": None,
-                "preference": {**config.preference.model_dump(), **config.data.preference.model_dump()}}
+        return {"generation": self.settings.generation.model_dump(), "text_column": "prompt", "label_column": None,
+                "preference": self.settings.model_dump(exclude={"name", "generation"})}
 
     def training_texts(self, examples: list):
         for e in examples:
@@ -127,9 +169,9 @@ class Preference(CausalLM):
     # -- encoding --------------------------------------------------------------------------------------------
     def encode(self, tokenizer, examples: list, meta: dict, label_map=None) -> PreferenceEncoded:
         """Two rows per example (module docstring). An example with a row longer than max_length is an error,
-        dropped, or cut at its prompt's start (data.preference.overlong), counted in `truncated` either way.
+        dropped, or cut at its prompt's start (task.overlong), counted in `truncated` either way.
         KTO takes pairs as two judged answers; the pairwise objectives cannot learn from judged answers alone."""
-        self.settings = opts = meta["preference"]
+        opts = meta["preference"]
         max_len, policy = meta["max_length"], opts["overlong"]
         kto = opts["objective"] == "kto"
         items, paired = self._items(examples, opts["objective"])
@@ -171,7 +213,7 @@ class Preference(CausalLM):
             return [j for e in examples for j in (as_judgements([e]) if isinstance(e, PreferencePair) else [e])], \
                 len(pairs) == len(examples)
         if not pairs:
-            raise ConfigError(f"preference.objective {objective} learns from pairs (prompt, chosen, rejected); "
+            raise ConfigError(f"task.objective {objective} learns from pairs (prompt, chosen, rejected); "
                               "the data holds judged answers only: use objective kto")
         if len(pairs) < len(examples):
             log.warning("%d judged answers without a pair are left out: %s learns from pairs only",
@@ -187,7 +229,7 @@ class Preference(CausalLM):
         ids, masks, _ = encode_completions(tokenizer, prompts, answers, 10**9)
         over = [len(r) > max_len for r in ids]
         for i in (i for i, o in enumerate(over) if o):
-            refuse_overlong(policy, "data.preference.overlong", items[i][0], len(ids[i]), max_len,
+            refuse_overlong(policy, "task.overlong", items[i][0], len(ids[i]), max_len,
                             " (prompt and answer)")
             if policy == "truncate":
                 cut, cut_masks, _ = encode_completions(tokenizer, [prompts[i]], [answers[i]], max_len)
@@ -196,18 +238,7 @@ class Preference(CausalLM):
 
     # -- training --------------------------------------------------------------------------------------------
     def collate(self, enc: PreferenceEncoded, indices: list[int], pad_id: int, multiple: int = 1) -> dict:
-        """The first rows of the examples, then their second rows, in one right-padded batch of 2B rows."""
-        rows = [enc.input_ids[i] for i in indices] + [enc.second_ids[i] for i in indices]
-        masks = [enc.masks[i] for i in indices] + [enc.second_masks[i] for i in indices]
-        width = -(-max(len(r) for r in rows) // multiple) * multiple
-        batch = {"input_ids": pad_rows([r + [pad_id] * (width - len(r)) for r in rows], pad_id),
-                 "attention_mask": pad_rows([[1] * len(r) + [0] * (width - len(r)) for r in rows], 0),
-                 "completion_mask": pad_rows([m + [0] * (width - len(m)) for m in masks], 0)}
-        if enc.reference is not None:
-            batch["reference"] = enc.reference[indices]
-        if enc.desirable is not None:
-            batch["desirable"] = torch.tensor([enc.desirable[i] for i in indices])
-        return batch
+        return collate_pairs(enc, indices, pad_id, multiple)
 
     def model_inputs(self, batch: dict) -> dict:
         return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
@@ -225,28 +256,28 @@ class Preference(CausalLM):
         s = self.settings
         first, second = logps.chunk(2)
         n1, n2 = tokens.chunk(2)
-        objective = s["objective"]
+        objective = s.objective
         if objective == "simpo":
-            return losses.simpo(first, second, n1, n2, s["beta"], s["simpo_gamma"])
+            return losses.simpo(first, second, n1, n2, s.beta, s.simpo_gamma)
         if objective == "orpo":
-            return losses.orpo(first, second, n1, n2, s["orpo_lambda"])
+            return losses.orpo(first, second, n1, n2, s.orpo_lambda)
         if reference is None:
             raise TunecraftError(f"{objective} needs the reference log-probs (before_training computes them)")
         ref1, ref2 = reference[:, 0].to(first.device), reference[:, 1].to(first.device)
         if objective == "dpo":
-            return losses.dpo(first, second, ref1, ref2, s["beta"], s["label_smoothing"])
+            return losses.dpo(first, second, ref1, ref2, s.beta, s.label_smoothing)
         if objective == "ipo":
-            return losses.ipo(first, second, ref1, ref2, n1, n2, s["beta"])
+            return losses.ipo(first, second, ref1, ref2, n1, n2, s.beta)
         kl = losses.kto_kl(second, ref2)
-        return losses.kto(first, ref1, desirable.to(first.device), kl, s["beta"], s["kto_desirable_weight"],
-                          s["kto_undesirable_weight"])
+        return losses.kto(first, ref1, desirable.to(first.device), kl, s.beta, s.kto_desirable_weight,
+                          s.kto_undesirable_weight)
 
     # -- the reference, once -----------------------------------------------------------------------------------
     def before_training(self, model, splits: dict, session) -> None:
         """Reference log-probs of every split's rows, computed once with the model before its first step (an
         adapter method's base with the adapter off; the untouched weights otherwise) and cached in the run
         folder; a resumed run reads them back. The reference model is not kept."""
-        if self.settings["objective"] in FREE_OF_REFERENCE:
+        if self.settings.objective in FREE_OF_REFERENCE:
             return
         path = session.run_dir / REFERENCE_FILE
         present = {name: enc for name, enc in splits.items() if enc is not None and len(enc)}
@@ -273,7 +304,7 @@ class Preference(CausalLM):
         """Per example [first log-prob, second log-prob, their token counts, their reference log-probs]: [N, 6].
         A split without reference log-probs from `before_training` (`tunecraft eval`, the base model before
         training) is scored against the run's base model, loaded for it."""
-        if enc.reference is None and self.settings["objective"] not in FREE_OF_REFERENCE:
+        if enc.reference is None and self.settings.objective not in FREE_OF_REFERENCE:
             enc.reference = base_reference(enc, batch_size, pad_id, device, dtype)
         scores = score_rows(model, enc, batch_size, pad_id, device, dtype, rank, world, gather)
         ref = enc.reference.float() if enc.reference is not None else scores[:, 0:2]
@@ -284,11 +315,11 @@ class Preference(CausalLM):
         λ·mean token log-prob (ORPO, as TRL logs it)."""
         s = self.settings
         logps, tokens, ref = scores[:, 0:2], scores[:, 2:4].clamp(min=1), scores[:, 4:6]
-        if s["objective"] == "simpo":
-            return s["beta"] * logps / tokens
-        if s["objective"] == "orpo":
-            return s["orpo_lambda"] * logps / tokens
-        return s["beta"] * (logps - ref)
+        if s.objective == "simpo":
+            return s.beta * logps / tokens
+        if s.objective == "orpo":
+            return s.orpo_lambda * logps / tokens
+        return s.beta * (logps - ref)
 
     def evaluate(self, scores: torch.Tensor, enc: PreferenceEncoded, label_map=None) -> dict:
         """Implicit-reward accuracy (a tie counts half, so a model that is its own reference scores 0.5): of
@@ -317,12 +348,12 @@ class Preference(CausalLM):
                "rejected_logps": float(rejected_logps.mean()) if len(rejected_logps) else float("nan"),
                "chosen_reward": float(chosen.mean()), "rejected_reward": float(rejected.mean()),
                "samples": len(enc)}
-        if self.settings["objective"] not in FREE_OF_REFERENCE:
+        if self.settings.objective not in FREE_OF_REFERENCE:
             out["chosen_logratio"] = float((scores[:, 0] - scores[:, 4]).mean())
         return out
 
     def prediction_rows(self, examples: list, scores: torch.Tensor, enc: PreferenceEncoded, label_map) -> list[dict]:
-        items, _ = self._items(examples, self.settings["objective"])
+        items, _ = self._items(examples, self.settings.objective)
         r = self.rewards(scores)
         rows = []
         for k, (sample, s) in enumerate(zip(enc.sample, scores.tolist())):
@@ -353,6 +384,21 @@ class Preference(CausalLM):
         return out
 
 
+def collate_pairs(enc: PreferenceEncoded, indices: list[int], pad_id: int, multiple: int = 1) -> dict:
+    """The first rows of the examples, then their second rows, in one right-padded batch of 2B rows."""
+    rows = [enc.input_ids[i] for i in indices] + [enc.second_ids[i] for i in indices]
+    masks = [enc.masks[i] for i in indices] + [enc.second_masks[i] for i in indices]
+    width = -(-max(len(r) for r in rows) // multiple) * multiple
+    batch = {"input_ids": pad_rows([r + [pad_id] * (width - len(r)) for r in rows], pad_id),
+             "attention_mask": pad_rows([[1] * len(r) + [0] * (width - len(r)) for r in rows], 0),
+             "completion_mask": pad_rows([m + [0] * (width - len(m)) for m in masks], 0)}
+    if enc.reference is not None:
+        batch["reference"] = enc.reference[indices]
+    if enc.desirable is not None:
+        batch["desirable"] = torch.tensor([enc.desirable[i] for i in indices])
+    return batch
+
+
 # -- the reference and the KL ------------------------------------------------------------------------------------
 
 @torch.no_grad()
@@ -362,7 +408,7 @@ def score_rows(model, enc: PreferenceEncoded, batch_size: int, pad_id: int, devi
     model.eval()
     rows = []
     for indices in batch_order(enc.lengths, batch_size, seed=0, epoch=0, shuffle=False)[rank::world]:
-        batch = {k: v.to(device) for k, v in TASK.collate(enc, indices, pad_id, pad_multiple(device)).items()}
+        batch = {k: v.to(device) for k, v in collate_pairs(enc, indices, pad_id, pad_multiple(device)).items()}
         with autocast_context(device, dtype):
             logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         logps, tokens = sequence_logprobs(logits, batch["input_ids"], batch["completion_mask"])
@@ -440,5 +486,3 @@ def sampled_kl(model, tokenizer, prompts: list[list[dict]], gen: dict, dtype=Non
     return {"kl": sum(diff) / len(diff), "kl_per_token": sum(diff) / max(sum(total["tokens"]), 1),
             "kl_prompts": len(diff)}
 
-
-TASK = Preference()

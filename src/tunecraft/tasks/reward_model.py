@@ -6,20 +6,21 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from transformers import AutoModelForSequenceClassification
 
 from ..data import LabelMap
-from ..data.dataset import Encoded, collate, refuse_overlong, task_splits
+from ..data.dataset import BundledSets, Encoded, TaskData, collate, refuse_overlong, task_splits
 from ..data.preferences import PreferencePair, Prompt, read_preference_file, render_completion, render_prompt
 from ..data.rated_pairs import BUNDLED_PAIRS, bundled_pairs_split, describe_pairs
 from ..data.readers import Columns
 from ..errors import ConfigError, TunecraftError
 from ..runtime.inference import predict_logits
-from .base import Task
+from .base import Task, TaskSettings
 
 log = logging.getLogger(__name__)
 
@@ -29,14 +30,20 @@ CALIBRATION_BINS = 5
 """Bins of the model's confidence σ(|r_chosen − r_rejected|) over [0.5, 1] in the calibration table and plot."""
 
 
-@dataclass
-class PairData:
-    train: list[PreferencePair]
-    validation: list[PreferencePair]
-    test: list[PreferencePair]
-    label_map: LabelMap = field(default_factory=lambda: LabelMap([]))
-    columns: Columns = field(default_factory=lambda: Columns("chosen", None, None))
-    description: str = ""
+class RewardModelSettings(TaskSettings):
+    """Reward models: pairs scored by a scalar head, trained with the Bradley–Terry loss."""
+
+    name: Literal["reward_model"] = "reward_model"
+    LEGACY = {"reward_model": ""}
+    margin_scale: float = Field(0.0, ge=0.0)
+    """The loss is −log σ(r_chosen − r_rejected − margin_scale × the pair's `margin`) (Llama 2's margin loss):
+    pairs the data says differ more must be scored further apart. 0 ignores the margins; a pair without one
+    counts as margin 0."""
+    overlong: Literal["error", "drop", "truncate"] = "drop"
+    """A pair whose chosen or rejected text (with its prompt) is longer than model.max_length tokens: stop with
+    its file and line, drop the pair, or cut the texts to max_length (an encoder's prompt/answer pair loses
+    tokens from the longer of the two first). Dropped and cut pairs are counted in the log and in summary.json
+    (truncated). `predict` and `serve` always cut, and say so per text."""
 
 
 @dataclass
@@ -180,20 +187,24 @@ class RewardModel(Task):
     MODEL_CLASS = AutoModelForSequenceClassification
     PEFT_TASK_TYPE = "SEQ_CLS"
 
+    Settings = RewardModelSettings
+    BUNDLED = BundledSets(BUNDLED_PAIRS, bundled_pairs_split, "pair set")
+
+    @classmethod
+    def settings_from_meta(cls, meta: dict) -> RewardModelSettings:
+        if "task_settings" not in meta and isinstance(meta.get("reward_model"), dict):  # before task_settings
+            return cls.Settings.model_validate(meta["reward_model"])
+        return super().settings_from_meta(meta)
+
     # -- data ------------------------------------------------------------------------------------------------
-    def load_data(self, cfg) -> PairData:
+    def load_data(self, cfg) -> TaskData:
         parts, description = task_splits(cfg, read_pairs, BUNDLED_PAIRS, bundled_pairs_split, "preference pair",
                                          describe_pairs(cfg.dataset) if cfg.dataset in BUNDLED_PAIRS else "")
-        return PairData(parts["train"], parts["validation"], parts["test"], description=description)
+        return TaskData(parts["train"], parts["validation"], parts["test"], columns=Columns("chosen", None),
+                        description=description)
 
-    def load_eval_examples(self, spec: str, meta: dict, fmt_name: str, split: str, seed: int,
-                           fractions) -> list[PreferencePair]:
-        if spec in BUNDLED_PAIRS:
-            parts = bundled_pairs_split(spec, seed, fractions)
-            return [p for part in parts.values() for p in part] if split == "all" else parts[split]
-        if Path(spec).exists():
-            return read_pairs(spec)
-        raise TunecraftError(f"'{spec}' is neither a bundled pair set ({', '.join(BUNDLED_PAIRS)}) nor a file")
+    def read_file(self, path: str, meta: dict, fmt: str) -> list[PreferencePair]:
+        return read_pairs(path)
 
     def training_texts(self, pairs: list[PreferencePair]):
         for p in pairs:
@@ -202,7 +213,8 @@ class RewardModel(Task):
                 yield p.prompt if isinstance(p.prompt, str) else " ".join(m["content"] for m in p.prompt)
 
     def options(self, config) -> dict:
-        return {"reward_model": config.reward_model.model_dump(), "text_column": "chosen", "label_column": None}
+        return {"reward_model": self.settings.model_dump(exclude={"name"}), "text_column": "chosen",
+                "label_column": None}
 
     def check_config(self, config) -> None:
         super().check_config(config)
@@ -215,7 +227,7 @@ class RewardModel(Task):
 
     def encode(self, tokenizer, pairs: list[PreferencePair], meta: dict, label_map=None) -> PairEncoded:
         """Both rows of every pair, tokenized once. A pair with a row longer than max_length stops the run,
-        is dropped or is cut (reward_model.overlong), and is counted either way."""
+        is dropped or is cut (task.overlong), and is counted either way."""
         ensure_pad_token(tokenizer)
         opts, max_len = meta["reward_model"], meta["max_length"]
         items = [(p.prompt, p.chosen) for p in pairs] + [(p.prompt, p.rejected) for p in pairs]
@@ -226,7 +238,7 @@ class RewardModel(Task):
             longest = max(lengths[i], lengths[n + i])
             if longest > max_len:
                 over += 1
-                refuse_overlong(opts["overlong"], "reward_model.overlong", pair, longest, max_len)
+                refuse_overlong(opts["overlong"], "task.overlong", pair, longest, max_len)
                 if opts["overlong"] == "drop":
                     continue
             keep.append(i)
@@ -317,5 +329,3 @@ def read_pairs(path) -> list[PreferencePair]:
     """A JSONL file of preference pairs; plain-text pairs may have no prompt (each text is then scored alone)."""
     return read_preference_file(path, "pairs", prompt_required=False)
 
-
-TASK = RewardModel()

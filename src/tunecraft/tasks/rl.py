@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import math
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Literal
 
 import torch
 
@@ -24,12 +24,13 @@ from ..align.settings import RlConfig
 from ..assets import VADER_FILES
 from ..data import LabelMap
 from ..data.bundled import read_vader
-from ..data.dataset import Encoded, seeded_split, task_splits
+from ..data.dataset import BundledSets, Encoded, TaskData, seeded_split, task_splits
 from ..data.preferences import PromptRow, read_prompt_file, render_prompt
-from ..errors import ConfigError, DataError, TunecraftError
+from ..data.readers import Columns
+from ..errors import ConfigError, DataError
 from ..runtime.inference import autocast_context
-from .base import records
-from .causal_lm import CausalLM, ChatData, Columns
+from .base import TaskSettings, records
+from .causal_lm import SFT_KEYS, CausalLM, CausalLMSettings, GenerationSettings
 
 OPENING_WORDS = 5
 """A bundled sentiment set's prompts are its sentences' first five words."""
@@ -63,6 +64,15 @@ def bundled_split(name: str, seed: int, fractions: tuple[float, float]) -> dict[
 
 
 BUNDLED_PROMPTS = {name: name for name in VADER_FILES}
+
+
+class RlSettings(RlConfig, TaskSettings):
+    """Online RL: the algorithm and its reward functions (align/settings.py `RlConfig`), and how the trained
+    causal LM generates when it is evaluated as one, predicts and chats."""
+
+    name: Literal["rl"] = "rl"
+    LEGACY = {"rl": "", "generation": "generation"}
+    generation: GenerationSettings = GenerationSettings()
 
 
 def prompt_display(prompt) -> str:
@@ -188,26 +198,30 @@ class ReinforcementLearning(CausalLM):
     HEADLINE = ("reward", "kl")
     EARLY_STOPPING = ("reward", "max")
 
+    Settings = RlSettings
+    BUNDLED = BundledSets(BUNDLED_PROMPTS, bundled_split, "sentiment set")
+
+    @classmethod
+    def settings_from_meta(cls, meta: dict) -> RlSettings:
+        if "task_settings" not in meta and isinstance(meta.get("rl"), dict):  # a run written before task_settings
+            return cls.Settings.model_validate({**meta["rl"], "generation": meta.get("generation") or {}})
+        return super().settings_from_meta(meta)
+
     # -- data ---------------------------------------------------------------------------------------------------
-    def load_data(self, cfg) -> ChatData:
+    def load_data(self, cfg) -> TaskData:
         parts, description = task_splits(cfg, read_prompt_file, BUNDLED_PROMPTS, bundled_split, "sentiment",
                                          f"first {OPENING_WORDS} words of each sentence, split as classification "
                                          "splits the sentences")
-        return ChatData(parts["train"], parts["validation"], parts["test"], columns=Columns("prompt"),
-                          description=description)
+        return TaskData(parts["train"], parts["validation"], parts["test"], columns=Columns("prompt", None),
+                        description=description)
 
-    def load_eval_examples(self, spec: str, meta: dict, fmt_name: str, split: str, seed: int,
-                           fractions) -> list[PromptRow]:
-        if spec in BUNDLED_PROMPTS:
-            parts = bundled_split(spec, seed, fractions)
-            return [r for rows in parts.values() for r in rows] if split == "all" else parts[split]
-        if Path(spec).exists():
-            return read_prompt_file(spec)
-        raise TunecraftError(f"'{spec}' is neither a bundled sentiment set ({', '.join(BUNDLED_PROMPTS)}) nor a "
-                             "prompt file")
+    def read_file(self, path: str, meta: dict, fmt: str) -> list[PromptRow]:
+        return read_prompt_file(path)
 
     def options(self, config) -> dict:
-        return {**super().options(config), "text_column": "prompt", "rl": config.rl.model_dump()}
+        return {"sft": CausalLMSettings().model_dump(include=set(SFT_KEYS)),
+                "generation": self.settings.generation.model_dump(), "text_column": "prompt", "label_column": None,
+                "rl": self.settings.model_dump(exclude={"name", "generation"})}
 
     def check_config(self, config) -> None:
         super().check_config(config)
@@ -217,20 +231,21 @@ class ReinforcementLearning(CausalLM):
         t = config.train
         if t.label_smoothing or t.rdrop.alpha or t.adversarial.method != "none":
             raise ConfigError("train: label_smoothing, rdrop and adversarial read class labels; task rl has none")
-        if config.model.max_length <= config.rl.max_new_tokens:
-            raise ConfigError(f"rl.max_new_tokens: {config.rl.max_new_tokens} leaves no room for the prompt in "
+        if config.model.max_length <= self.settings.max_new_tokens:
+            raise ConfigError(f"task.max_new_tokens: {self.settings.max_new_tokens} leaves no room for the prompt in "
                               f"model.max_length={config.model.max_length}")
         # a missing run folder, an unknown label...: refused before any work
-        build_rewards(config.rl.rewards, predict_run=self.run_predictor)
+        build_rewards(self.settings.rewards, "task.rewards", predict_run=self.run_predictor)
 
     def training_texts(self, rows: list[PromptRow]):
         return (prompt_display(r.prompt) for r in rows)
 
     def encode(self, tokenizer, rows: list[PromptRow], meta: dict, label_map: LabelMap | None = None) -> Encoded:
         """Each prompt rendered (messages through the chat template's generation prompt) and tokenized; a prompt
-        longer than max_length − rl.max_new_tokens keeps its end, and is counted."""
+        longer than max_length − task.max_new_tokens keeps its end, and is counted."""
         settings = meta["rl"]
-        rewards = build_rewards(RlConfig.model_validate(settings).rewards, predict_run=self.run_predictor)
+        rewards = build_rewards(RlConfig.model_validate(settings).rewards, "task.rewards",
+                                predict_run=self.run_predictor)
         if any(isinstance(r, ExactReward) for r in rewards):
             for row in rows:
                 if row.answer is None:
@@ -342,7 +357,9 @@ class ReinforcementLearning(CausalLM):
         rows.sort(key=lambda r: (r["index"], r["sample"]))
         return rows
 
-    def evaluate(self, rows: list[dict], enc: Encoded, label_map: LabelMap) -> dict:
+    def evaluate(self, scores: list[dict], enc: Encoded, label_map: LabelMap) -> dict:
+        """Metrics of `infer`'s scores: one scored completion each (its reward, KL, reference NLL, tokens)."""
+        rows = scores
         if not rows:
             return {}
         n = len(rows)
@@ -363,7 +380,7 @@ class ReinforcementLearning(CausalLM):
         return {}  # the held-out completions are `infer`'s: scored by reward, KL and fluency there
 
     def predict(self, trained, inputs: list[str | dict], batch_size: int, dtype, warn: bool = True) -> list[dict]:
-        """Each text (or {"text"} record) continued by one completion sampled as in training (rl.temperature)."""
+        """Each text (or {"text"} record) continued by one completion sampled as in training (task.temperature)."""
         texts = [r["text"] for r in records(inputs)]
         s, tokenizer = trained.meta["rl"], trained.tokenizer
         out = []
@@ -377,6 +394,3 @@ class ReinforcementLearning(CausalLM):
             answers = tokenizer.batch_decode(completion * cmask, skip_special_tokens=True)
             out += [{"prompt": t, "response": a} for t, a in zip(part, answers)]
         return out
-
-
-TASK = ReinforcementLearning()

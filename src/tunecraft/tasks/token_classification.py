@@ -2,37 +2,44 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from transformers import AutoModelForTokenClassification
 
 from ..data import LabelMap
-from ..data.dataset import IGNORE, Encoded, seeded_split, task_splits
+from ..data.dataset import IGNORE, BundledSets, Encoded, TaskData, seeded_split, task_splits
 from ..data.ner import BUNDLED_NER, Sentence, normalise, read_ner_file, split_words, tags_to_spans
+from ..data.readers import Columns
 from ..errors import DataError, TunecraftError
 from ..metrics.labels import entity_metrics
-from .base import Task, records
+from .base import Task, TaskSettings, records
 
 
-@dataclass
-class NerData:
-    train: list[Sentence]
-    validation: list[Sentence]
-    test: list[Sentence]
-    label_map: LabelMap
-    columns: object = None
-    description: str = ""
-    entity_counts: dict = field(default_factory=dict)
+class TokenClassificationSettings(TaskSettings):
+    """Token classification (NER): how files are read, the tag scheme, and how sub-tokens are labelled."""
+
+    name: Literal["token_classification"] = "token_classification"
+    LEGACY = {"data.ner": ""}
+    token_column: int = 0
+    """CoNLL files: the column of the tokens (0 = first)."""
+    tag_column: int = -1
+    """CoNLL files: the column of the tags (-1 = last)."""
+    scheme: Literal["bio", "bioes"] = "bio"
+    """The tag scheme the model predicts; input files in either scheme are converted to it."""
+    on_invalid: Literal["repair", "error"] = "repair"
+    """An I-/E- tag with no entity of its type to continue: start a new entity (with a warning), or stop."""
+    label_subtokens: Literal["first", "all"] = "first"
+    """Train on the first sub-token of each word only, or on all of them (predictions always read the first)."""
+    stride: int = Field(32, ge=0)
+    """Tokens shared by consecutive windows of a sentence longer than model.max_length."""
+    strict: bool = False
+    """Score entities in seqeval's strict mode (exact scheme-valid tag sequences) instead of conlleval's."""
 
 
-@dataclass
-class _Columns:
-    text: str = "tokens"
-    label: str = "tags"
-    text_pair: None = None
+COLUMNS = Columns("tokens", "tags", None)
 
 
 # -- data -------------------------------------------------------------------------------------------------------
@@ -136,8 +143,17 @@ class TokenClassification(Task):
     MODEL_CLASS = AutoModelForTokenClassification
     PEFT_TASK_TYPE = "TOKEN_CLS"
 
-    def load_data(self, cfg) -> NerData:
-        ner = cfg.ner
+    Settings = TokenClassificationSettings
+    BUNDLED = BundledSets(BUNDLED_NER, bundled_split, "NER set", lambda name: BUNDLED_NER[name]())
+
+    @classmethod
+    def settings_from_meta(cls, meta: dict) -> TokenClassificationSettings:
+        if "task_settings" not in meta and isinstance(meta.get("ner"), dict):  # a run written before task_settings
+            return cls.Settings.model_validate(meta["ner"])
+        return super().settings_from_meta(meta)
+
+    def load_data(self, cfg) -> TaskData:
+        ner = self.settings
 
         def read(path):
             return read_ner_file(path, "auto" if cfg.format == "auto" else cfg.format, ner.token_column, ner.tag_column)
@@ -150,23 +166,23 @@ class TokenClassification(Task):
         label_map = label_map_for(parts["train"])
         check_known(parts["validation"] + parts["test"], label_map)
         counts = {name: entity_counts(part) for name, part in parts.items()}
-        return NerData(parts["train"], parts["validation"], parts["test"], label_map, _Columns(), description, counts)
+        return TaskData(parts["train"], parts["validation"], parts["test"], label_map, COLUMNS, description,
+                        {"entities": counts})
+
+    def read_file(self, path: str, meta: dict, fmt: str) -> list[Sentence]:
+        opts = meta["ner"]
+        return read_ner_file(path, "auto" if fmt == "auto" else fmt, opts["token_column"], opts["tag_column"])
 
     def load_eval_examples(self, spec: str, meta: dict, fmt: str, split: str, seed: int, fractions) -> list[Sentence]:
         opts = meta["ner"]
-        if spec in BUNDLED_NER:
-            sentences = BUNDLED_NER[spec]() if split == "all" else bundled_split(spec, seed, fractions)[split]
-        elif Path(spec).exists():
-            sentences = read_ner_file(spec, "auto" if fmt == "auto" else fmt, opts["token_column"], opts["tag_column"])
-        else:
-            raise TunecraftError(f"'{spec}' is neither a bundled NER set ({', '.join(BUNDLED_NER)}) nor a file")
+        sentences = super().load_eval_examples(spec, meta, fmt, split, seed, fractions)
         for sentence in sentences:
             normalise(sentence, opts["scheme"], opts["on_invalid"])
         check_known(sentences, LabelMap(meta["labels"]))
         return sentences
 
     def options(self, config) -> dict:
-        return {"ner": config.data.ner.model_dump(), "text_column": "tokens", "label_column": "tags"}
+        return {"ner": self.settings.model_dump(exclude={"name"}), "text_column": "tokens", "label_column": "tags"}
 
     def encode(self, tokenizer, sentences: list[Sentence], meta: dict, label_map: LabelMap | None = None) -> Encoded:
         """Words → sub-words, with the word's label on its first sub-token (all sub-tokens with
@@ -202,9 +218,6 @@ class TokenClassification(Task):
 
         return instantiate(AutoModelForTokenClassification, base, label_map, dropout)
 
-    def training_texts(self, sentences: list[Sentence]):
-        return (s.text for s in sentences)
-
     def count(self, batch: dict[str, torch.Tensor]) -> int:
         return int((batch["labels"] != IGNORE).sum())
 
@@ -213,7 +226,8 @@ class TokenClassification(Task):
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch["labels"].reshape(-1), ignore_index=IGNORE,
                                reduction="sum")
 
-    def evaluate(self, logits: list[torch.Tensor], enc: Encoded, label_map: LabelMap) -> dict:
+    def evaluate(self, scores: list[torch.Tensor], enc: Encoded, label_map: LabelMap) -> dict:
+        logits = scores  # one [features, tags] tensor per window
         per_word = word_logits(logits, enc, [len(g) for g in enc.gold])
         pred = _predicted_tags(per_word, label_map.labels)
         result = entity_metrics(enc.gold, pred, enc.options.get("scheme", "bio"), enc.options.get("strict", False))
@@ -248,6 +262,3 @@ class TokenClassification(Task):
         rows = self.prediction_rows(sentences, logits, enc, label_map)
         return [{"text": r["text"], "entities": r["predicted_entities"], "tokens": r["tokens"],
                  "tags": r["predicted_tags"]} for r in rows]
-
-
-TASK = TokenClassification()

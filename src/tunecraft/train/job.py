@@ -19,7 +19,7 @@ from ..evaluate.report import write_report
 from ..io import write_jsonl
 from ..methods import count_parameters, get_method
 from ..models import prepare_base
-from ..tasks import Task, get_task
+from ..tasks import Task, build_task
 from ..trained import predict_with_run
 from .session import RunSession
 from .sharded import fsdp_requested, prepare_for_sharding, refuse_under_fsdp, unsharded
@@ -57,7 +57,7 @@ class Job:
 def read_job(config: RunConfig, data=None) -> Job:
     """Data → tokenized splits, and the doctor's fast checks on them (on the terminal); no model yet (what
     `tunecraft doctor RECIPE` reads). Only reads: bad data fails here, before any run folder is touched."""
-    task = get_task(config.task).hand_runs(predict_with_run)
+    task = build_task(config.task).hand_runs(predict_with_run)
     task.check_config(config)
     if data is None:
         data = task.load_data(config.data)  # bad data fails here, before the run folder is touched
@@ -134,11 +134,11 @@ def train(config: RunConfig, resume: bool = False, overwrite: bool = False, plug
     generations = []
     if eval_enc and session.acc.is_main_process:  # generating is the main process's alone
         plain = session.acc.unwrap_model(loop.model)
-        metrics.update(task.generation_eval(plain, tokenizer, eval_examples, config.generation.model_dump(),
-                                            session.dtype))
+        gen = job.meta.get("generation") or {}
+        metrics.update(task.generation_eval(plain, tokenizer, eval_examples, gen, session.dtype))
         generations = metrics.pop("generations", [])
         if generations:
-            metrics["samples_shown"] = generations[: config.generation.report_samples]
+            metrics["samples_shown"] = generations[: gen["report_samples"]]
     summary = {**data_summary(config, job, trainable, total), "eval_split": eval_name, "metrics": metrics,
                "baselines": [], **session.run_summary(loop), "doctor": [f.as_dict() for f in job.findings]}
     exported = unsharded(session.acc, loop.model, spare)  # every process: under FSDP it gathers the full model
@@ -159,10 +159,10 @@ def data_summary(config: RunConfig, job: Job, trainable: int, total: int) -> dic
     """The summary's part about what was trained: task, method, base, data and its sizes, parameters."""
     data, train_enc = job.data, job.train_enc
     return {
-        "name": config.name, "task": config.task, "method": config.method.name, "base_model": config.model.base,
+        "name": config.name, "task": config.task.name, "method": config.method.name, "base_model": config.model.base,
         "data": data.description, "labels": data.label_map.labels,
         "sizes": {"train": len(data.train), "validation": len(data.validation), "test": len(data.test)},
-        **({"entities": data.entity_counts} if getattr(data, "entity_counts", None) else {}),
+        **data.summary,
         "features": {"train": len(train_enc)},
         "truncated": {"train": train_enc.truncated, "max_length": config.model.max_length},
         **({"overlong": train_enc.options["overlong"]} if "overlong" in train_enc.options else {}),
@@ -173,7 +173,8 @@ def data_summary(config: RunConfig, job: Job, trainable: int, total: int) -> dic
 
 def model_meta(config: RunConfig, task: Task, lmap, columns) -> dict:
     """What eval, predict and serve need to use the model as it was trained (model/tunecraft.json)."""
-    return {"task": config.task, "labels": lmap.labels, "max_length": config.model.max_length,
+    return {"task": config.task.name, "labels": lmap.labels, "max_length": config.model.max_length,
             "text_column": columns.text, "text_pair_column": columns.text_pair, "label_column": columns.label,
             "base_model": config.model.base, "method": config.method.name, "precision": config.train.precision,
-            "adapter_required": not get_method(config.method.name).merged, **task.options(config)}
+            "adapter_required": not get_method(config.method.name).merged, **task.options(config),
+            "task_settings": task.settings.model_dump(mode="json")}

@@ -57,10 +57,10 @@ def refuse_under_fsdp(config, generative: bool, extras: list) -> None:
     if extras or config.train.adversarial.method != "none":
         raise TunecraftError("FSDP: step plug-ins (distillation, pruning masks, regularisers) and "
                              "train.adversarial are not supported under FSDP; use a DDP config")
-    if generative and config.generation.eval_samples:
+    if generative and config.task.generation.eval_samples:
         # generation is process 0's alone, and under FSDP every forward needs every process
         raise TunecraftError("FSDP: held-out generation is not supported under FSDP; set "
-                             "generation.eval_samples=0 (perplexity only) or use a DDP config")
+                             "task.generation.eval_samples=0 (perplexity only) or use a DDP config")
 
 
 def prepare_for_sharding(acc, model: torch.nn.Module) -> torch.nn.Module | None:

@@ -15,7 +15,7 @@ def one_line(text: str) -> str:
 
 class RlView(CausalLMView):
     def length_row(self, summary: dict) -> tuple[str, object]:
-        return ("training prompts cut to max_length − rl.max_new_tokens (their end kept)",
+        return ("training prompts cut to max_length − task.max_new_tokens (their end kept)",
                 f"{summary['truncated']['train']} (max_length {summary['truncated']['max_length']})")
 
     def summary_line(self, metrics: dict) -> str:
