@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from tunecraft.errors import TunecraftError
-from tunecraft.models.formats import FORMATS, load_model
+from tunecraft.runs import FORMATS, load_model
 
 
 def _loaded_after(module: str) -> set[str]:
@@ -20,7 +20,7 @@ def _loaded_after(module: str) -> set[str]:
 def test_loading_a_run_does_not_import_compress():
     loaded = _loaded_after("tunecraft.trained")
     assert not {m for m in loaded if m.startswith("tunecraft.compress")}
-    assert "tunecraft.models.formats" in loaded
+    assert "tunecraft.runs.formats" in loaded
 
 
 def test_the_rewards_import_neither_the_run_loader_nor_the_tasks():

@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 from .align.settings import RlConfig
 from .errors import ConfigError
 from .methods import METHODS, MethodConfig
+from .runs import RunRecipe
 from .settings import Strict
 
 logger = logging.getLogger("tunecraft")
@@ -372,10 +373,7 @@ class TuneConfig(Strict):
     """Keep each trial's model/, adapter/ and checkpoints/ (off: only the best recipe is kept, re-train it)."""
 
 
-class RunConfig(Strict):
-    name: str = "run"
-    output_dir: str = "runs"
-    seed: int = 42
+class RunConfig(RunRecipe):
     task: str = "classification"
     """The task (tunecraft.tasks): classification, token_classification, causal_lm, reward_model, preference or rl."""
     model: ModelConfig = ModelConfig()
@@ -410,10 +408,6 @@ class RunConfig(Strict):
         if es.mode is None:
             es.mode = "min" if es.metric in ("loss", "perplexity") else "max"
         return self
-
-    @property
-    def run_dir(self) -> Path:
-        return Path(self.output_dir) / self.name
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

@@ -47,10 +47,8 @@ def experiment(config: RunConfig, resume: bool = False, overwrite: bool = False,
         return train(sub_config, overwrite=True, data=data)
 
     summary["baselines"] = task.baselines(config, data, base, run_dir, fit if single else None)
-    write_json(run_dir / "summary.json", {k: v for k, v in summary.items() if k != "report"})
-    history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
-               if line] if (run_dir / "metrics.jsonl").is_file() else []
-    summary["report"] = str(write_report(run_dir, summary, history, task))
+    write_json(config.folder.summary_file, {k: v for k, v in summary.items() if k != "report"})
+    summary["report"] = str(write_report(run_dir, summary, config.folder.metrics(), task))
     return summary
 
 
@@ -77,7 +75,7 @@ def add_before(config: RunConfig, summary: dict, before: dict) -> None:
     base_rows = before.pop("generations", [])
     metrics = summary["metrics"]
     metrics["before"] = before
-    path = config.run_dir / "generations.jsonl"
+    path = config.folder.generations_file
     if not path.is_file():
         return
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]

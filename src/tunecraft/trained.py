@@ -10,9 +10,9 @@ from transformers import AutoTokenizer
 
 from .errors import TunecraftError
 from .methods import get_method
-from .models import META, TrainedModel, read_meta, run_model_dir
-from .models.file_checks import check_model_folder, reading
-from .models.formats import load_model
+from .models import TrainedModel
+from .models.file_checks import check_model_folder
+from .runs import META, load_model, read_meta, reading, run_model_dir
 from .tasks import TASKS
 
 

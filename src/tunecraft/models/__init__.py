@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +13,6 @@ from ..errors import TunecraftError
 
 transformers.logging.set_verbosity_error()
 transformers.utils.logging.disable_progress_bar()
-META = "tunecraft.json"
 
 
 SCRATCH = "scratch:"
@@ -81,27 +79,3 @@ class TrainedModel:
     tokenizer: object
     meta: dict
     path: Path
-
-
-def run_model_dir(run: str | Path) -> Path:
-    """A run folder's model/ (or a model folder itself)."""
-    run = Path(run)
-    for candidate in (run / "model", run):
-        if (candidate / META).is_file():
-            return candidate
-    raise TunecraftError(f"{run} is not a tunecraft run folder or model folder (no model/{META} found)")
-
-
-def read_meta(run: str | Path) -> dict:
-    from .file_checks import reading
-
-    path = run_model_dir(run) / META
-    with reading(path, "run's metadata"):
-        meta = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(meta, dict):
-            raise ValueError("not a JSON object")
-    return meta
-
-
-def run_task(run: str | Path) -> str:
-    return read_meta(run)["task"]

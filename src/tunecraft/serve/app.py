@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..cpus import default_threads, usable_cpus
 from ..errors import TunecraftError
-from ..models import read_meta
+from ..runs import read_meta
 from ..runtime.precision import resolve as resolve_precision
 from ..tasks import get_task
 from ..trained import load_trained

@@ -19,6 +19,7 @@ from ..evaluate.report import write_report
 from ..io import write_jsonl
 from ..methods import count_parameters, get_method
 from ..models import prepare_base
+from ..runs import ADAPTER, MODEL
 from ..tasks import Task, get_task
 from ..trained import predict_with_run
 from .session import RunSession
@@ -126,12 +127,12 @@ def train(config: RunConfig, resume: bool = False, overwrite: bool = False, plug
     exported = unsharded(session.acc, loop.model, spare)  # every process: under FSDP it gathers the full model
     if session.acc.is_main_process:
         if eval_enc:
-            write_jsonl(session.run_dir / "predictions.jsonl",
+            write_jsonl(session.folder.predictions_file,
                         task.prediction_rows(eval_examples, scores, eval_enc, job.data.label_map))
         if generations:
-            write_jsonl(session.run_dir / "generations.jsonl", generations)
-    return session.close(summary, lambda tmp: method.export(exported, tmp["model"], tmp["adapter"]),
-                         ("model", "adapter"), lambda s: write_report(session.run_dir, s, loop.state.history, task),
+            write_jsonl(session.folder.generations_file, generations)
+    return session.close(summary, lambda tmp: method.export(exported, tmp[MODEL], tmp[ADAPTER]),
+                         (MODEL, ADAPTER), lambda s: write_report(session.run_dir, s, loop.state.history, task),
                          tokenizer, job.meta)
 
 
