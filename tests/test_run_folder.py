@@ -93,3 +93,28 @@ def test_the_three_recipes_share_the_run_header():
     config = build_config({"name": "a", "output_dir": "out"})
     assert str(config.run_dir) == "out/a" and config.folder == RunFolder("out/a")
     assert str(PretrainRecipe(name="p", output_dir="o").run_dir) == "o/p"
+
+
+def test_eval_resplits_an_old_run_unstratified_and_a_new_one_as_written(tmp_path):
+    """A config.yaml written before splits were stratified has no data.split.stratify: eval re-splits that
+    run's training file by one permutation, as it was trained; a newer one as it says."""
+    from tunecraft.config import DataConfig
+    from tunecraft.data import load_classification_data
+    from tunecraft.evaluate.runs import run_file_split
+    from tunecraft.tasks import get_task
+
+    rows = "text,label\n" + "".join(f"text number {i},{'pos' if i % 5 else 'neg'}\n" for i in range(60))
+    (tmp_path / "a.csv").write_text(rows, encoding="utf-8")
+    split = {"seed": 3, "validation": 0.2, "test": 0.2}
+    task, data = get_task("classification"), str(tmp_path / "a.csv")
+
+    def tested(stratify: bool) -> list[str]:
+        parts = load_classification_data(DataConfig(train=data, split={**split, "stratify": stratify}))
+        return [e.text for e in parts.test]
+
+    assert tested(True) != tested(False)
+    for written, stratified in ((split, False), ({**split, "stratify": True}, True)):
+        (tmp_path / "config.yaml").write_text(yaml.safe_dump({"data": {"train": data, "split": written}}))
+        examples, note = run_file_split(tmp_path, task, data, "test")
+        assert [e.text for e in examples] == tested(stratified), written
+        assert "split by seed 3" in note
