@@ -118,3 +118,32 @@ def test_eval_resplits_an_old_run_unstratified_and_a_new_one_as_written(tmp_path
         examples, note = run_file_split(tmp_path, task, data, "test")
         assert [e.text for e in examples] == tested(stratified), written
         assert "split by seed 3" in note
+
+
+def test_experiment_writes_summary_and_report_once_with_its_baselines(tmp_path, monkeypatch):
+    """experiment() adds its comparisons before the session's close, which writes summary.json and the report
+    once, with them (it no longer rewrites both after train())."""
+    import tunecraft.experiment
+    import tunecraft.report
+    import tunecraft.train.session
+    from tunecraft.experiment import experiment
+
+    writes = []
+    for module, name in ((tunecraft.train.session, "write_json"), (tunecraft.experiment, "write_json"),
+                         (tunecraft.report, "write_text")):
+        real = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda path, *a, _real=real, **k: (writes.append(path.name),
+                                                                               _real(path, *a, **k))[1])
+    config = build_config({
+        "name": "once", "output_dir": str(tmp_path), "seed": 7,
+        "model": {"base": "scratch:encoder-tiny", "tokenizer": "chars", "max_length": 64},
+        "data": {"dataset": "mr", "max_train_samples": 64, "max_eval_samples": 16},
+        "train": {"max_steps": 2, "batch_size": 8, "precision": "fp32", "progress": False, "tensorboard": False,
+                  "num_threads": 1},
+        "baselines": {"zero_shot": False}})
+    summary = experiment(config)
+    assert writes.count("summary.json") == 1 and writes.count("report.md") == 1, writes
+    saved = config.folder.summary()
+    assert [b["name"] for b in saved["baselines"]] == [b["name"] for b in summary["baselines"]] != []
+    assert saved == {k: v for k, v in summary.items() if k != "report"}
+    assert summary["baselines"][0]["name"] in config.folder.report_file.read_text(encoding="utf-8")

@@ -10,7 +10,6 @@ import os
 import torch
 
 from .config import RunConfig
-from .evaluate.report import write_report
 from .io import write_json, write_jsonl
 from .models import prepare_base
 from .tasks import get_task
@@ -35,21 +34,17 @@ def experiment(config: RunConfig, resume: bool = False, overwrite: bool = False,
         before = json.loads(saved.read_text(encoding="utf-8")) if resume and saved.is_file() else None
         before = before or base_model_scores(config, task, data, base)
 
-    summary = train(config, resume=resume, overwrite=overwrite, plugins=plugins, data=data)
-    if "report" not in summary:  # not the main process: the comparisons are process 0's
-        return summary
-    if before is not None:
-        write_json(run_dir / "before.json", before)
-        add_before(config, summary, before)
-    single = summary["processes"] == 1
-
     def fit(sub_config, data):
         return train(sub_config, overwrite=True, data=data)
 
-    summary["baselines"] = task.baselines(config, data, base, run_dir, fit if single else None)
-    write_json(config.folder.summary_file, {k: v for k, v in summary.items() if k != "report"})
-    summary["report"] = str(write_report(run_dir, summary, config.folder.metrics(), task))
-    return summary
+    def compare(summary: dict) -> None:  # process 0, before close writes summary.json and the report
+        if before is not None:
+            write_json(run_dir / "before.json", before)
+            add_before(config, summary, before)
+        single = summary["processes"] == 1
+        summary["baselines"] = task.baselines(config, data, base, run_dir, fit if single else None)
+
+    return train(config, resume=resume, overwrite=overwrite, plugins=plugins, data=data, compare=compare)
 
 
 @torch.no_grad()

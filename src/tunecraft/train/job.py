@@ -89,11 +89,13 @@ def set_gradient_checkpointing(model: torch.nn.Module, on: bool) -> None:
 
 
 def train(config: RunConfig, resume: bool = False, overwrite: bool = False, plugins=(), model=None,
-          data=None) -> dict:
+          data=None, compare=None) -> dict:
     """Fine-tune and evaluate as the config says; returns the run summary (also in summary.json). `plugins`
     (tunecraft/plugins.py) reach into each step; `model`, when given, is trained instead of a fresh one built from
     model.base (a distillation student, a pruned model), which then only names its tokenizer; `data`, when
-    given, is the task's loaded data (e.g. a continual-learning replay mix) instead of loading config.data."""
+    given, is the task's loaded data (e.g. a continual-learning replay mix) instead of loading config.data;
+    `compare(summary)`, when given, adds the comparisons (experiment.py) on process 0 after the held-out
+    evaluation, so that close writes summary.json and the report once, with them."""
     session = RunSession(config, resume, overwrite)  # refuses a run folder it would lose; seed, threads, precision
     job = prepare_job(config, model=model, data=data)
     task, method, model, tokenizer = job.task, job.method, job.model, job.tokenizer
@@ -131,6 +133,8 @@ def train(config: RunConfig, resume: bool = False, overwrite: bool = False, plug
                         task.prediction_rows(eval_examples, scores, eval_enc, job.data.label_map))
         if generations:
             write_jsonl(session.folder.generations_file, generations)
+        if compare is not None:
+            compare(summary)
     return session.close(summary, lambda tmp: method.export(exported, tmp[MODEL], tmp[ADAPTER]),
                          (MODEL, ADAPTER), lambda s: write_report(session.run_dir, s, loop.state.history, task),
                          tokenizer, job.meta)
