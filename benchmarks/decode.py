@@ -32,7 +32,7 @@ from generate_load import streamed_chat  # noqa: E402
 from server_process import percentile, start_server, stop_server  # noqa: E402
 
 from tunecraft.data.chat import BUNDLED_CHAT, cut_at_stops  # noqa: E402
-from tunecraft.models import read_meta  # noqa: E402
+from tunecraft.runs import read_meta  # noqa: E402
 
 
 def bundled_prompts(n: int) -> list[str]:

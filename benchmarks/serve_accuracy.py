@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 
 from tunecraft import predict
 from tunecraft.evaluate.runs import _split_settings
-from tunecraft.models import read_meta, run_model_dir
+from tunecraft.runs import read_meta, run_model_dir
 from tunecraft.serve.app import ServeSettings, create_app
 from tunecraft.tasks import build_task
 

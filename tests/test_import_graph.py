@@ -1,14 +1,17 @@
 """The import graph's promises: loading a run does not pull in compress/, the rewards do not reach the task
-registry, and an unknown model format names its file and the known ones."""
+registry, an unknown model format names its file and the known ones, nothing outside runs/ spells a run
+folder's file names and nothing below compress/ imports it."""
 
+import ast
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from tunecraft.errors import TunecraftError
-from tunecraft.models.formats import FORMATS, load_model
+from tunecraft.runs import FORMATS, load_model
 
 
 def _loaded_after(module: str) -> set[str]:
@@ -20,7 +23,7 @@ def _loaded_after(module: str) -> set[str]:
 def test_loading_a_run_does_not_import_compress():
     loaded = _loaded_after("tunecraft.trained")
     assert not {m for m in loaded if m.startswith("tunecraft.compress")}
-    assert "tunecraft.models.formats" in loaded
+    assert "tunecraft.runs.formats" in loaded
 
 
 def test_the_rewards_import_neither_the_run_loader_nor_the_tasks():
@@ -71,4 +74,50 @@ def test_no_task_module_imports_the_server_the_evaluate_layer_or_the_report():
     reached = {f"{path.name}: {module}" for path in sorted(folder.glob("*.py"))
                for module in _imports_of(path, "tunecraft.tasks")
                if any(module == m or module.startswith(m + ".") for m in above)}
+    assert reached == set()
+
+
+# -- the run folder (issue #32 item 4) -------------------------------------------------------------------
+SRC = Path(__file__).resolve().parents[1] / "src" / "tunecraft"
+RUN_FILES = ('"config.yaml"', "'config.yaml'", '"summary.json"', "'summary.json'", '"metrics.jsonl"',
+             "'metrics.jsonl'", '"tunecraft.json"', "'tunecraft.json'")
+ABOVE_COMPRESS = {"compress", "cli", "studio", "experiment", "continual", "tune"}
+"""The packages that may import compress/: itself and the layers above it (commands, orchestration)."""
+
+
+def _imports(path: Path) -> set[str]:
+    """The tunecraft modules a file imports, at module level or inside functions (relative ones resolved)."""
+    package = ["tunecraft", *path.relative_to(SRC).with_suffix("").parts][:-1]  # a module's (or __init__'s) own
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - node.level + 1] if node.level else []
+            module = ".".join([*base, *(node.module.split(".") if node.module else [])])
+            found |= {module, *(f"{module}.{a.name}" for a in node.names)}
+    return {m for m in found if m.startswith("tunecraft")}
+
+
+def _top(path: Path) -> str:
+    return path.relative_to(SRC).with_suffix("").parts[0]
+
+
+def test_nothing_outside_runs_spells_a_run_folder_file_name():
+    spelled = [f"{p.relative_to(SRC)}: {name}" for p in SRC.rglob("*.py") if _top(p) != "runs"
+               for name in RUN_FILES if name in p.read_text(encoding="utf-8")]
+    assert spelled == []
+
+
+def test_nothing_below_compress_imports_it():
+    below = sorted(str(p.relative_to(SRC)) for p in SRC.rglob("*.py") if _top(p) not in ABOVE_COMPRESS
+                   and any(m == "tunecraft.compress" or m.startswith("tunecraft.compress.") for m in _imports(p)))
+    assert below == []
+    assert "tunecraft.compress.job" in _imports(SRC / "cli.py")  # the check sees function-level imports
+
+
+def test_runs_is_a_leaf():
+    leaf = {"tunecraft.errors", "tunecraft.settings"}
+    reached = {m for p in (SRC / "runs").glob("*.py") for m in _imports(p)
+               if not m.startswith("tunecraft.runs") and m not in leaf and m.rsplit(".", 1)[0] not in leaf}
     assert reached == set()

@@ -16,7 +16,7 @@ from transformers import PretrainedConfig, PreTrainedModel, Wav2Vec2FeatureExtra
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from tunecraft.config import build_config
-from tunecraft.data.dataset import Encoded, TaskData, LabelMap, seeded_split
+from tunecraft.data.dataset import Encoded, LabelMap, TaskData, seeded_split
 from tunecraft.tasks import TASKS, Task
 
 DIM, LABELS = 8, ["ramp", "fall", "zigzag"]

@@ -274,7 +274,8 @@ def test_a_smollm2_lora_run_answers_alike_in_predict_merged_adapter_on_base_and_
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from tunecraft.data.chat import cut_at_stops
-    from tunecraft.models import read_meta, resolve_base
+    from tunecraft.models import resolve_base
+    from tunecraft.runs import read_meta
 
     base = resolve_base("smollm2-135m")
     run_dir = tiny_run(tmp_path, base, "chitchat", lr=1e-2)

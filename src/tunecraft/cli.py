@@ -183,7 +183,7 @@ def _cmd_predict(args) -> int:
         texts += read_texts(args.file, args.text_column)
     if not texts:
         raise TunecraftError("give texts as arguments or --file FILE")
-    from .models import run_task
+    from .runs import run_task
 
     print(format_predictions(predict(args.run, texts, precision=args.precision), args.json, run_task(args.run)))
     return 0
@@ -328,13 +328,14 @@ def _cmd_assets(args) -> int:
 
 def _cmd_report(args) -> int:
     from .evaluate.compare import compare_runs
+    from .runs import CONFIG, SUMMARY, RunFolder
 
     # a glob such as runs/* also catches earlier report folders: skip what is not a run folder, unless
     # nothing else is left (then compare_runs says what is wrong with the first)
-    runs = [r for r in args.runs if (Path(r) / "summary.json").is_file() or (Path(r) / "config.yaml").is_file()]
+    runs = [r for r in args.runs if RunFolder(r).is_run()]
     for skipped in (r for r in args.runs if runs and r not in runs):
         if not (args.out and Path(skipped).resolve() == Path(args.out).resolve()):
-            print(f"note: skipping {skipped} (not a run folder: no summary.json or config.yaml)", file=sys.stderr)
+            print(f"note: skipping {skipped} (not a run folder: no {SUMMARY} or {CONFIG})", file=sys.stderr)
     result = compare_runs(runs or args.runs, args.out)
     print(result["markdown"], end="")
     for path in result.get("files", []):

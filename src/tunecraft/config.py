@@ -15,6 +15,7 @@ from pydantic_core import PydanticCustomError
 
 from .errors import ConfigError
 from .methods import METHODS, MethodConfig
+from .runs import RunRecipe
 from .settings import Strict, TaskSettings
 
 logger = logging.getLogger("tunecraft")
@@ -373,10 +374,7 @@ def _pop_section(raw: dict, dotted: str) -> dict:
     return node.pop(last)
 
 
-class RunConfig(Strict):
-    name: str = "run"
-    output_dir: str = "runs"
-    seed: int = 42
+class RunConfig(RunRecipe):
     task: Annotated[SerializeAsAny[TaskSettings], BeforeValidator(lambda v: task_settings(v)), TaskUnion()] = Field(
         default_factory=lambda: task_settings("classification"))
     """The task and its settings: `task: {name: preference, objective: dpo, beta: 0.1}`, or a bare name
@@ -408,10 +406,6 @@ class RunConfig(Strict):
         if es.mode is None:
             es.mode = "min" if es.metric in ("loss", "perplexity") else "max"
         return self
-
-    @property
-    def run_dir(self) -> Path:
-        return Path(self.output_dir) / self.name
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

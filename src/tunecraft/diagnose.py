@@ -8,13 +8,13 @@ wrote (summary.json, metrics.jsonl, predictions.jsonl)."""
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 from pathlib import Path
 
 from .config import load_config
 from .errors import TunecraftError
 from .evaluate.doctor import Finding, outcome_findings
+from .runs import CONFIG, RunFolder
 from .train.job import read_job
 
 
@@ -41,13 +41,12 @@ def doctor(target: str | Path, overrides: list[str] | None = None) -> dict:
 
 
 def doctor_run(run: Path, overrides: list[str] | None = None) -> dict:
-    saved = run / "config.yaml"
-    if not saved.is_file():
-        raise TunecraftError(f"{run}: not a run folder (no config.yaml) and not a recipe file")
+    folder = RunFolder(run)
+    if not folder.has_config():
+        raise TunecraftError(f"{run}: not a run folder (no {CONFIG}) and not a recipe file")
     with _quiet():
-        job = read_job(load_config(saved, overrides))
-    summary_path = run / "summary.json"
-    summary = json.loads(summary_path.read_text(encoding="utf-8")) if summary_path.is_file() else {}
+        job = read_job(load_config(folder.config_file, overrides))
+    summary = folder.summary() if folder.is_finished() else {}
     findings = job.findings + outcome_findings(job.task.NAME, run, summary, job.task.HEADLINE)
     if not summary and not any(f.check == "loss" for f in findings):
         findings.append(Finding("unfinished", "info", f"{run} has no summary.json: the run has not finished (or "

@@ -10,8 +10,6 @@ import os
 import torch
 
 from .config import RunConfig
-from .evaluate.doctor import refresh
-from .evaluate.report import write_report
 from .evaluate.task_baselines import baselines_of
 from .io import write_json, write_jsonl
 from .models import prepare_base
@@ -38,24 +36,17 @@ def experiment(config: RunConfig, resume: bool = False, overwrite: bool = False,
         before = json.loads(saved.read_text(encoding="utf-8")) if resume and saved.is_file() else None
         before = before or base_model_scores(config, task, data, base)
 
-    summary = train(config, resume=resume, overwrite=overwrite, plugins=plugins, data=data)
-    if "report" not in summary:  # not the main process: the comparisons are process 0's
-        return summary
-    if before is not None:
-        write_json(run_dir / "before.json", before)
-        add_before(config, summary, before)
-    single = summary["processes"] == 1
-
     def fit(sub_config, data):
         return train(sub_config, overwrite=True, data=data)
 
-    summary["baselines"] = offered.run(task, config, data, base, run_dir, fit if single else None)
-    refresh(summary, run_dir, task.NAME, task.HEADLINE)  # a result below a baseline joins the doctor's findings
-    write_json(run_dir / "summary.json", {k: v for k, v in summary.items() if k != "report"})
-    history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
-               if line] if (run_dir / "metrics.jsonl").is_file() else []
-    summary["report"] = str(write_report(run_dir, summary, history, task))
-    return summary
+    def compare(summary: dict) -> None:  # process 0, before close writes summary.json and the report
+        if before is not None:
+            write_json(run_dir / "before.json", before)
+            add_before(config, summary, before)
+        single = summary["processes"] == 1
+        summary["baselines"] = offered.run(task, config, data, base, run_dir, fit if single else None)
+
+    return train(config, resume=resume, overwrite=overwrite, plugins=plugins, data=data, compare=compare)
 
 
 @torch.no_grad()
@@ -81,7 +72,7 @@ def add_before(config: RunConfig, summary: dict, before: dict) -> None:
     base_rows = before.pop("generations", [])
     metrics = summary["metrics"]
     metrics["before"] = before
-    path = config.run_dir / "generations.jsonl"
+    path = config.folder.generations_file
     if not path.is_file():
         return
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]

@@ -8,9 +8,9 @@ from pathlib import Path
 
 from .errors import TunecraftError
 from .methods import get_method
-from .models import META, NON_TEXT_FILES, TrainedModel, load_processor, read_meta, run_model_dir
-from .models.file_checks import check_model_folder, reading
-from .models.formats import load_model
+from .models import NON_TEXT_FILES, TrainedModel, load_processor
+from .models.file_checks import check_model_folder
+from .runs import META, load_model, read_meta, reading, run_model_dir
 from .tasks import TASKS, build_task
 
 

@@ -188,8 +188,7 @@ def tune(config: RunConfig, tune_config: TuneConfig | None = None, overwrite: bo
 
 
 def _history(config: RunConfig) -> list[dict]:
-    path = config.run_dir / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+    return config.folder.metrics()
 
 
 def write_results(out: Path, rows: list[dict], metric: str, direction: str) -> None:

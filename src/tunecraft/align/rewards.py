@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from ..errors import ConfigError, TunecraftError
-from ..models import read_meta, run_model_dir
+from ..runs import read_meta, run_model_dir
 
 Prompt = str | list[dict]
 RunPredictor = Callable[[str, list[str]], list[dict]]  # (run folder, texts) -> the run's `predict` rows

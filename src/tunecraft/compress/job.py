@@ -26,13 +26,13 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from ..config import build_config, load_config
+from ..config import build_config
 from ..data import load_classification_data
 from ..data.dataset import encode
 from ..errors import ConfigError, TunecraftError
 from ..io import refuse_existing, write_text
-from ..models import read_meta, run_model_dir
 from ..plugins import AfterStep, LossTerm
+from ..runs import CONFIG, RunFolder, read_meta, run_model_dir
 from ..runtime.precision import resolve as resolve_precision
 from ..tasks import build_task
 from ..trained import load_trained
@@ -114,11 +114,11 @@ class Context:
     def __init__(self, run: Path, out: Path, overwrite: bool, progress: bool):
         self.run, self.out, self.overwrite, self.progress = run, out, overwrite, progress
         self.scratch = Path(tempfile.mkdtemp(prefix="tunecraft-compress-"))
-        saved = run / "config.yaml"
-        if not saved.is_file():
-            raise TunecraftError(f"{run} is not a training run folder (no config.yaml): compress needs the run's "
+        folder = RunFolder(run)
+        if not folder.has_config():
+            raise TunecraftError(f"{run} is not a training run folder (no {CONFIG}): compress needs the run's "
                                  "recipe to reach its training data")
-        self.config = load_config(saved)
+        self.config = folder.config(build_config)
         self.original = load_trained(run)
         if self.original.meta.get("format", "transformers") != "transformers":
             raise TunecraftError(f"{run}: compress starts from a fine-tuned run, not from a compressed variant")
@@ -142,7 +142,7 @@ class Context:
         raw["model"]["base"] = str(self.original.path)  # the tokenizer; the model itself is passed in
         raw["model"]["dropout"] = None
         raw["train"].update(tensorboard=False, progress=self.progress, checkpoint_every=None, **train)
-        return build_config(raw, source=f"{self.run}/config.yaml (for {name})")
+        return build_config(raw, source=f"{RunFolder(self.run).config_file} (for {name})")
 
 
 def _slice(enc, n: int):

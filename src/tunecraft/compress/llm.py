@@ -27,10 +27,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..config import load_config
+from ..config import build_config
 from ..errors import ConfigError, TunecraftError
 from ..io import refuse_existing, write_json, write_text
 from ..report import labelled_scatter
+from ..runs import RunFolder
 from ..tasks import build_task
 from ..trained import load_trained
 from .llm_variant import make_gguf, make_torchao
@@ -184,7 +185,7 @@ def compress_llm(run: Path, variants: list[str], out: Path, options: Options, me
             make_torchao(original, out / name, name, overwrite)
     result: dict = {"variants": {n: {} for n in plan}, "folders": {n: str(out / n) for n in plan}}
     if measure:
-        config = load_config(Path(run) / "config.yaml")
+        config = RunFolder(run).config(build_config)
         task = build_task(original.meta)
         data = task.load_data(config.data)
         conversations = (data.test or data.validation)[: options.llm_conversations]

@@ -1,5 +1,5 @@
 """The causal-LM variant formats: torchao weight-only (a transformers folder whose config.json carries the
-quantization) and GGUF (one file, read back by transformers' GGUF loader). `models/formats.py` FORMATS points here."""
+quantization) and GGUF (one file, read back by transformers' GGUF loader). `runs/formats.py` FORMATS points here."""
 
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ def make_gguf(source, target: Path, gguf_type: str, overwrite: bool) -> dict:
 
 
 def load(folder: Path, meta: dict):
-    """The model of a torchao or GGUF variant folder (models/formats.py FORMATS points here)."""
+    """The model of a torchao or GGUF variant folder (runs/formats.py FORMATS points here)."""
     if meta["format"] == "gguf":
         from ..export.gguf_file import load_gguf
 

@@ -1,5 +1,5 @@
 """What every compressed variant shares: an atomically written model folder, its format, sizes (which module loads
-each format: models/formats.py)."""
+each format: runs/formats.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..io import refuse_existing, write_folder, write_json
-from ..models import META, TrainedModel, run_model_dir
+from ..models import TrainedModel
+from ..runs import META, run_model_dir
 
 
 def write_variant(target: Path, source: TrainedModel, fmt: str, write: Callable[[Path], dict],

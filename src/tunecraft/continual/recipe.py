@@ -22,6 +22,7 @@ from ..config import (
 )
 from ..errors import ConfigError
 from ..methods import MethodConfig
+from ..runs import RunRecipe
 from ..settings import Strict
 
 
@@ -72,10 +73,8 @@ class StreamTask(Strict):
     """A data section (as in `tunecraft train`), laid over the recipe's shared `data` section."""
 
 
-class ContinualConfig(Strict):
+class ContinualConfig(RunRecipe):
     name: str = "continual"
-    output_dir: str = "runs"
-    seed: int = 42
     task: Literal["classification"] = "classification"
     model: ModelConfig = ModelConfig()
     method: Annotated[MethodConfig, Field(discriminator="name")] = Field(
@@ -105,10 +104,6 @@ class ContinualConfig(Strict):
         if dupes:
             raise ValueError(f"strategies: {', '.join(dupes)} listed twice")
         return self
-
-    @property
-    def run_dir(self) -> Path:
-        return Path(self.output_dir) / self.name
 
     def task_config(self, index: int, strategy: str, source: str = "recipe",
                     method: dict | None = None, train: dict | None = None) -> RunConfig:

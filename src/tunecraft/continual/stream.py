@@ -55,7 +55,7 @@ def run_continual(config: ContinualConfig, overwrite: bool = False) -> dict:
         strategy.check()
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)
-    write_text(run_dir / "config.yaml", dump_continual(config))
+    write_text(config.folder.config_file, dump_continual(config))
 
     names = [t.name for t in stream.tasks]
     results = {"name": config.name, "tasks": names, "seed": config.seed,

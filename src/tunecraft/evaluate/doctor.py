@@ -25,6 +25,7 @@ from pathlib import Path
 
 from ..data.long_documents import long_texts
 from ..data.ner import tags_to_spans
+from ..runs import RunFolder
 from .baselines import below_baseline
 
 logger = logging.getLogger(__name__)
@@ -260,11 +261,11 @@ def _round_up(n: float) -> int:
 def outcome_findings(task: str, run_dir: Path, summary: dict, headline: tuple[str, ...]) -> list[Finding]:
     """The checks on a finished run: its loss (metrics.jsonl), its predictions (predictions.jsonl) and its
     result against the bar baselines (summary.json's `baselines`)."""
-    run_dir = Path(run_dir)
-    found = loss_findings(_jsonl(run_dir / "metrics.jsonl"))
+    folder = RunFolder(run_dir)
+    found = loss_findings(_jsonl(folder.metrics_file))
     view = _view(task)
     if view.predicted is not None:
-        found += never_predicted(view, _jsonl(run_dir / "predictions.jsonl"), summary.get("eval_split", "test"))
+        found += never_predicted(view, _jsonl(folder.predictions_file), summary.get("eval_split", "test"))
     return found + baseline_findings(summary.get("metrics") or {}, summary.get("baselines") or [], headline)
 
 

@@ -6,7 +6,6 @@ the run's report.md/report.html.
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import string
@@ -14,9 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-import yaml
 
-from ..config import DataConfig, without_legacy_data_keys
+from ..config import AugmentConfig, DataConfig, build_config
 from ..data import LabelMap, load_classification_data
 from ..data.bundled import LANGUAGE, is_bundled, read_bundled
 from ..data.long_documents import per_document
@@ -24,6 +22,7 @@ from ..data.readers import Example
 from ..errors import TunecraftError
 from ..io import write_json, write_text
 from ..report import markdown, plt, save_figure
+from ..runs import CONFIG, RunFolder
 from ..runtime.inference import predict_logits
 from ..runtime.precision import resolve as resolve_precision
 from ..tasks import build_task
@@ -200,11 +199,12 @@ def reliability_plot(calibration: dict, path: Path) -> Path:
 
 # -- the command --------------------------------------------------------------------------------------
 
-def _saved_config(run: Path) -> dict:
-    path = run / "config.yaml"
-    if not path.is_file():
-        raise TunecraftError(f"{run}: no config.yaml; robustness needs a run folder made by tunecraft train")
-    return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+def _saved_data(run: Path) -> DataConfig:
+    """The run's data settings, read through the schema, without augmentation (the test split is scored)."""
+    folder = RunFolder(run)
+    if not folder.has_config():
+        raise TunecraftError(f"{run}: no {CONFIG}; robustness needs a run folder made by tunecraft train")
+    return folder.config(build_config).data.model_copy(update={"augment": AugmentConfig()})
 
 
 def robustness(run: str | Path, ood: list[str] | None = None, perturbations: list[str] | None = None,
@@ -216,11 +216,11 @@ def robustness(run: str | Path, ood: list[str] | None = None, perturbations: lis
     one); perturbations: names from PERTURBATIONS (default: all); max_examples: cap every set (for tests)."""
     run = Path(run)
     trained = load_trained(run)
-    meta, saved = trained.meta, _saved_config(run)
+    meta = trained.meta
     if "robustness" not in build_task(meta).OFFERS:
         raise TunecraftError(f"{run}: robustness reports are for classification runs (this one is {meta['task']})")
     label_map = LabelMap(meta["labels"])
-    data_cfg = DataConfig.model_validate({**without_legacy_data_keys(saved.get("data", {})), "augment": {}})
+    data_cfg = _saved_data(run)
     test = load_classification_data(data_cfg).test
     if not test:
         raise TunecraftError(f"{run}: the run has no test split to perturb")
@@ -282,12 +282,11 @@ def robustness(run: str | Path, ood: list[str] | None = None, perturbations: lis
     write_json(out / "robustness.json", result)
     sections = robustness_sections(result, image)
     md = write_text(out / "robustness.md", markdown(f"Robustness of {run}", sections, out))
-    if (run / "summary.json").is_file():
-        summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
-        history = [json.loads(line) for line in (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
-                   if line.strip()] if (run / "metrics.jsonl").is_file() else []
+    folder = RunFolder(run)
+    if folder.is_finished():
+        summary = folder.summary()
         task = build_task(summary["task"])
-        result["report"] = str(write_report(run, summary, history, task, extra_sections=sections))
+        result["report"] = str(write_report(run, summary, folder.metrics(), task, extra_sections=sections))
     result["markdown"] = str(md)
     return result
 

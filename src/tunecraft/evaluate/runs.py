@@ -7,14 +7,14 @@ import logging
 from pathlib import Path
 
 import torch
-import yaml
 
-from ..config import DataConfig, without_legacy_data_keys
+from ..config import AugmentConfig, DataConfig, SplitConfig, build_config
 from ..data import LabelMap
 from ..data.long_documents import RUN_ADVICE, report_long_texts
 from ..data.readers import Columns, read_examples
 from ..errors import DataError, TunecraftError
 from ..io import write_json, write_jsonl
+from ..runs import RunFolder
 from ..runtime.precision import resolve as resolve_precision
 from ..tasks import build_task
 from ..trained import load_trained, predict_with_run
@@ -24,20 +24,29 @@ from .views import view_of
 logger = logging.getLogger(__name__)
 
 
+def _saved_data(run: Path) -> DataConfig | None:
+    """The run's data settings, read through the schema (None for a folder without config.yaml: a model folder
+    or a compressed variant)."""
+    folder = RunFolder(run)
+    return folder.config(build_config).data if folder.has_config() else None
+
+
 def _split_settings(run: Path) -> tuple[int, tuple[float, float]]:
     """The run's own split seed and fractions, so `--data mr` evaluates on the run's held-out part."""
-    saved = run / "config.yaml"
-    if saved.is_file():
-        split = (yaml.safe_load(saved.read_text(encoding="utf-8")).get("data") or {}).get("split") or {}
-        return split.get("seed", 42), (split.get("validation", 0.1), split.get("test", 0.1))
-    return 42, (0.1, 0.1)
+    saved = _saved_data(run)
+    split = saved.split if saved is not None else SplitConfig()
+    return split.seed, (split.validation, split.test)
 
 
-def _saved_data(run: Path) -> dict:
-    saved = run / "config.yaml"
-    if not saved.is_file():
-        return {}
-    return (yaml.safe_load(saved.read_text(encoding="utf-8")) or {}).get("data") or {}
+def _file_of(saved: DataConfig | None, split: str) -> str | None:
+    """The file the run's `split` came from (None: carved out of the training data, or no config)."""
+    return getattr(saved, split) if saved is not None and split in ("train", "validation", "test") else None
+
+
+def _stratified(run: Path) -> bool:
+    """Whether the run's split was stratified: a config.yaml written before splits were stratified has no
+    data.split.stratify, and its run was split by one permutation of the whole file."""
+    return "stratify" in ((RunFolder(run).raw_config().get("data") or {}).get("split") or {})
 
 
 def _same_file(a: str | None, b: str) -> bool:
@@ -49,20 +58,18 @@ def run_file_split(run: Path, task, data: str, split: str) -> tuple[list, str] |
     re-derived as training split it (seed, fractions, sample limits); None for any other file or split
     'all'. Training rows are never scored as test rows."""
     saved = _saved_data(run)
-    own_file = split != "train" and _same_file(saved.get(split), data)  # e.g. test: test.csv
-    if split == "all" or own_file or not _same_file(saved.get("train"), data):
+    own_file = split != "train" and _same_file(_file_of(saved, split), data)  # e.g. test: test.csv
+    if split == "all" or own_file or not _same_file(_file_of(saved, "train"), data):
         return None
-    if saved.get(split) and split != "train":
-        raise TunecraftError(f"{data} is the run's training file; its {split} split came from {saved[split]}: "
-                             f"evaluate on that file")
-    # a run saved before splits were stratified was split by one permutation of the whole file
-    split_settings = {"stratify": False, **(saved.get("split") or {})}
-    saved = without_legacy_data_keys(saved)  # a run folder written before task: held them
-    parts = task.load_data(DataConfig.model_validate({**saved, "split": split_settings, "augment": {}}))
+    if _file_of(saved, split) and split != "train":
+        raise TunecraftError(f"{data} is the run's training file; its {split} split came from "
+                             f"{_file_of(saved, split)}: evaluate on that file")
+    settings = saved.split.model_copy(update={"stratify": saved.split.stratify and _stratified(run)})
+    parts = task.load_data(saved.model_copy(update={"split": settings, "augment": AugmentConfig()}))
     examples = getattr(parts, split)
     if not examples:
         raise TunecraftError(f"the run has no {split} split in {data}")
-    seed = (saved.get("split") or {}).get("seed", 42)
+    seed = saved.split.seed
     return examples, (f"{data} is the run's training file: scoring the run's own {split} split of it "
                       f"({len(examples):,} rows, split by seed {seed} as in training), not every row")
 
@@ -83,8 +90,7 @@ def evaluate_run(run: str | Path, data: str, split: str = "test", batch_size: in
         logger.warning(note)
     else:
         examples = task.load_eval_examples(data, meta, fmt, split, seed, fractions)
-        saved = _saved_data(run)
-        if is_file and split != "all" and not _same_file(saved.get(split), data):
+        if is_file and split != "all" and not _same_file(_file_of(_saved_data(run), split), data):
             note = (f"scoring every row of {data} ({len(examples):,} rows): it is not the run's training file, so "
                     f"--split {split} does not apply; make sure it holds no training rows")
             logger.warning(note)
@@ -103,13 +109,14 @@ def evaluate_run(run: str | Path, data: str, split: str = "test", batch_size: in
     if generations:
         metrics["samples_shown"] = generations[: gen["report_samples"]]
     name = (Path(data).stem if is_file else data) + ("" if is_file and own is None else f"-{split}")
-    out = run / "evals" / name
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "metrics.json", metrics)
-    write_jsonl(out / "predictions.jsonl", task.prediction_rows(examples, logits, enc, label_map))
+    out = RunFolder(run / "evals" / name)
+    out.path.mkdir(parents=True, exist_ok=True)
+    write_json(out.path / "metrics.json", metrics)
+    write_jsonl(out.predictions_file, task.prediction_rows(examples, logits, enc, label_map))
     if generations:
-        write_jsonl(out / "generations.jsonl", generations)
-    report = write_eval_report(out / "report.md", f"Evaluation of {run} on {name}", metrics, label_map.labels, task)
+        write_jsonl(out.generations_file, generations)
+    report = write_eval_report(out.report_file, f"Evaluation of {run} on {name}", metrics, label_map.labels,
+                               task)
     return {"metrics": metrics, "report": str(report), "samples": len(examples), "task": meta["task"],
             "note": note}
 

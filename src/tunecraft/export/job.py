@@ -19,7 +19,8 @@ from pathlib import Path
 
 from ..errors import TunecraftError
 from ..io import refuse_existing, write_folder, write_json, write_text
-from ..models import META, read_meta, resolve_base, run_model_dir
+from ..models import resolve_base
+from ..runs import META, read_meta, run_model_dir
 from .settings import TARGETS, ExportSettings
 
 # the check's prompts: chit-chat and short factual questions, as the bundled chat runs are trained on

@@ -6,7 +6,6 @@ ready features. Text code reads the tokenizer through `tokenizer_of` (`Base.toke
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +18,6 @@ from ..errors import TunecraftError
 
 transformers.logging.set_verbosity_error()
 transformers.utils.logging.disable_progress_bar()
-META = "tunecraft.json"
 
 
 SCRATCH = "scratch:"
@@ -134,27 +132,3 @@ class TrainedModel(ProcessorParts):
     """What the model folder holds to make features (models.load_processor); the tokenizer for text runs."""
     meta: dict
     path: Path
-
-
-def run_model_dir(run: str | Path) -> Path:
-    """A run folder's model/ (or a model folder itself)."""
-    run = Path(run)
-    for candidate in (run / "model", run):
-        if (candidate / META).is_file():
-            return candidate
-    raise TunecraftError(f"{run} is not a tunecraft run folder or model folder (no model/{META} found)")
-
-
-def read_meta(run: str | Path) -> dict:
-    from .file_checks import reading
-
-    path = run_model_dir(run) / META
-    with reading(path, "run's metadata"):
-        meta = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(meta, dict):
-            raise ValueError("not a JSON object")
-    return meta
-
-
-def run_task(run: str | Path) -> str:
-    return read_meta(run)["task"]

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from ..config import EarlyStoppingConfig, SplitConfig, TrainConfig
+from ..runs import RunRecipe
 from ..settings import Strict
 
 
@@ -62,10 +63,8 @@ class ObjectiveConfig(Strict):
     """MLM plus a sentence-pair task: nsp (is B the next segment? BERT) or sop (are A, B in order? ALBERT)."""
 
 
-class PretrainRecipe(Strict):
+class PretrainRecipe(RunRecipe):
     name: str = "pretrain"
-    output_dir: str = "runs"
-    seed: int = 42
     model: PretrainModelConfig = PretrainModelConfig()
     corpus: CorpusConfig = CorpusConfig()
     objective: ObjectiveConfig = ObjectiveConfig()
@@ -84,7 +83,3 @@ class PretrainRecipe(Strict):
         if self.objective.name == "clm" and self.objective.sentence_pair:
             raise ValueError("objective.sentence_pair is for mlm, not clm")
         return self
-
-    @property
-    def run_dir(self) -> Path:
-        return Path(self.output_dir) / self.name

@@ -10,7 +10,7 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from ..models import read_meta
+from ..runs import read_meta
 from ..runtime.precision import resolve as resolve_precision
 from ..tasks import build_task
 from ..trained import load_trained

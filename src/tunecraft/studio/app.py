@@ -22,8 +22,8 @@ from pydantic import Field
 
 from ..errors import ConfigError, TunecraftError
 from ..evaluate.compare import RAW_METRICS, baseline_cells, compare_runs, header, ranked, score_text, table_rows
-from ..models import read_meta, run_model_dir
 from ..report import fmt, html_sections
+from ..runs import RunFolder, read_meta, run_model_dir
 from ..serve import guards
 from ..serve.feedback import EMPTY_CHAT_FEEDBACK, unknown_label
 from ..serve.routes.openai import ChatFeedback
@@ -152,21 +152,21 @@ def create_app(settings: StudioSettings) -> FastAPI:
     async def run_page(request: Request, name: str):
         run = run_dir(name)
         row = index.row(run)
-        summary = json.loads((run / "summary.json").read_text(encoding="utf-8")) \
-            if (run / "summary.json").is_file() else None
+        folder = RunFolder(run)
+        summary = folder.summary() if folder.is_finished() else None
         if summary is not None and summary.get("task") not in TASKS:  # e.g. pretrain's: its own report.html
             summary = None
         report = ""
         if summary:
-            stamp = (run / "summary.json").stat().st_mtime
+            stamp = folder.summary_file.stat().st_mtime
             if reports.get(name, (None,))[0] != stamp:
                 reports[name] = (stamp, _report_html(run, summary, cache / name))
             report = reports[name][1]
         columns, rows, errors, total = predictions(run)
         files = sorted(p.relative_to(run).as_posix() + ("/" if p.is_dir() else "") for p in run.iterdir()) \
             if run.is_dir() else []
-        config = (run / "config.yaml").read_text(encoding="utf-8") if (run / "config.yaml").is_file() else ""
-        task = build_task(row["task"]) if row["task"] in TASKS else None
+        config = folder.config_text()
+        task = TASKS.get(row["task"])
         labels = read_meta(run).get("labels") or [] if summary else []
         return page(request, "run.html", run=row, report=report, config=config, files=files,
                     feedback=queue.rows(run), chat_feedback=queue.chat_rows(run), labels=labels,
@@ -320,7 +320,7 @@ def create_app(settings: StudioSettings) -> FastAPI:
             if not rows:
                 raise HTTPException(409, "no reviewed feedback yet: confirm or correct some rows first")
             overrides.append(f"data.train={path.resolve()}")
-        query = urllib.parse.urlencode({"recipe": str(run / "config.yaml"), "extra": "\n".join(overrides)})
+        query = urllib.parse.urlencode({"recipe": str(RunFolder(run).config_file), "extra": "\n".join(overrides)})
         return {"rows": rows, "url": f"/launch?{query}"}
 
     @app.post("/api/runs/{name}/explain")

@@ -9,10 +9,9 @@ import threading
 import time
 from pathlib import Path
 
-import yaml
-
-from ..evaluate.compare import SAFE_LOADER, read_summary, summary_row
-from ..tasks import TASKS, build_task
+from ..evaluate.compare import summary_row
+from ..runs import RunFolder
+from ..tasks import TASKS
 
 RUNNING_WITHIN_S = 120
 """A run without summary.json whose metrics.jsonl (or config.yaml) changed this recently counts as running
@@ -22,16 +21,12 @@ STUDIO_DIR = ".studio"
 
 
 def is_run(folder: Path) -> bool:
-    return folder.is_dir() and ((folder / "summary.json").is_file() or (folder / "config.yaml").is_file())
+    return RunFolder(folder).is_run()
 
 
 def read_history(run: Path, after: int = 0) -> list[dict]:
     """metrics.jsonl's records from line `after` on (a line being written is left for the next read)."""
-    path = run / "metrics.jsonl"
-    if not path.is_file():
-        return []
-    lines = path.read_text(encoding="utf-8").split("\n")[after:-1]
-    return [json.loads(line) for line in lines if line.strip()]
+    return RunFolder(run).metrics(after)
 
 
 class RunIndex:
@@ -49,7 +44,7 @@ class RunIndex:
             return [self.row(p) for p in found]
 
     def row(self, run: Path) -> dict:
-        summary = run / "summary.json"
+        summary = RunFolder(run).summary_file
         if summary.is_file():
             stamp = summary.stat().st_mtime
             cached = self._rows.get(run)
@@ -59,11 +54,11 @@ class RunIndex:
         return self._unfinished(run)
 
     def _finished(self, run: Path) -> dict:
-        s = read_summary(run)
+        s = RunFolder(run).summary()
         if s.get("task") not in TASKS:
             return self._unfinished(run)
         r = summary_row(run, s, settings=False)  # they are in the run page's recipe and in comparisons
-        first, second = build_task(s["task"]).HEADLINE
+        first, second = TASKS[s["task"]].HEADLINE
         frac = r["trainable"] / r["total"] if r["trainable"] is not None and r["total"] else None
         return {"name": run.name, "task": s["task"], "base": s.get("base_model", ""), "method": r["method"],
                 "metric": first, "score": r["score"], "second_metric": second,
@@ -71,14 +66,14 @@ class RunIndex:
                 "tokens_per_second": r["tokens_per_second"], "steps": r["steps"],
                 "status": "stopped early" if s.get("stopped_early") else "finished",
                 "doctor": sum(f.get("severity") == "warn" for f in s.get("doctor") or []),
-                "started": (run / "config.yaml").stat().st_mtime if (run / "config.yaml").is_file() else None}
+                "started": _started(RunFolder(run))}
 
     def _unfinished(self, run: Path) -> dict:
-        config = run / "config.yaml"
-        raw = (yaml.load(config.read_text(encoding="utf-8"), Loader=SAFE_LOADER) or {}) if config.is_file() else {}
+        folder = RunFolder(run)
+        config, history = folder.config_file, folder.metrics_file
+        raw = folder.raw_config()
         task = raw.get("task") or ""
         task = task.get("name", "") if isinstance(task, dict) else task  # `task: {name: ...}` or an older `task: name`
-        history = run / "metrics.jsonl"
         changed = max((p.stat().st_mtime for p in (config, history) if p.is_file()), default=0)
         status = self.launches.status(run.name)
         if status is None:
@@ -94,13 +89,13 @@ class RunIndex:
                 "method": (raw.get("method") or {}).get("name", ""), "metric": first, "score": None,
                 "second_metric": second, "second": None, "trainable_pct": None, "train_seconds": None,
                 "tokens_per_second": None, "steps": steps, "status": status, "doctor": 0,
-                "started": config.stat().st_mtime if config.is_file() else None}
+                "started": _started(folder)}
 
 
 def predictions(run: Path, limit: int = 200) -> tuple[list[str], list[dict], int, int]:
     """(columns, rows with the errors first, errors, total) of the run's predictions.jsonl. A row is an error
     when it has both a `label` and a `prediction` and they differ."""
-    path = run / "predictions.jsonl"
+    path = RunFolder(run).predictions_file
     if not path.is_file():
         return [], [], 0, 0
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -108,3 +103,8 @@ def predictions(run: Path, limit: int = 200) -> tuple[list[str], list[dict], int
     right = [r for r in rows if not ("label" in r and "prediction" in r and r["label"] != r["prediction"])]
     columns = list(dict.fromkeys(k for r in rows[:50] for k in r))
     return columns, (wrong + right)[:limit], len(wrong), len(rows)
+
+
+def _started(folder: RunFolder) -> float | None:
+    """When the run started: config.yaml is its first write."""
+    return folder.config_file.stat().st_mtime if folder.has_config() else None

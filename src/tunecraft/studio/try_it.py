@@ -11,6 +11,7 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 
 from ..errors import TunecraftError
+from ..runs import RunFolder
 from ..serve.app import create_app
 from ..serve.settings import ServeSettings
 
@@ -56,7 +57,7 @@ class RunApps:
     async def __call__(self, scope, receive, send):
         name, _, rest = scope["path"].removeprefix(scope.get("root_path", "")).lstrip("/").partition("/")
         run = self.runs / name
-        if not name or name.startswith(".") or not (run / "summary.json").is_file():
+        if not name or name.startswith(".") or not RunFolder(run).is_finished():
             return await _json(send, 404, f"no finished run '{name}' in {self.runs}")
         try:
             app = await self.app(name)

@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..io import write_folder
-from ..models.file_checks import reading
+from ..runs import reading
 
 STATE = "trainer_state.json"
 

@@ -19,6 +19,7 @@ from ..evaluate.report import write_report
 from ..io import write_jsonl
 from ..methods import count_parameters, get_method
 from ..models import prepare_base
+from ..runs import ADAPTER, MODEL
 from ..tasks import Task, build_task
 from ..trained import predict_with_run
 from .session import RunSession
@@ -107,11 +108,13 @@ def set_gradient_checkpointing(model: torch.nn.Module, on: bool) -> None:
 
 
 def train(config: RunConfig, resume: bool = False, overwrite: bool = False, plugins=(), model=None,
-          data=None) -> dict:
+          data=None, compare=None) -> dict:
     """Fine-tune and evaluate as the config says; returns the run summary (also in summary.json). `plugins`
     (tunecraft/plugins.py) reach into each step; `model`, when given, is trained instead of a fresh one built from
     model.base (a distillation student, a pruned model), which then only names its tokenizer; `data`, when
-    given, is the task's loaded data (e.g. a continual-learning replay mix) instead of loading config.data."""
+    given, is the task's loaded data (e.g. a continual-learning replay mix) instead of loading config.data;
+    `compare(summary)`, when given, adds the comparisons (experiment.py) on process 0 after the held-out
+    evaluation, so that close writes summary.json and the report once, with them."""
     session = RunSession(config, resume, overwrite)  # refuses a run folder it would lose; seed, threads, precision
     job = prepare_job(config, model=model, data=data)
     task, method, model, tokenizer = job.task, job.method, job.model, job.tokenizer
@@ -144,14 +147,16 @@ def train(config: RunConfig, resume: bool = False, overwrite: bool = False, plug
     exported = unsharded(session.acc, loop.model, spare)  # every process: under FSDP it gathers the full model
     if session.acc.is_main_process:
         if eval_enc:
-            write_jsonl(session.run_dir / "predictions.jsonl",
+            write_jsonl(session.folder.predictions_file,
                         task.prediction_rows(eval_examples, scores, eval_enc, job.data.label_map))
         if generations:
-            write_jsonl(session.run_dir / "generations.jsonl", generations)
+            write_jsonl(session.folder.generations_file, generations)
+        if compare is not None:
+            compare(summary)
         log_findings([f for f in refresh(summary, session.run_dir, task.NAME, task.HEADLINE)
-                      if f["stage"] == "outcome"])  # the run's outcome, read back from its folder
-    return session.close(summary, lambda tmp: method.export(exported, tmp["model"], tmp["adapter"]),
-                         ("model", "adapter"), lambda s: write_report(session.run_dir, s, loop.state.history, task),
+                      if f["stage"] == "outcome"])  # the run's outcome (a result below a baseline among them)
+    return session.close(summary, lambda tmp: method.export(exported, tmp[MODEL], tmp[ADAPTER]),
+                         (MODEL, ADAPTER), lambda s: write_report(session.run_dir, s, loop.state.history, task),
                          job.base.processor, job.meta)
 
 

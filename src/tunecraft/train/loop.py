@@ -26,6 +26,7 @@ from ..data.dataset import Encoded, batch_order, pad_multiple
 from ..errors import TrainingFailed
 from ..io import write_text
 from ..metrics.labels import headline
+from ..runs import RunFolder
 from ..runtime.inference import autocast_context
 from ..runtime.precision import frozen_linears_cast
 from .checkpoint import latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint, save_weights
@@ -108,7 +109,8 @@ class TrainingLoop:
         self.task, self.train_enc, self.eval_enc, self.label_map = objective, train_enc, eval_enc, label_map
         self.pad_id = pad_id
         self.plugins = [*plugins, *config_plugins(self.cfg, model)]
-        self.ckpt_dir = self.run_dir / "checkpoints"
+        self.folder = RunFolder(self.run_dir)
+        self.ckpt_dir = self.folder.checkpoints
         world = self.acc.num_processes
         self.state = LoopState(total_steps=planned_steps(train_enc.lengths, self.cfg, self.seed, world),
                                world_size=world, grad_accum=self.cfg.grad_accum)
@@ -294,7 +296,7 @@ class TrainingLoop:
         self.state.history.append(record)
         if not self.acc.is_main_process:
             return
-        with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as fh:
+        with open(self.folder.metrics_file, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(record) + "\n")
         scalars = {f"{record['type']}/{key}": value for key, value in record.items()
                    if isinstance(value, int | float) and key not in ("step", "type")}
@@ -331,7 +333,7 @@ class TrainingLoop:
             self.state = LoopState(**saved)
             self.resize(self.acc.num_processes, self.cfg.grad_accum)
         # metrics logged after that checkpoint belong to the lost part of the run: drop them
-        path = self.run_dir / "metrics.jsonl"
+        path = self.folder.metrics_file
         if self.acc.is_main_process and path.exists():
             kept = [line for line in path.read_text(encoding="utf-8").splitlines()
                     if line and json.loads(line)["step"] <= self.state.global_step]

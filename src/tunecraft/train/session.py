@@ -30,6 +30,7 @@ from ..config import dump_config
 from ..cpus import default_threads
 from ..errors import TunecraftError
 from ..io import refuse_existing, replace_folder, temporary_folder, write_json, write_text
+from ..runs import META, RunFolder
 from ..runtime.precision import resolve as resolve_precision
 from ..version import __version__
 from . import trackers
@@ -66,7 +67,7 @@ def make_accelerator(mixed_precision: str, fsdp: bool = False, log_with: list[st
 
 def check_run_dir(config, resume: bool, overwrite: bool) -> None:
     """Refuse early (before any work) to resume what is not there or to replace a run by accident."""
-    run_dir, saved = config.run_dir, config.run_dir / "config.yaml"
+    run_dir, saved = config.run_dir, RunFolder(config.run_dir).config_file
     if resume:
         if not saved.is_file():
             raise TunecraftError(f"cannot resume: {saved} does not exist")
@@ -105,6 +106,7 @@ class RunSession:
         trackers.check(config.train.trackers)
         self.mixed, self.dtype = prepare_process(config)
         self.run_dir: Path = config.run_dir
+        self.folder = RunFolder(self.run_dir)
         self.acc: Accelerator | None = None
 
     # -- start: the first writes ------------------------------------------------------------------------
@@ -116,7 +118,7 @@ class RunSession:
         if acc.is_main_process and not self.resume:
             shutil.rmtree(self.run_dir, ignore_errors=True)
             self.run_dir.mkdir(parents=True)
-            write_text(self.run_dir / "config.yaml", dump_config(self.config))
+            write_text(self.folder.config_file, dump_config(self.config))
         acc.wait_for_everyone()
         trackers.start(acc, self.config, self.run_dir)
         self.optimizer = build_optimizer(model, cfg)
@@ -134,7 +136,7 @@ class RunSession:
     def restore_best(self, loop: TrainingLoop) -> None:
         """The best validation checkpoint's weights back into the model (every process takes part)."""
         if loop.state.best_step is not None:
-            load_weights_into(self.acc, loop.model, read_weights(self.run_dir / "checkpoints" / "best"))
+            load_weights_into(self.acc, loop.model, read_weights(self.folder.checkpoints / "best"))
 
     def run_summary(self, loop: TrainingLoop) -> dict:
         """What every run reports about its training: steps, time, throughput (all processes' tokens, or what
@@ -168,8 +170,6 @@ class RunSession:
         see models.load_processor) and tunecraft.json go in each), summary.json, the report; then the
         checkpoints but the last are removed."""
         if self.acc.is_main_process:
-            from ..models import META
-
             tmps = {name: temporary_folder(self.run_dir / name) for name in folders}
             try:
                 export(tmps)
@@ -183,9 +183,9 @@ class RunSession:
             finally:
                 for tmp in tmps.values():
                     shutil.rmtree(tmp, ignore_errors=True)
-            write_json(self.run_dir / "summary.json", summary)
+            write_json(self.folder.summary_file, summary)
             summary["report"] = str(report(summary))
-            prune_checkpoints(self.run_dir / "checkpoints", 1)
+            prune_checkpoints(self.folder.checkpoints, 1)
         self.acc.wait_for_everyone()
         return summary
 

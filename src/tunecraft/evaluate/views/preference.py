@@ -3,10 +3,10 @@ reference, the answers' log-probs over training, the generated answers."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from ...report import fmt, line_plot
+from ...runs import RunFolder
 from .causal_lm import CausalLMView
 
 
@@ -36,9 +36,7 @@ class PreferenceView(CausalLMView):
                 f"{metrics['kl']:.4f} nats per answer ({metrics['kl_per_token']:.4f} per token): the mean of "
                 "log π(y|x) − log π_ref(y|x) over one answer y sampled (temperature 1) from the trained model for "
                 f"each of {metrics['kl_prompts']} held-out prompts; π_ref is the base with the adapter off"))]))
-        history = plots.parent / "metrics.jsonl" if plots is not None else None
-        evals = [json.loads(line) for line in history.read_text(encoding="utf-8").splitlines() if line] \
-            if history is not None and history.is_file() else []
+        evals = RunFolder(plots.parent).metrics() if plots is not None else []
         evals = [e for e in evals if e.get("type") == "eval" and "chosen_logps" in e]
         if evals and plots is not None:
             image = line_plot([("chosen", evals, "chosen_logps", "o-"), ("rejected", evals, "rejected_logps", "o-")],

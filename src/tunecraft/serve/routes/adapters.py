@@ -8,7 +8,8 @@ from pathlib import Path
 import torch
 
 from ...errors import TunecraftError
-from ...models import TrainedModel, read_meta, resolve_base, run_model_dir
+from ...models import TrainedModel, resolve_base
+from ...runs import read_meta, run_model_dir
 
 
 def _base_path(meta: dict) -> str:

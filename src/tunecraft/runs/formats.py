@@ -1,5 +1,5 @@
 """The model-format registry: meta["format"] of a run's model folder -> the module whose `load(folder, meta)`
-builds its model. A low module, so that loading a run (trained.py) does not import the packages that write the
+builds its model. A leaf, so that loading a run (trained.py) does not import the packages that write the
 formats (compress/): they are named here by module path and imported only when a folder of theirs is loaded."""
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ import importlib
 from pathlib import Path
 
 from ..errors import TunecraftError
+from .folder import META
 
 TRANSFORMERS = "transformers"  # a plain model/ folder, loaded by the task's MODEL_CLASS
 FORMATS: dict[str, str] = {
@@ -29,5 +30,5 @@ def load_model(folder: Path, meta: dict):
     fmt = meta.get("format", TRANSFORMERS)
     if fmt not in FORMATS:
         known = ", ".join([TRANSFORMERS, *FORMATS])
-        raise TunecraftError(f"{folder / 'tunecraft.json'}: unknown model format '{fmt}'; known: {known}")
+        raise TunecraftError(f"{folder / META}: unknown model format '{fmt}'; known: {known}")
     return importlib.import_module(FORMATS[fmt]).load(folder, meta)
