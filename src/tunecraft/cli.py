@@ -22,6 +22,7 @@ import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from . import cli_options as opts
@@ -35,9 +36,7 @@ def _cmd_train(args) -> int:
     from .tasks import get_task
 
     o = from_args(opts.TrainArgs, args)
-    config = load_config(o.recipe, o.overrides)
-    if not o.progress:
-        config.train.progress = False
+    config = o.load(load_config)
     summary = experiment(config, resume=o.resume, overwrite=o.overwrite)
     if os.environ.get("RANK", "0") != "0":  # under accelerate launch: process 0 prints
         return 0
@@ -70,7 +69,7 @@ def _cmd_plan(args) -> int:
     from .train.plan import format_plan, parse_bytes, plan
 
     o = from_args(opts.PlanArgs, args)
-    config = load_config(o.recipe, o.overrides)
+    config = o.load(load_config)
     budget = parse_bytes(o.memory_budget) if o.memory_budget else None
     result = plan(config, steps=o.steps, memory_budget=budget, auto=o.auto, processes=o.processes)
     print(format_plan(result))
@@ -94,7 +93,7 @@ def _cmd_tune(args) -> int:
     from .tune import tune
 
     o = from_args(opts.TuneArgs, args)
-    config = load_config(o.recipe, o.overrides)
+    config = o.load(load_config)
     space = None
     if o.space:
         try:
@@ -106,8 +105,6 @@ def _cmd_tune(args) -> int:
         space.trials = o.trials
     elif o.trials and config.tune is not None:
         config.tune.trials = o.trials
-    if not o.progress:
-        config.train.progress = False
     result = tune(config, space, overwrite=o.overwrite)
     print(f"\n{result['complete']} trials complete, {result['pruned']} pruned; best: trial {result['best_trial']}, "
           f"validation {result['metric']} {result['best_value']:.4f}")
@@ -122,7 +119,7 @@ def _cmd_tokenizer(args) -> int:
     from .pretrain.tokenizer import train_tokenizer
 
     o = from_args(opts.TokenizerArgs, args)
-    result = train_tokenizer(load_recipe(o.recipe, o.overrides, TokenizerRecipe), overwrite=o.overwrite)
+    result = train_tokenizer(o.load(partial(load_recipe, cls=TokenizerRecipe)), overwrite=o.overwrite)
     held = result["heldout"]
     print(f"{result['name']}: {result['kind']} tokenizer, vocabulary {result['vocab_size']:,}; held-out "
           f"({held['sentences']:,} sentences): unknown rate {held['unk_rate']:.4%}, "
@@ -137,9 +134,7 @@ def _cmd_pretrain(args) -> int:
     from .pretrain.job import pretrain
 
     o = from_args(opts.PretrainArgs, args)
-    recipe = load_recipe(o.recipe, o.overrides, PretrainRecipe)
-    if not o.progress:
-        recipe.train.progress = False
+    recipe = o.load(partial(load_recipe, cls=PretrainRecipe))
     summary = pretrain(recipe, resume=o.resume, overwrite=o.overwrite)
     held = summary["heldout"]
     print(f"\n{summary['name']}: {summary['steps']} steps, {summary['train_seconds']:.0f} s training "
@@ -158,9 +153,7 @@ def _cmd_continual(args) -> int:
     from .continual.report import COMPARISON_HEADER, comparison_rows
 
     o = from_args(opts.ContinualArgs, args)
-    config = load_continual(o.recipe, o.overrides)
-    if not o.progress:
-        config.train.progress = False
+    config = o.load(load_continual)
     results = run_continual(config, overwrite=o.overwrite)
     print("\n" + "  ".join(COMPARISON_HEADER[:4]))
     for row in comparison_rows(results):

@@ -6,7 +6,8 @@ choices, default and help live once, here. Light: nothing here imports torch."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
@@ -26,13 +27,23 @@ class RecipeArgs(Strict):
     overrides: Annotated[list[str], Positional] = []
     """dotted.key=value"""
 
+    def load(self, loader: Callable[[str, list[str]], Any]) -> Any:
+        """The recipe through its command's schema (`loader`, e.g. config.load_config), with the overrides."""
+        return loader(self.recipe, self.overrides)
 
-class Progress(Strict):
+
+class ProgressRecipeArgs(RecipeArgs):
     progress: bool = True
     """Show progress bars while training."""
 
+    def load(self, loader: Callable[[str, list[str]], Any]) -> Any:
+        config = super().load(loader)
+        if not self.progress:
+            config.train.progress = False
+        return config
 
-class TrainArgs(RecipeArgs, Progress):
+
+class TrainArgs(ProgressRecipeArgs):
     overrides: Annotated[list[str], Positional] = []
     """dotted.key=value, e.g. train.lr=3e-4 method.r=16"""
     resume: bool = False
@@ -46,7 +57,7 @@ class PretrainArgs(TrainArgs):
     """dotted.key=value, e.g. train.max_steps=100"""
 
 
-class ContinualArgs(RecipeArgs, Progress):
+class ContinualArgs(ProgressRecipeArgs):
     overrides: Annotated[list[str], Positional] = []
     """dotted.key=value, e.g. train.max_steps=30 seed=1"""
     overwrite: bool = False
@@ -77,7 +88,7 @@ class PlanArgs(RecipeArgs):
     """write every measurement as JSON here"""
 
 
-class TuneArgs(RecipeArgs, Progress):
+class TuneArgs(ProgressRecipeArgs):
     overrides: Annotated[list[str], Positional] = []
     """dotted.key=value, e.g. data.max_train_samples=500"""
     overwrite: bool = False
@@ -90,9 +101,12 @@ class TuneArgs(RecipeArgs, Progress):
 
 # -- the commands over a run folder --------------------------------------------------------------------------
 
-class EvalArgs(Strict):
+class RunArgs(Strict):
     run: str
     """The run folder."""
+
+
+class EvalArgs(RunArgs):
     data: Annotated[str, Arg(flag="--data")]
     """mr, amazon, tweets, nyt, pd-ner, or a CSV/TSV/JSONL/Parquet/CoNLL file"""
     split: Literal["train", "validation", "test", "all"] = "test"
@@ -101,9 +115,7 @@ class EvalArgs(Strict):
     """auto: from the suffix (for NER runs: .jsonl spans, anything else CoNLL)"""
 
 
-class PredictArgs(Strict):
-    run: str
-    """The run folder."""
+class PredictArgs(RunArgs):
     texts: Annotated[list[str], Positional] = []
     """The texts to label."""
     file: str | None = None
@@ -116,7 +128,7 @@ class PredictArgs(Strict):
     """auto: fp32 for generative runs, else bf16 where the hardware has it, else fp32 (as `serve --precision`)"""
 
 
-class ChatArgs(Strict):
+class ChatArgs(RunArgs):
     run: str
     """The causal_lm run folder."""
     system: str | None = None
@@ -129,7 +141,7 @@ class ChatArgs(Strict):
     """nucleus sampling's probability mass (default: the recipe's)"""
 
 
-class RobustnessArgs(Strict):
+class RobustnessArgs(RunArgs):
     run: str
     """The classification run folder."""
     ood: Annotated[list[str] | None, Arg(many=True)] = None
@@ -143,7 +155,7 @@ class RobustnessArgs(Strict):
     """cap every evaluated set (a seeded sample)"""
 
 
-class ExplainArgs(Strict):
+class ExplainArgs(RunArgs):
     run: str
     """The classification run folder."""
     text: str
@@ -158,7 +170,7 @@ class ExplainArgs(Strict):
     """colour the tokens in the terminal (where it is one)"""
 
 
-class CompressArgs(Strict):
+class CompressArgs(RunArgs):
     run: str
     """a fine-tuned classification or causal_lm run folder"""
     variants: list[str]
@@ -174,7 +186,7 @@ class CompressArgs(Strict):
     """Show progress bars while distilling and measuring."""
 
 
-class ExportArgs(Strict):
+class ExportArgs(RunArgs):
     run: str
     """a causal_lm run folder"""
     target: Annotated[Literal[TARGETS], Arg(flag="--for")]
