@@ -85,7 +85,8 @@ def _choices(kind: Any) -> dict:
 
 
 def _add_list(parser: argparse.ArgumentParser, name: str, field: FieldInfo, item: Any) -> None:
-    arg, kw = _arg(field), {"metavar": _arg(field).metavar, **_choices(item)}
+    arg = _arg(field)
+    kw = {"metavar": arg.metavar, **_choices(item)}
     if item is not str and not kw.get("choices"):
         raise TypeError(f"{name}: no command-line form for list[{item}] (skip it)")
     if field.is_required() or arg.positional:
@@ -99,12 +100,13 @@ def _add_list(parser: argparse.ArgumentParser, name: str, field: FieldInfo, item
 
 
 def _add_one(parser: argparse.ArgumentParser, name: str, field: FieldInfo, kind: Any) -> None:
-    flag, kw = flag_of(name, field), {"metavar": _arg(field).metavar, **_choices(kind)}
+    flag = flag_of(name, field)
+    typed = {"type": kind, "metavar": _arg(field).metavar, **_choices(kind)}  # a Literal's type: its values'
     if flag == name:
-        parser.add_argument(name, **{"type": kind, **kw}, help=_help(field, None))
+        parser.add_argument(name, help=_help(field, None), **typed)
         return
     if field.is_required():
-        parser.add_argument(flag, dest=name, required=True, **{"type": kind, **kw}, help=_help(field, None))
+        parser.add_argument(flag, dest=name, required=True, help=_help(field, None), **typed)
         return
     default = field.get_default(call_default_factory=False)
     if kind is bool and default is True:
@@ -113,7 +115,7 @@ def _add_one(parser: argparse.ArgumentParser, name: str, field: FieldInfo, kind:
     elif kind is bool:
         parser.add_argument(flag, dest=name, action="store_true", default=None, help=_help(field, None))
     else:
-        parser.add_argument(flag, dest=name, **{"type": kind, **kw}, default=None, help=_help(field, default))
+        parser.add_argument(flag, dest=name, default=None, help=_help(field, default), **typed)
 
 
 def add_options(parser: argparse.ArgumentParser, cls: type[BaseModel], *, skip: tuple[str, ...] = ()) -> None:
