@@ -10,6 +10,7 @@ import pytest
 from pydantic import Field
 
 from tunecraft.cli import build_parser, main
+from tunecraft.cli_options import PredictArgs, TrainArgs
 from tunecraft.compress.settings import DistillSettings, Options, PruneSettings
 from tunecraft.errors import ConfigError
 from tunecraft.serve.settings import ServeSettings
@@ -76,11 +77,12 @@ def test_generated_options_leave_defaults_to_the_class_and_name_the_flag_on_erro
 
 def test_options_may_come_before_the_texts():
     parser = build_parser()
-    before = parser.parse_args(["predict", "runs/x", "--json", "a witty film", "a dull mess"])
-    after = parser.parse_args(["predict", "runs/x", "a witty film", "a dull mess", "--json"])
-    assert before.json and after.json and before.texts == after.texts == ["a witty film", "a dull mess"]
+    before = from_args(PredictArgs, parser.parse_args(["predict", "runs/x", "--json", "a witty film", "a dull mess"]))
+    after = from_args(PredictArgs, parser.parse_args(["predict", "runs/x", "a witty film", "a dull mess", "--json"]))
+    assert before == after == PredictArgs(run="runs/x", texts=["a witty film", "a dull mess"], as_json=True)
     train = parser.parse_args(["train", "r.yaml", "--resume", "train.lr=3e-4", "--no-progress", "method.r=16"])
-    assert train.resume and train.no_progress and train.overrides == ["train.lr=3e-4", "method.r=16"]
+    assert from_args(TrainArgs, train) == TrainArgs(recipe="r.yaml", overrides=["train.lr=3e-4", "method.r=16"],
+                                                    resume=True, progress=False)
     compress = parser.parse_args(["compress", "runs/x", "prune-50", "--recover-steps", "10", "int8"])
     assert compress.variants == ["prune-50", "int8"] and compress.recover_steps == 10
 

@@ -14,6 +14,7 @@ import argparse
 import copy
 import types
 import typing
+from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -62,38 +63,88 @@ def _help(field: FieldInfo, shown_default: Any) -> str:
     return text
 
 
+@dataclass(frozen=True)
+class Arg:
+    """How a field is spelled on the command line where `add_options`' default shape does not fit, given as
+    `Annotated[type, Arg(...)]`: a positional with a default (`overrides`, `texts`: zero or more), a flag of
+    another name (`--for` for `target`; a required field with a flag is a required option), several values
+    after one flag (`--ood A B`, where a bare `--ood` is the empty list), or a metavar."""
+
+    positional: bool = False
+    flag: str | None = None
+    many: bool = False
+    metavar: str | None = None
+
+
+def _arg(field: FieldInfo) -> Arg:
+    return next((m for m in field.metadata if isinstance(m, Arg)), Arg())
+
+
+def flag_of(name: str, field: FieldInfo) -> str:
+    """The option that sets field `name` (its own name for a positional)."""
+    arg = _arg(field)
+    if arg.positional or (field.is_required() and arg.flag is None):
+        return name
+    return arg.flag or "--" + name.replace("_", "-")
+
+
+def _choices(kind: Any) -> dict:
+    if typing.get_origin(kind) is not Literal:
+        return {}
+    choices = list(typing.get_args(kind))
+    return {"choices": choices, "type": type(choices[0])}
+
+
+def _add_list(parser: argparse.ArgumentParser, name: str, field: FieldInfo, item: Any) -> None:
+    arg = _arg(field)
+    kw = {"metavar": arg.metavar, **_choices(item)}
+    if item is not str and not kw.get("choices"):
+        raise TypeError(f"{name}: no command-line form for list[{item}] (skip it)")
+    if field.is_required() or arg.positional:
+        parser.add_argument(name, nargs="+" if field.is_required() else "*", help=_help(field, None), **kw)
+    elif arg.many:
+        parser.add_argument(flag_of(name, field), dest=name, nargs="*", default=None, help=_help(field, None),
+                            **kw)
+    else:  # repeated: --name A --name B
+        parser.add_argument(flag_of(name, field), dest=name, action="append", default=None,
+                            help=_help(field, field.get_default(call_default_factory=True) or None), **kw)
+
+
+def _add_one(parser: argparse.ArgumentParser, name: str, field: FieldInfo, kind: Any) -> None:
+    flag = flag_of(name, field)
+    typed = {"type": kind, "metavar": _arg(field).metavar, **_choices(kind)}  # a Literal's type: its values'
+    if flag == name:
+        parser.add_argument(name, help=_help(field, None), **typed)
+        return
+    if field.is_required():
+        parser.add_argument(flag, dest=name, required=True, help=_help(field, None), **typed)
+        return
+    default = field.get_default(call_default_factory=False)
+    if kind is bool and default is True:
+        parser.add_argument("--no-" + flag[2:], dest=name, action="store_false", default=None,
+                            help=_help(field, "on"))
+    elif kind is bool:
+        parser.add_argument(flag, dest=name, action="store_true", default=None, help=_help(field, None))
+    else:
+        parser.add_argument(flag, dest=name, default=None, help=_help(field, default), **typed)
+
+
 def add_options(parser: argparse.ArgumentParser, cls: type[BaseModel], *, skip: tuple[str, ...] = ()) -> None:
     """One command-line option per field of `cls` (required fields become positionals, in order): `--name`
     typed from the annotation, choices from a Literal, help from the field's doc and default; a bool that is
-    on by default becomes `--no-name`. Options not given are left out (None), so the class fills in its own
-    default; build the settings with `from_args`."""
+    on by default becomes `--no-name`; a list[str] is repeated (`--name A --name B`), or a positional that
+    takes one or more values when it is required; `Arg` spells the rest. Options not given are left out
+    (None), so the class fills in its own default; build the settings with `from_args`."""
     for name, field in cls.model_fields.items():
         if name in skip:
             continue
         kind = value_type(field.annotation)
-        if kind == list[str]:  # repeated: --name A --name B
-            parser.add_argument("--" + name.replace("_", "-"), dest=name, action="append", default=None,
-                                help=_help(field, field.get_default(call_default_factory=True) or None))
+        if typing.get_origin(kind) is list:
+            _add_list(parser, name, field, typing.get_args(kind)[0])
             continue
         if kind not in (str, int, float, bool) and typing.get_origin(kind) is not Literal:
             raise TypeError(f"{cls.__name__}.{name}: no command-line form for {field.annotation} (skip it)")
-        if field.is_required():
-            parser.add_argument(name, type=kind, help=_help(field, None))
-            continue
-        flag = "--" + name.replace("_", "-")
-        default = field.get_default(call_default_factory=False)
-        if kind is bool:
-            if default is True:
-                parser.add_argument("--no-" + flag[2:], dest=name, action="store_false", default=None,
-                                    help=_help(field, "on"))
-            else:
-                parser.add_argument(flag, dest=name, action="store_true", default=None, help=_help(field, None))
-        elif typing.get_origin(kind) is Literal:
-            choices = list(typing.get_args(kind))
-            parser.add_argument(flag, dest=name, choices=choices, type=type(choices[0]), default=None,
-                                help=_help(field, default))
-        else:
-            parser.add_argument(flag, dest=name, type=kind, default=None, help=_help(field, default))
+        _add_one(parser, name, field, kind)
 
 
 def from_args(cls: type[BaseModel], args: argparse.Namespace, **values: Any):
@@ -106,6 +157,6 @@ def from_args(cls: type[BaseModel], args: argparse.Namespace, **values: Any):
         for e in err.errors():
             name = str(e["loc"][0]) if e["loc"] else ""
             field = cls.model_fields.get(name)
-            flag = name if field is not None and field.is_required() else "--" + name.replace("_", "-")
+            flag = flag_of(name, field) if field is not None else "--" + name.replace("_", "-")
             problems.append(f"{flag}: {e['msg']} (got {e.get('input')!r})")
         raise ConfigError("; ".join(problems)) from None

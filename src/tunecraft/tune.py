@@ -117,7 +117,15 @@ def tune(config: RunConfig, tune_config: TuneConfig | None = None, overwrite: bo
     raw["train"]["early_stopping"].update({"metric": metric, "mode": "max" if direction == "maximize" else "min"})
     write_text(out / "tune.yaml", dump_config(config))
 
-    seed = config.seed if tc.seed is None else tc.seed
+    study = _study(optuna, tc, config.seed if tc.seed is None else tc.seed, direction)
+    trials = Trials(tc, raw, out, metric, direction, log)
+    timeout = tc.timeout_minutes * 60 if tc.timeout_minutes else None
+    # a failed trial stops the search (a bug or bad data would fail every trial the same way)
+    study.optimize(trials.run, n_trials=tc.trials, timeout=timeout, catch=())
+    return _finish(study, trials, config.name)
+
+
+def _study(optuna, tc: TuneConfig, seed: int, direction: str):
     sampler = (optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(tc.startup_trials, 1))
                if tc.sampler == "tpe" else optuna.samplers.RandomSampler(seed=seed))
     pruner = (optuna.pruners.MedianPruner(n_startup_trials=tc.startup_trials, n_warmup_steps=tc.warmup_evals)
@@ -125,17 +133,27 @@ def tune(config: RunConfig, tune_config: TuneConfig | None = None, overwrite: bo
     study = optuna.create_study(direction=direction, sampler=sampler, pruner=pruner)
     for params in tc.first:
         study.enqueue_trial(params)
-    rows: list[dict] = []
+    return study
 
-    def objective(trial) -> float:
-        params = suggest(trial, tc)
+
+class Trials:
+    """The search's objective: each trial a training run in RUN/trials/, its row in the results table (rewritten
+    after every trial, whatever its end)."""
+
+    def __init__(self, tc: TuneConfig, raw: dict, out: Path, metric: str, direction: str, log):
+        self.tc, self.raw, self.out, self.metric, self.direction, self.log = tc, raw, out, metric, direction, log
+        self.rows: list[dict] = []
+
+    def run(self, trial) -> float:
+        optuna, metric = _optuna(), self.metric
+        params = suggest(trial, self.tc)
         name = f"trial-{trial.number:03d}"
-        trial_raw = {**copy.deepcopy(raw), "name": name, "output_dir": str(out / "trials")}
+        trial_raw = {**copy.deepcopy(self.raw), "name": name, "output_dir": str(self.out / "trials")}
         trial_raw["baselines"] = {"zero_shot": False, "shots": []}  # the same for every trial: not searched
         trial_config = with_params(trial_raw, params, name)
         reporter = PruneReporter(trial, metric)
         row = {"trial": trial.number, "state": "running", "value": None, "evaluations": 0, **params}
-        rows.append(row)
+        self.rows.append(row)
         started = time.time()
         try:
             summary = train(trial_config, overwrite=True, plugins=[AfterStep(reporter)])
@@ -145,16 +163,16 @@ def tune(config: RunConfig, tune_config: TuneConfig | None = None, overwrite: bo
             raise
         except TrainingFailed as err:  # a NaN/inf loss: these parameters diverge, the search goes on
             row.update(state="pruned", seconds=round(time.time() - started, 1))
-            log(f"{name}: pruned, {err}")
+            self.log(f"{name}: pruned, {err}")
             raise optuna.TrialPruned(str(err)) from None
         except Exception:
             row.update(state="failed", seconds=round(time.time() - started, 1))
             raise
         finally:
-            if not tc.keep_models:
+            if not self.tc.keep_models:
                 for folder in MODEL_FOLDERS:
-                    shutil.rmtree(out / "trials" / name / folder, ignore_errors=True)
-            write_results(out, rows, metric, direction)
+                    shutil.rmtree(self.out / "trials" / name / folder, ignore_errors=True)
+            write_results(self.out, self.rows, metric, self.direction)
         reporter.report(_history(trial_config))  # the last evaluation, after the last step's hook
         value = summary["best_validation"][metric]
         if value is None:
@@ -163,24 +181,25 @@ def tune(config: RunConfig, tune_config: TuneConfig | None = None, overwrite: bo
         test = summary.get("metrics", {}).get(metric)
         row.update(state="complete", value=value, evaluations=reporter.reported, steps=summary["steps"],
                    seconds=round(time.time() - started, 1), **({f"test_{metric}": test} if test is not None else {}))
-        write_results(out, rows, metric, direction)
-        log(f"{name}: {metric} {value:.4f}  " + "  ".join(f"{k}={v}" for k, v in params.items()))
+        write_results(self.out, self.rows, metric, self.direction)
+        self.log(f"{name}: {metric} {value:.4f}  " + "  ".join(f"{k}={v}" for k, v in params.items()))
         return value
 
-    timeout = tc.timeout_minutes * 60 if tc.timeout_minutes else None
-    # a failed trial stops the search (a bug or bad data would fail every trial the same way)
-    study.optimize(objective, n_trials=tc.trials, timeout=timeout, catch=())
+
+def _finish(study, trials: Trials, name: str) -> dict:
+    """The best trial's recipe (RUN/best.yaml) and the search's summary (RUN/tune.json)."""
+    optuna, out, metric = _optuna(), trials.out, trials.metric
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not complete:
         raise TunecraftError("no trial completed (all pruned): raise tune.startup_trials or tune.warmup_evals")
     best = study.best_trial
-    best_config = with_params({**raw, "name": f"{config.name}-best"}, best.params, "best")
+    best_config = with_params({**trials.raw, "name": f"{name}-best"}, best.params, "best")
     best_path = out / "best.yaml"
-    write_text(best_path, f"# best of {len(study.trials)} trials of {config.name} (trial "
-                                     f"{best.number}, validation {metric} {best.value:.4f}); train it with "
-                                     f"`tunecraft train {best_path}`\n" + dump_config(best_config))
-    summary = {"name": config.name, "metric": metric, "direction": direction, "trials": len(study.trials),
-               "complete": len(complete), "pruned": sum(r["state"] == "pruned" for r in rows),
+    write_text(best_path, f"# best of {len(study.trials)} trials of {name} (trial "
+                          f"{best.number}, validation {metric} {best.value:.4f}); train it with "
+                          f"`tunecraft train {best_path}`\n" + dump_config(best_config))
+    summary = {"name": name, "metric": metric, "direction": trials.direction, "trials": len(study.trials),
+               "complete": len(complete), "pruned": sum(r["state"] == "pruned" for r in trials.rows),
                "best_trial": best.number, "best_value": best.value, "best_params": best.params,
                "best_recipe": str(best_path), "results": str(out / "results.md")}
     write_text(out / "tune.json", json.dumps(summary, indent=2))

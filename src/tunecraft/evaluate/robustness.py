@@ -219,39 +219,18 @@ def robustness(run: str | Path, ood: list[str] | None = None, perturbations: lis
     meta = trained.meta
     if "robustness" not in build_task(meta).OFFERS:
         raise TunecraftError(f"{run}: robustness reports are for classification runs (this one is {meta['task']})")
-    label_map = LabelMap(meta["labels"])
     data_cfg = _saved_data(run)
     test = load_classification_data(data_cfg).test
     if not test:
         raise TunecraftError(f"{run}: the run has no test split to perturb")
     test = _limit(test, max_examples, seed)
-    note = None
-    if ood is None:
-        # a run on the user's own file has no default: its config.yaml names no bundled set (an older one's
-        # `dataset: mr` beside `train:` was the field's default, not the data)
-        ood = [] if data_cfg.train else same_language_sets(data_cfg.dataset)
-        if not ood:
-            note = (f"no out-of-domain sets: the run trained on {data_cfg.train or data_cfg.dataset}, which has "
-                    "no default ones; pass --ood FILE (same columns) to add some. Perturbations and "
-                    "calibration are scored on its test split")
-            logger.warning(note)
+    ood, note = _default_ood(ood, data_cfg)
     names = list(PERTURBATIONS) if perturbations is None else perturbations
     unknown = [n for n in names if n not in PERTURBATIONS]
     if unknown:
         raise TunecraftError(f"unknown perturbation(s) {', '.join(unknown)}; choose from {', '.join(PERTURBATIONS)}")
-    _, dtype = resolve_precision(precision)
-
-    task = build_task(meta)
-
-    def logits_of(examples: list[Example]) -> tuple[torch.Tensor, list[int]]:
-        enc = task.encode(trained.tokenizer, examples, meta, label_map)  # cut or windowed, as in training
-        return per_document(predict_logits(trained.model, enc, batch_size, trained.pad_id,
-                                           torch.device("cpu"), dtype), enc)
-
-    def accuracy(logits: torch.Tensor, labels: list[int]) -> float:
-        return float((logits.argmax(-1) == torch.tensor(labels)).float().mean()) if labels else float("nan")
-
-    clean_logits, clean_labels = logits_of(test)
+    scorer = _Scorer(trained, batch_size, resolve_precision(precision)[1])
+    clean_logits, clean_labels = scorer.logits(test)
     clean_correct = (clean_logits.argmax(-1) == torch.tensor(clean_labels)).float()
     result: dict = {"run": str(run), "seed": seed, "test_examples": len(test),
                     "clean": {"accuracy": float(clean_correct.mean()), "samples": len(test)},
@@ -259,23 +238,62 @@ def robustness(run: str | Path, ood: list[str] | None = None, perturbations: lis
     for name in ood:
         examples = read_bundled(name) if is_bundled(name) else load_ood_file(name, meta)
         examples = _limit(examples, max_examples, seed)
-        logits, labels = logits_of(examples)
-        result["ood"][name] = {"accuracy": accuracy(logits, labels), "samples": len(examples),
-                               "drop": result["clean"]["accuracy"] - accuracy(logits, labels)}
+        accuracy = scorer.accuracy(examples)
+        result["ood"][name] = {"accuracy": accuracy, "samples": len(examples),
+                               "drop": result["clean"]["accuracy"] - accuracy}
     for name in names:
-        pairs = perturb(test, name, label_map.labels, seed)
-        if not pairs:
-            result["perturbations"][name] = {"samples": 0, "accuracy": None, "clean_accuracy": None, "drop": None}
-            continue
-        logits, labels = logits_of([ex for _, ex in pairs])
-        acc = accuracy(logits, labels)
-        clean = float(clean_correct[[i for i, _ in pairs]].mean())  # the same examples, unperturbed
-        result["perturbations"][name] = {"samples": len(pairs), "accuracy": acc, "clean_accuracy": clean,
-                                         "drop": clean - acc,
-                                         "examples": [{"before": test[i].text, "after": ex.text,
-                                                       "label": ex.label} for i, ex in pairs[:3]]}
+        result["perturbations"][name] = _perturbed(scorer, test, name, clean_correct, seed)
     result["calibration"] = expected_calibration_error(torch.softmax(clean_logits, -1), clean_labels, bins)
+    return _write(run, result)
 
+
+def _default_ood(ood: list[str] | None, data_cfg: DataConfig) -> tuple[list[str], str | None]:
+    """The sets asked for, else the run's default ones; and the note said when it has none."""
+    if ood is not None:
+        return ood, None
+    # a run on the user's own file has no default: its config.yaml names no bundled set (an older one's
+    # `dataset: mr` beside `train:` was the field's default, not the data)
+    ood = [] if data_cfg.train else same_language_sets(data_cfg.dataset)
+    if ood:
+        return ood, None
+    note = (f"no out-of-domain sets: the run trained on {data_cfg.train or data_cfg.dataset}, which has "
+            "no default ones; pass --ood FILE (same columns) to add some. Perturbations and "
+            "calibration are scored on its test split")
+    logger.warning(note)
+    return ood, note
+
+
+class _Scorer:
+    """A trained classifier's logits per document, each set encoded as in training (cut or windowed)."""
+
+    def __init__(self, trained, batch_size: int, dtype):
+        self.trained, self.batch_size, self.dtype = trained, batch_size, dtype
+        self.task, self.label_map = build_task(trained.meta), LabelMap(trained.meta["labels"])
+
+    def logits(self, examples: list[Example]) -> tuple[torch.Tensor, list[int]]:
+        trained = self.trained
+        enc = self.task.encode(trained.tokenizer, examples, trained.meta, self.label_map)
+        return per_document(predict_logits(trained.model, enc, self.batch_size, trained.pad_id,
+                                           torch.device("cpu"), self.dtype), enc)
+
+    def accuracy(self, examples: list[Example]) -> float:
+        logits, labels = self.logits(examples)
+        return float((logits.argmax(-1) == torch.tensor(labels)).float().mean()) if labels else float("nan")
+
+
+def _perturbed(scorer: _Scorer, test: list[Example], name: str, clean_correct: torch.Tensor, seed: int) -> dict:
+    """Accuracy on the perturbed copies of the test examples the perturbation applies to, beside theirs."""
+    pairs = perturb(test, name, scorer.label_map.labels, seed)
+    if not pairs:
+        return {"samples": 0, "accuracy": None, "clean_accuracy": None, "drop": None}
+    acc = scorer.accuracy([ex for _, ex in pairs])
+    clean = float(clean_correct[[i for i, _ in pairs]].mean())  # the same examples, unperturbed
+    return {"samples": len(pairs), "accuracy": acc, "clean_accuracy": clean, "drop": clean - acc,
+            "examples": [{"before": test[i].text, "after": ex.text, "label": ex.label} for i, ex in pairs[:3]]}
+
+
+def _write(run: Path, result: dict) -> dict:
+    """RUN/robustness/{robustness.json, robustness.md, reliability.png}, and the section in the run's report."""
     out = run / "robustness"
     out.mkdir(exist_ok=True)
     image = reliability_plot(result["calibration"], out / "reliability.png")

@@ -31,7 +31,7 @@ could answer it."""
 
 @dataclass(frozen=True)
 class RecipeCommand:
-    """A CLI command that runs a YAML recipe (cli.py `recipe_command`), with the loader it validates it by."""
+    """A CLI command that runs a YAML recipe (a row of cli.py `COMMANDS`), with the loader it validates it by."""
 
     name: str
     load: Callable[[str | Path, list[str]], BaseModel]

@@ -113,6 +113,23 @@ def _blocks(model) -> int:
     return max(len(transformer_layers(model)), 1)
 
 
+def _activations(loop, longest: list[int], held, model, cfg, reference: dict | None) -> int:
+    """One step on the epoch's longest micro-batch: the bytes autograd saves for it (beyond the `held` weights).
+    With gradient checkpointing, recomputation holds one block's activations at a time, on top of what stays
+    saved outside them: the block's share comes from the same layout without checkpointing (`reference`, keyed
+    by micro-batch and precision) where it was measured."""
+    saved = _SavedTensors(held)
+    with torch.autograd.graph.saved_tensors_hooks(saved.pack, lambda t: t):
+        loop.train_step([longest])
+    activations = saved.bytes
+    if cfg.gradient_checkpointing:
+        full = (reference or {}).get((cfg.batch_size, cfg.precision))
+        activations += (full if full is not None else activations) // _blocks(model)
+    elif reference is not None:
+        reference[(cfg.batch_size, cfg.precision)] = activations
+    return activations
+
+
 def measure(config: RunConfig, job, steps: int = 5, reference_activations: dict | None = None) -> Measurement:
     """Run 1 + `steps` optimizer steps of `config`'s layout on `job.model` (its weights change; nothing is
     saved) and measure them. The first step runs the epoch's longest micro-batch: it is the activation
@@ -142,17 +159,7 @@ def measure(config: RunConfig, job, steps: int = 5, reference_activations: dict 
             if cuda:
                 torch.cuda.synchronize()
                 torch.cuda.reset_peak_memory_stats()
-            saved = _SavedTensors(held)
-            with torch.autograd.graph.saved_tensors_hooks(saved.pack, lambda t: t):
-                loop.train_step([longest])
-            activations = saved.bytes
-            if cfg.gradient_checkpointing:
-                # recomputation holds one block's activations at a time, on top of what stays saved outside them
-                key = (cfg.batch_size, cfg.precision)
-                full = (reference_activations or {}).get(key)
-                activations += (full if full is not None else activations) // _blocks(model)
-            elif reference_activations is not None:
-                reference_activations[(cfg.batch_size, cfg.precision)] = activations
+            activations = _activations(loop, longest, held, model, cfg, reference_activations)
             timed, tokens_before = [], loop.state.train_tokens
             seconds_before = loop.state.train_seconds
             for window in windows[: max(steps, 1)]:
