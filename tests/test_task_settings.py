@@ -105,6 +105,21 @@ def test_a_legacy_key_set_both_ways_keeps_the_task_value():
     assert (config.task.beta, config.task.group_size) == (0.3, 8)
 
 
+def test_an_old_form_override_wins_over_the_recipes_task_value(caplog):
+    """`generation.max_new_tokens=8` on the command line of a new-form recipe sets task.generation.max_new_tokens
+    (it would otherwise lose to the recipe's own task: value), with a warning naming the new key."""
+    with caplog.at_level(logging.WARNING, logger="tunecraft"):
+        raw = apply_overrides({"task": {"name": "rl", "group_size": 4, "generation": {"max_new_tokens": 32}}},
+                              ["generation.max_new_tokens=8", "rl.group_size=2", "train.lr=1e-4"])
+    config = build_config(raw)
+    assert (config.task.generation.max_new_tokens, config.task.group_size, config.train.lr) == (8, 2, 1e-4)
+    assert "override rl.group_size=2: the key moved to task.group_size" in caplog.text
+    ner = build_config(apply_overrides({"task": "token_classification"}, ["data.ner.scheme=bioes"]))
+    assert ner.task.scheme == "bioes"
+    changed = build_config(apply_overrides({"task": "classification"}, ["task.name=preference", "preference.beta=0.3"]))
+    assert changed.task.beta == 0.3
+
+
 def test_an_old_run_meta_rebuilds_the_task_settings():
     old = {"task": "preference", "preference": {"objective": "ipo", "beta": 0.3, "label_smoothing": 0.0,
                                                 "kind": "pairs", "overlong": "error", "good_rating": 4},

@@ -427,8 +427,10 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     warning naming them (the ones given as overrides are kept and checked)."""
     before = {k: _tag(raw.get(k), default) for k, default in (("method", "full"), ("task", "classification"))}
     overridden = set()
-    for text in overrides:
-        path, value = parse_override(text)
+    parsed = [parse_override(text) for text in overrides]
+    legacy = _legacy_paths(before["task"], parsed)
+    for text, (path, value) in zip(overrides, parsed):
+        path = _moved_override(text, path, legacy)
         if path[0] == "task" and len(path) > 1 and isinstance(raw.get("task"), str):  # `task: causal_lm`
             raw["task"] = {"name": raw["task"]}
         overridden.add(tuple(path))
@@ -449,6 +451,29 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
             _keep_keys_of_the_new(section, node, before[section], fields[section](node.get("name", default)),
                                   {p[1] for p in overridden if len(p) == 2 and p[0] == section})
     return raw
+
+
+def _legacy_paths(recipe_task: str | None, parsed: list[tuple[list[str], Any]]) -> dict[str, str]:
+    """Old section → its place under `task:` for the task the overrides leave the recipe with."""
+    name = recipe_task or "classification"
+    for path, value in parsed:
+        if path == ["task"] and isinstance(value, str) or path == ["task", "name"]:
+            name = value
+    cls = task_classes().get(name)
+    return dict(cls.Settings.LEGACY) if cls is not None else {}
+
+
+def _moved_override(text: str, path: list[str], legacy: dict[str, str]) -> list[str]:
+    """An override of an old-form task key (`generation.max_new_tokens=8`, `rl.group_size=2`) set where the key
+    lives now (`task.generation.max_new_tokens`, `task.group_size`), with a warning: moving it after the recipe
+    is merged would let a recipe's own `task:` value win over the command line."""
+    for old, target in legacy.items():
+        parts = old.split(".")
+        if path[: len(parts)] == parts and len(path) > len(parts):
+            new = ["task", *(target.split(".") if target else []), *path[len(parts):]]
+            logger.warning("override %s: the key moved to %s", text, ".".join(new))
+            return new
+    return path
 
 
 def _tag(node: Any, default: str) -> str | None:
