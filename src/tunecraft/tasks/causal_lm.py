@@ -275,6 +275,7 @@ class CausalLM(Task):
     def loss_sum(self, outputs, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return next_token_loss_sum(outputs, batch)
 
+    @torch.no_grad()  # held-out scoring builds no autograd graph (it did: memory for nothing, and a torch warning)
     def infer(self, model, enc: Encoded, batch_size: int, pad_id: int, device: torch.device, dtype=None, rank: int = 0,
               world: int = 1, gather=None) -> torch.Tensor:
         """Per feature (summed negative log-likelihood of its learned tokens, their count): [N, 2]. Keeps no
