@@ -143,6 +143,11 @@ def test_rollouts_are_one_generate_call_for_k_times_the_prompts(base, tmp_path):
     token = logps.gather(-1, batch["input_ids"][:, 1:, None])[..., 0]
     m = labels["completion_mask"][:, 1:].bool()
     assert torch.allclose(token[m], labels["ref_logps"][m], atol=1e-5)
+    # what the training log shows beside the loss: the rollouts' mean reward, and their KL to the reference (0 here)
+    outputs = job.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    terms = job.task.step_terms(outputs, batch)
+    assert terms["reward"] == (float(labels["reward_terms"]["reward"].sum()), 12) and set(terms) == {"reward", "kl"}
+    assert terms["kl"][1] == 12 and abs(terms["kl"][0]) < 1e-3
 
 
 def test_a_short_run_raises_the_held_out_reward(steerable_base, tmp_path):
@@ -161,6 +166,13 @@ def test_a_short_run_raises_the_held_out_reward(steerable_base, tmp_path):
     rows = build_task(trained.meta).predict(trained, ["the cat sat on"], 4, None)
     assert rows[0]["prompt"] == "the cat sat on" and isinstance(rows[0]["response"], str)
     assert (config.run_dir / "adapter").is_dir()
+    # reward and KL per logged step (log_every 5 of 10 steps), drawn in the report
+    logged = [json.loads(line) for line in (config.run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
+    steps = [r for r in logged if r["type"] == "train"]
+    assert [r["step"] for r in steps] == [5, 10] and all("reward" in r and r["kl"] == r["kl"] for r in steps)
+    assert 0.0 <= steps[0]["reward"] <= 1.0  # a regex reward is 0 or 1 per completion
+    report = (config.run_dir / "report.md").read_text(encoding="utf-8")
+    assert "rollout_reward.png" in report and "rollout_kl.png" in report
 
 
 def test_bad_reward_configs_are_refused_naming_the_key(base, tmp_path):

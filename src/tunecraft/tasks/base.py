@@ -81,6 +81,12 @@ class Objective(ABC):
     def loss_sum(self, outputs, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """The batch's loss summed over its `count` terms (so that accumulation windows weigh every term once)."""
 
+    def step_terms(self, outputs, batch: dict) -> dict[str, tuple[float, int]]:
+        """Numbers the training log shows beside the loss, as name → (their sum over this batch, how many): the
+        loop logs each one's mean over the steps a log line covers (RL: the reward, per reward function, and the
+        KL to the reference). None by default."""
+        return {}
+
     def infer(self, model, enc: Encoded, batch_size: int, pad_id: int, device: torch.device, dtype=None,
               rank: int = 0, world: int = 1, gather=None):
         """Held-out scores for `evaluate` (logits by default), in input order."""

@@ -285,13 +285,16 @@ class ReinforcementLearning(CausalLM):
             model.train(was_training)
         rows = [spec.rows[i] for i in indices for _ in range(k)]
         texts = tokenizer.batch_decode(completion * completion_mask, skip_special_tokens=True)
-        rewards, _ = score(spec.rewards, [r.prompt for r in rows], texts, [r.answer for r in rows])
+        rewards, each = score(spec.rewards, [r.prompt for r in rows], texts, [r.answer for r in rows])
         out = joined(prompt_ids.repeat_interleave(k, 0), prompt_mask.repeat_interleave(k, 0), completion,
                      completion_mask, tokenizer.pad_token_id)
         out = {key: v.to(device) for key, v in out.items()}
         labels = {"completion_mask": out.pop("completion_mask"),
                   "advantages": group_advantages(rewards, k, s["algorithm"]).to(device),
-                  "settings": LossSettings(s["epsilon"], s["beta"], s["loss_type"], s["temperature"])}
+                  "settings": LossSettings(s["epsilon"], s["beta"], s["loss_type"], s["temperature"]),
+                  "reward_terms": {"reward": rewards, **({f"reward/{r.name}": torch.tensor(v, dtype=torch.float32)
+                                                         for r, v in zip(spec.rewards, each)}
+                                                      if len(spec.rewards) > 1 else {})}}
         if s["beta"]:
             with reference(model) as ref:
                 labels["ref_logps"] = completion_token_logprobs(ref, out["input_ids"], out["attention_mask"],
@@ -312,6 +315,19 @@ class ReinforcementLearning(CausalLM):
         # gradient is ∇log π), as TRL does when num_iterations is 1
         per_token = per_token_loss(logps, logps.detach(), t.get("ref_logps"), t["advantages"], s.epsilon, s.beta)
         return summed_loss(per_token, t["completion_mask"][:, 1:].float(), s.loss_type)
+
+    def step_terms(self, outputs, batch: dict) -> dict[str, tuple[float, int]]:
+        """The rollouts' mean reward (and each reward function's, when there are several) and, when the loss has
+        a reference (task.beta > 0), their KL to it: per completion the sum over its tokens of log π − log π_ref,
+        as the held-out `kl`."""
+        t = batch["labels"]
+        terms = {name: (float(v.sum()), len(v)) for name, v in t["reward_terms"].items()}
+        if t.get("ref_logps") is not None:
+            with torch.no_grad():
+                logps = token_logprobs(outputs.logits.detach(), batch["input_ids"], t["settings"].temperature)
+                kl = ((logps - t["ref_logps"]) * t["completion_mask"][:, 1:].float()).sum(dim=1)
+            terms["kl"] = (float(kl.sum()), len(kl))
+        return terms
 
     # -- held-out scoring ---------------------------------------------------------------------------------------
     @torch.no_grad()

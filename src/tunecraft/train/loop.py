@@ -83,6 +83,8 @@ class LoopState:
     stopped_early: bool = False
     log_loss_sum: float = 0.0
     log_count: int = 0
+    log_terms: dict = field(default_factory=dict)
+    """The objective's step terms since the last log line (Objective.step_terms): name → [sum, count]."""
     train_tokens: int = 0
     """What the steps trained on, in the objective's UNIT (tokens for text; the name is kept for old checkpoints)."""
     padded_tokens: int = 0
@@ -194,6 +196,7 @@ class TrainingLoop:
             with sync:
                 outputs = self.model(**self.task.model_inputs(batch))
                 summed = self.task.loss_sum(outputs, batch)
+                self.add_step_terms(outputs, batch)
                 for plugin in self.plugins:
                     term = plugin.loss(self.model, outputs, batch, self.task)
                     if term is not None:
@@ -221,6 +224,12 @@ class TrainingLoop:
         self.state.log_count += total
         return {"loss": loss_value / max(total, 1), "grad_norm": grad_norm}
 
+    def add_step_terms(self, outputs, batch: dict) -> None:
+        """This process's step terms (not reduced across processes: the log shows process 0's share)."""
+        for name, (total, n) in self.task.step_terms(outputs, batch).items():
+            kept = self.state.log_terms.setdefault(name, [0.0, 0])
+            kept[0], kept[1] = kept[0] + total, kept[1] + n
+
     def after_step(self, stats: dict, epoch_end: bool) -> None:
         s, cfg = self.state, self.cfg
         if s.global_step % cfg.log_every == 0 or s.global_step == s.total_steps:
@@ -229,8 +238,9 @@ class TrainingLoop:
                       "epoch": round(s.epoch + s.step_in_epoch / per_epoch, 4),
                       "loss": s.log_loss_sum / max(s.log_count, 1), "lr": self.scheduler.get_last_lr()[0],
                       "grad_norm": stats["grad_norm"],
-                      f"{self.task.UNIT}_per_s": s.train_tokens / max(s.train_seconds, 1e-9)}
-            s.log_loss_sum, s.log_count = 0.0, 0
+                      f"{self.task.UNIT}_per_s": s.train_tokens / max(s.train_seconds, 1e-9),
+                      **{name: total / max(n, 1) for name, (total, n) in s.log_terms.items()}}
+            s.log_loss_sum, s.log_count, s.log_terms = 0.0, 0, {}
             self.log(record)
         due = (cfg.eval_every and s.global_step % cfg.eval_every == 0) or (epoch_end and cfg.eval_each_epoch)
         last = s.global_step == s.total_steps

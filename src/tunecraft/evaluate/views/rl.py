@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ...report import fmt
+from ...report import fmt, line_plot
+from ...runs import RunFolder
 from .causal_lm import CausalLMView
 
 
@@ -35,6 +36,7 @@ class RlView(CausalLMView):
         table = [(n, fmt(before.get(n)) if n in before else "", fmt(metrics[n])) if before else (n, fmt(metrics[n]))
                  for n in names]
         blocks = [("table", header, table)]
+        blocks += _training_curves(plots)
         shown, base_shown = metrics.get("shown") or [], before.get("shown") or []
         if shown and len(base_shown) == len(shown):
             blocks.append(("table", ["prompt", "base model", "reward", "trained", "reward"],
@@ -44,6 +46,18 @@ class RlView(CausalLMView):
             blocks.append(("table", ["prompt", "completion", "reward"],
                            [(r["prompt"], one_line(r["completion"]), fmt(r["reward"])) for r in shown]))
         return blocks
+
+
+def _training_curves(plots: Path | None) -> list:
+    """The rollouts' reward and KL to the reference per logged step (train records of metrics.jsonl)."""
+    records = [r for r in RunFolder(plots.parent).metrics() if r.get("type") == "train"] if plots is not None else []
+    blocks = []
+    for key, label, name in (("reward", "mean reward of the rollouts (training)", "rollout_reward.png"),
+                             ("kl", "KL to the reference per completion (nats, training)", "rollout_kl.png")):
+        shown = [r for r in records if key in r]
+        if shown:
+            blocks.append(("image", line_plot([(key, shown, key, "o-")], label, plots / name)))
+    return blocks
 
 
 VIEW = RlView()
