@@ -302,3 +302,17 @@ def test_unfinished_checkpoint_writes_are_removed_and_a_displaced_copy_goes_back
     removed = remove_unfinished(tmp_path)
     assert [p.name for p in removed] == [".step-4-abcd1234"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["step-1", "step-2"]
+
+
+def test_eval_scores_in_the_precision_the_run_scored_in(tmp_path):
+    """`eval --precision auto` on a run folder takes the run's own scoring precision (summary.json), so its score
+    on the run's split is the run's on any machine; it says which one it used."""
+    from tests.conftest import tiny_classifier
+
+    bf16 = tiny_classifier(tmp_path, "bf16", precision="bf16")
+    fp32 = tiny_classifier(tmp_path, "fp32")
+    auto = evaluate_run(bf16, "mr", split="test")
+    assert auto["precision"] == "bf16"
+    assert auto["metrics"] == evaluate_run(bf16, "mr", split="test", precision="bf16")["metrics"]
+    assert evaluate_run(bf16, "mr", split="test", precision="fp32")["precision"] == "fp32"
+    assert evaluate_run(fp32, "mr", split="test")["precision"] == "fp32"

@@ -53,6 +53,21 @@ def _same_file(a: str | None, b: str) -> bool:
     return bool(a) and Path(a).resolve() == Path(b).resolve()
 
 
+RUN_PRECISIONS = {"no": "fp32", "bf16": "bf16", "fp16": "fp16"}
+"""summary.json's `precision` (accelerate's mixed-precision value the run trained and scored in) → --precision."""
+
+
+def scoring_precision(run: Path, precision: str) -> str:
+    """`auto`: the precision the run scored its held-out split in (its summary.json), so that `eval` on the run's
+    own split gives the run's own score on any machine (fp16 only where CUDA is); otherwise `precision` as given.
+    A folder without a summary (a model folder, a compressed variant) keeps `auto`."""
+    folder = RunFolder(run)
+    if precision != "auto" or not folder.is_finished():
+        return precision
+    chosen = RUN_PRECISIONS.get(folder.summary().get("precision"), "auto")
+    return "auto" if chosen == "fp16" and not torch.cuda.is_available() else chosen
+
+
 def run_file_split(run: Path, task, data: str, split: str) -> tuple[list, str] | None:
     """When `data` is a file the run trained from: (the examples of the run's own `split` of it, a note),
     re-derived as training split it (seed, fractions, sample limits); None for any other file or split
@@ -99,7 +114,7 @@ def evaluate_run(run: str | Path, data: str, split: str = "test", batch_size: in
     label_map = LabelMap(meta["labels"])
     enc = task.encode(trained.processor, examples, meta, label_map)
     report_long_texts(enc, "evaluated texts", meta["max_length"], RUN_ADVICE)
-    _, dtype = resolve_precision(precision, task.AUTO_PRECISION)
+    mixed, dtype = resolve_precision(scoring_precision(run, precision), task.AUTO_PRECISION)
     logits = task.infer(trained.model, enc, batch_size, trained.pad_id, torch.device("cpu"), dtype)
     metrics = task.evaluate(logits, enc, label_map)
     # a generative task also scores generated answers (exact match, ROUGE-L); the others add nothing
@@ -118,7 +133,7 @@ def evaluate_run(run: str | Path, data: str, split: str = "test", batch_size: in
     report = write_eval_report(out.report_file, f"Evaluation of {run} on {name}", metrics, label_map.labels,
                                task)
     return {"metrics": metrics, "report": str(report), "samples": len(examples), "task": meta["task"],
-            "note": note}
+            "note": note, "precision": RUN_PRECISIONS[mixed]}
 
 
 def read_texts(path: str | Path, text_column: str = "text") -> list[str]:
