@@ -2,7 +2,8 @@
 feature extractor as its processor and no tokenizer, defined here and registered for the test only. It trains
 through `tunecraft.train` (the run session and the loop), is scored above chance, exports a model folder that
 `load_trained` reads back (model and processor) with the same predictions, and is evaluated again from the run
-folder (`evaluate_run`) with the same metrics."""
+folder (`evaluate_run`) with the same metrics, and is served (`serve.app.create_app`) with POST /v1/predict, the
+route every task gets, answering as `predict` does."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 
 from tunecraft.config import build_config
 from tunecraft.data.dataset import Encoded, LabelMap, TaskData, seeded_split
+from tunecraft.errors import DataError
 from tunecraft.tasks import TASKS, Task
 
 DIM, LABELS = 8, ["ramp", "fall", "zigzag"]
@@ -109,10 +111,20 @@ class VectorTask(Task):
         return [{"label": p.label, "predicted": label_map.labels[i]} for p, i in zip(examples, scores.argmax(-1))]
 
     def predict(self, trained, inputs, batch_size, dtype, warn=True):
+        """Inputs: Points or records {"vector": [DIM numbers]}."""
         label_map = LabelMap(trained.meta["labels"])
-        enc = self.encode(trained.processor, inputs, trained.meta)
+        enc = self.encode(trained.processor, [as_point(x, i) for i, x in enumerate(inputs)], trained.meta)
         scores = self.infer(trained.model, enc, batch_size, trained.pad_id, torch.device("cpu"), dtype)
         return [{"predicted": label_map.labels[i]} for i in scores.argmax(-1)]
+
+
+def as_point(item, i: int) -> Point:
+    if isinstance(item, Point):
+        return item
+    vector = item.get("vector") if isinstance(item, dict) else None
+    if not (isinstance(vector, list) and len(vector) == DIM and all(isinstance(v, (int, float)) for v in vector)):
+        raise DataError("inputs", i, "vector", f"a record {{'vector': [{DIM} numbers]}} is needed, got {item!r}")
+    return Point([float(v) for v in vector], "")
 
 
 @pytest.fixture
@@ -163,3 +175,46 @@ def test_a_vector_task_trains_evaluates_exports_and_loads_back(vector_task, vect
 
     again = evaluate_run(run, "random", split="test", precision="fp32")
     assert (again["samples"], again["metrics"]) == (48, summary["metrics"])
+
+    serve_and_check(run, [{"vector": p.vector} for p in test], [r["predicted"] for r in rows])
+
+
+def serve_and_check(run, inputs, predicted):
+    """The run served through the contracts: /health, /v1/predict alone and batched (the same answers), and a
+    malformed input a 422 naming it that fails no other request of its micro-batch."""
+    import asyncio
+
+    import httpx
+    from fastapi.testclient import TestClient
+
+    from tunecraft.serve.app import create_app
+    from tunecraft.serve.settings import ServeSettings
+
+    app = create_app(ServeSettings(run=str(run), max_texts=64, max_wait_ms=50))
+    with TestClient(app, base_url="http://127.0.0.1") as client:
+        health = client.get("/health")
+        assert (health.status_code, health.json()["task"], health.json()["labels"]) == (200, "vectors", LABELS)
+        alone = client.post("/v1/predict", json={"inputs": inputs})
+        assert alone.status_code == 200, alone.text
+        assert alone.json() == {"model": run.name, "predictions": [{"predicted": p} for p in predicted]}
+        for bad in ({"vector": [1.0] * (DIM - 1)}, "a string"):
+            response = client.post("/v1/predict", json={"inputs": [inputs[0], bad]})
+            assert response.status_code == 422, response.text
+            assert response.json()["detail"].startswith("inputs, line 1, field 'vector': a record")
+        assert client.post("/v1/predict", json={"inputs": []}).status_code == 422
+        too_many = client.post("/v1/predict", json={"inputs": inputs + inputs})
+        assert (too_many.status_code, too_many.json()["detail"]) == (413, "96 texts in one request; the limit is 64")
+
+        async def together():
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as ac:
+                bodies = [{"inputs": [x]} for x in inputs[:6]] + [{"inputs": [{"vector": "no"}]}]
+                return await asyncio.gather(*[ac.post("/v1/predict", json=b) for b in bodies])
+
+        *good, bad = client.portal.call(together)  # on the app's event loop, where its batcher runs
+        assert [r.json()["predictions"][0]["predicted"] for r in good] == predicted[:6]
+        assert bad.status_code == 422 and "field 'vector'" in bad.json()["detail"]
+        sizes = app.state.server.metrics.batch_size.collect()[0].samples
+        count = next(s.value for s in sizes if s.name.endswith("_count"))
+        total = next(s.value for s in sizes if s.name.endswith("_sum"))
+        assert total / count > 1  # the seven requests shared micro-batches, the bad one among them

@@ -58,6 +58,11 @@ class Server:
         load_trained)."""
         self._infer, self._warm_up, self._load = infer, warm_up, load or load_trained
 
+    def wrap_batches(self, wrap) -> None:
+        """Replace the batch function with `wrap(current)` (current: None where the routes schedule their own
+        work): the route every task brings (serve/routes/predict.py) batches its items beside the task's."""
+        self._infer = wrap(self._infer)
+
     def preload(self) -> None:
         """Load the model now, before the port is bound (`tunecraft serve` fails fast on a broken run folder);
         `start` then casts this one instead of loading it a second time."""

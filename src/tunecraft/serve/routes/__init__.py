@@ -1,6 +1,7 @@
 """The HTTP routes each task brings, registered by task name. A route module is an APIRouter over the typed
 server dependency (serve/core.py `ServerDep`) and a `setup(server)` that registers its batch function and what it
-keeps across requests; a task not named here brings none (`tunecraft serve` refuses its runs)."""
+keeps across requests. Every task, a task registered at run time included, is served with PREDICT (POST
+/v1/predict, its own `predict`) beside the routes named here."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import NamedTuple
 
 from fastapi import APIRouter
 
-from . import classify, embeddings, entities, openai, reward
+from . import classify, embeddings, entities, openai, predict, reward
 
 
 class Routes(NamedTuple):
@@ -23,6 +24,7 @@ EMBEDDINGS = Routes(embeddings.router, embeddings.setup)
 ENTITIES = Routes(entities.router, entities.setup)
 REWARD = Routes(reward.router, reward.setup)
 OPENAI = Routes(openai.router, openai.setup)
+PREDICT = Routes(predict.router, predict.setup)
 
 ROUTES: dict[str, tuple[Routes, ...]] = {
     "classification": (CLASSIFY, EMBEDDINGS),
@@ -35,5 +37,6 @@ ROUTES: dict[str, tuple[Routes, ...]] = {
 
 
 def routes_of(task: str) -> tuple[Routes, ...]:
-    """The route modules a run of the task named `task` is served with (none: an empty tuple)."""
-    return ROUTES.get(task, ())
+    """The route modules a run of the task named `task` is served with: its own, then PREDICT (set up last: it
+    batches its requests beside the items of the task's own routes)."""
+    return (*ROUTES.get(task, ()), PREDICT)
