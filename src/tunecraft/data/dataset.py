@@ -176,14 +176,6 @@ def stratified_split(examples: list[Example], fractions: list[float], seed: int)
     return parts
 
 
-def _limit(examples: list[Example], n: int | None, seed: int) -> list[Example]:
-    if n is None or n >= len(examples):
-        return examples
-    order = list(range(len(examples)))
-    random.Random(seed).shuffle(order)
-    return [examples[i] for i in sorted(order[:n])]
-
-
 def load_classification_data(cfg) -> TaskData:
     """Build train/validation/test from a DataConfig: a bundled set or the user's files."""
     cols = Columns(cfg.text_column, cfg.label_column, cfg.text_pair_column, cfg.missing_labels)
@@ -208,9 +200,9 @@ def load_classification_data(cfg) -> TaskData:
         raise TunecraftError(
             f"data.dataset '{cfg.dataset}' is not a bundled set ({', '.join(LANGUAGE)}) and data.train is not set"
         )
-    train = _limit(train, cfg.max_train_samples, split.seed)
-    validation = _limit(validation, cfg.max_eval_samples, split.seed)
-    test = _limit(test, cfg.max_eval_samples, split.seed)
+    train = limit_sample(train, cfg.max_train_samples, split.seed)
+    validation = limit_sample(validation, cfg.max_eval_samples, split.seed)
+    test = limit_sample(test, cfg.max_eval_samples, split.seed)
     if not train:
         raise TunecraftError("the training split is empty")
     for part in (validation, test):

@@ -154,11 +154,9 @@ def read_conll(path: str | Path, token_column: int = 0, tag_column: int = -1) ->
     """CoNLL-style columns (spaces or tabs); the token and tag columns are taken by position (a negative one
     counts from each line's end) and any other columns ignored, so lines may differ in width (MeCab output).
     Blank lines and -DOCSTART- lines end a sentence."""
-    from .readers import _decode
+    from .readers import _decode, existing_file
 
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(path, None, None, "file not found")
+    path = existing_file(path)
     sentences, tokens, tags, first = [], [], [], None
     for number, raw in enumerate(_decode(path).splitlines(), start=1):
         cells = [c for c in CONLL_SEPARATORS.split(raw.strip(" \t\r\n")) if c]
@@ -189,11 +187,9 @@ def read_span_jsonl(path: str | Path, text_field: str = "text", spans_field: str
     """One JSON object per line: the text and its entities as character spans
     (`{"start": 0, "end": 5, "label": "PER"}`); the text is split into words and characters as `split_words`
     does, and every span must start and end on those boundaries."""
-    from .readers import json_rows
+    from .readers import existing_file, json_rows
 
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(path, None, None, "file not found")
+    path = existing_file(path)
     out = []
     for number, row in json_rows(path):
         text = row.get(text_field)

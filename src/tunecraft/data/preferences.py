@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..errors import DataError, TunecraftError
 from .chat import check_messages, check_text, check_turns, prompt_text, render
-from .readers import json_rows
+from .readers import existing_file, json_rows
 
 Prompt = str | list[dict]
 """Plain text the model continues, or a conversation (messages) that the chat template renders."""
@@ -137,9 +137,7 @@ def read_preference_file(path: str | Path, kind: str = "auto",
     prompt is then ""."""
     if kind not in KINDS:
         raise TunecraftError(f"unknown preference data kind '{kind}'; kinds: {', '.join(KINDS)}")
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(path, None, None, "file not found")
+    path = existing_file(path)
     out: list = []
     for line, row in json_rows(path):
         if kind == "auto":
@@ -172,9 +170,7 @@ def read_feedback_store(path: str | Path, good_rating: int = 1) -> list[Preferen
     (`line` is the row's id): a correction of an answer is a pair (the correction chosen over the answer); a
     correction alone is a good answer; a rated answer is good at or above `good_rating`, bad below it. Rows
     with neither are left out."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(path, None, None, "file not found")
+    path = existing_file(path)
     try:
         rows = read_store_table(path, "chat_feedback")
     except sqlite3.DatabaseError as err:
@@ -202,9 +198,7 @@ def read_feedback_store(path: str | Path, good_rating: int = 1) -> list[Preferen
 
 def read_prompt_file(path: str | Path) -> list[PromptRow]:
     """A JSONL file of prompts (`prompt`: text or messages; `answer`: optional, for an exact-answer reward)."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(path, None, None, "file not found")
+    path = existing_file(path)
     out = []
     for line, row in json_rows(path):
         if "prompt" not in row:

@@ -153,6 +153,14 @@ def _unique_keys(pairs: list[tuple]) -> dict:
     return dict(pairs)
 
 
+def existing_file(path: str | Path) -> Path:
+    """`path` as a Path; a DataError naming it ("file not found") where it is not a file."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, None, None, "file not found")
+    return path
+
+
 def json_rows(path: Path):
     """(line number, object) for each non-blank line of a JSONL file, or for each element of a file holding one
     JSON array (Alpaca's native format; the line is where the element starts); errors name file and line. A
@@ -252,9 +260,7 @@ def _read_sqlite(path: Path, cols: Columns) -> list[Example]:
 def read_examples(path: str | Path, cols: Columns, fmt: str = "auto") -> list[Example]:
     """Every example of a file. A missing label (see MISSING) is an error naming file, line and field, or with
     `cols.missing_labels == "drop"` its row is left out and the count logged as a warning."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(path, None, None, "file not found")
+    path = existing_file(path)
     fmt = detect_format(path, fmt)
     if fmt == "parquet":
         examples = _read_parquet(path, cols)

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from ..data.dataset import IGNORE, Encoded, collate
 from ..tasks.base import Objective
-from ..tasks.causal_lm import next_token_count, next_token_loss_sum
+from ..tasks.causal_lm import NextTokenLoss
 from .corpora import Document
 
 
@@ -209,7 +209,7 @@ class MaskedLM(PretrainObjective):
         return stats
 
 
-class CausalLM(PretrainObjective):
+class CausalLM(NextTokenLoss, PretrainObjective):
     """Next-token prediction over documents packed end to end (an end-of-text token between them) into
     blocks of exactly max_length tokens: no padding."""
 
@@ -233,12 +233,6 @@ class CausalLM(PretrainObjective):
         batch = collate(enc, indices, pad_id, multiple)
         batch["labels"] = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, IGNORE)
         return batch
-
-    def count(self, batch: dict[str, torch.Tensor]) -> int:
-        return next_token_count(batch)
-
-    def loss_sum(self, outputs, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return next_token_loss_sum(outputs, batch)
 
     def batch_stats(self, outputs, batch) -> dict[str, float]:
         logits, target = outputs.logits[:, :-1].float(), batch["labels"][:, 1:]

@@ -51,3 +51,18 @@ def predict_logits(model, enc: Encoded, batch_size: int, pad_id: int | None, dev
     if rows and rows[0][1].dim() == 2:
         return [logits for _, logits in rows]
     return torch.stack([logits for _, logits in rows]) if rows else torch.empty(0)
+
+
+def rows_in_input_order(enc: Encoded, batch_size: int, device: torch.device, collate_batch, batch_rows, width: int,
+                        rank: int = 0, world: int = 1, gather=None) -> torch.Tensor:
+    """[N, width]: `batch_rows(batch)` ([B, width], on the CPU) for length-sorted batches of `enc` made by
+    `collate_batch(enc, indices, pad_multiple)` and moved to `device`, in input order. With world > 1 each process
+    takes every world-th batch and `gather` joins the parts (as predict_logits)."""
+    rows = []
+    for indices in batch_order(enc.lengths, batch_size, seed=0, epoch=0, shuffle=False)[rank::world]:
+        batch = {k: v.to(device) for k, v in collate_batch(enc, indices, pad_multiple(device)).items()}
+        rows.extend(zip(indices, batch_rows(batch)))
+    if world > 1 and gather is not None:
+        rows = gather(rows)
+    rows.sort(key=lambda pair: pair[0])
+    return torch.stack([r for _, r in rows]) if rows else torch.zeros(0, width)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -63,6 +64,19 @@ class Server:
         work): the route every task brings (serve/routes/predict.py) batches its items beside the task's."""
         self._infer = wrap(self._infer)
 
+    def serve_predict(self, warm_up_item: Callable[[], object]) -> None:
+        """Serve batches of request items through the task's own `predict` (so an item is read as `tunecraft
+        predict` reads it), warmed up on batches of 1 and 8 copies of `warm_up_item()` (called once the model
+        is loaded)."""
+        def infer(items: list) -> list[dict]:
+            return self.task.predict(self.trained, items, len(items), self.dtype, warn=False)
+
+        def warm_up() -> None:
+            for size in (1, 8):
+                infer([warm_up_item()] * size)
+
+        self.serve_batches(infer, warm_up)
+
     def preload(self) -> None:
         """Load the model now, before the port is bound (`tunecraft serve` fails fast on a broken run folder);
         `start` then casts this one instead of loading it a second time."""
@@ -93,6 +107,13 @@ class Server:
     def check_count(self, texts: list) -> None:
         if len(texts) > self.settings.max_texts:
             raise HTTPException(413, f"{len(texts)} texts in one request; the limit is {self.settings.max_texts}")
+
+    def check_texts(self, texts: list[str]) -> None:
+        """check_count, then 422 for a text that is empty or only white space."""
+        self.check_count(texts)
+        for i, text in enumerate(texts):
+            if not text.strip():
+                raise HTTPException(422, f"texts[{i}] is empty")
 
     def require_key(self, request: Request) -> None:
         """The routes' own check; guards.RequestGuard already refused a request without the key, before its body."""

@@ -62,25 +62,23 @@ class FeedbackStore:
 
     def add(self, text: str, label: str, prediction: str | None = None, text_pair: str | None = None,
             model: str | None = None) -> int:
-        with self._lock:
-            db = self._open()
-            db.execute("BEGIN IMMEDIATE")
-            cur = db.execute(
-                "INSERT INTO feedback (created, text, text_pair, prediction, label, model) VALUES (?, ?, ?, ?, ?, ?)",
-                (time.time(), text, text_pair, prediction, label, model),
-            )
-            db.execute("COMMIT")
-            return int(cur.lastrowid)
+        return self._insert(
+            "INSERT INTO feedback (created, text, text_pair, prediction, label, model) VALUES (?, ?, ?, ?, ?, ?)",
+            (time.time(), text, text_pair, prediction, label, model))
 
     def add_chat(self, messages: str, response: str | None, rating: int | None, correction: str | None,
                  model: str | None = None) -> int:
         """Feedback on a generated answer: the conversation (JSON), the answer, a rating and/or an edited answer."""
+        return self._insert(
+            "INSERT INTO chat_feedback (created, messages, response, rating, correction, model) "
+            "VALUES (?, ?, ?, ?, ?, ?)", (time.time(), messages, response, rating, correction, model))
+
+    def _insert(self, sql: str, values: tuple) -> int:
+        """One row, committed (synchronous=FULL: on disk) before its id is returned."""
         with self._lock:
             db = self._open()
             db.execute("BEGIN IMMEDIATE")
-            cur = db.execute(
-                "INSERT INTO chat_feedback (created, messages, response, rating, correction, model) "
-                "VALUES (?, ?, ?, ?, ?, ?)", (time.time(), messages, response, rating, correction, model))
+            cur = db.execute(sql, values)
             db.execute("COMMIT")
             return int(cur.lastrowid)
 

@@ -114,6 +114,10 @@ class Task(Objective):
     AUTO_PRECISION: ClassVar[str] = "native"
     """What `--precision auto` means when this task's runs predict, are scored or are served: "native" (bf16 where
     the hardware has it, else fp32) or "fp32" (runtime/precision.resolve)."""
+    LEGACY_SETTINGS: ClassVar[str | None] = None
+    """The tunecraft.json key under which a run written before `task_settings` kept this task's settings."""
+    LEGACY_KEYS: ClassVar[tuple[str, ...] | None] = None
+    """Which keys of that section are the task's settings (None: all)."""
     run_predictor = None
     """(run folder, texts) -> that run's `predict` rows, for tasks that score with another run (rl's run rewards):
     handed down by the caller above the task package (`hand_runs`), which the tasks must not import."""
@@ -131,7 +135,13 @@ class Task(Objective):
     @classmethod
     def settings_from_meta(cls, meta: dict) -> TaskSettings:
         """A trained run's settings from its tunecraft.json (`options` wrote them there); by default the
-        stored `task_settings`, or the defaults for a run written before they were stored."""
+        stored `task_settings`; for a run written before they were stored, its LEGACY_SETTINGS section (with, for
+        a GENERATIVE task, the "generation" section beside it), else the defaults."""
+        legacy = meta.get(cls.LEGACY_SETTINGS) if cls.LEGACY_SETTINGS else None
+        if "task_settings" not in meta and isinstance(legacy, dict):  # a run written before task_settings
+            kept = {k: v for k, v in legacy.items() if cls.LEGACY_KEYS is None or k in cls.LEGACY_KEYS}
+            return cls.Settings.model_validate(
+                {**kept, "generation": meta.get("generation") or {}} if cls.GENERATIVE else kept)
         stored = meta.get("task_settings")
         return cls.Settings.model_validate(stored) if isinstance(stored, dict) else cls.Settings(name=cls.NAME)
 

@@ -20,9 +20,7 @@ from ..data.dataset import (
     BundledSets,
     Encoded,
     TaskData,
-    batch_order,
     collate,
-    pad_multiple,
     refuse_overlong,
     seeded_split,
     task_splits,
@@ -30,7 +28,7 @@ from ..data.dataset import (
 from ..data.readers import Columns
 from ..errors import TunecraftError
 from ..metrics.text import exact_match, rouge_l
-from ..runtime.inference import autocast_context
+from ..runtime.inference import autocast_context, rows_in_input_order
 from ..settings import Strict
 from .base import Task, TaskSettings, records
 
@@ -152,6 +150,17 @@ def next_token_loss_sum(outputs, batch: dict[str, torch.Tensor]) -> torch.Tensor
                            ignore_index=IGNORE, reduction="sum")
 
 
+class NextTokenLoss:
+    """`count` and `loss_sum` of an objective trained on next-token targets (the fine-tuning task below and the
+    pre-training objective `clm`): every label but each row's first, -100 left out."""
+
+    def count(self, batch: dict[str, torch.Tensor]) -> int:
+        return next_token_count(batch)
+
+    def loss_sum(self, outputs, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return next_token_loss_sum(outputs, batch)
+
+
 # -- generation -------------------------------------------------------------------------------------------------
 
 @torch.no_grad()
@@ -192,7 +201,7 @@ def held_out_prompts(conversations: list[Conversation], limit: int) -> list[tupl
     return out
 
 
-class CausalLM(Task):
+class CausalLM(NextTokenLoss, Task):
     """Causal language modelling / instruction tuning: the loss on the learned tokens, scored by perplexity and
     by generating answers."""
 
@@ -208,15 +217,10 @@ class CausalLM(Task):
     # concurrency (tests/test_serve_parity.py, docs/serving.md); `--precision bf16` is the faster opt-in.
     AUTO_PRECISION = "fp32"
 
+    LEGACY_SETTINGS = "sft"
+    LEGACY_KEYS = SFT_KEYS
     Settings = CausalLMSettings
     BUNDLED = BundledSets(BUNDLED_CHAT, bundled_split, "chat set", lambda name: BUNDLED_CHAT[name]())
-
-    @classmethod
-    def settings_from_meta(cls, meta: dict):
-        if "task_settings" not in meta and isinstance(meta.get("sft"), dict):  # a run written before task_settings
-            return cls.Settings.model_validate({**{k: meta["sft"][k] for k in SFT_KEYS if k in meta["sft"]},
-                                                "generation": meta.get("generation") or {}})
-        return super().settings_from_meta(meta)
 
     def load_data(self, cfg) -> TaskData:
         fmt_name = self.settings.format
@@ -269,31 +273,23 @@ class CausalLM(Task):
     def training_texts(self, conversations: list[Conversation]):
         return (c.text or " ".join(m["content"] for m in c.messages) for c in conversations)
 
-    def count(self, batch: dict[str, torch.Tensor]) -> int:
-        return next_token_count(batch)
-
-    def loss_sum(self, outputs, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return next_token_loss_sum(outputs, batch)
-
     @torch.no_grad()  # held-out scoring builds no autograd graph (it did: memory for nothing, and a torch warning)
     def infer(self, model, enc: Encoded, batch_size: int, pad_id: int, device: torch.device, dtype=None, rank: int = 0,
               world: int = 1, gather=None) -> torch.Tensor:
         """Per feature (summed negative log-likelihood of its learned tokens, their count): [N, 2]. Keeps no
         logits, which for a 49k vocabulary would not fit in memory for a whole split."""
         model.eval()
-        rows = []
-        for indices in batch_order(enc.lengths, batch_size, seed=0, epoch=0, shuffle=False)[rank::world]:
-            batch = {k: v.to(device) for k, v in collate(enc, indices, pad_id, pad_multiple(device)).items()}
+
+        def batch_rows(batch: dict[str, torch.Tensor]) -> torch.Tensor:
             labels = batch.pop("labels")
             with autocast_context(device, dtype):
                 logits = model(**batch).logits[:, :-1].float()
             nll = F.cross_entropy(logits.transpose(1, 2), labels[:, 1:], ignore_index=IGNORE, reduction="none")
             counts = (labels[:, 1:] != IGNORE).sum(dim=1)
-            rows.extend(zip(indices, torch.stack([nll.sum(dim=1), counts.float()], dim=1).cpu()))
-        if world > 1 and gather is not None:
-            rows = gather(rows)
-        rows.sort(key=lambda pair: pair[0])
-        return torch.stack([r for _, r in rows]) if rows else torch.zeros(0, 2)
+            return torch.stack([nll.sum(dim=1), counts.float()], dim=1).cpu()
+
+        return rows_in_input_order(enc, batch_size, device, lambda e, idx, m: collate(e, idx, pad_id, m), batch_rows,
+                                   2, rank, world, gather)
 
     def evaluate(self, scores: torch.Tensor, enc: Encoded, label_map: LabelMap) -> dict:
         total, tokens = float(scores[:, 0].sum()), float(scores[:, 1].sum())

@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 from ..align import losses
 from ..align.logprobs import encode_completions, pad_rows, reference_of, sequence_logprobs
 from ..data.chat import Conversation
-from ..data.dataset import Encoded, TaskData, batch_order, pad_multiple, refuse_overlong, task_splits
+from ..data.dataset import Encoded, TaskData, refuse_overlong, task_splits
 from ..data.preferences import (
     PreferencePair,
     as_judgements,
@@ -30,7 +30,7 @@ from ..data.preferences import (
 from ..data.readers import Columns
 from ..errors import ConfigError, TunecraftError
 from ..io import write_file
-from ..runtime.inference import autocast_context
+from ..runtime.inference import autocast_context, rows_in_input_order
 from .base import TaskSettings
 from .causal_lm import CausalLM, GenerationSettings
 
@@ -115,14 +115,10 @@ class Preference(CausalLM):
     HEADLINE = ("accuracy", "margin")
     EARLY_STOPPING = ("accuracy", "max")
 
+    LEGACY_SETTINGS = "preference"
+    LEGACY_KEYS = None
     Settings = PreferenceSettings
     BUNDLED = None
-
-    @classmethod
-    def settings_from_meta(cls, meta: dict) -> PreferenceSettings:
-        if "task_settings" not in meta and isinstance(meta.get("preference"), dict):  # written before task_settings
-            return cls.Settings.model_validate({**meta["preference"], "generation": meta.get("generation") or {}})
-        return super().settings_from_meta(meta)
 
     # -- data ------------------------------------------------------------------------------------------------
     def check_config(self, config) -> None:
@@ -406,18 +402,15 @@ def score_rows(model, enc: PreferenceEncoded, batch_size: int, pad_id: int, devi
                world: int = 1, gather=None) -> torch.Tensor:
     """[N, 4]: each example's two rows' summed completion log-probs and token counts, in input order."""
     model.eval()
-    rows = []
-    for indices in batch_order(enc.lengths, batch_size, seed=0, epoch=0, shuffle=False)[rank::world]:
-        batch = {k: v.to(device) for k, v in collate_pairs(enc, indices, pad_id, pad_multiple(device)).items()}
+
+    def batch_rows(batch: dict[str, torch.Tensor]) -> torch.Tensor:
         with autocast_context(device, dtype):
             logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         logps, tokens = sequence_logprobs(logits, batch["input_ids"], batch["completion_mask"])
-        rows.extend(zip(indices, torch.cat([torch.stack(logps.chunk(2), 1), torch.stack(tokens.chunk(2), 1)],
-                                           1).cpu()))
-    if world > 1 and gather is not None:
-        rows = gather(rows)
-    rows.sort(key=lambda pair: pair[0])
-    return torch.stack([r for _, r in rows]) if rows else torch.zeros(0, 4)
+        return torch.cat([torch.stack(logps.chunk(2), 1), torch.stack(tokens.chunk(2), 1)], 1).cpu()
+
+    return rows_in_input_order(enc, batch_size, device, lambda e, idx, m: collate_pairs(e, idx, pad_id, m),
+                               batch_rows, 4, rank, world, gather)
 
 
 @torch.no_grad()

@@ -187,14 +187,9 @@ class RewardModel(Task):
     MODEL_CLASS = AutoModelForSequenceClassification
     PEFT_TASK_TYPE = "SEQ_CLS"
 
+    LEGACY_SETTINGS = "reward_model"
     Settings = RewardModelSettings
     BUNDLED = BundledSets(BUNDLED_PAIRS, bundled_pairs_split, "pair set")
-
-    @classmethod
-    def settings_from_meta(cls, meta: dict) -> RewardModelSettings:
-        if "task_settings" not in meta and isinstance(meta.get("reward_model"), dict):  # before task_settings
-            return cls.Settings.model_validate(meta["reward_model"])
-        return super().settings_from_meta(meta)
 
     # -- data ------------------------------------------------------------------------------------------------
     def load_data(self, cfg) -> TaskData:

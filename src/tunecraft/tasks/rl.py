@@ -198,14 +198,10 @@ class ReinforcementLearning(CausalLM):
     HEADLINE = ("reward", "kl")
     EARLY_STOPPING = ("reward", "max")
 
+    LEGACY_SETTINGS = "rl"
+    LEGACY_KEYS = None
     Settings = RlSettings
     BUNDLED = BundledSets(BUNDLED_PROMPTS, bundled_split, "sentiment set")
-
-    @classmethod
-    def settings_from_meta(cls, meta: dict) -> RlSettings:
-        if "task_settings" not in meta and isinstance(meta.get("rl"), dict):  # a run written before task_settings
-            return cls.Settings.model_validate({**meta["rl"], "generation": meta.get("generation") or {}})
-        return super().settings_from_meta(meta)
 
     # -- data ---------------------------------------------------------------------------------------------------
     def load_data(self, cfg) -> TaskData:

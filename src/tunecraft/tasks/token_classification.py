@@ -143,14 +143,9 @@ class TokenClassification(Task):
     MODEL_CLASS = AutoModelForTokenClassification
     PEFT_TASK_TYPE = "TOKEN_CLS"
 
+    LEGACY_SETTINGS = "ner"
     Settings = TokenClassificationSettings
     BUNDLED = BundledSets(BUNDLED_NER, bundled_split, "NER set", lambda name: BUNDLED_NER[name]())
-
-    @classmethod
-    def settings_from_meta(cls, meta: dict) -> TokenClassificationSettings:
-        if "task_settings" not in meta and isinstance(meta.get("ner"), dict):  # a run written before task_settings
-            return cls.Settings.model_validate(meta["ner"])
-        return super().settings_from_meta(meta)
 
     def load_data(self, cfg) -> TaskData:
         ner = self.settings

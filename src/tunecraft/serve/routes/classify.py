@@ -46,19 +46,8 @@ def _pairs(server: Server) -> bool:
     return server.trained.meta.get("text_pair_column") is not None
 
 
-def _infer(server: Server, items: list[dict]) -> list[dict]:
-    """A batch of {"text", "text_pair"} records through the task's own `predict`, so a text is read as
-    `tunecraft predict` reads it (cut to max_length, or as pooled windows for a run trained with
-    model.long_documents=windows)."""
-    return server.task.predict(server.trained, items, len(items), server.dtype, warn=False)
-
-
 def setup(server: Server) -> None:
-    def warm_up() -> None:
-        for size in (1, 8):
-            _infer(server, [{"text": "warm-up", "text_pair": "warm-up" if _pairs(server) else None}] * size)
-
-    server.serve_batches(lambda items: _infer(server, items), warm_up)
+    server.serve_predict(lambda: {"text": "warm-up", "text_pair": "warm-up" if _pairs(server) else None})
 
 
 router = APIRouter(dependencies=[Depends(require_key)])
@@ -66,10 +55,7 @@ router = APIRouter(dependencies=[Depends(require_key)])
 
 @router.post("/v1/classify", response_model=ClassifyResponse, responses={401: {}, 413: {}, 422: {}})
 async def classify(req: ClassifyRequest, server: ServerDep):
-    server.check_count(req.texts)
-    for i, text in enumerate(req.texts):
-        if not text.strip():
-            raise HTTPException(422, f"texts[{i}] is empty")
+    server.check_texts(req.texts)
     if _pairs(server) != (req.text_pairs is not None):
         need = "needs text_pairs (one per text)" if _pairs(server) else "takes no text_pairs"
         raise HTTPException(422, f"this model {need}")

@@ -45,16 +45,8 @@ def check_words(texts: list[str]) -> None:
             raise HTTPException(422, f"texts[{i}] has no words")
 
 
-def _infer(server: Server, texts: list[str]) -> list[dict]:
-    return server.task.predict(server.trained, texts, len(texts), server.dtype, warn=False)
-
-
 def setup(server: Server) -> None:
-    def warm_up() -> None:
-        for size in (1, 8):
-            _infer(server, ["warm-up"] * size)
-
-    server.serve_batches(lambda items: _infer(server, items), warm_up)
+    server.serve_predict(lambda: "warm-up")
 
 
 router = APIRouter(dependencies=[Depends(require_key)])

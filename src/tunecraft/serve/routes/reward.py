@@ -29,18 +29,8 @@ class RewardResponse(BaseModel):
     rewards: list[Reward]
 
 
-def _infer(server: Server, items: list[dict]) -> list[dict]:
-    """A batch of {"prompt", "text"} records through the task's own `predict`, so a text is scored as
-    `tunecraft predict` scores it."""
-    return server.task.predict(server.trained, items, len(items), server.dtype, warn=False)
-
-
 def setup(server: Server) -> None:
-    def warm_up() -> None:
-        for size in (1, 8):
-            _infer(server, [{"prompt": "", "text": "warm-up"}] * size)
-
-    server.serve_batches(lambda items: _infer(server, items), warm_up)
+    server.serve_predict(lambda: {"prompt": "", "text": "warm-up"})
 
 
 router = APIRouter(dependencies=[Depends(require_key)])
@@ -48,10 +38,7 @@ router = APIRouter(dependencies=[Depends(require_key)])
 
 @router.post("/v1/reward", response_model=RewardResponse, responses={401: {}, 413: {}, 422: {}})
 async def reward(req: RewardRequest, server: ServerDep):
-    server.check_count(req.texts)
-    for i, text in enumerate(req.texts):
-        if not text.strip():
-            raise HTTPException(422, f"texts[{i}] is empty")
+    server.check_texts(req.texts)
     if req.prompts is not None and len(req.prompts) != len(req.texts):
         raise HTTPException(422, f"{len(req.prompts)} prompts for {len(req.texts)} texts")
     items = [{"prompt": req.prompts[i] if req.prompts else "", "text": text} for i, text in enumerate(req.texts)]
