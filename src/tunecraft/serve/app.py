@@ -19,7 +19,6 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..cpus import default_threads, usable_cpus
-from ..errors import TunecraftError
 from ..trained import load_trained
 from . import guards, openai_errors
 from .core import Metrics, Server
@@ -105,12 +104,9 @@ def route_paths(routes, prefix: str = ""):
 
 
 def task_router(server: Server) -> APIRouter:
-    """The routes the registry (serve/routes/) names for the run's task, each module set up on `server`; a
-    TunecraftError for a task that brings none."""
+    """The routes the registry (serve/routes/) names for the run's task, each module set up on `server` (every
+    task has at least /v1/predict)."""
     facets = routes_of(server.task.NAME)
-    if not facets:
-        raise TunecraftError(f"{server.settings.run}: {server.task.NAME} runs cannot be served yet (no HTTP "
-                             "routes are registered for the task in serve/routes/)")
     router = APIRouter()
     for facet in facets:
         facet.setup(server)
