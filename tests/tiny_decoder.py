@@ -29,7 +29,8 @@ def tiny_base(folder):
     return folder
 
 
-def tiny_run(tmp, base, name: str, seed: int = 0, method: str = "lora", lr: float = 1e-3):
+def tiny_run(tmp, base, name: str, seed: int = 0, method: str = "lora", lr: float = 1e-3,
+             chat_template: str | None = None):
     """A causal_lm run of a few steps on 16 chitchat conversations (each seed learns different weights)."""
     convs = [c for c in BUNDLED_CHAT["chitchat-en"]() if len(c.messages) == 2][:16]
     path = tmp / f"{name}.jsonl"
@@ -37,7 +38,7 @@ def tiny_run(tmp, base, name: str, seed: int = 0, method: str = "lora", lr: floa
     config = build_config({
         "name": name, "output_dir": str(tmp), "seed": seed, "task": {"name": "causal_lm", "overlong": "truncate",
                  "generation": {"max_new_tokens": 12, "eval_samples": 0, "report_samples": 0}},
-        "model": {"base": str(base), "max_length": 64},
+        "model": {"base": str(base), "max_length": 64, **({"chat_template": chat_template} if chat_template else {})},
         "data": {"dataset": None, "train": str(path), "validation": str(path), "test": str(path)},
         "method": {"name": method, **({"r": 4, "alpha": 8} if method == "lora" else {})},
         "train": {"max_steps": 3, "batch_size": 8, "lr": lr, "warmup_ratio": 0, "num_threads": 1,

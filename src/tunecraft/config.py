@@ -28,6 +28,10 @@ class ModelConfig(Strict):
     tokenizer: str | None = None
     """For scratch models: a tokenizer folder, or `chars` for one token per character of the training text."""
     max_length: int = Field(128, ge=8, le=4096)
+    chat_template: str | None = None
+    """The chat template conversations are rendered with: null for the tokenizer's own, a name (chatml,
+    llama-3, zephyr) or a Jinja file. It is saved with the model, so eval, serve, chat and every export render
+    with the same one (see models/chat_templates.py)."""
     dropout: float | None = Field(None, ge=0.0, lt=1.0)
     """Override every dropout probability of the model (0 makes training deterministic per batch)."""
     long_documents: Literal["truncate", "windows"] = "truncate"
@@ -77,6 +81,11 @@ class DataConfig(Strict):
     missing_labels: Literal["error", "drop"] = "error"
     """A label cell that is empty or spells a missing value (NaN, nan, NA, N/A, null, None): "error" names its
     file, line and field; "drop" leaves the row out and logs how many rows were left out."""
+    columns: dict[str, str] = {}
+    """The user's field names, for every task: the field tunecraft reads → the name in the user's files, e.g.
+    `{instruction: question, output: answer}` (Alpaca), `{chosen: preferred}` (preference pairs), `{text:
+    review, label: stars}` (classification; the same as text_column/label_column). Recorded with the run, so
+    `tunecraft eval` reads another file of the same shape."""
     split: SplitConfig = SplitConfig()
     """Used for the splits that are not given as files."""
     max_train_samples: int | None = Field(None, ge=1)
@@ -89,6 +98,21 @@ class DataConfig(Strict):
         # (robustness and plan --auto read it back)
         if self.train:
             self.dataset = None
+        return self
+
+    @model_validator(mode="after")
+    def _columns_name_the_classification_fields(self):
+        # text/text_pair/label in `columns` are the classification readers' column names: one value for each
+        for ours, field in (("text", "text_column"), ("text_pair", "text_pair_column"), ("label", "label_column")):
+            if ours not in self.columns:
+                continue
+            theirs, given = self.columns[ours], getattr(self, field)
+            if field in self.model_fields_set and given != theirs:
+                raise ValueError(f"data.columns.{ours} ({theirs!r}) and data.{field} ({given!r}) name two columns "
+                                 f"for one field; keep one")
+            setattr(self, field, theirs)
+        if len(set(self.columns.values())) != len(self.columns):
+            raise ValueError("data.columns: two fields map to one column name")
         return self
 
 

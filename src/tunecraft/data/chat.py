@@ -127,13 +127,14 @@ def _from_row(path, line, row: dict, fmt: str) -> Conversation:
                     "conversations (ShareGPT), instruction/input/output (Alpaca) or text")
 
 
-def read_sft_file(path: str | Path, fmt: str = "auto") -> list[Conversation]:
-    """A JSONL file of chats, Alpaca rows or texts; a .txt file is plain text, one document per line."""
+def read_sft_file(path: str | Path, fmt: str = "auto", columns: dict | None = None) -> list[Conversation]:
+    """A JSONL file of chats, Alpaca rows or texts, its field names mapped by `columns` (data.columns); a .txt
+    file is plain text, one document per line."""
     path = existing_file(path)
     if path.suffix.lower() == ".txt" or fmt == "text" and path.suffix.lower() not in (".jsonl", ".json"):
         return [Conversation(text=line, path=str(path), line=n)
                 for n, line in enumerate(_decode(path).splitlines(), start=1) if line.strip()]
-    out = [_from_row(path, n, row, fmt) for n, row in json_rows(path)]
+    out = [_from_row(path, n, row, fmt) for n, row in json_rows(path, columns)]
     if not out:
         raise DataError(path, None, None, "no examples")
     return out

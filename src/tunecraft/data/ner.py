@@ -183,7 +183,8 @@ def read_conll(path: str | Path, token_column: int = 0, tag_column: int = -1) ->
     return sentences
 
 
-def read_span_jsonl(path: str | Path, text_field: str = "text", spans_field: str = "entities") -> list[Sentence]:
+def read_span_jsonl(path: str | Path, text_field: str = "text", spans_field: str = "entities",
+                    columns: dict | None = None) -> list[Sentence]:
     """One JSON object per line: the text and its entities as character spans
     (`{"start": 0, "end": 5, "label": "PER"}`); the text is split into words and characters as `split_words`
     does, and every span must start and end on those boundaries."""
@@ -191,7 +192,7 @@ def read_span_jsonl(path: str | Path, text_field: str = "text", spans_field: str
 
     path = existing_file(path)
     out = []
-    for number, row in json_rows(path):
+    for number, row in json_rows(path, columns):
         text = row.get(text_field)
         if not isinstance(text, str) or not text.strip():
             raise DataError(path, number, text_field, "empty sentence" if isinstance(text, str) or text is None
@@ -226,12 +227,15 @@ def read_span_jsonl(path: str | Path, text_field: str = "text", spans_field: str
     return out
 
 
-def read_ner_file(path: str | Path, fmt: str = "auto", token_column: int = 0, tag_column: int = -1):
+def read_ner_file(path: str | Path, fmt: str = "auto", token_column: int = 0, tag_column: int = -1,
+                  columns: dict | None = None):
+    """Sentences of a CoNLL file (token and tag columns by position) or of a JSONL file of texts and entity spans
+    (its field names mapped by `columns`, data.columns)."""
     path = Path(path)
     if fmt == "auto":
         fmt = "jsonl" if path.suffix.lower() in (".jsonl", ".json") else "conll"
     if fmt == "jsonl":
-        return read_span_jsonl(path)
+        return read_span_jsonl(path, columns=columns)
     if fmt == "conll":
         return read_conll(path, token_column, tag_column)
     raise TunecraftError(f"data.format '{fmt}' is not an NER format; use conll or jsonl")

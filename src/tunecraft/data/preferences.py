@@ -130,16 +130,16 @@ def _kind_of(path, line, row: dict) -> str:
                     "prompt/chosen/rejected (pairs) or prompt/completion/label (judged answers)")
 
 
-def read_preference_file(path: str | Path, kind: str = "auto",
-                         prompt_required: bool = True) -> list[PreferencePair] | list[Judgement]:
+def read_preference_file(path: str | Path, kind: str = "auto", prompt_required: bool = True,
+                         columns: dict | None = None) -> list[PreferencePair] | list[Judgement]:
     """A JSONL file of preference pairs or judged answers (one kind per file, told by the first row when
     `kind` is auto). `prompt_required=False`: a pair of plain texts may have no prompt (or an empty one); its
-    prompt is then ""."""
+    prompt is then "". `columns` (data.columns) maps the user's field names."""
     if kind not in KINDS:
         raise TunecraftError(f"unknown preference data kind '{kind}'; kinds: {', '.join(KINDS)}")
     path = existing_file(path)
     out: list = []
-    for line, row in json_rows(path):
+    for line, row in json_rows(path, columns):
         if kind == "auto":
             kind = _kind_of(path, line, row)
         elif _kind_of(path, line, row) != kind:
@@ -196,11 +196,12 @@ def read_feedback_store(path: str | Path, good_rating: int = 1) -> list[Preferen
     return out
 
 
-def read_prompt_file(path: str | Path) -> list[PromptRow]:
-    """A JSONL file of prompts (`prompt`: text or messages; `answer`: optional, for an exact-answer reward)."""
+def read_prompt_file(path: str | Path, columns: dict | None = None) -> list[PromptRow]:
+    """A JSONL file of prompts (`prompt`: text or messages; `answer`: optional, for an exact-answer reward), its
+    field names mapped by `columns` (data.columns)."""
     path = existing_file(path)
     out = []
-    for line, row in json_rows(path):
+    for line, row in json_rows(path, columns):
         if "prompt" not in row:
             raise DataError(path, line, "prompt", "missing (prompt rows have prompt and, optionally, answer)")
         answer = row.get("answer")

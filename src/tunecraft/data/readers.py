@@ -7,6 +7,7 @@ import io
 import json
 import logging
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -161,16 +162,41 @@ def existing_file(path: str | Path) -> Path:
     return path
 
 
-def json_rows(path: Path):
+def json_rows(path: Path, columns: Mapping[str, str] | None = None):
     """(line number, object) for each non-blank line of a JSONL file, or for each element of a file holding one
     JSON array (Alpaca's native format; the line is where the element starts); errors name file and line. A
-    key that appears twice in one object is an error (json.loads would keep the last)."""
+    key that appears twice in one object is an error (json.loads would keep the last). `columns` (data.columns:
+    the field tunecraft reads → the user's name for it) renames each row's keys to the names the task reads."""
     text = _decode(path)
     rows = _array_rows(path, text) if text.lstrip().startswith("[") else _line_rows(path, text)
+    if columns:  # every row first: a mapped name no row has is a typo, named before any row's missing field
+        rows = list(rows)
+        check_all_mapped(path, [row for _, row in rows if isinstance(row, dict)], columns)
     for number, row in rows:
         if not isinstance(row, dict):
             raise DataError(path, number, None, f"expected a JSON object, got {type(row).__name__}")
-        yield number, row
+        yield number, renamed(path, number, row, columns) if columns else row
+
+
+def renamed(path: Path, line: int | None, row: dict, columns: Mapping[str, str]) -> dict:
+    """`row` with each of the user's field names (data.columns: ours → theirs) under the name tunecraft reads;
+    a row holding both names for one field is an error naming them."""
+    for ours, theirs in columns.items():
+        if theirs in row and ours != theirs:
+            if ours in row:
+                raise DataError(path, line, ours, f"the row has both '{ours}' and '{theirs}', which data.columns "
+                                f"maps to '{ours}'; remove one")
+            row[ours] = row.pop(theirs)
+    return row
+
+
+def check_all_mapped(path: Path, rows: list[dict], columns: Mapping[str, str]) -> None:
+    """A name data.columns gives that no row of the file has is an error naming it (a typo would otherwise read
+    as a missing field, or silently as an absent optional one)."""
+    for ours, theirs in columns.items():
+        if not any(theirs in row or ours in row for row in rows):
+            raise DataError(path, None, theirs, f"data.columns maps '{ours}' to this field, but no row of the file "
+                            "has it")
 
 
 def _parse(path: Path, number: int, parse, in_file: bool = False):

@@ -96,7 +96,7 @@ def prepare_base(model_cfg, training_texts) -> Base:
             raise TunecraftError(f"model.tokenizer: a pretrained base ({name}) brings its own tokenizer; "
                                  "model.tokenizer is for scratch:<size> bases")
         path = resolve_base(name)
-        return Base(load_processor(path), path=path, name=name)
+        return with_chat_template(Base(load_processor(path), path=path, name=name), model_cfg.chat_template)
     from .sizes import ENCODER_SIZES, char_tokenizer, encoder_config
 
     size = name[len(SCRATCH):]
@@ -110,7 +110,17 @@ def prepare_base(model_cfg, training_texts) -> Base:
         tokenizer = load_tokenizer(Path(model_cfg.tokenizer))
     else:
         raise TunecraftError(f"model.tokenizer: '{model_cfg.tokenizer}' is neither 'chars' nor a tokenizer folder")
-    return Base(tokenizer, config=encoder_config(size, len(tokenizer), model_cfg.max_length), name=name)
+    base = Base(tokenizer, config=encoder_config(size, len(tokenizer), model_cfg.max_length), name=name)
+    return with_chat_template(base, model_cfg.chat_template)
+
+
+def with_chat_template(base: Base, choice: str | None) -> Base:
+    """The base with model.chat_template set on its tokenizer (null: the tokenizer's own is kept)."""
+    if choice is not None:
+        from .chat_templates import apply_chat_template
+
+        apply_chat_template(base.tokenizer, choice)
+    return base
 
 
 def instantiate(model_class, base: Base | Path, label_map, dropout: float | None = None):

@@ -224,13 +224,13 @@ class CausalLM(NextTokenLoss, Task):
 
     def load_data(self, cfg) -> TaskData:
         fmt_name = self.settings.format
-        parts, description = task_splits(cfg, lambda path: read_sft_file(path, fmt_name), BUNDLED_CHAT, bundled_split,
-                                         "chat", "chatterbot-corpus conversations; split by prompt")
+        parts, description = task_splits(cfg, lambda path: read_sft_file(path, fmt_name, cfg.columns), BUNDLED_CHAT,
+                                         bundled_split, "chat", "chatterbot-corpus conversations; split by prompt")
         return TaskData(parts["train"], parts["validation"], parts["test"], columns=Columns("messages", None),
                         description=description)
 
     def read_file(self, path: str, meta: dict, fmt: str) -> list[Conversation]:
-        return read_sft_file(path, meta["sft"]["format"] if fmt == "auto" else fmt)
+        return read_sft_file(path, meta["sft"]["format"] if fmt == "auto" else fmt, meta.get("columns"))
 
     def options(self, config) -> dict:
         return {"sft": self.settings.model_dump(include=set(SFT_KEYS)),

@@ -62,11 +62,11 @@ class PreferenceEncoded(Encoded):
         return [max(len(a), len(b)) for a, b in zip(self.input_ids, self.second_ids)]
 
 
-def read_preference_data(path: str, kind: str, good_rating: int) -> list:
+def read_preference_data(path: str, kind: str, good_rating: int, columns: dict | None = None) -> list:
     """A JSONL file of pairs or judged answers, or a server's feedback store (RUN/feedback.sqlite)."""
     if Path(path).suffix.lower() in FEEDBACK_SUFFIXES:
         return read_feedback_store(path, good_rating)
-    return read_preference_file(path, kind)
+    return read_preference_file(path, kind, columns=columns)
 
 
 def _sources(examples: list) -> str:
@@ -133,8 +133,11 @@ class Preference(CausalLM):
 
     def load_data(self, cfg) -> TaskData:
         opts = self.settings
-        parts, description = task_splits(cfg, lambda path: read_preference_data(path, opts.kind, opts.good_rating),
-                                         {}, None, "preference", "")
+
+        def read(path):
+            return read_preference_data(path, opts.kind, opts.good_rating, cfg.columns)
+
+        parts, description = task_splits(cfg, read, {}, None, "preference", "")
         description += " (" + _sources(parts["train"]) + ")"
         feedback = [e for e in parts["train"] if Path(e.path).suffix.lower() in FEEDBACK_SUFFIXES]
         if feedback:  # which rows of the store became which kind of example (DPO and the like learn from pairs)
@@ -151,7 +154,7 @@ class Preference(CausalLM):
 
     def read_file(self, path: str, meta: dict, fmt: str) -> list:
         opts = meta["preference"]
-        return read_preference_data(path, opts["kind"], opts["good_rating"])
+        return read_preference_data(path, opts["kind"], opts["good_rating"], meta.get("columns"))
 
     def options(self, config) -> dict:
         return {"generation": self.settings.generation.model_dump(), "text_column": "prompt", "label_column": None,

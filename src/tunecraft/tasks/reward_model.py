@@ -193,13 +193,15 @@ class RewardModel(Task):
 
     # -- data ------------------------------------------------------------------------------------------------
     def load_data(self, cfg) -> TaskData:
-        parts, description = task_splits(cfg, read_pairs, BUNDLED_PAIRS, bundled_pairs_split, "preference pair",
+        parts, description = task_splits(cfg, lambda path: read_pairs(path, cfg.columns), BUNDLED_PAIRS,
+                                         bundled_pairs_split,
+                                         "preference pair",
                                          describe_pairs(cfg.dataset) if cfg.dataset in BUNDLED_PAIRS else "")
         return TaskData(parts["train"], parts["validation"], parts["test"], columns=Columns("chosen", None),
                         description=description)
 
     def read_file(self, path: str, meta: dict, fmt: str) -> list[PreferencePair]:
-        return read_pairs(path)
+        return read_pairs(path, meta.get("columns"))
 
     def training_texts(self, pairs: list[PreferencePair]):
         for p in pairs:
@@ -320,7 +322,7 @@ def _tab_record(text: str) -> dict:
     return {"prompt": prompt, "text": answer}
 
 
-def read_pairs(path) -> list[PreferencePair]:
+def read_pairs(path, columns: dict | None = None) -> list[PreferencePair]:
     """A JSONL file of preference pairs; plain-text pairs may have no prompt (each text is then scored alone)."""
-    return read_preference_file(path, "pairs", prompt_required=False)
+    return read_preference_file(path, "pairs", prompt_required=False, columns=columns)
 

@@ -205,14 +205,16 @@ class ReinforcementLearning(CausalLM):
 
     # -- data ---------------------------------------------------------------------------------------------------
     def load_data(self, cfg) -> TaskData:
-        parts, description = task_splits(cfg, read_prompt_file, BUNDLED_PROMPTS, bundled_split, "sentiment",
+        parts, description = task_splits(cfg, lambda path: read_prompt_file(path, cfg.columns), BUNDLED_PROMPTS,
+                                         bundled_split,
+                                         "sentiment",
                                          f"first {OPENING_WORDS} words of each sentence, split as classification "
                                          "splits the sentences")
         return TaskData(parts["train"], parts["validation"], parts["test"], columns=Columns("prompt", None),
                         description=description)
 
     def read_file(self, path: str, meta: dict, fmt: str) -> list[PromptRow]:
-        return read_prompt_file(path)
+        return read_prompt_file(path, meta.get("columns"))
 
     def options(self, config) -> dict:
         return {"sft": CausalLMSettings().model_dump(include=set(SFT_KEYS)),

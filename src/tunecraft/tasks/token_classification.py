@@ -151,7 +151,8 @@ class TokenClassification(Task):
         ner = self.settings
 
         def read(path):
-            return read_ner_file(path, "auto" if cfg.format == "auto" else cfg.format, ner.token_column, ner.tag_column)
+            return read_ner_file(path, "auto" if cfg.format == "auto" else cfg.format, ner.token_column, ner.tag_column,
+                                 cfg.columns)
 
         parts, description = task_splits(cfg, read, BUNDLED_NER, bundled_split, "NER",
                                          "People's Daily 1998-01, character-level; split by line")
@@ -166,7 +167,8 @@ class TokenClassification(Task):
 
     def read_file(self, path: str, meta: dict, fmt: str) -> list[Sentence]:
         opts = meta["ner"]
-        return read_ner_file(path, "auto" if fmt == "auto" else fmt, opts["token_column"], opts["tag_column"])
+        return read_ner_file(path, "auto" if fmt == "auto" else fmt, opts["token_column"], opts["tag_column"],
+                             meta.get("columns"))
 
     def load_eval_examples(self, spec: str, meta: dict, fmt: str, split: str, seed: int, fractions) -> list[Sentence]:
         opts = meta["ner"]

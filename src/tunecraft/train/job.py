@@ -181,5 +181,6 @@ def model_meta(config: RunConfig, task: Task, lmap, columns) -> dict:
     return {"task": config.task.name, "labels": lmap.labels, "max_length": config.model.max_length,
             "text_column": columns.text, "text_pair_column": columns.text_pair, "label_column": columns.label,
             "base_model": config.model.base, "method": config.method.name, "precision": config.train.precision,
-            "adapter_required": not get_method(config.method.name).merged, **task.options(config),
+            "adapter_required": not get_method(config.method.name).merged, "columns": dict(config.data.columns),
+            **task.options(config),
             "task_settings": task.settings.model_dump(mode="json")}
