@@ -75,3 +75,39 @@ def test_each_metric_is_shown_in_its_own_unit_and_ranked_its_own_way():
     assert [r["run"] for r in ranked("rl", rows)] == ["c", "a", "b"]
     lm = [{"run": "a", "score": 12.0}, {"run": "b", "score": None}, {"run": "c", "score": 8.0}]
     assert [r["run"] for r in ranked("causal_lm", lm)] == ["c", "a", "b"]
+
+
+def test_settings_baselines_by_run_and_a_warning_for_different_test_data(lora_run, full_run, tmp_path):
+    """The settings cell is filled with what differs between the compared runs (train.lr, train.epochs); a baseline
+    both runs scored on the same data is one row naming both; runs scored on different examples are compared with
+    a warning naming the groups, in the markdown and in the result the studio shows."""
+    (lora_dir, lora), (full_dir, full) = lora_run, full_run
+    assert lora["eval_fingerprint"] == full["eval_fingerprint"]  # the same 400 test texts of mr
+    result = compare_runs([lora_dir, full_dir])
+    settings = {r["run"]: r["settings"] for r in result["rows"]}
+    assert "train.lr=0.001" in settings["lora"] and "train.lr=5e-05" in settings["full"]
+    assert "train.epochs=2" in settings["lora"] and "train.epochs=1" in settings["full"]
+    tfidf = next(b for b in result["baselines"] if b["name"].startswith("TF-IDF"))
+    assert tfidf["from"] == "lora, full"
+    assert result["warning"] is None and "Warning" not in result["markdown"]
+
+    other = tmp_path / "other"
+    other.mkdir()
+    summary = {**full, "name": "other", "eval_fingerprint": "0" * 16, "metrics": {**full["metrics"], "samples": 200}}
+    (other / "summary.json").write_text(json.dumps(summary))
+    (other / "config.yaml").write_text((full_dir / "config.yaml").read_text())
+    result = compare_runs([lora_dir, full_dir, other])
+    assert result["warning"].startswith("Not comparable as a ranking: these runs were scored on different test data")
+    assert "lora, full (test split" in result["warning"] and "other (test split" in result["warning"]
+    assert "200 examples" in result["warning"] and f"**Warning.** {result['warning']}" in result["markdown"]
+    assert next(b for b in result["baselines"] if b["name"].startswith("TF-IDF"))["from"] == "lora, full"
+
+
+def test_a_zero_shot_note_lists_a_few_descriptions_and_counts_the_rest():
+    from tunecraft.evaluate.report import descriptions_note
+
+    few = {"positive": "a good film", "negative": "a bad film"}
+    assert descriptions_note(few) == "descriptions positive: 'a good film', negative: 'a bad film'"
+    many = {f"type {i}": f"a question about {i}" for i in range(50)}
+    note = descriptions_note(many)
+    assert note.endswith("type 3: 'a question about 3' and 46 more") and "type 4:" not in note

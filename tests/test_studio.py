@@ -170,6 +170,8 @@ def test_compare_two_runs(page, studio_runs):
     for name, summary in summaries.items():
         row = table.locator(f"tr:has(a:text-is('{name}'))")
         assert f"{100 * summary['metrics']['accuracy']:.2f}" in row.inner_text()
+        assert f"train.lr={ {'tiny-a': 0.003, 'tiny-b': 0.001}[name]}" in row.inner_text()  # the settings cell
+    assert page.locator("#different-data").count() == 0  # both scored on the same 100 test texts
     assert page.locator("img.plot").evaluate("img => img.complete && img.naturalWidth > 0")
     shot(page, "compare")
 
@@ -182,6 +184,12 @@ def test_run_page_try_it_classifies_a_text(page, studio_runs):
         summaries["tiny-a"]["metrics"]["accuracy"] * summaries["tiny-a"]["metrics"]["samples"])
     from tunecraft import predict
 
+    rows = [json.loads(line) for line in (runs / "tiny-a" / "predictions.jsonl").read_text().splitlines()]
+    right = [r["text"] for r in rows if r["label"] == r["prediction"]]
+    assert page.input_value("#try-classify textarea") == right[0]  # an example from the run's own test data
+    page.wait_for_selector("#loss-plot .legend")
+    legends = page.locator("#loss-plot .legend").count()
+    assert legends >= 2 and page.locator("#loss-plot .swatch").count() == legends  # each name has its colour key
     text = "a gorgeous, witty, moving film"
     expected = predict(runs / "tiny-a", [text])[0]["label"]
     page.fill("#try-classify textarea", text)
@@ -189,6 +197,21 @@ def test_run_page_try_it_classifies_a_text(page, studio_runs):
     page.wait_for_selector("#classify-result .label")
     assert page.inner_text("#classify-result .label").startswith(expected + " (")
     shot(page, "run", full_page=False)
+
+
+def test_try_it_shows_the_top_labels_most_probable_first(page, studio_runs):
+    """With many labels (15 here, answered by a stand-in for the run's server) the bars are the 10 most probable,
+    highest first, and one line sums the other 5."""
+    probs = {f"label-{i:02d}": p for i, p in enumerate([0.02] * 5 + [0.05] * 8 + [0.15, 0.25])}  # sums to 1
+    body = {"predictions": [{"label": "label-14", "score": 0.25, "probabilities": probs}]}
+    page.route("**/try/tiny-a/v1/classify", lambda route: route.fulfill(json=body))
+    page.goto("/runs/tiny-a")
+    page.click("#try-classify button[type=submit]")
+    page.wait_for_selector("#classify-result .bar-more")
+    bars = page.locator("#classify-result .bar").all_inner_texts()
+    values = [float(b.split()[-1]) for b in bars]
+    assert len(bars) == 10 and values == sorted(values, reverse=True) and bars[0].startswith("label-14")
+    assert page.inner_text("#classify-result .bar-more") == "5 more labels, 0.100 together"
 
 
 def test_try_it_highlights_the_entities_predict_finds(page, studio_runs):

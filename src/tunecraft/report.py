@@ -76,6 +76,10 @@ def plot_curves(history: list[dict], out: Path, keys: tuple[str, ...]) -> list[P
     return made
 
 
+MAX_ANNOTATED = 20
+"""A confusion matrix over more labels than this is drawn without the count in each cell."""
+
+
 def plot_confusion(matrix: list[list[int]], rows: list[str], cols: list[str], path: Path,
                    xlabel: str = "predicted", ylabel: str = "true") -> Path:
     use_cjk_font([*rows, *cols])  # Chinese labels: a CJK fallback font, or a warning, not boxes
@@ -86,6 +90,8 @@ def plot_confusion(matrix: list[list[int]], rows: list[str], cols: list[str], pa
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     peak = max(max(row) for row in matrix) or 1
+    if max(len(rows), len(cols)) > MAX_ANNOTATED:  # the counts would not fit their cells; the colour says it
+        return save_figure(fig, path)
     for i, row in enumerate(matrix):
         for j, value in enumerate(row):
             ax.text(j, i, str(value), ha="center", va="center", color="white" if value > peak / 2 else "black")

@@ -3,6 +3,9 @@ dynamic-padding batches."""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import random
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
@@ -69,6 +72,19 @@ class TaskData:
 
 
 ClassificationData = TaskData
+
+
+def examples_fingerprint(examples: list) -> str:
+    """A short hash of a split's examples — their contents, not the file and line they were read from, nor their
+    order: two runs scored on the same examples have the same one (`tunecraft report` warns when they differ)."""
+    rows = []
+    for e in examples:
+        fields = dataclasses.asdict(e) if dataclasses.is_dataclass(e) else {"value": e}
+        for where in ("path", "line"):
+            fields.pop(where, None)
+        rows.append(hashlib.sha256(json.dumps(fields, sort_keys=True, default=str, ensure_ascii=False).encode())
+                    .hexdigest())
+    return hashlib.sha256("\n".join(sorted(rows)).encode()).hexdigest()[:16]
 """The name classification's data had before every task's data was one type."""
 
 

@@ -31,6 +31,34 @@ def _method_settings(run: Path, method: str) -> str:
     return " ".join(f"{k}={v}" for k, v in settings.items() if k != "name" and defaults.get(k, object()) != v)
 
 
+NOT_SETTINGS = {"name", "output_dir", "method.name", "task.name"}
+"""Recipe keys that name a run rather than set how it trains (the run and method have columns of their own)."""
+MAX_SETTINGS = 6
+"""At most this many differing keys in a row's settings cell (then '…')."""
+
+
+def _flat(section: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in section.items():
+        if isinstance(value, dict) and value:
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def fill_settings(rows: list[dict]) -> None:
+    """Each row's settings cell: its method's non-default settings, then the recipe keys whose values differ
+    between the compared runs (e.g. `train.lr=5e-05`); 'defaults' where there is neither."""
+    configs = [_flat(RunFolder(Path(r["path"])).raw_config()) for r in rows]
+    keys = sorted({k for c in configs for k in c} - NOT_SETTINGS)
+    differ = [k for k in keys if len({repr(c.get(k)) for c in configs}) > 1 and not k.startswith("method.")]
+    for row, config in zip(rows, configs):
+        cells = row["settings"].split() + [f"{k}={config.get(k)}" for k in differ]
+        more = len(cells) > MAX_SETTINGS
+        row["settings"] = " ".join(cells[:MAX_SETTINGS]) + (" …" if more else "") or "defaults"
+
+
 def summary_row(run: Path, s: dict, settings: bool = True) -> dict:
     """A finished run's row of the comparison: method, parameters, the task's two headline metrics, time.
     `settings`: also the method settings that differ from the defaults (read from config.yaml)."""
@@ -43,15 +71,16 @@ def summary_row(run: Path, s: dict, settings: bool = True) -> dict:
         "score": metrics.get(first), "second": metrics.get(second), "train_seconds": s.get("train_seconds"),
         "tokens_per_second": s.get("tokens_per_second"), "peak_rss_mb": s.get("peak_rss_mb"),
         "epochs": s.get("epochs_done"), "steps": s.get("steps"), "eval_split": s.get("eval_split"),
-        "samples": metrics.get("samples"),
+        "samples": metrics.get("samples"), "eval_fingerprint": s.get("eval_fingerprint"),
     }
 
 
 def collect(runs: list[str | Path]) -> tuple[str, list[dict], list[dict]]:
-    """(task, one row per run, one row per distinct baseline). All runs must share a task."""
+    """(task, one row per run, one row per distinct baseline, with the runs that scored it). All runs must share a
+    task."""
     if not runs:
         raise TunecraftError("no runs given")
-    rows, baselines, tasks, seen = [], [], set(), set()
+    rows, baselines, tasks, seen = [], [], set(), {}
     for run in map(Path, runs):
         s = RunFolder(run).summary()
         task = s.get("task")
@@ -63,17 +92,36 @@ def collect(runs: list[str | Path]) -> tuple[str, list[dict], list[dict]]:
         rows.append({**summary_row(run, s),
                      "below_baseline": "; ".join(below_baseline(metrics, s.get("baselines"), (first, second)))})
         for b in s.get("baselines") or []:
-            key = (b["name"], s.get("data"), metrics.get("samples"))
-            if key in seen:
+            key = (b["name"], s.get("data"), s.get("eval_fingerprint") or metrics.get("samples"))
+            if key in seen:  # the same baseline on the same data: one row, naming every run that scored it
+                seen[key]["from"] += f", {s.get('name', run.name)}"
                 continue
-            seen.add(key)
             bm = b.get("metrics") or {}
             spread = f" ± {100 * b['accuracy_std']:.1f}" if b.get("accuracy_std") is not None else ""
-            baselines.append({"name": b["name"], "score": bm.get(first), "second": bm.get(second),
-                              "spread": spread, "from": s.get("name", run.name)})
+            seen[key] = {"name": b["name"], "score": bm.get(first), "second": bm.get(second), "spread": spread,
+                         "from": s.get("name", run.name)}
+            baselines.append(seen[key])
     if len(tasks) > 1:
         raise TunecraftError(f"runs of different tasks cannot share one table: {sorted(tasks)}")
+    fill_settings(rows)
     return tasks.pop(), rows, baselines
+
+
+def scored_on_different_data(rows: list[dict]) -> str | None:
+    """A warning when the runs were not scored on the same examples (by the fingerprint of the scored split, or,
+    for runs from before it was recorded, by data source, split and size); None when they were."""
+    def key(r):
+        return r.get("eval_fingerprint") or (r["data"], r["eval_split"], r["samples"])
+
+    groups: dict = {}
+    for r in rows:
+        groups.setdefault(key(r), []).append(r)
+    if len(groups) < 2:
+        return None
+    parts = [f"{', '.join(r['run'] for r in g)} ({g[0]['eval_split']} split of {g[0]['data'] or '?'}, "
+             f"{g[0]['samples']} examples)" for g in groups.values()]
+    return ("Not comparable as a ranking: these runs were scored on different test data — " + "; ".join(parts)
+            + ". Score them on one set with `tunecraft eval RUN --data ...`.")
 
 
 RAW_METRICS = ("loss", "perplexity", "ref_perplexity", "kl", "reward", "margin", "mean_margin")
@@ -123,8 +171,9 @@ def header(task: str) -> list[str]:
 
 def baseline_cells(task: str, baselines: list[dict]) -> list[list[str]]:
     first, second = build_task(task).HEADLINE
-    return [[b["name"], score_text(b["score"], first) + b["spread"], score_text(b["second"], second)]
+    return [[b["name"], score_text(b["score"], first) + b["spread"], score_text(b["second"], second), b["from"]]
             for b in baselines]
+
 
 
 def markdown(task: str, rows: list[dict], baselines: list[dict], sort: bool = True) -> str:
@@ -139,13 +188,16 @@ def markdown(task: str, rows: list[dict], baselines: list[dict], sort: bool = Tr
     note = ", ".join(f"{split} split, {n} examples" for split, n in sorted(splits, key=str))
     unit = "" if first in RAW_METRICS else " in %"
     text += f"\n\nScores{unit} on the {note}; `{second}` beside `{first}`. Train s: wall time of training only."
+    different = scored_on_different_data(rows)
+    if different:
+        text += f"\n\n**Warning.** {different}"
     below = [f"- {r['run']}: {r['below_baseline']}" for r in rows if r.get("below_baseline")]
     if below:
         text += "\n\nRuns below a bar baseline scored on their own split:\n\n" + "\n".join(below)
     if baselines:
         text += ("\n\nBaselines (scored on the same split; only TF-IDF + LinearSVC and the few-shot fine-tunes "
                  "train):\n\n"
-                 f"| baseline | {first} | {second} |\n|---|---|---|\n")
+                 f"| baseline | {first} | {second} | scored by the runs |\n|---|---|---|---|\n")
         text += "\n".join("| " + " | ".join(cells) + " |" for cells in baseline_cells(task, baselines))
     return text + "\n"
 
@@ -181,7 +233,8 @@ def compare_runs(runs: list[str | Path], out: str | Path | None = None) -> dict:
         runs = [r for r in runs if Path(r).resolve() != Path(out).resolve()]
     task, rows, baselines = collect(runs)
     text = markdown(task, rows, baselines)
-    result = {"task": task, "rows": rows, "baselines": baselines, "markdown": text}
+    result = {"task": task, "rows": rows, "baselines": baselines, "markdown": text,
+              "warning": scored_on_different_data(rows)}
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)

@@ -49,7 +49,7 @@ def run_sections(summary: dict, images: dict[str, Path], results: list, task) ->
             elif "template" in b:
                 note = f"template '{b['template']}', verbalizers {b['verbalizers']}"
             else:
-                note = (f"descriptions {b['descriptions']} (best of {b['candidates']} on validation, "
+                note = (f"{descriptions_note(b['descriptions'])} (best of {b['candidates']} on validation, "
                         f"{b['validation_accuracy']:.4f})")
             rows.append((b["name"], fmt(b["metrics"][first]), fmt(b["metrics"][second]), note))
         sections.append(("Baselines (same test split): TF-IDF, zero-shot, few-shot prototypes and fine-tunes",
@@ -66,6 +66,18 @@ def run_sections(summary: dict, images: dict[str, Path], results: list, task) ->
     if curves:
         sections.append(("Curves", curves))
     return sections
+
+
+SHOWN_DESCRIPTIONS = 4
+"""A zero-shot baseline's label descriptions shown in its one-line note; more are counted, not listed."""
+
+
+def descriptions_note(descriptions) -> str:
+    """One line for a zero-shot baseline's label descriptions: all of a few, the first few and a count of many."""
+    items = list(descriptions.items()) if isinstance(descriptions, dict) else list(enumerate(descriptions))
+    shown = ", ".join(f"{k}: '{v}'" for k, v in items[:SHOWN_DESCRIPTIONS])
+    more = len(items) - SHOWN_DESCRIPTIONS
+    return f"descriptions {shown}" + (f" and {more} more" if more > 0 else "")
 
 
 def doctor_section(findings: list[dict]) -> tuple[str, list]:

@@ -21,7 +21,7 @@ from ..tasks import TASKS, build_task
 from . import form
 from .confine import Refused
 from .launch import command_for
-from .runs import STUDIO_DIR, predictions
+from .runs import STUDIO_DIR, example_text, predictions
 from .state import Studio, StudioState
 
 COOKIE = "tunecraft_key"
@@ -51,6 +51,7 @@ async def run_page(request: Request, name: str, studio: StudioState):
     return studio.page(request, "run.html", run=row, report=report, config=config, files=files,
                        feedback=studio.queue.rows(run), chat_feedback=studio.queue.chat_rows(run), labels=labels,
                        pred_columns=columns, pred_rows=rows, pred_errors=errors, pred_total=total,
+                       example=example_text(rows, errors),
                        try_routes=studio.apps.routes(name) if summary else [],
                        launched=studio.launches.record(name) is not None,
                        headline=list(task.HEADLINE) if task else [], robustness=_robustness_html(run, name))
@@ -86,7 +87,7 @@ async def compare_page(request: Request, studio: StudioState):
         task = result["task"]
         first, second = TASKS[task].HEADLINE
         table = {"header": header(task), "rows": table_rows(ranked(task, result["rows"]), first, second),
-                 "baseline_header": ["baseline", first, second],
+                 "baseline_header": ["baseline", first, second, "scored by the runs"], "warning": result["warning"],
                  "baselines": baseline_cells(task, result["baselines"])}
     return studio.page(request, "compare.html", names=names, error=error, table=table, image=image,
                        markdown=result and result["markdown"])

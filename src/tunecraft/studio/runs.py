@@ -105,6 +105,15 @@ def predictions(run: Path, limit: int = 200) -> tuple[list[str], list[dict], int
     return columns, (wrong + right)[:limit], len(wrong), len(rows)
 
 
+def example_text(rows: list[dict], errors: int) -> str:
+    """A text from the run's own held-out predictions to prefill "Try it" with: the first one it got right (then
+    any), so a question classifier is tried on a question, not on a movie review."""
+    for row in rows[errors:] + rows[:errors]:
+        if isinstance(row.get("text"), str) and row["text"].strip():
+            return row["text"]
+    return ""
+
+
 def _started(folder: RunFolder) -> float | None:
     """When the run started: config.yaml is its first write."""
     return folder.config_file.stat().st_mtime if folder.has_config() else None

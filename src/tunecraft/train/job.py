@@ -13,6 +13,7 @@ import torch
 
 from ..config import RunConfig
 from ..data.augment import augment_examples
+from ..data.dataset import examples_fingerprint
 from ..errors import ConfigError
 from ..evaluate.doctor import data_findings, log_findings, refresh
 from ..evaluate.report import write_report
@@ -143,6 +144,7 @@ def train(config: RunConfig, resume: bool = False, overwrite: bool = False, plug
         if generations:
             metrics["samples_shown"] = generations[: gen["report_samples"]]
     summary = {**data_summary(config, job, trainable, total), "eval_split": eval_name, "metrics": metrics,
+               "eval_fingerprint": examples_fingerprint(eval_examples) if eval_enc else None,
                "baselines": [], **session.run_summary(loop), "doctor": [f.as_dict() for f in job.findings]}
     exported = unsharded(session.acc, loop.model, spare)  # every process: under FSDP it gathers the full model
     if session.acc.is_main_process:

@@ -93,8 +93,12 @@ function drawPlot(svg, series) {
       add("polyline", {points: s.points.map(p => `${sx(p[0])},${sy(p[1])}`).join(" "), fill: "none", stroke: color,
                        "stroke-width": 1.5});
     }
-    for (const p of s.points) add("circle", {cx: sx(p[0]), cy: sy(p[1]), r: s.dots ? 3 : 1.5, fill: color, class: "point"});
-    add("text", {x: W - R - 4, y: T + 12 + 13 * i, "text-anchor": "end", fill: color, class: "legend"}, s.label);
+    const r = s.dots || s.points.length === 1 ? 3 : 1.5;  // a one-point series is a visible dot, not a speck
+    for (const p of s.points) add("circle", {cx: sx(p[0]), cy: sy(p[1]), r, fill: color, class: "point"});
+    if (!s.points.length) return;
+    const ly = T + 12 + 13 * i, lx = W - R - 4 - 7 * s.label.length;  // the colour key: a swatch before the name
+    add("line", {x1: lx - 20, y1: ly - 4, x2: lx - 6, y2: ly - 4, stroke: color, "stroke-width": 2.5, class: "swatch"});
+    add("text", {x: W - R - 4, y: ly, "text-anchor": "end", fill: color, class: "legend"}, s.label);
   });
 }
 
@@ -169,6 +173,7 @@ function runPage(root) {
 }
 
 // -- try it: the run's own server routes ---------------------------------------------------------------------------
+const TOP_K = 10;  // the most probable labels shown as bars; the rest are summed in one line
 function tryPanel(name) {
   const base = `/try/${encodeURIComponent(name)}`;
   const classify = $("#try-classify");
@@ -182,10 +187,15 @@ function tryPanel(name) {
       const p = data.predictions[0];
       out.className = "result";
       out.replaceChildren(el("p", {class: "label"}, `${p.label} (${(100 * p.score).toFixed(1)} %)`));
-      for (const [label, prob] of Object.entries(p.probabilities)) {
+      const ranked = Object.entries(p.probabilities).sort((a, b) => b[1] - a[1]);  // most probable first
+      for (const [label, prob] of ranked.slice(0, TOP_K)) {
         const row = el("div", {class: "bar"});
         row.append(el("span", {}, label), el("meter", {min: 0, max: 1, value: prob}), el("span", {}, prob.toFixed(3)));
         out.append(row);
+      }
+      if (ranked.length > TOP_K) {
+        const rest = ranked.slice(TOP_K).reduce((sum, [, prob]) => sum + prob, 0);
+        out.append(el("p", {class: "bar-more"}, `${ranked.length - TOP_K} more labels, ${rest.toFixed(3)} together`));
       }
     });
     $("#explain").addEventListener("click", async () => {
