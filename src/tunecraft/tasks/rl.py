@@ -312,6 +312,7 @@ class ReinforcementLearning(CausalLM):
         # one optimizer step per rollout: π_old is the policy that sampled, numerically this one (ρ = 1, its
         # gradient is ∇log π), as TRL does when num_iterations is 1
         per_token = per_token_loss(logps, logps.detach(), t.get("ref_logps"), t["advantages"], s.epsilon, s.beta)
+        t["policy_logps"] = logps.detach()  # kept with the batch for step_terms' KL (no second log-softmax)
         return summed_loss(per_token, t["completion_mask"][:, 1:].float(), s.loss_type)
 
     def step_terms(self, outputs, batch: dict) -> dict[str, tuple[float, int]]:
@@ -322,7 +323,9 @@ class ReinforcementLearning(CausalLM):
         terms = {name: (float(v.sum()), len(v)) for name, v in t["reward_terms"].items()}
         if t.get("ref_logps") is not None:
             with torch.no_grad():
-                logps = token_logprobs(outputs.logits.detach(), batch["input_ids"], t["settings"].temperature)
+                logps = t.get("policy_logps")
+                if logps is None:  # step_terms without loss_sum first
+                    logps = token_logprobs(outputs.logits.detach(), batch["input_ids"], t["settings"].temperature)
                 kl = ((logps - t["ref_logps"]) * t["completion_mask"][:, 1:].float()).sum(dim=1)
             terms["kl"] = (float(kl.sum()), len(kl))
         return terms
