@@ -160,3 +160,15 @@ def from_args(cls: type[BaseModel], args: argparse.Namespace, **values: Any):
             flag = flag_of(name, field) if field is not None else "--" + name.replace("_", "-")
             problems.append(f"{flag}: {e['msg']} (got {e.get('input')!r})")
         raise ConfigError("; ".join(problems)) from None
+
+
+def dotted_keys(values: dict, prefix: str = "") -> dict:
+    """A nested config as dotted keys (the override spelling): what trackers store as parameters and what
+    `tunecraft report` compares between runs."""
+    out = {}
+    for key, value in values.items():
+        if isinstance(value, dict) and value:
+            out.update(dotted_keys(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out

@@ -12,6 +12,7 @@ from ..errors import TunecraftError
 from ..io import write_text
 from ..report import plt, save_figure
 from ..runs import RunFolder
+from ..settings import dotted_keys
 from ..tasks import TASKS, build_task
 from .baselines import below_baseline
 
@@ -19,16 +20,17 @@ COLUMNS = ["run", "method", "settings", "trainable", "trainable %", "score", "se
            "peak RSS MB", "epochs", "steps"]
 
 
-def _method_settings(run: Path, method: str) -> str:
-    """The run's method settings that differ from the method's defaults, e.g. 'r=8 rslora=True'."""
-    settings = RunFolder(run).raw_config().get("method") or {}
+def _method_settings(raw: dict, method: str) -> list[str]:
+    """The method settings of a run's config.yaml (`raw`) that differ from the method's defaults, e.g.
+    ['r=8', 'rslora=True']."""
+    settings = raw.get("method") or {}
     from ..methods import get_method
 
     try:
         defaults = get_method(method).Config().model_dump()
     except KeyError:
         defaults = {}
-    return " ".join(f"{k}={v}" for k, v in settings.items() if k != "name" and defaults.get(k, object()) != v)
+    return [f"{k}={v}" for k, v in settings.items() if k != "name" and defaults.get(k, object()) != v]
 
 
 NOT_SETTINGS = {"name", "output_dir", "method.name", "task.name"}
@@ -37,36 +39,27 @@ MAX_SETTINGS = 6
 """At most this many differing keys in a row's settings cell (then '…')."""
 
 
-def _flat(section: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in section.items():
-        if isinstance(value, dict) and value:
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def fill_settings(rows: list[dict]) -> None:
     """Each row's settings cell: its method's non-default settings, then the recipe keys whose values differ
     between the compared runs (e.g. `train.lr=5e-05`); 'defaults' where there is neither."""
-    configs = [_flat(RunFolder(Path(r["path"])).raw_config()) for r in rows]
+    raws = [RunFolder(Path(r["path"])).raw_config() for r in rows]  # each config.yaml read once
+    configs = [dotted_keys(raw) for raw in raws]
     keys = sorted({k for c in configs for k in c} - NOT_SETTINGS)
     differ = [k for k in keys if len({repr(c.get(k)) for c in configs}) > 1 and not k.startswith("method.")]
-    for row, config in zip(rows, configs):
-        cells = row["settings"].split() + [f"{k}={config.get(k)}" for k in differ]
+    for row, raw, config in zip(rows, raws, configs):
+        cells = _method_settings(raw, row["method"]) + [f"{k}={config.get(k)}" for k in differ]
         more = len(cells) > MAX_SETTINGS
         row["settings"] = " ".join(cells[:MAX_SETTINGS]) + (" …" if more else "") or "defaults"
 
 
-def summary_row(run: Path, s: dict, settings: bool = True) -> dict:
-    """A finished run's row of the comparison: method, parameters, the task's two headline metrics, time.
-    `settings`: also the method settings that differ from the defaults (read from config.yaml)."""
+def summary_row(run: Path, s: dict) -> dict:
+    """A finished run's row of the comparison: method, parameters, the task's two headline metrics, time (the
+    settings cell is left empty: `fill_settings` fills it for the runs compared)."""
     first, second = build_task(s["task"]).HEADLINE
     metrics = s.get("metrics") or {}
     return {
         "run": s.get("name", run.name), "path": str(run), "method": s.get("method", "?"),
-        "settings": _method_settings(run, s.get("method", "")) if settings else "", "data": s.get("data", ""),
+        "settings": "", "data": s.get("data", ""),
         "trainable": s.get("trainable_params"), "total": s.get("total_params"),
         "score": metrics.get(first), "second": metrics.get(second), "train_seconds": s.get("train_seconds"),
         "tokens_per_second": s.get("tokens_per_second"), "peak_rss_mb": s.get("peak_rss_mb"),

@@ -57,7 +57,7 @@ class RunIndex:
         s = RunFolder(run).summary()
         if s.get("task") not in TASKS:
             return self._unfinished(run)
-        r = summary_row(run, s, settings=False)  # they are in the run page's recipe and in comparisons
+        r = summary_row(run, s)  # no settings: they are in the run page's recipe and in comparisons
         first, second = TASKS[s["task"]].HEADLINE
         frac = r["trainable"] / r["total"] if r["trainable"] is not None and r["total"] else None
         return {"name": run.name, "task": s["task"], "base": s.get("base_model", ""), "method": r["method"],

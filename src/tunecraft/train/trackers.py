@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..settings import dotted_keys
 
 THROUGH_ACCELERATE = {"mlflow": "mlflow-skinny (or mlflow)", "wandb": "wandb"}
 """The trackers accelerate drives, and the package each needs."""
@@ -29,17 +30,6 @@ def log_with(trackers: list[str]) -> list[str]:
     return [t for t in trackers if t in THROUGH_ACCELERATE]
 
 
-def flat(values: dict, prefix: str = "") -> dict:
-    """A nested config as dotted keys (the override spelling), the form trackers store parameters in."""
-    out = {}
-    for key, value in values.items():
-        if isinstance(value, dict) and value:
-            out.update(flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def start(acc, config, run_dir: Path) -> None:
     """Open the accelerate trackers of a run with its resolved config as parameters. MLflow writes to a local
     SQLite store beside the runs (<output_dir>/mlflow.db, artifacts in <output_dir>/mlartifacts) unless
@@ -58,4 +48,4 @@ def start(acc, config, run_dir: Path) -> None:
     if "wandb" in names:
         os.environ.setdefault("WANDB_MODE", "offline")
         kwargs["wandb"] = {"name": config.name, "dir": str(run_dir)}
-    acc.init_trackers(PROJECT, config=flat(config.model_dump(mode="json")), init_kwargs=kwargs)
+    acc.init_trackers(PROJECT, config=dotted_keys(config.model_dump(mode="json")), init_kwargs=kwargs)
